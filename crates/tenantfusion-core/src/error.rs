@@ -1,0 +1,227 @@
+//! The one error type of tenantfusion, with stable codes.
+//!
+//! Errors cross DataFusion as `DataFusionError::External`; [`TenantError::from_datafusion`]
+//! finds them again however deeply DataFusion wrapped them, so a caller always sees
+//! the code the engine raised, never a stringly wrapped copy.
+
+use std::error::Error as StdError;
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+
+/// Result with [`TenantError`].
+pub type Result<T, E = TenantError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in tenantfusion. Each variant has a stable
+/// [`code`](TenantError::code) that clients may match on; messages may change.
+///
+/// ```
+/// use tenantfusion_core::TenantError;
+/// let err = TenantError::TableNotFound("app.orders".into());
+/// assert_eq!(err.code(), "TABLE_NOT_FOUND");
+/// assert_eq!(err.to_string(), "TABLE_NOT_FOUND: table 'app.orders' does not exist");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantError {
+    /// The namespace does not exist.
+    #[error("NAMESPACE_NOT_FOUND: namespace '{0}' does not exist")]
+    NamespaceNotFound(String),
+    /// A namespace of that name exists already.
+    #[error("NAMESPACE_EXISTS: namespace '{0}' already exists")]
+    NamespaceExists(String),
+    /// The namespace still holds tables.
+    #[error("NAMESPACE_NOT_EMPTY: namespace '{0}' still has tables; drop them first")]
+    NamespaceNotEmpty(String),
+    /// The table does not exist.
+    #[error("TABLE_NOT_FOUND: table '{0}' does not exist")]
+    TableNotFound(String),
+    /// A table of that name exists already.
+    #[error("TABLE_EXISTS: table '{0}' already exists")]
+    TableExists(String),
+    /// The table is registered but has no provider in the schema cache.
+    #[error("PROVIDER_NOT_FOUND: no provider is registered for table '{0}'")]
+    ProviderNotFound(String),
+    /// The user does not exist.
+    #[error("USER_NOT_FOUND: user '{0}' does not exist")]
+    UserNotFound(String),
+    /// A user of that name exists already.
+    #[error("USER_EXISTS: user '{0}' already exists")]
+    UserExists(String),
+    /// The caller's role or grants do not allow the operation.
+    #[error("PERMISSION_DENIED: {0}")]
+    PermissionDenied(String),
+    /// A table was reached without a user context attached to the session.
+    #[error(
+        "NO_USER_CONTEXT: no user context is attached to this session; use Engine::session or tenantfusion::attach_user"
+    )]
+    NoUserContext,
+    /// An argument or option has a bad value.
+    #[error("INVALID_ARGUMENT: {0}")]
+    InvalidArgument(String),
+    /// Data does not fit the table's schema (column count or types).
+    #[error("SCHEMA_MISMATCH: {0}")]
+    SchemaMismatch(String),
+    /// NULL written into a column declared NOT NULL.
+    #[error("NOT_NULL_VIOLATION: column '{column}' of table '{table}' is NOT NULL")]
+    NotNullViolation {
+        /// The table written to.
+        table: String,
+        /// The NOT NULL column.
+        column: String,
+    },
+    /// The statement or option is not supported (yet).
+    #[error("NOT_SUPPORTED: {0}")]
+    NotSupported(String),
+    /// The SQL text could not be parsed.
+    #[error("SYNTAX_ERROR: {0}")]
+    Syntax(String),
+    /// The statement parsed but could not be planned.
+    #[error("PLAN_ERROR: {0}")]
+    Plan(String),
+    /// The statement failed while it ran.
+    #[error("EXECUTION_ERROR: {0}")]
+    Execution(String),
+    /// A memory or other resource limit was reached.
+    #[error("RESOURCES_EXHAUSTED: {0}")]
+    ResourcesExhausted(String),
+    /// A bug: an invariant did not hold.
+    #[error("INTERNAL: {0}")]
+    Internal(String),
+}
+
+impl TenantError {
+    /// The stable code of this error, e.g. `"TABLE_NOT_FOUND"`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TenantError::NamespaceNotFound(_) => "NAMESPACE_NOT_FOUND",
+            TenantError::NamespaceExists(_) => "NAMESPACE_EXISTS",
+            TenantError::NamespaceNotEmpty(_) => "NAMESPACE_NOT_EMPTY",
+            TenantError::TableNotFound(_) => "TABLE_NOT_FOUND",
+            TenantError::TableExists(_) => "TABLE_EXISTS",
+            TenantError::ProviderNotFound(_) => "PROVIDER_NOT_FOUND",
+            TenantError::UserNotFound(_) => "USER_NOT_FOUND",
+            TenantError::UserExists(_) => "USER_EXISTS",
+            TenantError::PermissionDenied(_) => "PERMISSION_DENIED",
+            TenantError::NoUserContext => "NO_USER_CONTEXT",
+            TenantError::InvalidArgument(_) => "INVALID_ARGUMENT",
+            TenantError::SchemaMismatch(_) => "SCHEMA_MISMATCH",
+            TenantError::NotNullViolation { .. } => "NOT_NULL_VIOLATION",
+            TenantError::NotSupported(_) => "NOT_SUPPORTED",
+            TenantError::Syntax(_) => "SYNTAX_ERROR",
+            TenantError::Plan(_) => "PLAN_ERROR",
+            TenantError::Execution(_) => "EXECUTION_ERROR",
+            TenantError::ResourcesExhausted(_) => "RESOURCES_EXHAUSTED",
+            TenantError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// Recovers the error a DataFusion error carries.
+    ///
+    /// A [`TenantError`] raised inside DataFusion (by a provider, a sink or an
+    /// execution plan) is returned as it was raised. Anything else is classified
+    /// by DataFusion's own error kind.
+    pub fn from_datafusion(err: DataFusionError) -> Self {
+        if let Some(found) = find_in_chain(&err) {
+            return found;
+        }
+        let root = err.find_root();
+        let message = root.message().to_string();
+        match root {
+            DataFusionError::SQL(..) => TenantError::Syntax(message),
+            DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
+                TenantError::Plan(message)
+            }
+            DataFusionError::NotImplemented(_) => TenantError::NotSupported(message),
+            DataFusionError::Configuration(_) => TenantError::InvalidArgument(message),
+            DataFusionError::ResourcesExhausted(_) => TenantError::ResourcesExhausted(message),
+            DataFusionError::Internal(_) => TenantError::Internal(message),
+            _ => TenantError::Execution(root.to_string()),
+        }
+    }
+}
+
+impl TenantError {
+    /// Classifies an error of an INSERT into `table`: a value that cannot be
+    /// cast to its column's type (whether DataFusion folds the cast while
+    /// planning or runs it while executing) is a `SCHEMA_MISMATCH`.
+    pub fn from_insert(table: &str, err: DataFusionError) -> Self {
+        match err.find_root() {
+            DataFusionError::ArrowError(arrow, _)
+                if matches!(**arrow, ArrowError::CastError(_)) =>
+            {
+                TenantError::SchemaMismatch(format!(
+                    "a value does not fit its column in table '{table}': {arrow}"
+                ))
+            }
+            _ => TenantError::from_datafusion(err),
+        }
+    }
+}
+
+fn find_in_chain(err: &DataFusionError) -> Option<TenantError> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<TenantError>() {
+            return Some(found.clone());
+        }
+        current = e.source();
+    }
+    None
+}
+
+impl From<TenantError> for DataFusionError {
+    fn from(err: TenantError) -> Self {
+        DataFusionError::External(Box::new(err))
+    }
+}
+
+impl From<DataFusionError> for TenantError {
+    fn from(err: DataFusionError) -> Self {
+        TenantError::from_datafusion(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn survives_datafusion_wrapping() {
+        let raised = TenantError::PermissionDenied("no".into());
+        let wrapped = DataFusionError::Context(
+            "while scanning".into(),
+            Box::new(DataFusionError::Shared(Arc::new(
+                DataFusionError::ArrowError(
+                    Box::new(ArrowError::ExternalError(Box::new(DataFusionError::from(
+                        raised.clone(),
+                    )))),
+                    None,
+                ),
+            ))),
+        );
+        assert_eq!(TenantError::from_datafusion(wrapped), raised);
+    }
+
+    #[test]
+    fn classifies_plain_datafusion_errors() {
+        let plan = DataFusionError::Plan("bad".into());
+        assert_eq!(TenantError::from_datafusion(plan).code(), "PLAN_ERROR");
+        let nyi = DataFusionError::NotImplemented("x".into());
+        assert_eq!(TenantError::from_datafusion(nyi).code(), "NOT_SUPPORTED");
+    }
+
+    #[test]
+    fn insert_cast_failures_are_schema_mismatches() {
+        let cast = DataFusionError::ArrowError(Box::new(ArrowError::CastError("x".into())), None);
+        assert_eq!(
+            TenantError::from_insert("app.t", cast).code(),
+            "SCHEMA_MISMATCH"
+        );
+        let other = DataFusionError::Execution("boom".into());
+        assert_eq!(
+            TenantError::from_insert("app.t", other).code(),
+            "EXECUTION_ERROR"
+        );
+    }
+}

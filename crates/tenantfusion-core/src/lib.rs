@@ -1,0 +1,22 @@
+//! Core types of tenantfusion: identifiers, roles, the per-request
+//! [`UserContext`], the error type with stable codes, the
+//! [`BaseTableProvider`] trait every table implements, and the
+//! [`SchemaCache`] that holds one provider per table.
+//!
+//! See the repository's `DESIGN.md` for the contracts these types carry.
+
+#![deny(missing_docs)]
+
+mod error;
+mod ids;
+mod role;
+mod schema_cache;
+mod table;
+mod user;
+
+pub use error::{Result, TenantError};
+pub use ids::{NamespaceId, StorageId, TableId, TableName, UserId};
+pub use role::Role;
+pub use schema_cache::SchemaCache;
+pub use table::{Access, AccessLevel, BaseTableProvider, TableProviderCore, TableType};
+pub use user::UserContext;

@@ -1,0 +1,24 @@
+//! Table providers of tenantfusion: [`UserTableProvider`] (rows partitioned
+//! per owner) and [`SharedTableProvider`] (one partition behind access
+//! levels), over a [`PartitionStore`].
+//!
+//! One provider exists per table. Its plans carry no identity: the caller's
+//! partition and permissions are decided when the plan executes, from the
+//! [`UserContext`](tenantfusion_core::UserContext) in the task's session
+//! config, so every plan is user-independent.
+
+#![deny(missing_docs)]
+
+mod binding;
+mod policy;
+mod provider;
+mod scan;
+mod sink;
+mod store;
+
+pub use binding::IdentityBinding;
+pub use policy::{PartitionPolicy, Privilege, SharedAccess, UserPartitions};
+pub use provider::{PartitionedTable, SharedTableProvider, UserTableProvider};
+pub use scan::{PartitionScanExec, ScanRequest};
+pub use sink::PartitionSink;
+pub use store::{MemoryPartitionStore, PartitionKey, PartitionStore};

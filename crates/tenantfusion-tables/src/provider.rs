@@ -1,0 +1,285 @@
+//! The one provider of a user or shared table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema};
+use datafusion::datasource::sink::DataSinkExec;
+use datafusion::error::Result;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType as DFTableType};
+use datafusion::physical_plan::ExecutionPlan;
+use tenantfusion_core::{
+    Access, AccessLevel, BaseTableProvider, TableId, TableProviderCore, TenantError, UserContext,
+    UserId,
+};
+
+use crate::binding::IdentityBinding;
+use crate::policy::{PartitionPolicy, SharedAccess, UserPartitions};
+use crate::scan::{PartitionScanExec, ScanRequest};
+use crate::sink::PartitionSink;
+use crate::store::PartitionStore;
+
+/// A table whose rows live in a [`PartitionStore`] and whose partition per
+/// caller is chosen by a [`PartitionPolicy`].
+///
+/// Use the aliases [`UserTableProvider`] and [`SharedTableProvider`].
+#[derive(Debug)]
+pub struct PartitionedTable<P> {
+    core: TableProviderCore,
+    /// `core.schema` with every column nullable: what DataFusion sees and what
+    /// is stored. DataFusion would otherwise reject a NULL for a NOT NULL
+    /// column inside its VALUES operator with a bare Arrow error; the sink
+    /// enforces `core.schema`'s NOT NULL instead, naming table and column.
+    visible_schema: SchemaRef,
+    store: Arc<dyn PartitionStore>,
+    policy: Arc<P>,
+    column_defaults: HashMap<String, Expr>,
+}
+
+/// A user table: each caller reads and writes only their own rows.
+///
+/// ```
+/// use std::sync::Arc;
+/// use datafusion::arrow::datatypes::{DataType, Field, Schema};
+/// use tenantfusion_core::{BaseTableProvider, TableId};
+/// use tenantfusion_tables::{MemoryPartitionStore, UserTableProvider};
+///
+/// let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+/// let table = UserTableProvider::new_user(
+///     TableId::new("app", "notes"), schema, Arc::new(MemoryPartitionStore::new()));
+/// assert_eq!(table.core().table_id.to_string(), "app.notes");
+/// ```
+pub type UserTableProvider = PartitionedTable<UserPartitions>;
+
+/// A shared table: one set of rows, guarded by an [`AccessLevel`] and grants.
+pub type SharedTableProvider = PartitionedTable<SharedAccess>;
+
+impl PartitionedTable<UserPartitions> {
+    /// A user table over `store`.
+    pub fn new_user(table_id: TableId, schema: SchemaRef, store: Arc<dyn PartitionStore>) -> Self {
+        Self::with_policy(table_id, schema, store, UserPartitions)
+    }
+}
+
+impl PartitionedTable<SharedAccess> {
+    /// A shared table over `store`, at access level `level`.
+    pub fn new_shared(
+        table_id: TableId,
+        schema: SchemaRef,
+        level: AccessLevel,
+        store: Arc<dyn PartitionStore>,
+    ) -> Self {
+        Self::with_policy(table_id, schema, store, SharedAccess::new(level))
+    }
+
+    /// The table's access level and grants.
+    pub fn access(&self) -> &SharedAccess {
+        &self.policy
+    }
+}
+
+impl<P: PartitionPolicy> PartitionedTable<P> {
+    fn with_policy(
+        table_id: TableId,
+        schema: SchemaRef,
+        store: Arc<dyn PartitionStore>,
+        policy: P,
+    ) -> Self {
+        let visible_schema = Arc::new(Schema::new_with_metadata(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+            schema.metadata().clone(),
+        ));
+        Self {
+            core: TableProviderCore::new(table_id, policy.table_type(), schema),
+            visible_schema,
+            store,
+            policy: Arc::new(policy),
+            column_defaults: HashMap::new(),
+        }
+    }
+
+    /// Sets `DEFAULT` expressions used by INSERTs that omit columns.
+    pub fn with_column_defaults(
+        mut self,
+        defaults: impl IntoIterator<Item = (String, Expr)>,
+    ) -> Self {
+        self.column_defaults = defaults.into_iter().collect();
+        self
+    }
+
+    /// The store holding this table's rows.
+    pub fn store(&self) -> &Arc<dyn PartitionStore> {
+        &self.store
+    }
+
+    fn build_scan(
+        &self,
+        binding: IdentityBinding,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let predicate = match conjunction(filters.iter().cloned()) {
+            Some(expr) => {
+                // Pushed-down filters only name this table's columns; the scan
+                // evaluates them on unqualified batches.
+                let expr = expr
+                    .transform(|e| match e {
+                        Expr::Column(c) => Ok(Transformed::yes(Expr::Column(
+                            Column::new_unqualified(c.name),
+                        ))),
+                        other => Ok(Transformed::no(other)),
+                    })?
+                    .data;
+                let df_schema = DFSchema::try_from(self.visible_schema.as_ref().clone())?;
+                Some(state.create_physical_expr(expr, &df_schema)?)
+            }
+            None => None,
+        };
+        let request = ScanRequest {
+            projection: projection.cloned(),
+            predicate,
+            limit,
+        };
+        Ok(Arc::new(PartitionScanExec::try_new(
+            Arc::clone(&self.core.table_id),
+            &self.visible_schema,
+            Arc::clone(&self.store),
+            Arc::clone(&self.policy) as Arc<dyn PartitionPolicy>,
+            binding,
+            request,
+        )?))
+    }
+
+    fn build_insert(
+        &self,
+        binding: IdentityBinding,
+        input: Arc<dyn ExecutionPlan>,
+        op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if op != InsertOp::Append {
+            return Err(TenantError::NotSupported(format!(
+                "{op} is not supported on table '{}'; use INSERT INTO",
+                self.core.table_id
+            ))
+            .into());
+        }
+        let sink = PartitionSink::new(
+            Arc::clone(&self.core.table_id),
+            Arc::clone(&self.core.schema),
+            Arc::clone(&self.visible_schema),
+            Arc::clone(&self.store),
+            Arc::clone(&self.policy) as Arc<dyn PartitionPolicy>,
+            binding,
+        );
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+#[async_trait]
+impl<P: PartitionPolicy> TableProvider for PartitionedTable<P> {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.visible_schema)
+    }
+
+    fn table_type(&self) -> DFTableType {
+        DFTableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.column_defaults.get(column)
+    }
+
+    /// Filters are evaluated exactly on the caller's rows, except volatile
+    /// ones (e.g. `random()`), which DataFusion must evaluate once per row itself.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if f.is_volatile() {
+                    TableProviderFilterPushDown::Unsupported
+                } else {
+                    TableProviderFilterPushDown::Exact
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.build_scan(IdentityBinding::Task, state, projection, filters, limit)
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.build_insert(IdentityBinding::Task, input, insert_op)
+    }
+}
+
+#[async_trait]
+impl<P: PartitionPolicy> BaseTableProvider for PartitionedTable<P> {
+    fn core(&self) -> &TableProviderCore {
+        &self.core
+    }
+
+    fn authorize(&self, user: &UserContext, access: Access) -> Result<(), TenantError> {
+        let id = &self.core.table_id;
+        match access {
+            Access::Read => self.policy.read_partition(id, user).map(drop),
+            Access::Write => self.policy.write_partition(id, user).map(drop),
+        }
+    }
+
+    async fn forget_user(&self, user: &UserId) -> Result<(), TenantError> {
+        self.policy.forget_user(user);
+        if let Some(key) = self.policy.owned_partition(user) {
+            self.store.drop_partition(&key).await?;
+        }
+        Ok(())
+    }
+
+    async fn scan_user(
+        &self,
+        user: &UserContext,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let binding = IdentityBinding::Bound(Arc::new(user.clone()));
+        self.build_scan(binding, state, projection, filters, limit)
+    }
+
+    async fn insert_user(
+        &self,
+        user: &UserContext,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.build_insert(IdentityBinding::Bound(Arc::new(user.clone())), input, op)
+    }
+}

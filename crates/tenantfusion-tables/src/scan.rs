@@ -1,0 +1,227 @@
+//! The scan of one caller's partition.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use futures::{StreamExt, TryStreamExt};
+use tenantfusion_core::TableId;
+
+use crate::binding::IdentityBinding;
+use crate::policy::PartitionPolicy;
+use crate::store::PartitionStore;
+
+/// Reads the partition of whoever executes it, then applies the pushed-down
+/// predicate, projection and limit.
+///
+/// The plan holds no user, rows or statistics: the caller's partition is chosen
+/// in [`ExecutionPlan::execute`], so one plan is safe to reuse for every user.
+#[derive(Debug)]
+pub struct PartitionScanExec {
+    table_id: Arc<TableId>,
+    store: Arc<dyn PartitionStore>,
+    policy: Arc<dyn PartitionPolicy>,
+    binding: IdentityBinding,
+    projection: Option<Vec<usize>>,
+    /// Over the table's full schema; columns it needs may be outside `projection`.
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    limit: Option<usize>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+/// What [`PartitionScanExec`] reads: everything but the table itself.
+#[derive(Debug, Clone, Default)]
+pub struct ScanRequest {
+    /// Columns to return, by index into the table schema (`None` = all).
+    pub projection: Option<Vec<usize>>,
+    /// Rows must satisfy this (exactly: filters are pushed down as `Exact`).
+    pub predicate: Option<Arc<dyn PhysicalExpr>>,
+    /// At most this many rows, counted after the predicate.
+    pub limit: Option<usize>,
+}
+
+impl PartitionScanExec {
+    /// A scan of `table_id` whose partition `policy` picks for the bound caller.
+    pub fn try_new(
+        table_id: Arc<TableId>,
+        table_schema: &SchemaRef,
+        store: Arc<dyn PartitionStore>,
+        policy: Arc<dyn PartitionPolicy>,
+        binding: IdentityBinding,
+        request: ScanRequest,
+    ) -> Result<Self> {
+        let schema = match &request.projection {
+            Some(indices) => Arc::new(table_schema.project(indices)?),
+            None => Arc::clone(table_schema),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(Self {
+            table_id,
+            store,
+            policy,
+            binding,
+            projection: request.projection,
+            predicate: request.predicate,
+            limit: request.limit,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+}
+
+impl DisplayAs for PartitionScanExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                write!(f, "PartitionScanExec: table={}", self.table_id)?;
+                if let Some(p) = &self.projection {
+                    let schema = self.schema();
+                    let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    debug_assert_eq!(names.len(), p.len());
+                    write!(f, ", projection=[{}]", names.join(", "))?;
+                }
+                if let Some(pred) = &self.predicate {
+                    write!(f, ", predicate={pred}")?;
+                }
+                if let Some(limit) = self.limit {
+                    write!(f, ", limit={limit}")?;
+                }
+                Ok(())
+            }
+            DisplayFormatType::TreeRender => write!(f, "table={}", self.table_id),
+        }
+    }
+}
+
+impl ExecutionPlan for PartitionScanExec {
+    fn name(&self) -> &str {
+        "PartitionScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        match &self.predicate {
+            Some(predicate) => f(predicate),
+            None => Ok(TreeNodeRecursion::Continue),
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "PartitionScanExec has no children".to_string(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "PartitionScanExec has one partition, asked for {partition}"
+            )));
+        }
+        let user = self.binding.resolve(&context)?;
+        let key = self.policy.read_partition(&self.table_id, &user)?;
+        let store = Arc::clone(&self.store);
+        let filter = RowFilter {
+            predicate: self.predicate.clone(),
+            projection: self.projection.clone(),
+            remaining: self.limit,
+        };
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let rows = futures::stream::once(async move {
+            let batches = store.read(&key).await?;
+            filter.apply(batches)
+        })
+        .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+        .try_flatten()
+        .inspect_ok(move |batch| baseline.record_output(batch.num_rows()))
+        .boxed();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), rows)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn fetch(&self) -> Option<usize> {
+        self.limit
+    }
+}
+
+struct RowFilter {
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    projection: Option<Vec<usize>>,
+    remaining: Option<usize>,
+}
+
+impl RowFilter {
+    fn apply(mut self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::with_capacity(batches.len());
+        for batch in batches {
+            if self.remaining == Some(0) {
+                break;
+            }
+            let mut batch = match &self.predicate {
+                Some(predicate) => {
+                    let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+                    let mask = mask.as_boolean_opt().ok_or_else(|| {
+                        DataFusionError::Internal("scan predicate is not boolean".to_string())
+                    })?;
+                    filter_record_batch(&batch, mask)?
+                }
+                None => batch,
+            };
+            if let Some(remaining) = self.remaining.as_mut() {
+                let take = batch.num_rows().min(*remaining);
+                batch = batch.slice(0, take);
+                *remaining -= take;
+            }
+            if let Some(indices) = &self.projection {
+                batch = batch.project(indices)?;
+            }
+            if batch.num_rows() > 0 {
+                out.push(batch);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,120 @@
+//! The write of one caller's rows.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::sink::DataSink;
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
+use futures::TryStreamExt;
+use tenantfusion_core::{TableId, TenantError};
+
+use crate::binding::IdentityBinding;
+use crate::policy::PartitionPolicy;
+use crate::store::PartitionStore;
+
+/// Appends rows to the partition of whoever executes the plan.
+///
+/// Nothing is written while planning (so `EXPLAIN INSERT` changes nothing),
+/// and a statement's rows are validated in full before any is stored: an
+/// error leaves the table as it was.
+#[derive(Debug)]
+pub struct PartitionSink {
+    table_id: Arc<TableId>,
+    /// The declared schema, NOT NULL included: what rows are checked against.
+    declared: SchemaRef,
+    /// The schema rows are stored (and scanned) with.
+    schema: SchemaRef,
+    store: Arc<dyn PartitionStore>,
+    policy: Arc<dyn PartitionPolicy>,
+    binding: IdentityBinding,
+}
+
+impl PartitionSink {
+    /// A sink into `table_id`, whose partition `policy` picks for the bound caller.
+    pub fn new(
+        table_id: Arc<TableId>,
+        declared: SchemaRef,
+        schema: SchemaRef,
+        store: Arc<dyn PartitionStore>,
+        policy: Arc<dyn PartitionPolicy>,
+        binding: IdentityBinding,
+    ) -> Self {
+        Self {
+            table_id,
+            declared,
+            schema,
+            store,
+            policy,
+            binding,
+        }
+    }
+
+    /// Re-labels a batch with the table's schema, enforcing column count,
+    /// types and NOT NULL (DataFusion checks types but not nullability).
+    fn conform(&self, batch: RecordBatch) -> Result<RecordBatch, TenantError> {
+        let fields = self.declared.fields();
+        if batch.num_columns() != fields.len() {
+            return Err(TenantError::SchemaMismatch(format!(
+                "table '{}' has {} columns, insert provided {}",
+                self.table_id,
+                fields.len(),
+                batch.num_columns()
+            )));
+        }
+        for (field, column) in fields.iter().zip(batch.columns()) {
+            if column.data_type() != field.data_type() {
+                return Err(TenantError::SchemaMismatch(format!(
+                    "column '{}' of table '{}' is {}, insert provided {}",
+                    field.name(),
+                    self.table_id,
+                    field.data_type(),
+                    column.data_type()
+                )));
+            }
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(TenantError::NotNullViolation {
+                    table: self.table_id.to_string(),
+                    column: field.name().clone(),
+                });
+            }
+        }
+        RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())
+            .map_err(|e| TenantError::SchemaMismatch(e.to_string()))
+    }
+}
+
+impl DisplayAs for PartitionSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "PartitionSink: table={}", self.table_id)
+    }
+}
+
+#[async_trait]
+impl DataSink for PartitionSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        data: SendableRecordBatchStream,
+        context: &Arc<TaskContext>,
+    ) -> Result<u64> {
+        let user = self.binding.resolve(context)?;
+        let key = self.policy.write_partition(&self.table_id, &user)?;
+        let batches: Vec<RecordBatch> = data
+            .try_collect()
+            .await
+            .map_err(|e| TenantError::from_insert(&self.table_id.to_string(), e))?;
+        let batches = batches
+            .into_iter()
+            .map(|b| self.conform(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.store.append(&key, batches).await
+    }
+}

@@ -1,0 +1,144 @@
+//! Where a table's rows live: partitions keyed by owner.
+//!
+//! The providers only talk to [`PartitionStore`]; durable storage implements
+//! the same trait, so a user's scan keeps costing O(that user's rows).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::Result;
+use parking_lot::RwLock;
+use tenantfusion_core::UserId;
+
+/// One partition of a table: a user's rows, or the shared rows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PartitionKey {
+    /// The single partition of a shared table.
+    Shared,
+    /// A user's rows in a user table.
+    User(UserId),
+}
+
+/// Rows of one table, stored per partition.
+#[async_trait]
+pub trait PartitionStore: Debug + Send + Sync {
+    /// Appends `batches` to a partition, all or nothing; returns the rows added.
+    /// Every batch has the table's schema.
+    async fn append(&self, partition: &PartitionKey, batches: Vec<RecordBatch>) -> Result<u64>;
+
+    /// The partition's current rows (empty if it has none). Costs O(rows of
+    /// that partition), whatever other partitions hold.
+    async fn read(&self, partition: &PartitionKey) -> Result<Vec<RecordBatch>>;
+
+    /// Removes a partition and its rows (DROP USER); returns the rows removed.
+    async fn drop_partition(&self, partition: &PartitionKey) -> Result<u64>;
+
+    /// How many partitions hold rows.
+    fn partition_count(&self) -> usize;
+}
+
+/// Small inserts are merged into the last batch up to this many rows, so a
+/// partition filled one row at a time is still scanned as a few batches.
+const COALESCE_ROWS: usize = 8192;
+
+/// The in-memory store: each partition is a list of batches behind its own lock.
+#[derive(Debug, Default)]
+pub struct MemoryPartitionStore {
+    partitions: DashMap<PartitionKey, Arc<RwLock<Vec<RecordBatch>>>>,
+}
+
+impl MemoryPartitionStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl PartitionStore for MemoryPartitionStore {
+    async fn append(&self, partition: &PartitionKey, batches: Vec<RecordBatch>) -> Result<u64> {
+        let added: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if added == 0 {
+            return Ok(0);
+        }
+        // Merge before taking the lock: the partition is locked only to swap in results.
+        let slot = Arc::clone(
+            self.partitions
+                .entry(partition.clone())
+                .or_default()
+                .value(),
+        );
+        let mut rows = slot.write();
+        for batch in batches.into_iter().filter(|b| b.num_rows() > 0) {
+            match rows.last_mut() {
+                Some(last) if last.num_rows() + batch.num_rows() <= COALESCE_ROWS => {
+                    *last = concat_batches(&batch.schema(), [&*last, &batch])?;
+                }
+                _ => rows.push(batch),
+            }
+        }
+        Ok(added as u64)
+    }
+
+    async fn read(&self, partition: &PartitionKey) -> Result<Vec<RecordBatch>> {
+        Ok(self
+            .partitions
+            .get(partition)
+            .map(|slot| slot.read().clone())
+            .unwrap_or_default())
+    }
+
+    async fn drop_partition(&self, partition: &PartitionKey) -> Result<u64> {
+        Ok(self
+            .partitions
+            .remove(partition)
+            .map(|(_, slot)| slot.read().iter().map(|b| b.num_rows() as u64).sum())
+            .unwrap_or(0))
+    }
+
+    fn partition_count(&self) -> usize {
+        self.partitions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch(values: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn partitions_are_separate_and_small_inserts_coalesce() {
+        let store = MemoryPartitionStore::new();
+        let alice = PartitionKey::User(UserId::new("alice"));
+        let bob = PartitionKey::User(UserId::new("bob"));
+        for i in 0..100 {
+            store.append(&alice, vec![batch(&[i])]).await.unwrap();
+        }
+        store.append(&bob, vec![batch(&[7, 8])]).await.unwrap();
+
+        let rows = store.read(&alice).await.unwrap();
+        assert_eq!(
+            rows.len(),
+            1,
+            "100 one-row inserts should coalesce into one batch"
+        );
+        assert_eq!(rows[0].num_rows(), 100);
+        let bob_rows = store.read(&bob).await.unwrap();
+        assert_eq!(bob_rows[0].column(0).len(), 2);
+        assert!(store.read(&PartitionKey::Shared).await.unwrap().is_empty());
+        assert_eq!(store.partition_count(), 2);
+        assert_eq!(store.drop_partition(&alice).await.unwrap(), 100);
+        assert!(store.read(&alice).await.unwrap().is_empty());
+        assert_eq!(store.read(&bob).await.unwrap()[0].num_rows(), 2);
+    }
+}

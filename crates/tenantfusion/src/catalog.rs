@@ -1,0 +1,115 @@
+//! DataFusion's view of the schema cache: a catalog whose schemas are namespaces.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::error::Result;
+use tenantfusion_core::{NamespaceId, SchemaCache, TenantError};
+
+use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
+
+/// The name the tenantfusion catalog is registered under.
+pub const CATALOG_NAME: &str = "tenantfusion";
+
+/// Resolves `namespace.table` through the [`SchemaCache`]. Tables are created
+/// and dropped through the engine's SQL, never through DataFusion's catalog API.
+#[derive(Debug)]
+pub struct TenantCatalog {
+    cache: Arc<SchemaCache>,
+    system: Arc<SystemSchema>,
+}
+
+impl TenantCatalog {
+    pub(crate) fn new(cache: Arc<SchemaCache>, system: Arc<SystemSchema>) -> Self {
+        Self { cache, system }
+    }
+}
+
+impl CatalogProvider for TenantCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .cache
+            .namespaces()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        names.push(SYSTEM_NAMESPACE.to_string());
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == SYSTEM_NAMESPACE {
+            return Some(Arc::clone(&self.system) as Arc<dyn SchemaProvider>);
+        }
+        self.cache.namespace_exists(name).then(|| {
+            Arc::new(NamespaceSchema {
+                cache: Arc::clone(&self.cache),
+                namespace: NamespaceId::new(name),
+            }) as Arc<dyn SchemaProvider>
+        })
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        _schema: Arc<dyn SchemaProvider>,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>> {
+        Err(TenantError::NotSupported(format!(
+            "namespace '{name}' must be created with CREATE NAMESPACE through the engine"
+        ))
+        .into())
+    }
+}
+
+/// One namespace's tables, as a DataFusion schema.
+#[derive(Debug)]
+struct NamespaceSchema {
+    cache: Arc<SchemaCache>,
+    namespace: NamespaceId,
+}
+
+#[async_trait]
+impl SchemaProvider for NamespaceSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.cache
+            .table_names(self.namespace.as_str())
+            .unwrap_or_default()
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self
+            .cache
+            .get_provider(self.namespace.as_str(), name)
+            .map(|p| p as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.cache
+            .get_provider(self.namespace.as_str(), name)
+            .is_some()
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        _table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        Err(TenantError::NotSupported(format!(
+            "table '{}.{name}' must be created with CREATE TABLE through the engine",
+            self.namespace
+        ))
+        .into())
+    }
+
+    fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Err(TenantError::NotSupported(format!(
+            "table '{}.{name}' must be dropped with DROP TABLE through the engine",
+            self.namespace
+        ))
+        .into())
+    }
+}

@@ -1,0 +1,53 @@
+//! Engine settings.
+
+use tenantfusion_core::TableType;
+
+/// How an [`Engine`](crate::Engine) is set up. `Default` suits tests and
+/// embedding: plain `CREATE TABLE` makes user tables, DDL is for `Dba`/`System`.
+///
+/// ```
+/// use tenantfusion::EngineConfig;
+/// let config = EngineConfig::default().with_memory_limit(512 * 1024 * 1024);
+/// assert_eq!(config.default_namespace, "default");
+/// ```
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The namespace of unqualified table names; created at start.
+    pub default_namespace: String,
+    /// What plain `CREATE TABLE` (no USER/SHARED/STREAM) creates.
+    pub default_table_type: TableType,
+    /// Let ordinary users create and drop *user* tables (the sqllogictest
+    /// runner's `--user-tables` mode). Shared tables always need `Dba`/`System`.
+    pub users_may_create_user_tables: bool,
+    /// Upper bound for memory reserved by queries (sorts, joins,
+    /// aggregations), shared by every session; `None` for no limit.
+    pub memory_limit: Option<usize>,
+    /// Partitions DataFusion plans with; `None` uses the number of cores.
+    pub target_partitions: Option<usize>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            default_namespace: "default".to_string(),
+            default_table_type: TableType::User,
+            users_may_create_user_tables: false,
+            memory_limit: None,
+            target_partitions: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Sets [`memory_limit`](Self::memory_limit).
+    pub fn with_memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Sets [`users_may_create_user_tables`](Self::users_may_create_user_tables).
+    pub fn with_users_may_create_user_tables(mut self, allow: bool) -> Self {
+        self.users_may_create_user_tables = allow;
+        self
+    }
+}

@@ -1,0 +1,135 @@
+//! The engine: shared planning state, the schema cache, users.
+
+use std::sync::Arc;
+
+use datafusion::catalog::{CatalogProvider, CatalogProviderList, MemoryCatalogProviderList};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionState;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use tenantfusion_core::{BaseTableProvider, Result, SchemaCache, TenantError, UserContext};
+
+use crate::catalog::{CATALOG_NAME, TenantCatalog};
+use crate::config::EngineConfig;
+use crate::session::TenantSession;
+use crate::system_tables::SystemSchema;
+use crate::users::UserRegistry;
+
+/// A multi-tenant SQL engine: one provider per table, one caller per session.
+///
+/// Create it once per process and hand out [`TenantSession`]s per request
+/// with [`Engine::session`].
+#[derive(Clone, Debug)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct EngineInner {
+    pub(crate) config: EngineConfig,
+    /// Plans every statement. It holds no user: identity is attached to the
+    /// task context of each execution, so it is shared by all sessions.
+    pub(crate) state: SessionState,
+    pub(crate) cache: Arc<SchemaCache>,
+    pub(crate) users: Arc<UserRegistry>,
+    pub(crate) catalog: Arc<TenantCatalog>,
+}
+
+impl Engine {
+    /// An engine with its default namespace created.
+    pub fn new(config: EngineConfig) -> Result<Self> {
+        let cache = Arc::new(SchemaCache::new());
+        cache.create_namespace(config.default_namespace.as_str())?;
+        let users = Arc::new(UserRegistry::default());
+        let system = Arc::new(SystemSchema::new(Arc::clone(&cache), Arc::clone(&users)));
+        let catalog = Arc::new(TenantCatalog::new(Arc::clone(&cache), system));
+
+        let mut session_config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG_NAME, &config.default_namespace)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(false);
+        if let Some(partitions) = config.target_partitions {
+            session_config = session_config.with_target_partitions(partitions);
+        }
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = config.memory_limit {
+            runtime = runtime.with_memory_limit(limit, 1.0);
+        }
+        let runtime = runtime.build_arc()?;
+        let catalogs = Arc::new(MemoryCatalogProviderList::new());
+        catalogs.register_catalog(
+            CATALOG_NAME.to_string(),
+            Arc::clone(&catalog) as Arc<dyn CatalogProvider>,
+        );
+        let state = SessionStateBuilder::new()
+            .with_config(session_config)
+            .with_runtime_env(runtime)
+            .with_catalog_list(catalogs as Arc<dyn CatalogProviderList>)
+            .with_default_features()
+            .build();
+        Ok(Self {
+            inner: Arc::new(EngineInner {
+                config,
+                state,
+                cache,
+                users,
+                catalog,
+            }),
+        })
+    }
+
+    /// A handle that runs statements as `user`. Nothing is built per user:
+    /// this is two reference-count increments and one small allocation.
+    pub fn session(&self, user: UserContext) -> TenantSession {
+        TenantSession {
+            engine: Arc::clone(&self.inner),
+            user: Arc::new(user),
+        }
+    }
+
+    /// The unified cache of tables and their providers.
+    pub fn schema_cache(&self) -> &Arc<SchemaCache> {
+        &self.inner.cache
+    }
+
+    /// The registered users.
+    pub fn users(&self) -> &UserRegistry {
+        &self.inner.users
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The tenantfusion catalog, for registering in another DataFusion context.
+    pub fn catalog(&self) -> Arc<dyn CatalogProvider> {
+        Arc::clone(&self.inner.catalog) as Arc<dyn CatalogProvider>
+    }
+
+    /// Registers the tenantfusion catalog in a host's own `SessionContext`
+    /// under the name `tenantfusion`, so `tenantfusion.ns.table` resolves
+    /// there. Attach a caller to that context's config with
+    /// [`attach_user`](crate::attach_user); without one, every scan of a
+    /// tenantfusion table fails with `NO_USER_CONTEXT`.
+    pub fn register_in(&self, ctx: &SessionContext) {
+        ctx.register_catalog(CATALOG_NAME, self.catalog());
+    }
+}
+
+impl EngineInner {
+    /// The provider of `namespace.table`, with the precise error when absent.
+    pub(crate) fn lookup(
+        &self,
+        namespace: &str,
+        table: &str,
+    ) -> Result<Arc<dyn BaseTableProvider>> {
+        self.cache.get_provider(namespace, table).ok_or_else(|| {
+            if self.cache.namespace_exists(namespace) {
+                TenantError::TableNotFound(format!("{namespace}.{table}"))
+            } else {
+                TenantError::NamespaceNotFound(namespace.to_string())
+            }
+        })
+    }
+}

@@ -1,0 +1,70 @@
+//! tenantfusion: Apache DataFusion as a multi-tenant SQL engine.
+//!
+//! One [`Engine`] per process holds one provider per table (in the
+//! [`SchemaCache`]); every request runs in a [`TenantSession`] that carries
+//! the caller's [`UserContext`]. User tables return only the caller's rows;
+//! shared tables are guarded by access levels and grants.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use tenantfusion::{Engine, EngineConfig, Role, UserContext};
+//!
+//! let engine = Engine::new(EngineConfig::default())?;
+//! let admin = engine.session(UserContext::new("admin", Role::Dba));
+//! admin.sql("CREATE NAMESPACE app").await?;
+//! admin.sql("CREATE USER TABLE app.notes (id BIGINT NOT NULL, body TEXT)").await?;
+//!
+//! let alice = engine.session(UserContext::new("alice", Role::User));
+//! alice.sql("INSERT INTO app.notes VALUES (1, 'hi')").await?.collect().await?;
+//! let rows = alice.sql("SELECT count(*) FROM app.notes").await?.collect().await?;
+//! assert_eq!(rows[0].num_rows(), 1);
+//! # Ok::<_, tenantfusion::TenantError>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Embedding in a host's DataFusion context
+//! A host that owns a `SessionContext` registers the catalog with
+//! [`Engine::register_in`] and attaches the caller with [`attach_user`];
+//! see `examples/host_context.rs`.
+
+#![deny(missing_docs)]
+
+mod catalog;
+mod config;
+mod ddl;
+mod engine;
+mod query;
+mod session;
+mod statement;
+mod system_tables;
+mod users;
+
+use datafusion::prelude::SessionConfig;
+
+pub use catalog::{CATALOG_NAME, TenantCatalog};
+pub use config::EngineConfig;
+pub use engine::Engine;
+pub use query::Query;
+pub use session::TenantSession;
+pub use system_tables::SYSTEM_NAMESPACE;
+pub use tenantfusion_core::{
+    Access, AccessLevel, BaseTableProvider, NamespaceId, Result, Role, SchemaCache, TableId,
+    TableName, TableType, TenantError, UserContext, UserId,
+};
+pub use users::{UserRecord, UserRegistry};
+
+/// Attaches the caller to a DataFusion session configuration (the one
+/// documented way for a host database to say who is asking). The identity
+/// is a typed extension: SQL (`SET`, ...) cannot read or change it.
+///
+/// ```
+/// use datafusion::prelude::{SessionConfig, SessionContext};
+/// use tenantfusion::{attach_user, Role, UserContext};
+/// let mut config = SessionConfig::new();
+/// attach_user(&mut config, UserContext::new("alice", Role::User));
+/// let ctx = SessionContext::new_with_config(config);
+/// # let _ = ctx;
+/// ```
+pub fn attach_user(config: &mut SessionConfig, user: UserContext) {
+    user.attach_to(config);
+}

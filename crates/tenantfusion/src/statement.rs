@@ -1,0 +1,402 @@
+//! The SQL tenantfusion adds to DataFusion's, parsed by peeking at the first
+//! tokens and handing everything else to DataFusion's parser.
+//!
+//! ```text
+//! CREATE NAMESPACE [IF NOT EXISTS] ns          DROP NAMESPACE [IF EXISTS] ns
+//! CREATE [USER|SHARED|STREAM] TABLE ns.t (...) [WITH (ACCESS_LEVEL = 'public')]
+//! CREATE USER [IF NOT EXISTS] 'name' [WITH ROLE user|service|dba|system|anonymous]
+//! DROP USER [IF EXISTS] 'name'
+//! GRANT SELECT|INSERT [, ...] ON [TABLE] ns.t TO 'name'
+//! REVOKE SELECT|INSERT [, ...] ON [TABLE] ns.t FROM 'name'
+//! EXECUTE AS USER 'name' ( statement )
+//! ```
+
+use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{
+    CreateTableOptions, Expr as SqlExpr, ObjectName, SqlOption, Statement as SqlStatement, Value,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::tokenizer::{Location, Token};
+use tenantfusion_core::{Result, Role, TableType, TenantError};
+use tenantfusion_tables::Privilege;
+
+/// One parsed statement.
+#[derive(Debug)]
+pub(crate) enum TenantStatement {
+    CreateNamespace {
+        name: String,
+        if_not_exists: bool,
+    },
+    DropNamespace {
+        name: String,
+        if_exists: bool,
+    },
+    CreateUser {
+        name: String,
+        role: Role,
+        if_not_exists: bool,
+    },
+    DropUser {
+        name: String,
+        if_exists: bool,
+    },
+    Grant {
+        privileges: Vec<Privilege>,
+        table: ObjectName,
+        user: String,
+    },
+    Revoke {
+        privileges: Vec<Privilege>,
+        table: ObjectName,
+        user: String,
+    },
+    ExecuteAs {
+        user: String,
+        sql: String,
+    },
+    /// `CREATE [kind] TABLE`, with its `WITH (...)` options taken out of the
+    /// AST (DataFusion refuses table options) and kept here.
+    CreateTable {
+        kind: Option<TableType>,
+        options: Vec<(String, String)>,
+        statement: DFStatement,
+    },
+    /// Anything else: DataFusion plans it.
+    Sql(DFStatement),
+}
+
+fn syntax(err: impl std::fmt::Display) -> TenantError {
+    TenantError::Syntax(err.to_string())
+}
+
+/// Parses exactly one statement (a trailing `;` is allowed).
+pub(crate) fn parse(sql: &str) -> Result<TenantStatement> {
+    let dialect = GenericDialect {};
+    let mut p = DFParserBuilder::new(sql)
+        .with_dialect(&dialect)
+        .build()
+        .map_err(TenantError::from_datafusion)?;
+    let statement = match (word(&p, 0), word(&p, 1), word(&p, 2)) {
+        (Some(a), Some(b), _) if a == "CREATE" && b == "NAMESPACE" => {
+            skip(&mut p, 2);
+            let if_not_exists =
+                p.parser
+                    .parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            let name = identifier(&mut p)?;
+            TenantStatement::CreateNamespace {
+                name,
+                if_not_exists,
+            }
+        }
+        (Some(a), Some(b), _) if a == "DROP" && b == "NAMESPACE" => {
+            skip(&mut p, 2);
+            let if_exists = p.parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let name = identifier(&mut p)?;
+            TenantStatement::DropNamespace { name, if_exists }
+        }
+        (Some(a), Some(b), Some(c))
+            if a == "CREATE"
+                && matches!(b.as_str(), "USER" | "SHARED" | "STREAM")
+                && c == "TABLE" =>
+        {
+            let kind = match b.as_str() {
+                "USER" => TableType::User,
+                "SHARED" => TableType::Shared,
+                _ => TableType::Stream,
+            };
+            skip(&mut p, 3);
+            let create = p
+                .parser
+                .parse_create_table(false, false, None, false)
+                .map_err(syntax)?;
+            let statement = DFStatement::Statement(Box::new(SqlStatement::CreateTable(create)));
+            create_table(Some(kind), statement)?
+        }
+        (Some(a), Some(b), _) if a == "CREATE" && b == "USER" => {
+            skip(&mut p, 2);
+            let if_not_exists =
+                p.parser
+                    .parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+            let name = user_name(&mut p)?;
+            let role = if p.parser.parse_keywords(&[Keyword::WITH, Keyword::ROLE]) {
+                identifier(&mut p)?.parse()?
+            } else {
+                Role::User
+            };
+            TenantStatement::CreateUser {
+                name,
+                role,
+                if_not_exists,
+            }
+        }
+        (Some(a), Some(b), _) if a == "DROP" && b == "USER" => {
+            skip(&mut p, 2);
+            let if_exists = p.parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let name = user_name(&mut p)?;
+            TenantStatement::DropUser { name, if_exists }
+        }
+        (Some(a), _, _) if a == "GRANT" || a == "REVOKE" => {
+            skip(&mut p, 1);
+            let privileges = p
+                .parser
+                .parse_comma_separated(|parser| match parser.next_token().token {
+                    Token::Word(w) if w.keyword == Keyword::SELECT => Ok(Privilege::Select),
+                    Token::Word(w) if w.keyword == Keyword::INSERT => Ok(Privilege::Insert),
+                    other => Err(ParserError::ParserError(format!(
+                        "expected SELECT or INSERT privilege, found {other}"
+                    ))),
+                })
+                .map_err(syntax)?;
+            p.parser.expect_keyword_is(Keyword::ON).map_err(syntax)?;
+            // `ON TABLE t` and `ON t` mean the same.
+            let _ = p.parser.parse_keyword(Keyword::TABLE);
+            let table = p.parser.parse_object_name(false).map_err(syntax)?;
+            let direction = if a == "GRANT" {
+                Keyword::TO
+            } else {
+                Keyword::FROM
+            };
+            p.parser.expect_keyword_is(direction).map_err(syntax)?;
+            let user = user_name(&mut p)?;
+            if a == "GRANT" {
+                TenantStatement::Grant {
+                    privileges,
+                    table,
+                    user,
+                }
+            } else {
+                TenantStatement::Revoke {
+                    privileges,
+                    table,
+                    user,
+                }
+            }
+        }
+        (Some(a), Some(b), Some(c)) if a == "EXECUTE" && b == "AS" && c == "USER" => {
+            skip(&mut p, 3);
+            let user = user_name(&mut p)?;
+            return execute_as(sql, &mut p, user);
+        }
+        _ => {
+            let statement = p.parse_statement().map_err(TenantError::from_datafusion)?;
+            expect_end(&mut p)?;
+            return match statement {
+                DFStatement::Statement(s) if matches!(*s, SqlStatement::CreateTable(_)) => {
+                    create_table(None, DFStatement::Statement(s))
+                }
+                other => Ok(TenantStatement::Sql(other)),
+            };
+        }
+    };
+    expect_end(&mut p)?;
+    Ok(statement)
+}
+
+/// The n-th token ahead, upper-cased, if it is an unquoted word.
+fn word(p: &DFParser<'_>, n: usize) -> Option<String> {
+    match p.parser.peek_nth_token(n).token {
+        Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+fn skip(p: &mut DFParser<'_>, n: usize) {
+    for _ in 0..n {
+        p.parser.next_token();
+    }
+}
+
+fn expect_end(p: &mut DFParser<'_>) -> Result<()> {
+    while p.parser.consume_token(&Token::SemiColon) {}
+    match p.parser.peek_token().token {
+        Token::EOF => Ok(()),
+        other => Err(TenantError::Syntax(format!(
+            "expected end of statement, found {other} (one statement per call)"
+        ))),
+    }
+}
+
+/// An identifier, lower-cased unless quoted (as DataFusion normalises names).
+fn identifier(p: &mut DFParser<'_>) -> Result<String> {
+    let ident = p.parser.parse_identifier().map_err(syntax)?;
+    Ok(match ident.quote_style {
+        Some(_) => ident.value,
+        None => ident.value.to_ascii_lowercase(),
+    })
+}
+
+/// A user name: a string literal (kept as written) or an identifier.
+fn user_name(p: &mut DFParser<'_>) -> Result<String> {
+    if let Token::SingleQuotedString(name) = p.parser.peek_token().token {
+        p.parser.next_token();
+        return Ok(name);
+    }
+    identifier(p)
+}
+
+/// `EXECUTE AS USER 'name' ( inner )`: the inner statement is cut from the
+/// original text so it is parsed exactly as if sent on its own.
+fn execute_as(sql: &str, p: &mut DFParser<'_>, user: String) -> Result<TenantStatement> {
+    let open = p.parser.expect_token(&Token::LParen).map_err(syntax)?;
+    let start = byte_offset(sql, open.span.end)
+        .ok_or_else(|| TenantError::Syntax("EXECUTE AS USER needs ( statement )".into()))?;
+    let trimmed = sql.trim_end().trim_end_matches(';').trim_end();
+    let inner = trimmed
+        .strip_suffix(')')
+        .and_then(|body| body.get(start..))
+        .ok_or_else(|| {
+            TenantError::Syntax("EXECUTE AS USER needs ( statement ) at the end".into())
+        })?;
+    if inner.trim().is_empty() {
+        return Err(TenantError::Syntax(
+            "EXECUTE AS USER has an empty statement".into(),
+        ));
+    }
+    Ok(TenantStatement::ExecuteAs {
+        user,
+        sql: inner.to_string(),
+    })
+}
+
+/// Byte offset of a 1-based line/column location (columns count characters).
+fn byte_offset(sql: &str, at: Location) -> Option<usize> {
+    let mut line = 1;
+    let mut column = 1;
+    for (offset, ch) in sql.char_indices() {
+        if line == at.line && column == at.column {
+            return Some(offset);
+        }
+        if ch == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line == at.line && column == at.column).then_some(sql.len())
+}
+
+fn create_table(kind: Option<TableType>, statement: DFStatement) -> Result<TenantStatement> {
+    let DFStatement::Statement(mut boxed) = statement else {
+        return Err(TenantError::Internal("CREATE TABLE expected".into()));
+    };
+    let SqlStatement::CreateTable(create) = boxed.as_mut() else {
+        return Err(TenantError::Internal("CREATE TABLE expected".into()));
+    };
+    let options = match std::mem::take(&mut create.table_options) {
+        CreateTableOptions::None => Vec::new(),
+        CreateTableOptions::With(options) => options
+            .into_iter()
+            .map(table_option)
+            .collect::<Result<Vec<_>>>()?,
+        other => {
+            return Err(TenantError::NotSupported(format!(
+                "table options '{other}'; use WITH (NAME = value, ...)"
+            )));
+        }
+    };
+    Ok(TenantStatement::CreateTable {
+        kind,
+        options,
+        statement: DFStatement::Statement(boxed),
+    })
+}
+
+fn table_option(option: SqlOption) -> Result<(String, String)> {
+    let SqlOption::KeyValue { key, value } = option else {
+        return Err(TenantError::InvalidArgument(format!(
+            "table option '{option}' must be NAME = value"
+        )));
+    };
+    let value = match value {
+        SqlExpr::Value(v) => match v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) | Value::Number(s, _) => s,
+            Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(TenantError::InvalidArgument(format!(
+                    "table option {key} has an unsupported value {other}"
+                )));
+            }
+        },
+        SqlExpr::Identifier(ident) => ident.value,
+        other => {
+            return Err(TenantError::InvalidArgument(format!(
+                "table option {key} has an unsupported value {other}"
+            )));
+        }
+    };
+    Ok((key.value.to_ascii_uppercase(), value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_custom_statements() {
+        assert!(matches!(
+            parse("CREATE NAMESPACE IF NOT EXISTS App").unwrap(),
+            TenantStatement::CreateNamespace { name, if_not_exists: true } if name == "app"
+        ));
+        assert!(matches!(
+            parse("create user 'Alice' with role service;").unwrap(),
+            TenantStatement::CreateUser { name, role: Role::Service, .. } if name == "Alice"
+        ));
+        assert!(matches!(
+            parse("GRANT SELECT, INSERT ON app.t TO bob").unwrap(),
+            TenantStatement::Grant { privileges, user, .. } if privileges.len() == 2 && user == "bob"
+        ));
+        match parse("CREATE SHARED TABLE app.t (id INT) WITH (ACCESS_LEVEL = 'restricted')")
+            .unwrap()
+        {
+            TenantStatement::CreateTable { kind, options, .. } => {
+                assert_eq!(kind, Some(TableType::Shared));
+                assert_eq!(
+                    options,
+                    vec![("ACCESS_LEVEL".to_string(), "restricted".to_string())]
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            parse("CREATE TABLE t (a INT)").unwrap(),
+            TenantStatement::CreateTable { kind: None, .. }
+        ));
+    }
+
+    #[test]
+    fn execute_as_keeps_the_inner_text() {
+        match parse("EXECUTE AS USER 'bob' (SELECT ')' , \"x(\" FROM t);").unwrap() {
+            TenantStatement::ExecuteAs { user, sql } => {
+                assert_eq!(user, "bob");
+                assert_eq!(sql, "SELECT ')' , \"x(\" FROM t");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse("EXECUTE AS USER 'bob'\n  (\n SELECT 1\n)").unwrap() {
+            TenantStatement::ExecuteAs { sql, .. } => assert_eq!(sql.trim(), "SELECT 1"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_input_is_a_syntax_error() {
+        for sql in [
+            "SELEC 1",
+            "CREATE NAMESPACE",
+            "GRANT DELETE ON t TO bob",
+            "EXECUTE AS USER 'bob' SELECT 1",
+            "EXECUTE AS USER 'bob' ()",
+            "SELECT 1; SELECT 2",
+        ] {
+            let err = parse(sql).unwrap_err();
+            assert_eq!(err.code(), "SYNTAX_ERROR", "{sql}: {err}");
+        }
+        assert_eq!(
+            parse("CREATE USER x WITH ROLE root").unwrap_err().code(),
+            "INVALID_ARGUMENT"
+        );
+    }
+}

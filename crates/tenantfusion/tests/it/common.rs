@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests.
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::array_value_to_string;
+use tenantfusion::{Engine, EngineConfig, Role, TenantSession, UserContext};
+
+/// An engine with namespace `app` and users alice, bob (role user).
+pub async fn engine() -> Engine {
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let admin = admin(&engine);
+    for sql in [
+        "CREATE NAMESPACE app",
+        "CREATE USER 'alice'",
+        "CREATE USER 'bob'",
+    ] {
+        admin.sql(sql).await.unwrap();
+    }
+    engine
+}
+
+pub fn admin(engine: &Engine) -> TenantSession {
+    engine.session(UserContext::new("admin", Role::Dba))
+}
+
+pub fn user(engine: &Engine, name: &str) -> TenantSession {
+    engine.session(UserContext::new(name, Role::User))
+}
+
+/// Runs a statement to completion, panicking on error.
+pub async fn run(session: &TenantSession, sql: &str) -> Vec<RecordBatch> {
+    match session.sql(sql).await {
+        Ok(q) => q.collect().await.unwrap_or_else(|e| panic!("{sql}: {e}")),
+        Err(e) => panic!("{sql}: {e}"),
+    }
+}
+
+/// Rows rendered as space-separated strings.
+pub async fn rows(session: &TenantSession, sql: &str) -> Vec<String> {
+    let batches = run(session, sql).await;
+    let mut out = Vec::new();
+    for batch in &batches {
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = batch
+                .columns()
+                .iter()
+                .map(|c| array_value_to_string(c, row).unwrap())
+                .collect();
+            out.push(cells.join(" "));
+        }
+    }
+    out
+}
+
+/// The error code of a statement that must fail, at planning or execution.
+pub async fn error_code(session: &TenantSession, sql: &str) -> &'static str {
+    let err = match session.sql(sql).await {
+        Ok(q) => match q.collect().await {
+            Ok(_) => panic!("{sql}: expected an error"),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    err.code()
+}
+
+/// A single integer result.
+pub async fn count(session: &TenantSession, sql: &str) -> i64 {
+    rows(session, sql).await[0].parse().unwrap()
+}

@@ -1,0 +1,93 @@
+//! Bad input: a stable code, no panic, nothing changed.
+
+use crate::common::{admin, count, engine, error_code, run, user};
+
+#[tokio::test]
+async fn bad_input_gets_codes_and_changes_nothing() {
+    let engine = engine().await;
+    let admin = admin(&engine);
+    run(
+        &admin,
+        "CREATE USER TABLE app.t (id INT NOT NULL, name TEXT)",
+    )
+    .await;
+    let alice = user(&engine, "alice");
+    run(&alice, "INSERT INTO app.t VALUES (1, 'kept')").await;
+
+    let cases = [
+        ("", "SYNTAX_ERROR"),
+        ("   ;  ", "SYNTAX_ERROR"),
+        ("SELEC 1", "SYNTAX_ERROR"),
+        ("SELECT * FROM app.t; DELETE FROM app.t", "SYNTAX_ERROR"),
+        ("SELECT 'unterminated", "SYNTAX_ERROR"),
+        ("SELECT * FROM app.missing", "TABLE_NOT_FOUND"),
+        ("SELECT * FROM nope.t", "NAMESPACE_NOT_FOUND"),
+        ("SELECT * FROM other_catalog.app.t", "TABLE_NOT_FOUND"),
+        ("SELECT no_such_column FROM app.t", "PLAN_ERROR"),
+        ("INSERT INTO app.t VALUES (1)", "SCHEMA_MISMATCH"),
+        ("INSERT INTO app.t VALUES (1, 'a', 'b')", "SCHEMA_MISMATCH"),
+        ("INSERT INTO app.t VALUES ('x', 'y')", "SCHEMA_MISMATCH"),
+        ("INSERT INTO app.t VALUES (NULL, 'n')", "NOT_NULL_VIOLATION"),
+        (
+            "INSERT INTO app.t VALUES (2, 'ok'), (NULL, 'n')",
+            "NOT_NULL_VIOLATION",
+        ),
+        ("INSERT OVERWRITE app.t VALUES (2, 'x')", "NOT_SUPPORTED"),
+        ("CREATE TABLE app.u (id INT)", "PERMISSION_DENIED"),
+        ("DROP TABLE app.t", "PERMISSION_DENIED"),
+        (
+            "EXECUTE AS USER 'bob' (SELECT * FROM app.t)",
+            "PERMISSION_DENIED",
+        ),
+        ("EXECUTE AS USER 'bob' (", "SYNTAX_ERROR"),
+        ("GRANT SELECT ON app.t TO 'bob'", "PERMISSION_DENIED"),
+        ("SET datafusion.execution.batch_size = 1", "NOT_SUPPORTED"),
+        ("SELECT 1/0", "EXECUTION_ERROR"),
+        ("SELECT * FROM \u{1F600}", "SYNTAX_ERROR"),
+    ];
+    for (sql, code) in cases {
+        assert_eq!(error_code(&alice, sql).await, code, "{sql}");
+    }
+    let long_name = "x".repeat(10_000);
+    assert_eq!(
+        error_code(&alice, &format!("SELECT * FROM app.{long_name}")).await,
+        "TABLE_NOT_FOUND"
+    );
+    let deep = format!("SELECT {}1{}", "(".repeat(5_000), ")".repeat(5_000));
+    let code = error_code(&alice, &deep).await;
+    assert!(matches!(code, "SYNTAX_ERROR" | "PLAN_ERROR"), "{code}");
+
+    assert_eq!(count(&alice, "SELECT count(*) FROM app.t").await, 1);
+    assert_eq!(engine.schema_cache().provider_count(), 1);
+}
+
+#[tokio::test]
+async fn error_messages_name_the_object() {
+    let engine = engine().await;
+    let alice = user(&engine, "alice");
+    let err = alice.sql("SELECT * FROM app.ghost").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "TABLE_NOT_FOUND: table 'app.ghost' does not exist"
+    );
+    let err = alice.sql("SELECT * FROM ghost.t").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "NAMESPACE_NOT_FOUND: namespace 'ghost' does not exist"
+    );
+}
+
+#[tokio::test]
+async fn ctas_failure_leaves_no_table() {
+    let engine = engine().await;
+    let admin = admin(&engine);
+    assert_eq!(
+        error_code(&admin, "CREATE TABLE app.broken AS SELECT 1/0 AS x").await,
+        "EXECUTION_ERROR"
+    );
+    assert_eq!(
+        error_code(&admin, "SELECT * FROM app.broken").await,
+        "TABLE_NOT_FOUND"
+    );
+    assert_eq!(engine.schema_cache().provider_count(), 0);
+}

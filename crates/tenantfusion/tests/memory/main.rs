@@ -1,0 +1,196 @@
+//! Memory-count tests: one provider per table, no allocation per lookup, and
+//! nothing retained per finished session. A counting global allocator counts
+//! per thread, and each test runs on a current-thread runtime, so tests
+//! running in parallel do not disturb each other's counts.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+
+use tenantfusion::{Engine, EngineConfig, Role, UserContext};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    static LIVE_BYTES: Cell<i64> = const { Cell::new(0) };
+}
+
+fn note(allocations: u64, bytes: i64) {
+    // `try_with`: the allocator also runs while thread-locals are torn down.
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + allocations));
+    let _ = LIVE_BYTES.try_with(|c| c.set(c.get() + bytes));
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(1, layout.size() as i64);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note(0, -(layout.size() as i64));
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(1, new_size as i64 - layout.size() as i64);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+fn live_bytes() -> i64 {
+    LIVE_BYTES.with(Cell::get)
+}
+
+async fn run(engine: &Engine, user: &UserContext, sql: &str) -> usize {
+    let batches = engine
+        .session(user.clone())
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn hundred_users_ten_tables_ten_providers() {
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let admin = UserContext::new("admin", Role::Dba);
+    run(&engine, &admin, "CREATE NAMESPACE app").await;
+    for t in 0..10 {
+        run(
+            &engine,
+            &admin,
+            &format!("CREATE TABLE app.t{t} (id BIGINT, owner TEXT)"),
+        )
+        .await;
+    }
+    let cache = Arc::clone(engine.schema_cache());
+    let before: Vec<_> = (0..10)
+        .map(|t| cache.get_provider("app", &format!("t{t}")).unwrap())
+        .collect();
+
+    for u in 0..100 {
+        let user = UserContext::new(format!("user{u}"), Role::User);
+        for t in 0..10 {
+            run(
+                &engine,
+                &user,
+                &format!("INSERT INTO app.t{t} VALUES ({u}, 'user{u}')"),
+            )
+            .await;
+            assert_eq!(
+                run(&engine, &user, &format!("SELECT * FROM app.t{t}")).await,
+                1
+            );
+        }
+    }
+    assert_eq!(cache.provider_count(), 10);
+    for (t, provider) in before.iter().enumerate() {
+        let now = cache.get_provider("app", &format!("t{t}")).unwrap();
+        assert!(Arc::ptr_eq(provider, &now), "t{t} got a second provider");
+    }
+    // Each user still sees exactly their own row.
+    let user42 = UserContext::new("user42", Role::User);
+    assert_eq!(
+        run(
+            &engine,
+            &user42,
+            "SELECT * FROM app.t3 WHERE owner = 'user42'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        run(
+            &engine,
+            &user42,
+            "SELECT * FROM app.t3 WHERE owner <> 'user42'"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn provider_lookup_does_not_allocate() {
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let admin = UserContext::new("admin", Role::Dba);
+    run(&engine, &admin, "CREATE NAMESPACE app").await;
+    for t in 0..100 {
+        run(
+            &engine,
+            &admin,
+            &format!("CREATE TABLE app.t{t} (id BIGINT)"),
+        )
+        .await;
+    }
+    let cache = engine.schema_cache();
+    let names: Vec<String> = (0..100).map(|t| format!("t{t}")).collect();
+    let before = allocations();
+    let mut found = 0;
+    for _ in 0..100 {
+        for name in &names {
+            found += cache.get_provider("app", name).is_some() as usize;
+        }
+    }
+    let spent = allocations() - before;
+    assert_eq!(found, 10_000);
+    assert_eq!(spent, 0, "10,000 lookups allocated {spent} times");
+    assert!(cache.get_provider("app", "missing").is_none());
+    assert!(cache.get_provider("nope", "t1").is_none());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn finished_sessions_leave_nothing_behind() {
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let admin = UserContext::new("admin", Role::Dba);
+    run(&engine, &admin, "CREATE TABLE t (id BIGINT)").await;
+    let query = "SELECT count(*) FROM t";
+    // Warm up: lazily initialised statics of DataFusion and tokio.
+    for u in 0..200 {
+        run(
+            &engine,
+            &UserContext::new(format!("warm{u}"), Role::User),
+            query,
+        )
+        .await;
+    }
+
+    const SESSIONS: i64 = 10_000;
+    let before = live_bytes();
+    for u in 0..SESSIONS {
+        let user = UserContext::new(format!("user{u}"), Role::User);
+        assert_eq!(run(&engine, &user, query).await, 1);
+    }
+    let growth = live_bytes() - before;
+    let per_session = growth as f64 / SESSIONS as f64;
+    println!(
+        "live heap growth after {SESSIONS} sessions: {growth} bytes ({per_session:.2} per session)"
+    );
+    assert!(
+        per_session < 1024.0,
+        "each finished session keeps {per_session:.1} bytes"
+    );
+    // Nothing per user at all: 10,000 users must not cost even 1 byte each.
+    assert!(
+        growth < SESSIONS,
+        "sessions retained {growth} bytes in total"
+    );
+
+    let before = allocations();
+    let session = engine.session(UserContext::new("cheap", Role::User));
+    let spent = allocations() - before;
+    drop(session);
+    assert!(spent <= 2, "creating a session allocated {spent} times");
+}
