@@ -19,6 +19,6 @@ mod store;
 pub use binding::IdentityBinding;
 pub use policy::{PartitionPolicy, Privilege, SharedAccess, UserPartitions};
 pub use provider::{PartitionedTable, SharedTableProvider, UserTableProvider};
-pub use scan::{PartitionScanExec, ScanRequest};
+pub use scan::{PartitionScanExec, ScanRequest, leaf_properties, leaf_with_new_children};
 pub use sink::PartitionSink;
 pub use store::{MemoryPartitionStore, PartitionKey, PartitionStore};

@@ -68,12 +68,6 @@ impl PartitionScanExec {
             Some(indices) => Arc::new(table_schema.project(indices)?),
             None => Arc::clone(table_schema),
         };
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
         Ok(Self {
             table_id,
             store,
@@ -82,7 +76,7 @@ impl PartitionScanExec {
             projection: request.projection,
             predicate: request.predicate,
             limit: request.limit,
-            properties: Arc::new(properties),
+            properties: leaf_properties(schema),
             metrics: ExecutionPlanMetricsSet::new(),
         })
     }
@@ -139,13 +133,7 @@ impl ExecutionPlan for PartitionScanExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "PartitionScanExec has no children".to_string(),
-            ))
-        }
+        leaf_with_new_children(self, children)
     }
 
     fn execute(
@@ -184,6 +172,31 @@ impl ExecutionPlan for PartitionScanExec {
 
     fn fetch(&self) -> Option<usize> {
         self.limit
+    }
+}
+
+/// Plan properties of a bounded leaf with one output partition.
+pub fn leaf_properties(schema: SchemaRef) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
+}
+
+/// `ExecutionPlan::with_new_children` of a leaf: accepts no children.
+pub fn leaf_with_new_children(
+    plan: Arc<dyn ExecutionPlan>,
+    children: Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if children.is_empty() {
+        Ok(plan)
+    } else {
+        Err(DataFusionError::Internal(format!(
+            "{} is a leaf and takes no children",
+            plan.name()
+        )))
     }
 }
 

@@ -11,17 +11,14 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder, TimestampMi
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableType as DFTableType};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::memory::MemoryStream;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use tenantfusion_core::{Access, SchemaCache, TableType, UserContext};
-use tenantfusion_tables::SharedTableProvider;
+use tenantfusion_tables::{SharedTableProvider, leaf_properties, leaf_with_new_children};
 
 use crate::users::UserRegistry;
 
@@ -184,16 +181,10 @@ impl TableProvider for SystemTable {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => Arc::clone(&self.schema),
         };
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
         Ok(Arc::new(SystemScanExec {
             rows: Arc::clone(&self.rows),
             projection: projection.cloned(),
-            properties: Arc::new(properties),
+            properties: leaf_properties(schema),
         }))
     }
 }
@@ -240,13 +231,7 @@ impl ExecutionPlan for SystemScanExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "SystemScanExec has no children".to_string(),
-            ))
-        }
+        leaf_with_new_children(self, children)
     }
 
     fn execute(

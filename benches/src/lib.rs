@@ -1,0 +1,280 @@
+//! Benchmark scenarios. Every figure is measured beside its baseline in the
+//! same run and reported as a ratio: the machines this runs on are shared and
+//! noisy, so absolute times are only indicative.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::prelude::SessionContext;
+use tenantfusion::{Engine, EngineConfig, Role, TableId, UserContext};
+use tenantfusion_tables::{MemoryPartitionStore, UserTableProvider};
+
+/// One row of the results table.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// Scenario name (stable, so results can be tracked over time).
+    pub scenario: String,
+    /// What was measured.
+    pub metric: String,
+    /// Our figure.
+    pub ours: f64,
+    /// The baseline's figure, measured in the same run.
+    pub baseline: f64,
+    /// Unit of both figures.
+    pub unit: String,
+}
+
+impl Measurement {
+    /// `ours / baseline`: below 1 means we are faster (or smaller).
+    pub fn ratio(&self) -> f64 {
+        if self.baseline == 0.0 {
+            f64::NAN
+        } else {
+            self.ours / self.baseline
+        }
+    }
+}
+
+/// Sizes: `quick` keeps every scenario to seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Size {
+    /// Timed repetitions per sample.
+    pub iterations: usize,
+    /// Samples (the median is reported).
+    pub samples: usize,
+    /// Table counts for `provider_lookup`.
+    pub table_counts: &'static [usize],
+}
+
+impl Size {
+    /// The full run.
+    pub const FULL: Size = Size {
+        iterations: 2_000,
+        samples: 15,
+        table_counts: &[100, 100_000],
+    };
+    /// Reduced sizes for `--quick`.
+    pub const QUICK: Size = Size {
+        iterations: 500,
+        samples: 7,
+        table_counts: &[100, 10_000],
+    };
+    /// Tiny sizes for the smoke test.
+    pub const SMOKE: Size = Size {
+        iterations: 5,
+        samples: 3,
+        table_counts: &[10],
+    };
+}
+
+/// Median nanoseconds per call of `f` over `size.samples` samples, after one
+/// untimed warm-up sample.
+pub fn median_ns(size: Size, mut f: impl FnMut()) -> f64 {
+    for _ in 0..size.iterations {
+        f();
+    }
+    let mut samples: Vec<f64> = (0..size.samples)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..size.iterations {
+                f();
+            }
+            start.elapsed().as_nanos() as f64 / size.iterations as f64
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Median nanoseconds per call of an async `f`.
+pub async fn median_ns_async<F, Fut>(size: Size, mut f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..size.iterations {
+        f().await;
+    }
+    let mut samples = Vec::with_capacity(size.samples);
+    for _ in 0..size.samples {
+        let start = Instant::now();
+        for _ in 0..size.iterations {
+            f().await;
+        }
+        samples.push(start.elapsed().as_nanos() as f64 / size.iterations as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("payload", DataType::Utf8, true),
+    ]))
+}
+
+/// An engine with `tables` user tables `app.t0..`.
+pub async fn engine_with_tables(tables: usize) -> Engine {
+    let engine = Engine::new(EngineConfig::default()).expect("engine");
+    let admin = engine.session(UserContext::new("admin", Role::Dba));
+    admin.sql("CREATE NAMESPACE app").await.expect("namespace");
+    for t in 0..tables {
+        admin
+            .sql(&format!(
+                "CREATE TABLE app.t{t} (id BIGINT NOT NULL, payload TEXT)"
+            ))
+            .await
+            .expect("table");
+    }
+    engine
+}
+
+/// `provider_lookup`: `SchemaCache::get_provider` vs building a provider per
+/// request (the pattern one-provider-per-table replaces).
+pub async fn provider_lookup(size: Size) -> Vec<Measurement> {
+    let mut out = Vec::new();
+    for &tables in size.table_counts {
+        let engine = engine_with_tables(tables).await;
+        let cache = Arc::clone(engine.schema_cache());
+        let names: Vec<String> = (0..tables).map(|t| format!("t{t}")).collect();
+        let mut i = 0usize;
+        let ours = median_ns(size, || {
+            i = (i + 7919) % tables;
+            black_box(cache.get_provider("app", &names[i]));
+        });
+        let schema = schema();
+        let baseline = median_ns(size, || {
+            i = (i + 7919) % tables;
+            black_box(UserTableProvider::new_user(
+                TableId::new("app", names[i].as_str()),
+                Arc::clone(&schema),
+                Arc::new(MemoryPartitionStore::new()),
+            ));
+        });
+        out.push(Measurement {
+            scenario: "provider_lookup".into(),
+            metric: format!("lookup vs new provider, {tables} tables"),
+            ours,
+            baseline,
+            unit: "ns".into(),
+        });
+    }
+    out
+}
+
+/// `session_per_request`: our per-request session vs a fresh DataFusion
+/// `SessionContext` with the tables registered; then the same trivial query
+/// run through each.
+pub async fn session_per_request(size: Size) -> Vec<Measurement> {
+    let tables = 10;
+    let engine = engine_with_tables(tables).await;
+    let providers: Vec<_> = (0..tables)
+        .map(|t| {
+            engine
+                .schema_cache()
+                .get_provider("app", &format!("t{t}"))
+                .expect("table")
+        })
+        .collect();
+    let mut u = 0usize;
+    let ours = median_ns(size, || {
+        u += 1;
+        black_box(engine.session(UserContext::new(format!("user{}", u % 100_000), Role::User)));
+    });
+    let baseline = median_ns(size, || {
+        let ctx = SessionContext::new();
+        for (t, provider) in providers.iter().enumerate() {
+            ctx.register_table(format!("t{t}"), Arc::clone(provider) as _)
+                .expect("register");
+        }
+        black_box(ctx);
+    });
+    let mut out = vec![Measurement {
+        scenario: "session_per_request".into(),
+        metric: "create session".into(),
+        ours,
+        baseline,
+        unit: "ns".into(),
+    }];
+
+    let sql = "SELECT count(*) FROM app.t0";
+    let ours = median_ns_async(size, || {
+        u += 1;
+        let session = engine.session(UserContext::new(format!("user{}", u % 1000), Role::User));
+        async move {
+            black_box(
+                session
+                    .sql(sql)
+                    .await
+                    .expect("plan")
+                    .collect()
+                    .await
+                    .expect("run"),
+            );
+        }
+    })
+    .await;
+    let ctx = SessionContext::new();
+    ctx.register_table("t0", Arc::clone(&providers[0]) as _)
+        .expect("register");
+    let baseline = median_ns_async(size, || {
+        let ctx = ctx.clone();
+        async move {
+            // DataFusion's own per-request path with a fresh state clone.
+            let state = ctx.state();
+            let plan = state
+                .create_logical_plan("SELECT 1 FROM t0 LIMIT 0")
+                .await
+                .expect("plan");
+            black_box(state.create_physical_plan(&plan).await.expect("physical"));
+        }
+    })
+    .await;
+    out.push(Measurement {
+        scenario: "session_per_request".into(),
+        metric: "session + count(*) query vs SessionState clone + plan".into(),
+        ours,
+        baseline,
+        unit: "ns".into(),
+    });
+    out
+}
+
+/// The results as a markdown table.
+pub fn markdown(rows: &[Measurement]) -> String {
+    let mut s = String::from(
+        "| scenario | metric | ours | baseline | ratio | unit |\n|---|---|---:|---:|---:|---|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {:.1} | {:.1} | {:.3} | {} |\n",
+            r.scenario,
+            r.metric,
+            r.ours,
+            r.baseline,
+            r.ratio(),
+            r.unit
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn scenarios_produce_figures() {
+        let mut rows = provider_lookup(Size::SMOKE).await;
+        rows.extend(session_per_request(Size::SMOKE).await);
+        assert_eq!(rows.len(), 3);
+        for r in &rows {
+            assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");
+        }
+        let table = markdown(&rows);
+        assert!(table.contains("| provider_lookup |"), "{table}");
+    }
+}

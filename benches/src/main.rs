@@ -1,0 +1,92 @@
+//! `tenantfusion-bench [--quick] [--scenario NAME]...`: prints a markdown
+//! table of our figures beside their baselines.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tenantfusion::{Role, UserContext};
+use tenantfusion_bench::{
+    Measurement, Size, engine_with_tables, markdown, provider_lookup, session_per_request,
+};
+
+/// Counts allocations, for the allocations-per-call figures.
+struct Counting;
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations per call of `f`, averaged over 10,000 calls.
+fn allocations_per_call(mut f: impl FnMut()) -> f64 {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..10_000 {
+        f();
+    }
+    (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / 10_000.0
+}
+
+const SCENARIOS: &[&str] = &["provider_lookup", "session_per_request"];
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let mut size = Size::FULL;
+    let mut chosen: Vec<String> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => size = Size::QUICK,
+            "--scenario" => match args.next() {
+                Some(name) if SCENARIOS.contains(&name.as_str()) => chosen.push(name),
+                other => {
+                    eprintln!(
+                        "unknown scenario {other:?}; known: {}",
+                        SCENARIOS.join(", ")
+                    );
+                    return ExitCode::from(2);
+                }
+            },
+            other => {
+                eprintln!(
+                    "unknown argument {other}\nusage: tenantfusion-bench [--quick] [--scenario NAME]..."
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let wants = |name: &str| chosen.is_empty() || chosen.iter().any(|c| c == name);
+    let mut rows: Vec<Measurement> = Vec::new();
+    if wants("provider_lookup") {
+        rows.extend(provider_lookup(size).await);
+        let engine = engine_with_tables(100).await;
+        let cache = engine.schema_cache();
+        let lookups = allocations_per_call(|| {
+            std::hint::black_box(cache.get_provider("app", "t42"));
+        });
+        let sessions = allocations_per_call(|| {
+            std::hint::black_box(engine.session(UserContext::new("alice", Role::User)));
+        });
+        rows.push(Measurement {
+            scenario: "provider_lookup".into(),
+            metric: "allocations per lookup (baseline: per session handle)".into(),
+            ours: lookups,
+            baseline: sessions,
+            unit: "allocs".into(),
+        });
+    }
+    if wants("session_per_request") {
+        rows.extend(session_per_request(size).await);
+    }
+    print!("{}", markdown(&rows));
+    ExitCode::SUCCESS
+}
