@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{CreateMemoryTable, DdlStatement, DropTable, LogicalPlan};
 use datafusion::physical_plan::collect;
@@ -48,12 +49,14 @@ impl TenantSession {
     }
 
     fn done(&self) -> Result<Query> {
-        Ok(Query::done(self.task_context()))
+        Ok(Query::done(self.task_context(&self.engine.state)))
     }
 
-    pub(crate) async fn run_ddl(&self, ddl: &DdlStatement) -> Result<Query> {
+    pub(crate) async fn run_ddl(&self, ddl: &DdlStatement, state: &SessionState) -> Result<Query> {
         match ddl {
-            DdlStatement::CreateMemoryTable(create) => self.create_table(None, &[], create).await,
+            DdlStatement::CreateMemoryTable(create) => {
+                self.create_table(None, &[], create, state).await
+            }
             DdlStatement::DropTable(drop) => self.drop_table(drop),
             DdlStatement::CreateCatalogSchema(create) => {
                 self.create_namespace(&create.schema_name, create.if_not_exists)
@@ -95,6 +98,7 @@ impl TenantSession {
         kind: Option<TableType>,
         options: &[(String, String)],
         create: &CreateMemoryTable,
+        state: &SessionState,
     ) -> Result<Query> {
         let kind = kind.unwrap_or(self.engine.config.default_table_type);
         self.require_table_ddl(kind, "CREATE TABLE")?;
@@ -149,7 +153,7 @@ impl TenantSession {
         };
         self.engine.cache.insert_provider(Arc::clone(&provider))?;
 
-        if let Err(err) = self.fill_from(&provider, &create.input).await {
+        if let Err(err) = self.fill_from(&provider, &create.input, state).await {
             // CREATE TABLE ... AS is all or nothing.
             self.engine.cache.invalidate(namespace, table);
             return Err(err);
@@ -162,16 +166,16 @@ impl TenantSession {
         &self,
         provider: &Arc<dyn BaseTableProvider>,
         input: &LogicalPlan,
+        state: &SessionState,
     ) -> Result<()> {
         if matches!(input, LogicalPlan::EmptyRelation(e) if !e.produce_one_row) {
             return Ok(());
         }
-        let state = &self.engine.state;
         let source = state.create_physical_plan(input).await?;
         let insert = provider
             .insert_user(&self.user, state, source, InsertOp::Append)
             .await?;
-        collect(insert, self.task_context()).await?;
+        collect(insert, self.task_context(state)).await?;
         Ok(())
     }
 
@@ -278,10 +282,7 @@ impl TenantSession {
             .ok_or_else(|| TenantError::UserNotFound(name.to_string()))?;
         let user =
             UserContext::impersonated(target.user_id, target.role, self.user.user_id().clone());
-        Ok(TenantSession {
-            engine: Arc::clone(&self.engine),
-            user: Arc::new(user),
-        })
+        Ok(TenantSession::new(Arc::clone(&self.engine), user))
     }
 }
 

@@ -81,10 +81,7 @@ impl Engine {
     /// A handle that runs statements as `user`. Nothing is built per user:
     /// this is two reference-count increments and one small allocation.
     pub fn session(&self, user: UserContext) -> TenantSession {
-        TenantSession {
-            engine: Arc::clone(&self.inner),
-            user: Arc::new(user),
-        }
+        TenantSession::new(Arc::clone(&self.inner), user)
     }
 
     /// The unified cache of tables and their providers.

@@ -4,12 +4,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::TableReference;
+use datafusion::config::ConfigField;
+use datafusion::execution::FunctionRegistry;
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::planner::object_name_to_table_reference;
 use datafusion::sql::sqlparser::ast::{Insert, SetExpr, Statement as SqlStatement, TableObject};
 use futures::future::BoxFuture;
+use parking_lot::RwLock;
 use tenantfusion_core::{Access, Result, TableProviderCore, TenantError, UserContext};
 
 use crate::catalog::CATALOG_NAME;
@@ -40,10 +44,24 @@ use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
 /// #     tokio::runtime::Runtime::new().unwrap().block_on(f)
 /// # }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct TenantSession {
     pub(crate) engine: Arc<EngineInner>,
     pub(crate) user: Arc<UserContext>,
+    /// This session's own planning state, made on its first `SET`; until
+    /// then the engine's shared state is used and nothing is copied.
+    pub(crate) settings: RwLock<Option<Arc<SessionState>>>,
+}
+
+impl Clone for TenantSession {
+    /// A clone starts with the settings the original has now.
+    fn clone(&self) -> Self {
+        Self {
+            engine: Arc::clone(&self.engine),
+            user: Arc::clone(&self.user),
+            settings: RwLock::new(self.settings.read().clone()),
+        }
+    }
 }
 
 impl TenantSession {
@@ -58,21 +76,43 @@ impl TenantSession {
         self.run(sql.to_string()).await
     }
 
+    pub(crate) fn new(engine: Arc<EngineInner>, user: UserContext) -> Self {
+        Self {
+            engine,
+            user: Arc::new(user),
+            settings: RwLock::new(None),
+        }
+    }
+
+    /// The state one statement is planned with: the session's settings, and
+    /// the statement's start time (what `now()` folds to). Copying it is what
+    /// DataFusion's own `SessionContext::sql` does per statement.
+    fn planning_state(&self) -> SessionState {
+        let mut state = match self.settings.read().as_deref() {
+            Some(own) => own.clone(),
+            None => self.engine.state.clone(),
+        };
+        state.mark_start_execution();
+        state
+    }
+
     // Boxed: `EXECUTE AS USER` runs its inner statement through here again.
     fn run(&self, sql: String) -> BoxFuture<'_, Result<Query>> {
         Box::pin(async move {
-            match parse(&sql)? {
-                TenantStatement::Sql(statement) => self.run_sql(statement).await,
+            let parsed = parse(&sql)?;
+            let state = self.planning_state();
+            match parsed {
+                TenantStatement::Sql(statement) => self.run_sql(statement, &state).await,
                 TenantStatement::CreateTable {
                     kind,
                     options,
                     statement,
                 } => {
                     self.check_references(&statement)?;
-                    let plan = self.engine.state.statement_to_plan(statement).await?;
+                    let plan = state.statement_to_plan(statement).await?;
                     match plan {
                         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
-                            self.create_table(kind, &options, &create).await
+                            self.create_table(kind, &options, &create, &state).await
                         }
                         other => Err(TenantError::Internal(format!(
                             "CREATE TABLE planned as {}",
@@ -113,10 +153,10 @@ impl TenantSession {
         })
     }
 
-    async fn run_sql(&self, statement: DFStatement) -> Result<Query> {
+    async fn run_sql(&self, statement: DFStatement, state: &SessionState) -> Result<Query> {
         self.check_references(&statement)?;
         let insert_into = find_insert(&statement).map(|i| i.table.to_string());
-        self.plan_sql(statement)
+        self.plan_sql(statement, state)
             .await
             .map_err(|err| match &insert_into {
                 Some(table) => TenantError::from_insert(table, err),
@@ -126,20 +166,30 @@ impl TenantSession {
 
     /// Plans a statement; DDL runs here, so the outer result is planning
     /// (DataFusion errors), the inner one running DDL.
-    async fn plan_sql(&self, statement: DFStatement) -> datafusion::error::Result<Result<Query>> {
-        let plan = self.engine.state.statement_to_plan(statement).await?;
+    async fn plan_sql(
+        &self,
+        statement: DFStatement,
+        state: &SessionState,
+    ) -> datafusion::error::Result<Result<Query>> {
+        let plan = state.statement_to_plan(statement).await?;
         Ok(match &plan {
-            LogicalPlan::Ddl(ddl) => self.run_ddl(ddl).await,
+            LogicalPlan::Ddl(ddl) => self.run_ddl(ddl, state).await,
+            LogicalPlan::Statement(Statement::SetVariable(set)) => {
+                self.set_variable(&set.variable, Some(&set.value))
+            }
+            LogicalPlan::Statement(Statement::ResetVariable(reset)) => {
+                self.set_variable(&reset.variable, None)
+            }
             LogicalPlan::Statement(s) => Err(TenantError::NotSupported(format!(
-                "{} statements are not supported: settings are engine-wide and statements run one at a time",
+                "{} statements are not supported",
                 s.name()
             ))),
             LogicalPlan::Copy(_) => Err(TenantError::NotSupported(
                 "COPY writes files on the server and is not available to tenants".into(),
             )),
             _ => {
-                let physical = self.engine.state.create_physical_plan(&plan).await?;
-                Ok(Query::planned(physical, self.task_context()))
+                let physical = state.create_physical_plan(&plan).await?;
+                Ok(Query::planned(physical, self.task_context(state)))
             }
         })
     }
@@ -147,8 +197,7 @@ impl TenantSession {
     /// A task context carrying this session's user. Function registries are
     /// left empty: physical plans hold their functions already, and copying
     /// the registries is most of what cloning a `SessionState` costs.
-    pub(crate) fn task_context(&self) -> Arc<TaskContext> {
-        let state = &self.engine.state;
+    pub(crate) fn task_context(&self, state: &SessionState) -> Arc<TaskContext> {
         let mut config = state.config().clone();
         config.set_extension(Arc::clone(&self.user));
         Arc::new(TaskContext::new(
@@ -161,6 +210,51 @@ impl TenantSession {
             HashMap::new(),
             Arc::clone(state.runtime_env()),
         ))
+    }
+
+    /// `SET`/`RESET` of a per-session setting. Settings of the catalog
+    /// (e.g. `information_schema`, which would list every tenant's tables) and
+    /// of the runtime (e.g. the memory limit) are engine-wide.
+    fn set_variable(&self, variable: &str, value: Option<&str>) -> Result<Query> {
+        let key = variable.to_ascii_lowercase();
+        if key.starts_with("datafusion.catalog.") || key.starts_with("datafusion.runtime.") {
+            return Err(TenantError::PermissionDenied(format!(
+                "'{variable}' is an engine-wide setting and cannot be changed by a session"
+            )));
+        }
+        let mut slot = self.settings.write();
+        let mut state = match slot.as_deref() {
+            Some(own) => own.clone(),
+            None => self.engine.state.clone(),
+        };
+        // RESET returns to the engine's value, which may differ from DataFusion's default.
+        let engine_value = || {
+            let entries = self.engine.state.config().options().entries();
+            entries
+                .into_iter()
+                .find(|e| e.key == key)
+                .and_then(|e| e.value)
+        };
+        let value = value.map(str::to_string).or_else(engine_value);
+        let options = state.config_mut().options_mut();
+        match value {
+            Some(value) => options.set(variable, &value)?,
+            None => options.reset(variable)?,
+        }
+        // Functions that read settings (e.g. the time zone) are rebuilt, as
+        // DataFusion's SessionContext does.
+        let options = Arc::clone(state.config().options());
+        let updated: Vec<_> = state
+            .scalar_functions()
+            .values()
+            .filter_map(|udf| udf.inner().with_updated_config(&options).map(Arc::new))
+            .collect();
+        for udf in updated {
+            state.register_udf(udf)?;
+        }
+        *slot = Some(Arc::new(state));
+        drop(slot);
+        Ok(Query::done(self.task_context(&self.engine.state)))
     }
 
     /// Checks, before planning, that every table the statement names exists
