@@ -41,8 +41,14 @@ async fn bad_input_gets_codes_and_changes_nothing() {
         ),
         ("EXECUTE AS USER 'bob' (", "SYNTAX_ERROR"),
         ("GRANT SELECT ON app.t TO 'bob'", "PERMISSION_DENIED"),
-        ("SET datafusion.catalog.information_schema = true", "PERMISSION_DENIED"),
-        ("SET datafusion.runtime.memory_limit = '1G'", "PERMISSION_DENIED"),
+        (
+            "SET datafusion.catalog.information_schema = true",
+            "PERMISSION_DENIED",
+        ),
+        (
+            "SET datafusion.runtime.memory_limit = '1G'",
+            "PERMISSION_DENIED",
+        ),
         ("SET datafusion.no_such_setting = 1", "INVALID_ARGUMENT"),
         ("BEGIN TRANSACTION", "NOT_SUPPORTED"),
         ("SELECT 1/0", "EXECUTION_ERROR"),

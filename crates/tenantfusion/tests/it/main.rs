@@ -4,4 +4,5 @@ mod common;
 mod errors;
 mod host;
 mod isolation;
+mod model;
 mod shared;

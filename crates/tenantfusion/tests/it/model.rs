@@ -1,0 +1,128 @@
+//! Random multi-user workloads against a reference model: one plain row list
+//! per user. Whatever the interleaving, every user's answers must equal what
+//! the model says about that user's rows alone.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use tenantfusion::{Engine, EngineConfig};
+
+use crate::common::{admin, rows, run, user};
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// `user` inserts these `(id, v)` rows in one statement.
+    Insert { user: usize, rows: Vec<(i64, i64)> },
+    /// `user` copies their own rows with `id > above` (INSERT ... SELECT with a subquery).
+    CopyAbove { user: usize, above: i64 },
+    /// `user` asks for count, sum and the top ids above a bound.
+    Query { user: usize, above: i64 },
+}
+
+const USERS: usize = 3;
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (
+            0..USERS,
+            prop::collection::vec((0i64..20, -50i64..50), 1..4)
+        )
+            .prop_map(|(user, rows)| Op::Insert { user, rows }),
+        (0..USERS, 0i64..20).prop_map(|(user, above)| Op::CopyAbove { user, above }),
+        (0..USERS, -1i64..20).prop_map(|(user, above)| Op::Query { user, above }),
+    ]
+}
+
+async fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    run(
+        &admin(&engine),
+        "CREATE TABLE t (id BIGINT NOT NULL, v BIGINT)",
+    )
+    .await;
+    run(&admin(&engine), "CREATE TABLE marks (id BIGINT)").await;
+    let mut model: HashMap<usize, Vec<(i64, i64)>> = HashMap::new();
+    // Each user's rows in `marks`: the first id of each of their inserts.
+    let mut marks: HashMap<usize, Vec<i64>> = HashMap::new();
+    let name = |u: usize| format!("user{u}");
+    for op in ops {
+        match op {
+            Op::Insert { user: u, rows: new } => {
+                let values: Vec<String> =
+                    new.iter().map(|(id, v)| format!("({id}, {v})")).collect();
+                run(
+                    &user(&engine, &name(u)),
+                    &format!("INSERT INTO t VALUES {}", values.join(", ")),
+                )
+                .await;
+                run(
+                    &user(&engine, &name(u)),
+                    &format!("INSERT INTO marks VALUES ({})", new[0].0),
+                )
+                .await;
+                marks.entry(u).or_default().push(new[0].0);
+                model.entry(u).or_default().extend(new);
+            }
+            Op::CopyAbove { user: u, above } => {
+                let sql = format!(
+                    "INSERT INTO t SELECT id, v FROM t WHERE id > {above} AND id IN (SELECT id FROM marks)"
+                );
+                run(&user(&engine, &name(u)), &sql).await;
+                let own_marks = marks.get(&u).cloned().unwrap_or_default();
+                let mine = model.entry(u).or_default();
+                let copied: Vec<(i64, i64)> = mine
+                    .iter()
+                    .filter(|(id, _)| *id > above && own_marks.contains(id))
+                    .copied()
+                    .collect();
+                mine.extend(copied);
+            }
+            Op::Query { user: u, above } => {
+                let session = user(&engine, &name(u));
+                let mine = model.get(&u).cloned().unwrap_or_default();
+                let count = mine.iter().filter(|(id, _)| *id > above).count();
+                let sum: i64 = mine
+                    .iter()
+                    .filter(|(id, _)| *id > above)
+                    .map(|(_, v)| v)
+                    .sum();
+                let got = rows(
+                    &session,
+                    &format!("SELECT count(*), sum(v) FROM t WHERE id > {above}"),
+                )
+                .await;
+                let expected_sum = if count == 0 {
+                    "".to_string()
+                } else {
+                    sum.to_string()
+                };
+                prop_assert_eq!(&got, &vec![format!("{count} {expected_sum}")]);
+                let mut ids: Vec<i64> = mine
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| *id > above)
+                    .collect();
+                ids.sort_unstable_by(|a, b| b.cmp(a));
+                ids.truncate(3);
+                let got = rows(
+                    &session,
+                    &format!("SELECT id FROM t WHERE id > {above} ORDER BY id DESC LIMIT 3"),
+                )
+                .await;
+                let expected: Vec<String> = ids.iter().map(i64::to_string).collect();
+                prop_assert_eq!(got, expected);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn users_see_exactly_their_own_rows(ops in prop::collection::vec(op(), 1..12)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(check(ops))?;
+    }
+}
