@@ -2,6 +2,12 @@
 //! same run and reported as a ratio: the machines this runs on are shared and
 //! noisy, so absolute times are only indicative.
 
+mod concurrency;
+mod scan_scaling;
+
+pub use concurrency::concurrent_users;
+pub use scan_scaling::{Stats, latency, user_scan_scaling};
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +30,8 @@ pub struct Measurement {
     pub baseline: f64,
     /// Unit of both figures.
     pub unit: String,
+    /// 95th percentiles, where the figures are latencies.
+    pub p95: Option<(f64, f64)>,
 }
 
 impl Measurement {
@@ -46,6 +54,10 @@ pub struct Size {
     pub samples: usize,
     /// Table counts for `provider_lookup`.
     pub table_counts: &'static [usize],
+    /// User counts for `user_scan_scaling` (100 rows each).
+    pub user_counts: &'static [usize],
+    /// Statements per task in `concurrent_users`.
+    pub statements_per_task: usize,
 }
 
 impl Size {
@@ -54,18 +66,24 @@ impl Size {
         iterations: 2_000,
         samples: 15,
         table_counts: &[100, 100_000],
+        user_counts: &[10, 1_000, 10_000, 100_000],
+        statements_per_task: 200,
     };
     /// Reduced sizes for `--quick`.
     pub const QUICK: Size = Size {
         iterations: 500,
         samples: 7,
         table_counts: &[100, 10_000],
+        user_counts: &[10, 1_000, 10_000],
+        statements_per_task: 40,
     };
     /// Tiny sizes for the smoke test.
     pub const SMOKE: Size = Size {
         iterations: 5,
         samples: 3,
         table_counts: &[10],
+        user_counts: &[10],
+        statements_per_task: 2,
     };
 }
 
@@ -160,6 +178,7 @@ pub async fn provider_lookup(size: Size) -> Vec<Measurement> {
             ours,
             baseline,
             unit: "ns".into(),
+            p95: None,
         });
     }
     out
@@ -198,6 +217,7 @@ pub async fn session_per_request(size: Size) -> Vec<Measurement> {
         ours,
         baseline,
         unit: "ns".into(),
+        p95: None,
     }];
 
     let sql = "SELECT count(*) FROM app.t0";
@@ -239,8 +259,53 @@ pub async fn session_per_request(size: Size) -> Vec<Measurement> {
         ours,
         baseline,
         unit: "ns".into(),
+        p95: None,
     });
     out
+}
+
+/// The results as a JSON array of objects with the table's fields (and
+/// `ours_p95`/`baseline_p95` where measured).
+pub fn json(rows: &[Measurement]) -> String {
+    fn text(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+    fn number(x: f64) -> String {
+        if x.is_finite() {
+            format!("{x}")
+        } else {
+            "null".to_string()
+        }
+    }
+    let items: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let mut fields = vec![
+                format!("\"scenario\": {}", text(&r.scenario)),
+                format!("\"metric\": {}", text(&r.metric)),
+                format!("\"ours\": {}", number(r.ours)),
+                format!("\"baseline\": {}", number(r.baseline)),
+                format!("\"ratio\": {}", number(r.ratio())),
+                format!("\"unit\": {}", text(&r.unit)),
+            ];
+            if let Some((ours, base)) = r.p95 {
+                fields.push(format!("\"ours_p95\": {}", number(ours)));
+                fields.push(format!("\"baseline_p95\": {}", number(base)));
+            }
+            format!("  {{{}}}", fields.join(", "))
+        })
+        .collect();
+    format!("[\n{}\n]\n", items.join(",\n"))
 }
 
 /// The results as a markdown table.
@@ -276,5 +341,41 @@ mod tests {
         }
         let table = markdown(&rows);
         assert!(table.contains("| provider_lookup |"), "{table}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scaling_and_concurrency_produce_figures() {
+        let rows = user_scan_scaling(Size::SMOKE).await;
+        assert_eq!(
+            rows.len(),
+            4,
+            "two queries x two baselines at one user count"
+        );
+        let rows_c = concurrent_users(Size::SMOKE).await;
+        assert_eq!(rows_c.len(), 2);
+        for r in rows.iter().chain(&rows_c) {
+            assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");
+        }
+        let out = json(&rows);
+        assert!(
+            out.starts_with("[\n  {\"scenario\": \"user_scan_scaling\""),
+            "{out}"
+        );
+        assert!(out.contains("\"ours_p95\": "), "{out}");
+    }
+
+    #[test]
+    fn json_escapes_text() {
+        let row = Measurement {
+            scenario: "s".into(),
+            metric: "a \"quoted\" \\ name".into(),
+            ours: 1.0,
+            baseline: 0.0,
+            unit: "ns".into(),
+            p95: None,
+        };
+        let out = json(&[row]);
+        assert!(out.contains(r#""metric": "a \"quoted\" \\ name""#), "{out}");
+        assert!(out.contains(r#""ratio": null"#), "{out}");
     }
 }

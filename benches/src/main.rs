@@ -1,5 +1,6 @@
-//! `tenantfusion-bench [--quick] [--scenario NAME]...`: prints a markdown
-//! table of our figures beside their baselines.
+//! `tenantfusion-bench [--quick] [--scenario NAME]... [--json PATH]`: prints
+//! a markdown table of our figures beside their baselines, measured in the
+//! same run, and writes the same rows as JSON when asked.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
@@ -7,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tenantfusion::{Role, UserContext};
 use tenantfusion_bench::{
-    Measurement, Size, engine_with_tables, markdown, provider_lookup, session_per_request,
+    Measurement, Size, concurrent_users, engine_with_tables, json, markdown, provider_lookup,
+    session_per_request, user_scan_scaling,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
@@ -36,12 +38,20 @@ fn allocations_per_call(mut f: impl FnMut()) -> f64 {
     (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / 10_000.0
 }
 
-const SCENARIOS: &[&str] = &["provider_lookup", "session_per_request"];
+const SCENARIOS: &[&str] = &[
+    "provider_lookup",
+    "session_per_request",
+    "user_scan_scaling",
+    "concurrent_users",
+];
 
-#[tokio::main(flavor = "current_thread")]
+const USAGE: &str = "usage: tenantfusion-bench [--quick] [--scenario NAME]... [--json PATH]";
+
+#[tokio::main]
 async fn main() -> ExitCode {
     let mut size = Size::FULL;
     let mut chosen: Vec<String> = Vec::new();
+    let mut json_path: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -56,10 +66,15 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
+            "--json" => match args.next() {
+                Some(path) => json_path = Some(path),
+                None => {
+                    eprintln!("--json needs a path\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             other => {
-                eprintln!(
-                    "unknown argument {other}\nusage: tenantfusion-bench [--quick] [--scenario NAME]..."
-                );
+                eprintln!("unknown argument {other}\n{USAGE}");
                 return ExitCode::from(2);
             }
         }
@@ -82,11 +97,24 @@ async fn main() -> ExitCode {
             ours: lookups,
             baseline: sessions,
             unit: "allocs".into(),
+            p95: None,
         });
     }
     if wants("session_per_request") {
         rows.extend(session_per_request(size).await);
     }
+    if wants("user_scan_scaling") {
+        rows.extend(user_scan_scaling(size).await);
+    }
+    if wants("concurrent_users") {
+        rows.extend(concurrent_users(size).await);
+    }
     print!("{}", markdown(&rows));
+    if let Some(path) = json_path
+        && let Err(err) = std::fs::write(&path, json(&rows))
+    {
+        eprintln!("cannot write {path}: {err}");
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }

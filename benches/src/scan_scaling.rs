@@ -1,0 +1,246 @@
+//! `user_scan_scaling`: one user's query as the number of users grows.
+//!
+//! Ours: a user table holding 100 rows for each of N users. Baselines, in the
+//! same run: (a) a DataFusion `MemTable` holding every user's rows with a
+//! `user_id` column, queried with `WHERE user_id = ...` (what one would write
+//! without tenantfusion), and (b) a `MemTable` holding only that user's rows
+//! (the floor: no other users exist at all).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, StringViewArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use tenantfusion::{Engine, EngineConfig, Role, UserContext, UserId};
+use tenantfusion_tables::{PartitionKey, UserTableProvider};
+
+use crate::{Measurement, Size};
+
+/// Rows per user.
+pub const ROWS_PER_USER: usize = 100;
+
+/// The two queries, as run by the user; the shared baseline adds its `WHERE`.
+pub const QUERIES: [(&str, &str, &str); 2] = [
+    (
+        "count_sum",
+        "SELECT count(*), sum(id) FROM t",
+        "SELECT count(*), sum(id) FROM t WHERE user_id = '{u}'",
+    ),
+    (
+        "topk",
+        "SELECT id, payload FROM t ORDER BY id DESC LIMIT 10",
+        "SELECT id, payload FROM t WHERE user_id = '{u}' ORDER BY id DESC LIMIT 10",
+    ),
+];
+
+/// Median and 95th percentile of single-call latencies.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    /// Median, ns.
+    pub median: f64,
+    /// 95th percentile, ns.
+    pub p95: f64,
+}
+
+/// Times single calls of `f` after two warm-up calls: at least `min_samples`,
+/// then more until about `budget` has passed (at most 2,000).
+pub async fn latency<F, Fut>(min_samples: usize, budget: Duration, mut f: F) -> Stats
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    f().await;
+    f().await;
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while samples.len() < min_samples || (started.elapsed() < budget && samples.len() < 2_000) {
+        let t = Instant::now();
+        f().await;
+        samples.push(t.elapsed().as_nanos() as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    Stats {
+        median: samples[samples.len() / 2],
+        p95: samples[(samples.len() * 95 / 100).min(samples.len() - 1)],
+    }
+}
+
+fn user_rows(schema: &Arc<Schema>) -> RecordBatch {
+    let ids: Vec<i64> = (0..ROWS_PER_USER as i64).collect();
+    let payloads: Vec<String> = ids.iter().map(|i| format!("payload-{i:04}")).collect();
+    RecordBatch::try_new(
+        Arc::clone(schema),
+        vec![
+            Arc::new(Int64Array::from(ids)) as ArrayRef,
+            Arc::new(StringViewArray::from(payloads)),
+        ],
+    )
+    .expect("user batch")
+}
+
+/// All users' rows with a `user_id` column, in batches of about 8,192 rows.
+fn shared_table(users: usize, own: &RecordBatch) -> MemTable {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("id", DataType::Int64, false),
+        Field::new("payload", DataType::Utf8View, true),
+    ]));
+    let per_batch = (8192 / ROWS_PER_USER).max(1);
+    let mut batches = Vec::new();
+    for first in (0..users).step_by(per_batch) {
+        let last = (first + per_batch).min(users);
+        let mut owners = Vec::new();
+        let mut ids = Vec::new();
+        let mut payloads = Vec::new();
+        for u in first..last {
+            owners.extend(std::iter::repeat_n(format!("u{u}"), ROWS_PER_USER));
+            ids.extend_from_slice(
+                own.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("ids")
+                    .values(),
+            );
+            let p = own
+                .column(1)
+                .as_any()
+                .downcast_ref::<StringViewArray>()
+                .expect("payloads");
+            payloads.extend(p.iter().map(|s| s.unwrap_or_default().to_string()));
+        }
+        batches.push(
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(StringArray::from(owners)) as ArrayRef,
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(StringViewArray::from(payloads)),
+                ],
+            )
+            .expect("shared batch"),
+        );
+    }
+    MemTable::try_new(schema, vec![batches]).expect("shared memtable")
+}
+
+/// Runs the scenario; returns its rows.
+pub async fn user_scan_scaling(size: Size) -> Vec<Measurement> {
+    let mut out = Vec::new();
+    let budget = Duration::from_millis(if size.samples < 5 { 20 } else { 600 });
+    let mut ours_by_users: Vec<(usize, [f64; 2])> = Vec::new();
+    for &users in size.user_counts {
+        let engine = Engine::new(EngineConfig::default()).expect("engine");
+        let admin = engine.session(UserContext::new("admin", Role::Dba));
+        admin
+            .sql("CREATE TABLE t (id BIGINT NOT NULL, payload TEXT)")
+            .await
+            .expect("create");
+        let provider = engine
+            .schema_cache()
+            .get_provider("default", "t")
+            .expect("t");
+        let table = (provider.as_ref() as &dyn TableProvider)
+            .downcast_ref::<UserTableProvider>()
+            .expect("a user table");
+        let own = user_rows(&provider.schema());
+        // Bulk load through the store: loading 10 million rows with SQL INSERTs
+        // would measure the loader, not the scan.
+        for u in 0..users {
+            let key = PartitionKey::User(UserId::new(format!("u{u}")));
+            table
+                .store()
+                .append(&key, vec![own.clone()])
+                .await
+                .expect("append");
+        }
+        let target = format!("u{}", users / 2);
+        let shared = SessionContext::new();
+        shared
+            .register_table("t", Arc::new(shared_table(users, &own)))
+            .expect("register");
+        let floor = SessionContext::new();
+        let floor_schema = own.schema();
+        floor
+            .register_table(
+                "t",
+                Arc::new(MemTable::try_new(floor_schema, vec![vec![own.clone()]]).expect("floor")),
+            )
+            .expect("register");
+        let session = engine.session(UserContext::new(target.as_str(), Role::User));
+
+        let mut ours_here = [0.0; 2];
+        for (i, (name, sql, shared_sql)) in QUERIES.iter().enumerate() {
+            let shared_sql = shared_sql.replace("{u}", &target);
+            let ours = latency(size.samples, budget, || async {
+                let batches = session
+                    .sql(sql)
+                    .await
+                    .expect("plan")
+                    .collect()
+                    .await
+                    .expect("run");
+                assert!(!batches.is_empty());
+            })
+            .await;
+            let base = latency(size.samples, budget, || async {
+                shared
+                    .sql(&shared_sql)
+                    .await
+                    .expect("plan")
+                    .collect()
+                    .await
+                    .expect("run");
+            })
+            .await;
+            let floor_stats = latency(size.samples, budget, || async {
+                floor
+                    .sql(sql)
+                    .await
+                    .expect("plan")
+                    .collect()
+                    .await
+                    .expect("run");
+            })
+            .await;
+            ours_here[i] = ours.median;
+            out.push(Measurement {
+                scenario: "user_scan_scaling".into(),
+                metric: format!("{name}, {users} users, vs MemTable of all users + WHERE"),
+                ours: ours.median,
+                baseline: base.median,
+                unit: "ns".into(),
+                p95: Some((ours.p95, base.p95)),
+            });
+            out.push(Measurement {
+                scenario: "user_scan_scaling".into(),
+                metric: format!("{name}, {users} users, vs MemTable of own rows (floor)"),
+                ours: ours.median,
+                baseline: floor_stats.median,
+                unit: "ns".into(),
+                p95: Some((ours.p95, floor_stats.p95)),
+            });
+        }
+        ours_by_users.push((users, ours_here));
+    }
+    if let (Some(first), Some(last)) = (ours_by_users.first(), ours_by_users.last())
+        && ours_by_users.len() > 1
+    {
+        for (i, (name, _, _)) in QUERIES.iter().enumerate() {
+            out.push(Measurement {
+                scenario: "user_scan_scaling".into(),
+                metric: format!(
+                    "{name}: ours at {} users vs ours at {} users",
+                    last.0, first.0
+                ),
+                ours: last.1[i],
+                baseline: first.1[i],
+                unit: "ns".into(),
+                p95: None,
+            });
+        }
+    }
+    out
+}
