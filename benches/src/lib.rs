@@ -3,10 +3,12 @@
 //! noisy, so absolute times are only indicative.
 
 mod concurrency;
+mod postgres;
 mod scan_scaling;
 
 pub use concurrency::concurrent_users;
-pub use scan_scaling::{Stats, latency, user_scan_scaling};
+pub use postgres::{postgres_installed, postgres_rls};
+pub use scan_scaling::{Stats, latency, loaded_engine, user_scan_scaling};
 
 use std::hint::black_box;
 use std::sync::Arc;

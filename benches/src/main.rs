@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tenantfusion::{Role, UserContext};
 use tenantfusion_bench::{
-    Measurement, Size, concurrent_users, engine_with_tables, json, markdown, provider_lookup,
-    session_per_request, user_scan_scaling,
+    Measurement, Size, concurrent_users, engine_with_tables, json, markdown, postgres_installed,
+    postgres_rls, provider_lookup, session_per_request, user_scan_scaling,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
@@ -43,19 +43,23 @@ const SCENARIOS: &[&str] = &[
     "session_per_request",
     "user_scan_scaling",
     "concurrent_users",
+    "postgres_rls",
 ];
 
-const USAGE: &str = "usage: tenantfusion-bench [--quick] [--scenario NAME]... [--json PATH]";
+const USAGE: &str = "usage: tenantfusion-bench [--quick|--smoke] [--with-postgres] [--scenario NAME]... [--json PATH]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut size = Size::FULL;
     let mut chosen: Vec<String> = Vec::new();
     let mut json_path: Option<String> = None;
+    let mut with_postgres = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => size = Size::QUICK,
+            "--smoke" => size = Size::SMOKE,
+            "--with-postgres" => with_postgres = true,
             "--scenario" => match args.next() {
                 Some(name) if SCENARIOS.contains(&name.as_str()) => chosen.push(name),
                 other => {
@@ -108,6 +112,17 @@ async fn main() -> ExitCode {
     }
     if wants("concurrent_users") {
         rows.extend(concurrent_users(size).await);
+    }
+    // PostgreSQL runs when asked for, and in the full run when it is installed.
+    let full = size.iterations == Size::FULL.iterations;
+    if wants("postgres_rls") && (with_postgres || (full && postgres_installed())) {
+        match postgres_rls(size).await {
+            Ok(found) => rows.extend(found),
+            Err(err) => {
+                eprintln!("postgres_rls: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     print!("{}", markdown(&rows));
     if let Some(path) = json_path

@@ -126,36 +126,43 @@ fn shared_table(users: usize, own: &RecordBatch) -> MemTable {
     MemTable::try_new(schema, vec![batches]).expect("shared memtable")
 }
 
+/// An engine whose user table `t` holds 100 rows for each of `users` users
+/// (`u0`, `u1`, ...), and one user's rows.
+pub async fn loaded_engine(users: usize) -> (Engine, RecordBatch) {
+    let engine = Engine::new(EngineConfig::default()).expect("engine");
+    let admin = engine.session(UserContext::new("admin", Role::Dba));
+    admin
+        .sql("CREATE TABLE t (id BIGINT NOT NULL, payload TEXT)")
+        .await
+        .expect("create");
+    let provider = engine
+        .schema_cache()
+        .get_provider("default", "t")
+        .expect("t");
+    let table = (provider.as_ref() as &dyn TableProvider)
+        .downcast_ref::<UserTableProvider>()
+        .expect("a user table");
+    let own = user_rows(&provider.schema());
+    // Bulk load through the store: loading 10 million rows with SQL INSERTs
+    // would measure the loader, not the scan.
+    for u in 0..users {
+        let key = PartitionKey::User(UserId::new(format!("u{u}")));
+        table
+            .store()
+            .append(&key, vec![own.clone()])
+            .await
+            .expect("append");
+    }
+    (engine, own)
+}
+
 /// Runs the scenario; returns its rows.
 pub async fn user_scan_scaling(size: Size) -> Vec<Measurement> {
     let mut out = Vec::new();
     let budget = Duration::from_millis(if size.samples < 5 { 20 } else { 600 });
     let mut ours_by_users: Vec<(usize, [f64; 2])> = Vec::new();
     for &users in size.user_counts {
-        let engine = Engine::new(EngineConfig::default()).expect("engine");
-        let admin = engine.session(UserContext::new("admin", Role::Dba));
-        admin
-            .sql("CREATE TABLE t (id BIGINT NOT NULL, payload TEXT)")
-            .await
-            .expect("create");
-        let provider = engine
-            .schema_cache()
-            .get_provider("default", "t")
-            .expect("t");
-        let table = (provider.as_ref() as &dyn TableProvider)
-            .downcast_ref::<UserTableProvider>()
-            .expect("a user table");
-        let own = user_rows(&provider.schema());
-        // Bulk load through the store: loading 10 million rows with SQL INSERTs
-        // would measure the loader, not the scan.
-        for u in 0..users {
-            let key = PartitionKey::User(UserId::new(format!("u{u}")));
-            table
-                .store()
-                .append(&key, vec![own.clone()])
-                .await
-                .expect("append");
-        }
+        let (engine, own) = loaded_engine(users).await;
         let target = format!("u{}", users / 2);
         let shared = SessionContext::new();
         shared

@@ -1,0 +1,117 @@
+//! `postgres_rls`: the same per-user queries against PostgreSQL with
+//! row-level security (indexed on `(user_id, id)`, prepared statements over
+//! loopback, one client), started by `scripts/postgres-rls.sh`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use tenantfusion::{Role, UserContext};
+use tokio_postgres::NoTls;
+
+use crate::scan_scaling::{QUERIES, latency, loaded_engine};
+use crate::{Measurement, Size};
+
+const PORT: u16 = 54329;
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres-rls.sh")
+}
+
+/// Whether a PostgreSQL server is installed (the full run then includes this scenario).
+pub fn postgres_installed() -> bool {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .map(|mut entries| entries.any(|e| e.is_ok_and(|e| e.path().join("bin/initdb").exists())))
+        .unwrap_or(false)
+}
+
+/// The server started by the script; stopped when dropped, even on panic.
+struct Server {
+    dir: String,
+}
+
+impl Server {
+    fn start(users: usize) -> Result<Self, String> {
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["start", &users.to_string(), &PORT.to_string()])
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script().display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "postgres-rls.sh start failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Ok(Self { dir })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .args(["stop", &self.dir])
+            .status();
+    }
+}
+
+/// Runs the scenario at the largest user count of `size`.
+pub async fn postgres_rls(size: Size) -> Result<Vec<Measurement>, String> {
+    let users = *size.user_counts.last().ok_or("no user counts")?;
+    let server = Server::start(users)?;
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={PORT} user=tenant dbname=postgres"),
+        NoTls,
+    )
+    .await
+    .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+    let connection = tokio::spawn(connection);
+    let target = format!("u{}", users / 2);
+    client
+        .query_one("SELECT set_config('app.uid', $1, false)", &[&target])
+        .await
+        .map_err(|e| e.to_string())?;
+
+    let (engine, _) = loaded_engine(users).await;
+    let session = engine.session(UserContext::new(target.as_str(), Role::User));
+    let budget = Duration::from_millis(if size.samples < 5 { 20 } else { 600 });
+    let mut out = Vec::new();
+    for (name, sql, _) in QUERIES {
+        let statement = client.prepare(sql).await.map_err(|e| e.to_string())?;
+        let rows = client
+            .query(&statement, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Err(format!("PostgreSQL returned no rows for {sql}"));
+        }
+        let pg = latency(size.samples, budget, || async {
+            client.query(&statement, &[]).await.expect("postgres query");
+        })
+        .await;
+        let ours = latency(size.samples, budget, || async {
+            session
+                .sql(sql)
+                .await
+                .expect("plan")
+                .collect()
+                .await
+                .expect("run");
+        })
+        .await;
+        out.push(Measurement {
+            scenario: "postgres_rls".into(),
+            metric: format!("{name}, {users} users, vs PostgreSQL RLS (prepared)"),
+            ours: ours.median,
+            baseline: pg.median,
+            unit: "ns".into(),
+            p95: Some((ours.p95, pg.p95)),
+        });
+    }
+    drop(client);
+    let _ = connection.await;
+    drop(server);
+    Ok(out)
+}
