@@ -10,7 +10,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use tenantfusion::{Engine, EngineConfig, Role, UserContext};
 
-use crate::{Measurement, Size};
+use crate::{Measurement, Size, run_datafusion, run_ours};
 
 /// Tasks (and users).
 pub const TASKS: usize = 64;
@@ -69,13 +69,7 @@ pub async fn concurrent_users(size: Size) -> Vec<Measurement> {
             } else {
                 "SELECT count(*) FROM events".to_string()
             };
-            session
-                .sql(&sql)
-                .await
-                .expect("plan")
-                .collect()
-                .await
-                .expect("run");
+            run_ours(&session, &sql).await;
         }
     })
     .await;
@@ -99,12 +93,7 @@ pub async fn concurrent_users(size: Size) -> Vec<Measurement> {
             } else {
                 format!("SELECT count(*) FROM events WHERE user_id = 'user{task}'")
             };
-            ctx.sql(&sql)
-                .await
-                .expect("plan")
-                .collect()
-                .await
-                .expect("run");
+            run_datafusion(&ctx, &sql).await;
         }
     })
     .await;

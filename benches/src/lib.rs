@@ -15,9 +15,32 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
-use tenantfusion::{Engine, EngineConfig, Role, TableId, UserContext};
+use tenantfusion::{Engine, EngineConfig, Role, TableId, TenantSession, UserContext};
 use tenantfusion_tables::{MemoryPartitionStore, UserTableProvider};
+
+/// Runs one statement through tenantfusion to the last row (benchmarks
+/// panic on errors: a failing scenario must not print a figure).
+pub async fn run_ours(session: &TenantSession, sql: &str) -> Vec<RecordBatch> {
+    session
+        .sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run")
+}
+
+/// Runs one statement through a plain DataFusion context to the last row.
+pub async fn run_datafusion(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+    ctx.sql(sql)
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("run")
+}
 
 /// One row of the results table.
 #[derive(Debug, Clone)]

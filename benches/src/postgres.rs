@@ -10,7 +10,7 @@ use tenantfusion::{Role, UserContext};
 use tokio_postgres::NoTls;
 
 use crate::scan_scaling::{QUERIES, latency, loaded_engine};
-use crate::{Measurement, Size};
+use crate::{Measurement, Size, run_ours};
 
 const PORT: u16 = 54329;
 
@@ -92,13 +92,7 @@ pub async fn postgres_rls(size: Size) -> Result<Vec<Measurement>, String> {
         })
         .await;
         let ours = latency(size.samples, budget, || async {
-            session
-                .sql(sql)
-                .await
-                .expect("plan")
-                .collect()
-                .await
-                .expect("run");
+            run_ours(&session, sql).await;
         })
         .await;
         out.push(Measurement {

@@ -17,7 +17,7 @@ use datafusion::prelude::SessionContext;
 use tenantfusion::{Engine, EngineConfig, Role, UserContext, UserId};
 use tenantfusion_tables::{PartitionKey, UserTableProvider};
 
-use crate::{Measurement, Size};
+use crate::{Measurement, Size, run_datafusion, run_ours};
 
 /// Rows per user.
 pub const ROWS_PER_USER: usize = 100;
@@ -182,34 +182,16 @@ pub async fn user_scan_scaling(size: Size) -> Vec<Measurement> {
         for (i, (name, sql, shared_sql)) in QUERIES.iter().enumerate() {
             let shared_sql = shared_sql.replace("{u}", &target);
             let ours = latency(size.samples, budget, || async {
-                let batches = session
-                    .sql(sql)
-                    .await
-                    .expect("plan")
-                    .collect()
-                    .await
-                    .expect("run");
+                let batches = run_ours(&session, sql).await;
                 assert!(!batches.is_empty());
             })
             .await;
             let base = latency(size.samples, budget, || async {
-                shared
-                    .sql(&shared_sql)
-                    .await
-                    .expect("plan")
-                    .collect()
-                    .await
-                    .expect("run");
+                run_datafusion(&shared, &shared_sql).await;
             })
             .await;
             let floor_stats = latency(size.samples, budget, || async {
-                floor
-                    .sql(sql)
-                    .await
-                    .expect("plan")
-                    .collect()
-                    .await
-                    .expect("run");
+                run_datafusion(&floor, sql).await;
             })
             .await;
             ours_here[i] = ours.median;
