@@ -48,7 +48,8 @@ impl TenantSession {
         }
     }
 
-    fn done(&self) -> Result<Query> {
+    /// The result of a statement that has already run and returns no rows.
+    pub(crate) fn done(&self) -> Result<Query> {
         Ok(Query::done(self.task_context(&self.engine.state)))
     }
 

@@ -84,14 +84,18 @@ impl TenantSession {
         }
     }
 
+    /// A copy of the state with this session's settings: its own once it
+    /// has run a `SET`, the engine's until then.
+    fn copy_state(&self, own: Option<&SessionState>) -> SessionState {
+        own.unwrap_or(&self.engine.state).clone()
+    }
+
     /// The state one statement is planned with: the session's settings, and
     /// the statement's start time (what `now()` folds to). Copying it is what
-    /// DataFusion's own `SessionContext::sql` does per statement.
+    /// DataFusion's own `SessionContext::sql` does per statement; statements
+    /// that plan nothing (users, grants, namespaces) do not pay for it.
     fn planning_state(&self) -> SessionState {
-        let mut state = match self.settings.read().as_deref() {
-            Some(own) => own.clone(),
-            None => self.engine.state.clone(),
-        };
+        let mut state = self.copy_state(self.settings.read().as_deref());
         state.mark_start_execution();
         state
     }
@@ -99,16 +103,17 @@ impl TenantSession {
     // Boxed: `EXECUTE AS USER` runs its inner statement through here again.
     fn run(&self, sql: String) -> BoxFuture<'_, Result<Query>> {
         Box::pin(async move {
-            let parsed = parse(&sql)?;
-            let state = self.planning_state();
-            match parsed {
-                TenantStatement::Sql(statement) => self.run_sql(statement, &state).await,
+            match parse(&sql)? {
+                TenantStatement::Sql(statement) => {
+                    self.run_sql(statement, &self.planning_state()).await
+                }
                 TenantStatement::CreateTable {
                     kind,
                     options,
                     statement,
                 } => {
                     self.check_references(&statement)?;
+                    let state = self.planning_state();
                     let plan = state.statement_to_plan(statement).await?;
                     match plan {
                         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
@@ -223,10 +228,7 @@ impl TenantSession {
             )));
         }
         let mut slot = self.settings.write();
-        let mut state = match slot.as_deref() {
-            Some(own) => own.clone(),
-            None => self.engine.state.clone(),
-        };
+        let mut state = self.copy_state(slot.as_deref());
         // RESET returns to the engine's value, which may differ from DataFusion's default.
         let engine_value = || {
             let entries = self.engine.state.config().options().entries();
@@ -253,8 +255,7 @@ impl TenantSession {
             state.register_udf(udf)?;
         }
         *slot = Some(Arc::new(state));
-        drop(slot);
-        Ok(Query::done(self.task_context(&self.engine.state)))
+        self.done()
     }
 
     /// Checks, before planning, that every table the statement names exists
