@@ -12,7 +12,7 @@ pub use scan_scaling::{Stats, latency, loaded_engine, user_scan_scaling};
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -83,6 +83,8 @@ pub struct Size {
     pub user_counts: &'static [usize],
     /// Statements per task in `concurrent_users`.
     pub statements_per_task: usize,
+    /// How long [`latency`] keeps sampling past `samples`.
+    pub latency_budget: Duration,
 }
 
 impl Size {
@@ -93,6 +95,7 @@ impl Size {
         table_counts: &[100, 100_000],
         user_counts: &[10, 1_000, 10_000, 100_000],
         statements_per_task: 200,
+        latency_budget: Duration::from_millis(600),
     };
     /// Reduced sizes for `--quick`.
     pub const QUICK: Size = Size {
@@ -101,6 +104,7 @@ impl Size {
         table_counts: &[100, 10_000],
         user_counts: &[10, 1_000, 10_000],
         statements_per_task: 40,
+        latency_budget: Duration::from_millis(600),
     };
     /// Tiny sizes for the smoke test.
     pub const SMOKE: Size = Size {
@@ -109,6 +113,7 @@ impl Size {
         table_counts: &[10],
         user_counts: &[10],
         statements_per_task: 2,
+        latency_budget: Duration::from_millis(20),
     };
 }
 
@@ -127,27 +132,6 @@ pub fn median_ns(size: Size, mut f: impl FnMut()) -> f64 {
             start.elapsed().as_nanos() as f64 / size.iterations as f64
         })
         .collect();
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
-
-/// Median nanoseconds per call of an async `f`.
-pub async fn median_ns_async<F, Fut>(size: Size, mut f: F) -> f64
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for _ in 0..size.iterations {
-        f().await;
-    }
-    let mut samples = Vec::with_capacity(size.samples);
-    for _ in 0..size.samples {
-        let start = Instant::now();
-        for _ in 0..size.iterations {
-            f().await;
-        }
-        samples.push(start.elapsed().as_nanos() as f64 / size.iterations as f64);
-    }
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }

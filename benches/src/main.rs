@@ -51,14 +51,15 @@ const USAGE: &str = "usage: tenantfusion-bench [--quick|--smoke] [--with-postgre
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut size = Size::FULL;
+    let mut full = true;
     let mut chosen: Vec<String> = Vec::new();
     let mut json_path: Option<String> = None;
     let mut with_postgres = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--quick" => size = Size::QUICK,
-            "--smoke" => size = Size::SMOKE,
+            "--quick" => (size, full) = (Size::QUICK, false),
+            "--smoke" => (size, full) = (Size::SMOKE, false),
             "--with-postgres" => with_postgres = true,
             "--scenario" => match args.next() {
                 Some(name) if SCENARIOS.contains(&name.as_str()) => chosen.push(name),
@@ -114,7 +115,6 @@ async fn main() -> ExitCode {
         rows.extend(concurrent_users(size).await);
     }
     // PostgreSQL runs when asked for, and in the full run when it is installed.
-    let full = size.iterations == Size::FULL.iterations;
     if wants("postgres_rls") && (with_postgres || (full && postgres_installed())) {
         match postgres_rls(size).await {
             Ok(found) => rows.extend(found),

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use tenantfusion::{Role, UserContext};
 use tokio_postgres::NoTls;
@@ -76,7 +75,6 @@ pub async fn postgres_rls(size: Size) -> Result<Vec<Measurement>, String> {
 
     let (engine, _) = loaded_engine(users).await;
     let session = engine.session(UserContext::new(target.as_str(), Role::User));
-    let budget = Duration::from_millis(if size.samples < 5 { 20 } else { 600 });
     let mut out = Vec::new();
     for (name, sql, _) in QUERIES {
         let statement = client.prepare(sql).await.map_err(|e| e.to_string())?;
@@ -87,11 +85,11 @@ pub async fn postgres_rls(size: Size) -> Result<Vec<Measurement>, String> {
         if rows.is_empty() {
             return Err(format!("PostgreSQL returned no rows for {sql}"));
         }
-        let pg = latency(size.samples, budget, || async {
+        let pg = latency(size, || async {
             client.query(&statement, &[]).await.expect("postgres query");
         })
         .await;
-        let ours = latency(size.samples, budget, || async {
+        let ours = latency(size, || async {
             run_ours(&session, sql).await;
         })
         .await;

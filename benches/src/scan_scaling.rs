@@ -7,7 +7,7 @@
 //! (the floor: no other users exist at all).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, StringViewArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -45,9 +45,10 @@ pub struct Stats {
     pub p95: f64,
 }
 
-/// Times single calls of `f` after two warm-up calls: at least `min_samples`,
-/// then more until about `budget` has passed (at most 2,000).
-pub async fn latency<F, Fut>(min_samples: usize, budget: Duration, mut f: F) -> Stats
+/// Times single calls of `f` after two warm-up calls: at least
+/// `size.samples`, then more until about `size.latency_budget` has passed
+/// (at most 2,000).
+pub async fn latency<F, Fut>(size: Size, mut f: F) -> Stats
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -56,7 +57,9 @@ where
     f().await;
     let started = Instant::now();
     let mut samples = Vec::new();
-    while samples.len() < min_samples || (started.elapsed() < budget && samples.len() < 2_000) {
+    while samples.len() < size.samples
+        || (started.elapsed() < size.latency_budget && samples.len() < 2_000)
+    {
         let t = Instant::now();
         f().await;
         samples.push(t.elapsed().as_nanos() as f64);
@@ -159,7 +162,6 @@ pub async fn loaded_engine(users: usize) -> (Engine, RecordBatch) {
 /// Runs the scenario; returns its rows.
 pub async fn user_scan_scaling(size: Size) -> Vec<Measurement> {
     let mut out = Vec::new();
-    let budget = Duration::from_millis(if size.samples < 5 { 20 } else { 600 });
     let mut ours_by_users: Vec<(usize, [f64; 2])> = Vec::new();
     for &users in size.user_counts {
         let (engine, own) = loaded_engine(users).await;
@@ -181,16 +183,16 @@ pub async fn user_scan_scaling(size: Size) -> Vec<Measurement> {
         let mut ours_here = [0.0; 2];
         for (i, (name, sql, shared_sql)) in QUERIES.iter().enumerate() {
             let shared_sql = shared_sql.replace("{u}", &target);
-            let ours = latency(size.samples, budget, || async {
+            let ours = latency(size, || async {
                 let batches = run_ours(&session, sql).await;
                 assert!(!batches.is_empty());
             })
             .await;
-            let base = latency(size.samples, budget, || async {
+            let base = latency(size, || async {
                 run_datafusion(&shared, &shared_sql).await;
             })
             .await;
-            let floor_stats = latency(size.samples, budget, || async {
+            let floor_stats = latency(size, || async {
                 run_datafusion(&floor, sql).await;
             })
             .await;
