@@ -60,6 +60,18 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// A latency row: medians as the figures, with their 95th percentiles.
+    pub fn latency(scenario: &str, metric: String, ours: Stats, baseline: Stats) -> Self {
+        Self {
+            scenario: scenario.into(),
+            metric,
+            ours: ours.median,
+            baseline: baseline.median,
+            unit: "ns".into(),
+            p95: Some((ours.p95, baseline.p95)),
+        }
+    }
+
     /// `ours / baseline`: below 1 means we are faster (or smaller).
     pub fn ratio(&self) -> f64 {
         if self.baseline == 0.0 {

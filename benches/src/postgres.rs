@@ -93,14 +93,12 @@ pub async fn postgres_rls(size: Size) -> Result<Vec<Measurement>, String> {
             run_ours(&session, sql).await;
         })
         .await;
-        out.push(Measurement {
-            scenario: "postgres_rls".into(),
-            metric: format!("{name}, {users} users, vs PostgreSQL RLS (prepared)"),
-            ours: ours.median,
-            baseline: pg.median,
-            unit: "ns".into(),
-            p95: Some((ours.p95, pg.p95)),
-        });
+        out.push(Measurement::latency(
+            "postgres_rls",
+            format!("{name}, {users} users, vs PostgreSQL RLS (prepared)"),
+            ours,
+            pg,
+        ));
     }
     drop(client);
     let _ = connection.await;

@@ -197,22 +197,18 @@ pub async fn user_scan_scaling(size: Size) -> Vec<Measurement> {
             })
             .await;
             ours_here[i] = ours.median;
-            out.push(Measurement {
-                scenario: "user_scan_scaling".into(),
-                metric: format!("{name}, {users} users, vs MemTable of all users + WHERE"),
-                ours: ours.median,
-                baseline: base.median,
-                unit: "ns".into(),
-                p95: Some((ours.p95, base.p95)),
-            });
-            out.push(Measurement {
-                scenario: "user_scan_scaling".into(),
-                metric: format!("{name}, {users} users, vs MemTable of own rows (floor)"),
-                ours: ours.median,
-                baseline: floor_stats.median,
-                unit: "ns".into(),
-                p95: Some((ours.p95, floor_stats.p95)),
-            });
+            out.push(Measurement::latency(
+                "user_scan_scaling",
+                format!("{name}, {users} users, vs MemTable of all users + WHERE"),
+                ours,
+                base,
+            ));
+            out.push(Measurement::latency(
+                "user_scan_scaling",
+                format!("{name}, {users} users, vs MemTable of own rows (floor)"),
+                ours,
+                floor_stats,
+            ));
         }
         ours_by_users.push((users, ours_here));
     }
