@@ -105,6 +105,7 @@ pub async fn concurrent_users(size: Size) -> Vec<Measurement> {
             baseline: base.statements_per_sec,
             unit: "statements/s".into(),
             p95: None,
+            curve: None,
         },
         Measurement {
             scenario: "concurrent_users".into(),
@@ -113,6 +114,7 @@ pub async fn concurrent_users(size: Size) -> Vec<Measurement> {
             baseline: base.p99_ns,
             unit: "ns".into(),
             p95: None,
+            curve: None,
         },
     ]
 }

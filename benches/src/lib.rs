@@ -2,11 +2,15 @@
 //! same run and reported as a ratio: the machines this runs on are shared and
 //! noisy, so absolute times are only indicative.
 
+mod charts;
 mod concurrency;
+mod plan_reuse;
 mod postgres;
 mod scan_scaling;
 
+pub use charts::{Curve, draw_charts};
 pub use concurrency::concurrent_users;
+pub use plan_reuse::plan_cache;
 pub use postgres::{postgres_installed, postgres_rls};
 pub use scan_scaling::{Stats, latency, loaded_engine, user_scan_scaling};
 
@@ -57,6 +61,8 @@ pub struct Measurement {
     pub unit: String,
     /// 95th percentiles, where the figures are latencies.
     pub p95: Option<(f64, f64)>,
+    /// Where the row is drawn by [`draw_charts`], if it is part of a curve.
+    pub curve: Option<Curve>,
 }
 
 impl Measurement {
@@ -69,7 +75,27 @@ impl Measurement {
             baseline: baseline.median,
             unit: "ns".into(),
             p95: Some((ours.p95, baseline.p95)),
+            curve: None,
         }
+    }
+
+    /// This row drawn on `chart` at `x`, its figures named `ours` and `baseline`.
+    pub fn on_curve(
+        mut self,
+        chart: &str,
+        x_label: &str,
+        x: usize,
+        ours: &str,
+        baseline: &str,
+    ) -> Self {
+        self.curve = Some(Curve {
+            chart: chart.into(),
+            x_label: x_label.into(),
+            x: x as f64,
+            ours: ours.into(),
+            baseline: baseline.into(),
+        });
+        self
     }
 
     /// `ours / baseline`: below 1 means we are faster (or smaller).
@@ -199,14 +225,22 @@ pub async fn provider_lookup(size: Size) -> Vec<Measurement> {
             ));
         });
         for (access, ours) in [("hot", hot), ("random", random)] {
-            out.push(Measurement {
+            let row = Measurement {
                 scenario: "provider_lookup".into(),
                 metric: format!("{access} lookup vs new provider, {tables} tables"),
                 ours,
                 baseline,
                 unit: "ns".into(),
                 p95: None,
-            });
+                curve: None,
+            };
+            out.push(row.on_curve(
+                "provider lookup vs number of tables",
+                "tables",
+                tables,
+                &format!("SchemaCache::get_provider, {access}"),
+                "new provider per request",
+            ));
         }
     }
     out
@@ -247,6 +281,7 @@ pub async fn session_per_request(size: Size) -> Vec<Measurement> {
         baseline,
         unit: "ns".into(),
         p95: None,
+        curve: None,
     }]
 }
 
@@ -292,6 +327,64 @@ pub fn json(rows: &[Measurement]) -> String {
         })
         .collect();
     format!("[\n{}\n]\n", items.join(",\n"))
+}
+
+/// Marks the start of the generated part of BENCHMARKS.md.
+pub const DOC_START: &str = "<!-- results:start (written by tenantfusion-bench --update-doc) -->";
+/// Marks its end.
+pub const DOC_END: &str = "<!-- results:end -->";
+
+/// The generated part of BENCHMARKS.md: the machine, the table and the
+/// charts (linked relative to the document at `doc`).
+pub fn results_section(
+    rows: &[Measurement],
+    charts: &[std::path::PathBuf],
+    doc: &std::path::Path,
+) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut out = format!(
+        "Machine: {cpu}, {cores} cores available. Release build (`codegen-units = 16`, no LTO).\n\n"
+    );
+    out.push_str(&markdown(rows));
+    let base = doc.parent().unwrap_or(std::path::Path::new(""));
+    for chart in charts {
+        let link = chart.strip_prefix(base).unwrap_or(chart);
+        let name = chart
+            .file_stem()
+            .map_or(String::new(), |s| s.to_string_lossy().replace('_', " "));
+        out.push_str(&format!("\n![{name}]({})\n", link.display()));
+    }
+    out
+}
+
+/// Replaces the text between [`DOC_START`] and [`DOC_END`] in `doc` with
+/// `section`; the hand-written rest of the document is kept.
+pub fn update_doc(doc: &std::path::Path, section: &str) -> Result<(), String> {
+    let text =
+        std::fs::read_to_string(doc).map_err(|e| format!("cannot read {}: {e}", doc.display()))?;
+    let (Some(start), Some(end)) = (text.find(DOC_START), text.find(DOC_END)) else {
+        return Err(format!(
+            "{} has no {DOC_START} ... {DOC_END} markers",
+            doc.display()
+        ));
+    };
+    if end < start {
+        return Err(format!(
+            "{}: the end marker comes before the start marker",
+            doc.display()
+        ));
+    }
+    let updated = format!("{}{DOC_START}\n{section}{}", &text[..start], &text[end..]);
+    std::fs::write(doc, updated).map_err(|e| format!("cannot write {}: {e}", doc.display()))
 }
 
 /// The results as a markdown table.
@@ -351,6 +444,25 @@ mod tests {
     }
 
     #[test]
+    fn update_doc_replaces_only_the_marked_section() {
+        let path = std::env::temp_dir().join(format!("tf-doc-{}.md", std::process::id()));
+        std::fs::write(
+            &path,
+            format!("# Intro\n{DOC_START}\nold\n{DOC_END}\n# After\n"),
+        )
+        .unwrap();
+        update_doc(&path, "new table\n").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            format!("# Intro\n{DOC_START}\nnew table\n{DOC_END}\n# After\n")
+        );
+        std::fs::write(&path, "no markers").unwrap();
+        assert!(update_doc(&path, "x").is_err());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn json_escapes_text() {
         let row = Measurement {
             scenario: "s".into(),
@@ -359,6 +471,7 @@ mod tests {
             baseline: 0.0,
             unit: "ns".into(),
             p95: None,
+            curve: None,
         };
         let out = json(&[row]);
         assert!(out.contains(r#""metric": "a \"quoted\" \\ name""#), "{out}");

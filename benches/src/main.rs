@@ -1,15 +1,19 @@
-//! `tenantfusion-bench [--quick] [--scenario NAME]... [--json PATH]`: prints
-//! a markdown table of our figures beside their baselines, measured in the
-//! same run, and writes the same rows as JSON when asked.
+//! `tenantfusion-bench [--quick|--smoke] [--with-postgres] [--scenario NAME]...
+//! [--json PATH] [--charts DIR] [--update-doc FILE]`: prints a markdown table
+//! of our figures beside their baselines, measured in the same run; writes
+//! the same rows as JSON, SVG charts of the scaling curves, and the results
+//! section of BENCHMARKS.md when asked.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use tenantfusion::{Role, UserContext};
 use tenantfusion_bench::{
-    Measurement, Size, concurrent_users, engine_with_tables, json, markdown, postgres_installed,
-    postgres_rls, provider_lookup, session_per_request, user_scan_scaling,
+    Measurement, Size, concurrent_users, draw_charts, engine_with_tables, json, markdown,
+    plan_cache, postgres_installed, postgres_rls, provider_lookup, results_section,
+    session_per_request, update_doc, user_scan_scaling,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
@@ -43,10 +47,12 @@ const SCENARIOS: &[&str] = &[
     "session_per_request",
     "user_scan_scaling",
     "concurrent_users",
+    "plan_cache",
     "postgres_rls",
 ];
 
-const USAGE: &str = "usage: tenantfusion-bench [--quick|--smoke] [--with-postgres] [--scenario NAME]... [--json PATH]";
+const USAGE: &str = "usage: tenantfusion-bench [--quick|--smoke] [--with-postgres] \
+                     [--scenario NAME]... [--json PATH] [--charts DIR] [--update-doc FILE]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -54,6 +60,8 @@ async fn main() -> ExitCode {
     let mut full = true;
     let mut chosen: Vec<String> = Vec::new();
     let mut json_path: Option<String> = None;
+    let mut charts_dir: Option<String> = None;
+    let mut doc_path: Option<String> = None;
     let mut with_postgres = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -71,10 +79,14 @@ async fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             },
-            "--json" => match args.next() {
-                Some(path) => json_path = Some(path),
+            flag @ ("--json" | "--charts" | "--update-doc") => match args.next() {
+                Some(path) => match flag {
+                    "--json" => json_path = Some(path),
+                    "--charts" => charts_dir = Some(path),
+                    _ => doc_path = Some(path),
+                },
                 None => {
-                    eprintln!("--json needs a path\n{USAGE}");
+                    eprintln!("{flag} needs a path\n{USAGE}");
                     return ExitCode::from(2);
                 }
             },
@@ -85,8 +97,26 @@ async fn main() -> ExitCode {
         }
     }
     let wants = |name: &str| chosen.is_empty() || chosen.iter().any(|c| c == name);
+    // PostgreSQL runs when asked for, and in the full run when it is installed.
+    let run_postgres = with_postgres || (full && postgres_installed());
+    let planned: Vec<&str> = SCENARIOS
+        .iter()
+        .copied()
+        .filter(|s| wants(s) && (*s != "postgres_rls" || run_postgres))
+        .collect();
+    // Drawn on stderr, and only when it is a terminal.
+    let progress = ProgressBar::new(planned.len() as u64);
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}") {
+        progress.set_style(style);
+    }
+    let step = |name: &str| {
+        let done = planned.iter().position(|p| *p == name).unwrap_or(0);
+        progress.set_position(done as u64);
+        progress.set_message(name.to_string());
+    };
     let mut rows: Vec<Measurement> = Vec::new();
     if wants("provider_lookup") {
+        step("provider_lookup");
         rows.extend(provider_lookup(size).await);
         let engine = engine_with_tables(100).await;
         let cache = engine.schema_cache();
@@ -103,19 +133,27 @@ async fn main() -> ExitCode {
             baseline: sessions,
             unit: "allocs".into(),
             p95: None,
+            curve: None,
         });
     }
     if wants("session_per_request") {
+        step("session_per_request");
         rows.extend(session_per_request(size).await);
     }
     if wants("user_scan_scaling") {
+        step("user_scan_scaling");
         rows.extend(user_scan_scaling(size).await);
     }
     if wants("concurrent_users") {
+        step("concurrent_users");
         rows.extend(concurrent_users(size).await);
     }
-    // PostgreSQL runs when asked for, and in the full run when it is installed.
-    if wants("postgres_rls") && (with_postgres || (full && postgres_installed())) {
+    if wants("plan_cache") {
+        step("plan_cache");
+        rows.extend(plan_cache(size).await);
+    }
+    if planned.contains(&"postgres_rls") {
+        step("postgres_rls");
         match postgres_rls(size).await {
             Ok(found) => rows.extend(found),
             Err(err) => {
@@ -124,12 +162,30 @@ async fn main() -> ExitCode {
             }
         }
     }
+    progress.finish_and_clear();
     print!("{}", markdown(&rows));
     if let Some(path) = json_path
         && let Err(err) = std::fs::write(&path, json(&rows))
     {
         eprintln!("cannot write {path}: {err}");
         return ExitCode::FAILURE;
+    }
+    let mut charts = Vec::new();
+    if let Some(dir) = &charts_dir {
+        match draw_charts(&rows, std::path::Path::new(dir)) {
+            Ok(written) => charts = written,
+            Err(err) => {
+                eprintln!("{err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Some(path) = doc_path {
+        let section = results_section(&rows, &charts, std::path::Path::new(&path));
+        if let Err(err) = update_doc(std::path::Path::new(&path), &section) {
+            eprintln!("{err}");
+            return ExitCode::FAILURE;
+        }
     }
     ExitCode::SUCCESS
 }

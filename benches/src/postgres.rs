@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use tenantfusion::{Role, UserContext};
+use tenantfusion::{EngineConfig, Role, UserContext};
 use tokio_postgres::NoTls;
 
 use crate::scan_scaling::{QUERIES, latency, loaded_engine};
@@ -73,7 +73,7 @@ pub async fn postgres_rls(size: Size) -> Result<Vec<Measurement>, String> {
         .await
         .map_err(|e| e.to_string())?;
 
-    let (engine, _) = loaded_engine(users).await;
+    let (engine, _) = loaded_engine(users, EngineConfig::default()).await;
     let session = engine.session(UserContext::new(target.as_str(), Role::User));
     let mut out = Vec::new();
     for (name, sql, _) in QUERIES {
@@ -93,11 +93,18 @@ pub async fn postgres_rls(size: Size) -> Result<Vec<Measurement>, String> {
             run_ours(&session, sql).await;
         })
         .await;
-        out.push(Measurement::latency(
+        let row = Measurement::latency(
             "postgres_rls",
             format!("{name}, {users} users, vs PostgreSQL RLS (prepared)"),
             ours,
             pg,
+        );
+        out.push(row.on_curve(
+            &format!("{name}: one user's query vs number of users"),
+            "users",
+            users,
+            "tenantfusion",
+            "PostgreSQL RLS (prepared)",
         ));
     }
     drop(client);

@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use tenantfusion::{Engine, EngineConfig, Role, UserContext, UserId};
+use tenantfusion::{Engine, EngineConfig, PlanCacheConfig, Role, UserContext, UserId};
 use tenantfusion_tables::{PartitionKey, UserTableProvider};
 
 use crate::{Measurement, Size, run_datafusion, run_ours};
@@ -129,10 +129,10 @@ fn shared_table(users: usize, own: &RecordBatch) -> MemTable {
     MemTable::try_new(schema, vec![batches]).expect("shared memtable")
 }
 
-/// An engine whose user table `t` holds 100 rows for each of `users` users
-/// (`u0`, `u1`, ...), and one user's rows.
-pub async fn loaded_engine(users: usize) -> (Engine, RecordBatch) {
-    let engine = Engine::new(EngineConfig::default()).expect("engine");
+/// An engine with `config` whose user table `t` holds 100 rows for each of
+/// `users` users (`u0`, `u1`, ...), and one user's rows.
+pub async fn loaded_engine(users: usize, config: EngineConfig) -> (Engine, RecordBatch) {
+    let engine = Engine::new(config).expect("engine");
     let admin = engine.session(UserContext::new("admin", Role::Dba));
     admin
         .sql("CREATE TABLE t (id BIGINT NOT NULL, payload TEXT)")
@@ -164,7 +164,10 @@ pub async fn user_scan_scaling(size: Size) -> Vec<Measurement> {
     let mut out = Vec::new();
     let mut ours_by_users: Vec<(usize, [f64; 2])> = Vec::new();
     for &users in size.user_counts {
-        let (engine, own) = loaded_engine(users).await;
+        // Planned every time, as the baselines are: this scenario is about
+        // the scan; `plan_cache` measures what reusing plans adds.
+        let config = EngineConfig::default().with_plan_cache(PlanCacheConfig::DISABLED);
+        let (engine, own) = loaded_engine(users, config).await;
         let target = format!("u{}", users / 2);
         let shared = SessionContext::new();
         shared
@@ -197,18 +200,19 @@ pub async fn user_scan_scaling(size: Size) -> Vec<Measurement> {
             })
             .await;
             ours_here[i] = ours.median;
-            out.push(Measurement::latency(
-                "user_scan_scaling",
-                format!("{name}, {users} users, vs MemTable of all users + WHERE"),
-                ours,
-                base,
-            ));
-            out.push(Measurement::latency(
-                "user_scan_scaling",
-                format!("{name}, {users} users, vs MemTable of own rows (floor)"),
-                ours,
-                floor_stats,
-            ));
+            let chart = format!("{name}: one user's query vs number of users");
+            for (baseline, stats) in [
+                ("MemTable of all users + WHERE", base),
+                ("MemTable of own rows (floor)", floor_stats),
+            ] {
+                let row = Measurement::latency(
+                    "user_scan_scaling",
+                    format!("{name}, {users} users, vs {baseline}"),
+                    ours,
+                    stats,
+                );
+                out.push(row.on_curve(&chart, "users", users, "tenantfusion", baseline));
+            }
         }
         ours_by_users.push((users, ours_here));
     }
@@ -226,6 +230,7 @@ pub async fn user_scan_scaling(size: Size) -> Vec<Measurement> {
                 baseline: first.1[i],
                 unit: "ns".into(),
                 p95: None,
+                curve: None,
             });
         }
     }

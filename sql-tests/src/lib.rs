@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +30,10 @@ pub struct SltOptions {
     /// create a user table whose rows belong to that connection's user, so
     /// DataFusion's own `.slt` files run against tenantfusion's providers.
     pub user_tables: bool,
+    /// Run every query twice and require the same rows (or the same error)
+    /// both times; the second run, normally from the plan cache, is checked
+    /// against the record's expected output.
+    pub repeat_queries: bool,
 }
 
 /// The outcome of one file.
@@ -37,11 +43,75 @@ pub struct FileReport {
     pub passed: usize,
     /// Records that failed, one line each (`file:line: what differed`).
     pub failures: Vec<String>,
+    /// Queries run a second time (`repeat_queries`).
+    pub repeated: usize,
+    /// Of those, second runs whose plan came from the plan cache.
+    pub from_cache: usize,
+}
+
+/// Counts of second runs, shared by a file's connections.
+#[derive(Debug, Default)]
+struct RepeatCounts {
+    repeated: AtomicUsize,
+    from_cache: AtomicUsize,
 }
 
 /// One connection of a test file: a session as one user.
 pub struct TenantConnection {
     session: TenantSession,
+    repeat: Option<Arc<RepeatCounts>>,
+}
+
+impl TenantConnection {
+    /// One run: the rendered output, and whether the plan came from the cache.
+    async fn run_once(&self, sql: &str) -> Result<(DBOutput<DFColumnType>, bool), TenantError> {
+        let query = self.session.sql(sql).await?;
+        let from_cache = query.from_cache();
+        let schema = query.schema().clone();
+        let batches = query.collect().await?;
+        let types = convert_schema_to_types(schema.fields());
+        let rows = convert_batches(&schema, batches, false)
+            .map_err(|e| TenantError::Internal(format!("cannot render results: {e}")))?;
+        let output = if rows.is_empty() && types.is_empty() {
+            DBOutput::StatementComplete(0)
+        } else {
+            DBOutput::Rows { types, rows }
+        };
+        Ok((output, from_cache))
+    }
+}
+
+/// Whether a record's SQL only reads (so running it twice is harmless).
+fn is_query(sql: &str) -> bool {
+    let first = sql
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    matches!(first.as_str(), "select" | "with" | "values")
+}
+
+/// Same columns and the same rows in any order (the record's own sort mode
+/// checks the order of the second run, which is the one returned), or both
+/// no rows.
+fn same_output(a: &DBOutput<DFColumnType>, b: &DBOutput<DFColumnType>) -> bool {
+    match (a, b) {
+        (
+            DBOutput::Rows { types, rows },
+            DBOutput::Rows {
+                types: types_b,
+                rows: rows_b,
+            },
+        ) => {
+            let (mut rows, mut rows_b) = (rows.clone(), rows_b.clone());
+            rows.sort();
+            rows_b.sort();
+            types == types_b && rows == rows_b
+        }
+        (DBOutput::StatementComplete(x), DBOutput::StatementComplete(y)) => x == y,
+        _ => false,
+    }
 }
 
 #[async_trait]
@@ -50,17 +120,38 @@ impl AsyncDB for TenantConnection {
     type ColumnType = DFColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DFColumnType>, TenantError> {
-        let query = self.session.sql(sql).await?;
-        let schema = query.schema().clone();
-        let batches = query.collect().await?;
-        let types = convert_schema_to_types(schema.fields());
-        let rows = convert_batches(&schema, batches, false)
-            .map_err(|e| TenantError::Internal(format!("cannot render results: {e}")))?;
-        if rows.is_empty() && types.is_empty() {
-            Ok(DBOutput::StatementComplete(0))
-        } else {
-            Ok(DBOutput::Rows { types, rows })
+        let first = self.run_once(sql).await;
+        let Some(counts) = self.repeat.as_ref().filter(|_| is_query(sql)) else {
+            return first.map(|(output, _)| output);
+        };
+        let second = self.run_once(sql).await;
+        counts.repeated.fetch_add(1, Ordering::Relaxed);
+        let same = match (&first, &second) {
+            (Ok((a, _)), Ok((b, cached))) => {
+                if *cached {
+                    counts.from_cache.fetch_add(1, Ordering::Relaxed);
+                }
+                same_output(a, b)
+            }
+            (Err(a), Err(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        };
+        if !same {
+            let show = |r: &Result<(DBOutput<DFColumnType>, bool), TenantError>| match r {
+                Ok((DBOutput::Rows { rows, .. }, cached)) => {
+                    format!("{rows:?} (from the plan cache: {cached})")
+                }
+                Ok(_) => "no rows".to_string(),
+                Err(e) => e.to_string(),
+            };
+            return Err(TenantError::Internal(format!(
+                "the second run differs from the first: {} then {}",
+                show(&first),
+                show(&second)
+            )));
         }
+        // The second run (normally from the plan cache) is what the record checks.
+        second.map(|(output, _)| output)
     }
 
     fn engine_name(&self) -> &str {
@@ -78,10 +169,14 @@ impl AsyncDB for TenantConnection {
 type MakeConn =
     Box<dyn FnMut() -> futures::future::Ready<Result<TenantConnection, TenantError>> + Send>;
 
-fn runner_for(session: TenantSession) -> Runner<TenantConnection, MakeConn> {
+fn runner_for(
+    session: TenantSession,
+    repeat: Option<Arc<RepeatCounts>>,
+) -> Runner<TenantConnection, MakeConn> {
     let make: MakeConn = Box::new(move || {
         futures::future::ready(Ok(TenantConnection {
             session: session.clone(),
+            repeat: repeat.clone(),
         }))
     });
     let mut runner = Runner::new(make);
@@ -108,6 +203,9 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
     // Settings records apply to every connection, including ones opened later.
     let mut settings: Vec<Record<DFColumnType>> = Vec::new();
     let mut report = FileReport::default();
+    let repeat = options
+        .repeat_queries
+        .then(|| Arc::new(RepeatCounts::default()));
 
     for record in records {
         let (connection, loc) = match &record {
@@ -147,7 +245,7 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
                 };
                 engine.session(UserContext::new(name.as_str(), role))
             };
-            let mut runner = runner_for(session);
+            let mut runner = runner_for(session, repeat.clone());
             for setting in &settings {
                 let _ = runner.run_async(setting.clone()).await;
             }
@@ -164,6 +262,10 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
                 err.kind().to_string().trim_end()
             )),
         }
+    }
+    if let Some(counts) = repeat {
+        report.repeated = counts.repeated.load(Ordering::Relaxed);
+        report.from_cache = counts.from_cache.load(Ordering::Relaxed);
     }
     Ok(report)
 }
@@ -186,6 +288,10 @@ pub struct Summary {
     pub passed: usize,
     /// Records (or whole files that could not be read) that failed.
     pub failed: usize,
+    /// Queries run a second time (`repeat_queries`).
+    pub repeated: usize,
+    /// Of those, second runs whose plan came from the plan cache.
+    pub from_cache: usize,
 }
 
 /// Runs files, printing one line per failing record; returns the totals.
@@ -196,6 +302,8 @@ pub async fn run_files(paths: &[impl AsRef<Path>], options: &SltOptions) -> Summ
             Ok(report) => {
                 summary.passed += report.passed;
                 summary.failed += report.failures.len();
+                summary.repeated += report.repeated;
+                summary.from_cache += report.from_cache;
                 for failure in report.failures {
                     println!("FAIL {failure}");
                 }
@@ -212,6 +320,14 @@ pub async fn run_files(paths: &[impl AsRef<Path>], options: &SltOptions) -> Summ
 impl std::fmt::Display for Summary {
     /// The closing line: `N passed, N failed`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} passed, {} failed", self.passed, self.failed)
+        write!(f, "{} passed, {} failed", self.passed, self.failed)?;
+        if self.repeated > 0 {
+            write!(
+                f,
+                "; {} queries run twice, {} second runs from the plan cache",
+                self.repeated, self.from_cache
+            )?;
+        }
+        Ok(())
     }
 }

@@ -1,5 +1,6 @@
-//! Runs every `.slt` file under `sql-tests/slt/`; files under
-//! `slt/user_tables/` run in `--user-tables` mode.
+//! Runs every `.slt` file under `sql-tests/slt/` twice, the second time
+//! running each query twice and comparing (the plan cache's check); files
+//! under `slt/user_tables/` run in `--user-tables` mode.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -41,13 +42,33 @@ async fn main() -> ExitCode {
         "no .slt files found under {}",
         root.display()
     );
-    let plain = run_files(&plain, &SltOptions::default()).await;
-    let user = run_files(&user_tables, &SltOptions { user_tables: true }).await;
-    let total = Summary {
-        passed: plain.passed + user.passed,
-        failed: plain.failed + user.failed,
-    };
+    // Each file runs twice: as written, then with every query run twice
+    // (the second time from the plan cache) and compared.
+    let mut total = Summary::default();
+    for repeat_queries in [false, true] {
+        let plain_options = SltOptions {
+            user_tables: false,
+            repeat_queries,
+        };
+        let user_options = SltOptions {
+            user_tables: true,
+            repeat_queries,
+        };
+        for part in [
+            run_files(&plain, &plain_options).await,
+            run_files(&user_tables, &user_options).await,
+        ] {
+            total.passed += part.passed;
+            total.failed += part.failed;
+            total.repeated += part.repeated;
+            total.from_cache += part.from_cache;
+        }
+    }
     println!("{total}");
+    assert!(
+        total.from_cache > total.repeated / 2,
+        "most repeated queries should come from the plan cache: {total}"
+    );
     if total.failed == 0 && total.passed > 0 {
         ExitCode::SUCCESS
     } else {

@@ -136,6 +136,22 @@ impl ExecutionPlan for PartitionScanExec {
         leaf_with_new_children(self, children)
     }
 
+    /// A copy with its own metrics: a plan reused for many users must not
+    /// add up their row counts where any caller can read them.
+    fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(Self {
+            table_id: Arc::clone(&self.table_id),
+            store: Arc::clone(&self.store),
+            policy: Arc::clone(&self.policy),
+            binding: self.binding.clone(),
+            projection: self.projection.clone(),
+            predicate: self.predicate.clone(),
+            limit: self.limit,
+            properties: Arc::clone(&self.properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }))
+    }
+
     fn execute(
         &self,
         partition: usize,

@@ -2,6 +2,8 @@
 
 use tenantfusion_core::TableType;
 
+use crate::plan_cache::PlanCacheConfig;
+
 /// How an [`Engine`](crate::Engine) is set up. `Default` suits tests and
 /// embedding: plain `CREATE TABLE` makes user tables, DDL is for `Dba`/`System`.
 ///
@@ -24,6 +26,9 @@ pub struct EngineConfig {
     pub memory_limit: Option<usize>,
     /// Partitions DataFusion plans with; `None` uses the number of cores.
     pub target_partitions: Option<usize>,
+    /// Bounds of the cache of physical plans shared by all sessions (on by
+    /// default; [`PlanCacheConfig::DISABLED`] turns it off).
+    pub plan_cache: PlanCacheConfig,
 }
 
 impl Default for EngineConfig {
@@ -34,6 +39,7 @@ impl Default for EngineConfig {
             users_may_create_user_tables: false,
             memory_limit: None,
             target_partitions: None,
+            plan_cache: PlanCacheConfig::default(),
         }
     }
 }
@@ -42,6 +48,12 @@ impl EngineConfig {
     /// Sets [`memory_limit`](Self::memory_limit).
     pub fn with_memory_limit(mut self, bytes: usize) -> Self {
         self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Sets [`plan_cache`](Self::plan_cache).
+    pub fn with_plan_cache(mut self, plan_cache: PlanCacheConfig) -> Self {
+        self.plan_cache = plan_cache;
         self
     }
 

@@ -122,7 +122,7 @@ impl TenantSession {
         if !self.engine.cache.namespace_exists(namespace) {
             return Err(TenantError::NamespaceNotFound(namespace.to_string()));
         }
-        if self.engine.cache.get_provider(namespace, table).is_some() {
+        if let Some(old) = self.engine.cache.get_provider(namespace, table) {
             if create.if_not_exists {
                 return self.done();
             }
@@ -130,6 +130,7 @@ impl TenantSession {
                 return Err(TenantError::TableExists(format!("{namespace}.{table}")));
             }
             self.engine.cache.invalidate(namespace, table);
+            self.engine.plans.forget_table(&old);
         }
 
         let schema = Arc::new(create.input.schema().as_arrow().clone());
@@ -195,6 +196,7 @@ impl TenantSession {
         };
         self.require_table_ddl(provider.core().table_type, "DROP TABLE")?;
         cache.invalidate(namespace, table);
+        self.engine.plans.forget_table(&provider);
         self.done()
     }
 

@@ -11,6 +11,7 @@ use tenantfusion_core::{BaseTableProvider, Result, SchemaCache, TenantError, Use
 
 use crate::catalog::{CATALOG_NAME, TenantCatalog};
 use crate::config::EngineConfig;
+use crate::plan_cache::{PlanCache, PlanCacheStats};
 use crate::session::TenantSession;
 use crate::system_tables::SystemSchema;
 use crate::users::UserRegistry;
@@ -33,6 +34,9 @@ pub(crate) struct EngineInner {
     pub(crate) cache: Arc<SchemaCache>,
     pub(crate) users: Arc<UserRegistry>,
     pub(crate) catalog: Arc<TenantCatalog>,
+    pub(crate) plans: PlanCache,
+    /// The settings key of sessions that never ran `SET` (allocated once).
+    pub(crate) default_settings: Arc<str>,
 }
 
 impl Engine {
@@ -69,6 +73,8 @@ impl Engine {
             .build();
         Ok(Self {
             inner: Arc::new(EngineInner {
+                plans: PlanCache::new(config.plan_cache),
+                default_settings: Arc::from(""),
                 config,
                 state,
                 cache,
@@ -92,6 +98,11 @@ impl Engine {
     /// The registered users.
     pub fn users(&self) -> &UserRegistry {
         &self.inner.users
+    }
+
+    /// Hits, misses, evictions and size of the plan cache.
+    pub fn plan_cache_stats(&self) -> PlanCacheStats {
+        self.inner.plans.stats()
     }
 
     /// The engine's settings.

@@ -17,14 +17,20 @@ pub struct Query {
     schema: SchemaRef,
     plan: Option<Arc<dyn ExecutionPlan>>,
     task: Arc<TaskContext>,
+    from_cache: bool,
 }
 
 impl Query {
-    pub(crate) fn planned(plan: Arc<dyn ExecutionPlan>, task: Arc<TaskContext>) -> Self {
+    pub(crate) fn planned(
+        plan: Arc<dyn ExecutionPlan>,
+        task: Arc<TaskContext>,
+        from_cache: bool,
+    ) -> Self {
         Self {
             schema: plan.schema(),
             plan: Some(plan),
             task,
+            from_cache,
         }
     }
 
@@ -33,7 +39,14 @@ impl Query {
             schema: Arc::new(Schema::empty()),
             plan: None,
             task,
+            from_cache: false,
         }
+    }
+
+    /// Whether the plan came from the engine's plan cache (the statement
+    /// was not planned again).
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
     }
 
     /// The columns the statement returns (empty for DDL).

@@ -9,15 +9,21 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::planner::object_name_to_table_reference;
 use datafusion::sql::sqlparser::ast::{Insert, SetExpr, Statement as SqlStatement, TableObject};
 use futures::future::BoxFuture;
-use parking_lot::RwLock;
-use tenantfusion_core::{Access, Result, TableProviderCore, TenantError, UserContext};
+use parking_lot::{Mutex, RwLock};
+use tenantfusion_core::{
+    Access, BaseTableProvider, Result, TableProviderCore, TenantError, UserContext,
+};
 
 use crate::catalog::CATALOG_NAME;
 use crate::engine::EngineInner;
+use crate::plan_cache::{Admission, PlanKey, is_deterministic, is_reusable};
+use crate::prepared::Prepared;
 use crate::query::Query;
 use crate::statement::{TenantStatement, parse};
 use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
@@ -50,7 +56,19 @@ pub struct TenantSession {
     pub(crate) user: Arc<UserContext>,
     /// This session's own planning state, made on its first `SET`; until
     /// then the engine's shared state is used and nothing is copied.
-    pub(crate) settings: RwLock<Option<Arc<SessionState>>>,
+    pub(crate) settings: RwLock<Option<Arc<SessionSettings>>>,
+    /// Statements of SQL `PREPARE`, by name; SQL `EXECUTE` runs them.
+    pub(crate) prepared: Mutex<HashMap<String, Arc<Prepared>>>,
+}
+
+/// A session's own settings, made on its first `SET`.
+#[derive(Debug)]
+pub(crate) struct SessionSettings {
+    state: SessionState,
+    /// The settings that differ from the engine's, one `key=value` per line:
+    /// part of every plan cache key, so plans made under other settings
+    /// (e.g. another time zone) are not reused.
+    key: Arc<str>,
 }
 
 impl Clone for TenantSession {
@@ -60,6 +78,7 @@ impl Clone for TenantSession {
             engine: Arc::clone(&self.engine),
             user: Arc::clone(&self.user),
             settings: RwLock::new(self.settings.read().clone()),
+            prepared: Mutex::new(self.prepared.lock().clone()),
         }
     }
 }
@@ -81,20 +100,37 @@ impl TenantSession {
             engine,
             user: Arc::new(user),
             settings: RwLock::new(None),
+            prepared: Mutex::new(HashMap::new()),
         }
     }
 
     /// A copy of the state with this session's settings: its own once it
     /// has run a `SET`, the engine's until then.
-    fn copy_state(&self, own: Option<&SessionState>) -> SessionState {
-        own.unwrap_or(&self.engine.state).clone()
+    fn copy_state(&self, own: Option<&SessionSettings>) -> SessionState {
+        own.map_or(&self.engine.state, |own| &own.state).clone()
+    }
+
+    /// Runs `f` with this session's current state, without copying it.
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&SessionState) -> R) -> R {
+        let settings = self.settings.read();
+        f(settings
+            .as_ref()
+            .map_or(&self.engine.state, |own| &own.state))
+    }
+
+    /// The settings part of this session's plan cache keys.
+    pub(crate) fn settings_key(&self) -> Arc<str> {
+        match self.settings.read().as_ref() {
+            Some(own) => Arc::clone(&own.key),
+            None => Arc::clone(&self.engine.default_settings),
+        }
     }
 
     /// The state one statement is planned with: the session's settings, and
     /// the statement's start time (what `now()` folds to). Copying it is what
     /// DataFusion's own `SessionContext::sql` does per statement; statements
     /// that plan nothing (users, grants, namespaces) do not pay for it.
-    fn planning_state(&self) -> SessionState {
+    pub(crate) fn planning_state(&self) -> SessionState {
         let mut state = self.copy_state(self.settings.read().as_deref());
         state.mark_start_execution();
         state
@@ -104,9 +140,7 @@ impl TenantSession {
     fn run(&self, sql: String) -> BoxFuture<'_, Result<Query>> {
         Box::pin(async move {
             match parse(&sql)? {
-                TenantStatement::Sql(statement) => {
-                    self.run_sql(statement, &self.planning_state()).await
-                }
+                TenantStatement::Sql(statement) => self.run_sql(statement).await,
                 TenantStatement::CreateTable {
                     kind,
                     options,
@@ -158,15 +192,87 @@ impl TenantSession {
         })
     }
 
-    async fn run_sql(&self, statement: DFStatement, state: &SessionState) -> Result<Query> {
-        self.check_references(&statement)?;
+    /// Runs a statement DataFusion plans. Queries are looked up in the plan
+    /// cache first: a hit skips parsing into a plan, optimising and physical
+    /// planning, and still checks the caller's access to every table.
+    async fn run_sql(&self, statement: DFStatement) -> Result<Query> {
+        if let DFStatement::Statement(sql) = &statement {
+            match sql.as_ref() {
+                SqlStatement::Prepare { .. } => return self.prepare_named(statement).await,
+                SqlStatement::Execute { .. } | SqlStatement::Deallocate { .. } => {
+                    return self.run_prepared_sql(statement).await;
+                }
+                _ => {}
+            }
+        }
+        let tables = self.check_references(&statement)?;
+        let cache = &self.engine.plans;
+        let key = (cache.enabled() && is_query(&statement)).then(|| PlanKey {
+            settings: self.settings_key(),
+            text: statement.to_string(),
+        });
+        if let Some(key) = &key
+            && let Some(plan) = cache.get(key, &tables)
+        {
+            return self.run_cached(plan);
+        }
         let insert_into = find_insert(&statement).map(|i| i.table.to_string());
-        self.plan_sql(statement, state)
+        let to_cache = key.map(|key| (key, tables, Admission::First));
+        self.plan_sql(statement, &self.planning_state(), to_cache)
             .await
             .map_err(|err| match &insert_into {
                 Some(table) => TenantError::from_insert(table, err),
                 None => TenantError::from_datafusion(err),
             })?
+    }
+
+    /// SQL `EXECUTE` and `DEALLOCATE`, planned with the session's state as
+    /// it is: they plan nothing themselves, so no copy is made.
+    async fn run_prepared_sql(&self, statement: DFStatement) -> Result<Query> {
+        let settings = self.settings.read().clone();
+        let state = settings
+            .as_ref()
+            .map_or(&self.engine.state, |own| &own.state);
+        match state.statement_to_plan(statement).await? {
+            LogicalPlan::Statement(Statement::Execute(execute)) => {
+                self.execute_named(&execute, state).await
+            }
+            LogicalPlan::Statement(Statement::Deallocate(deallocate)) => {
+                self.deallocate(&deallocate.name)
+            }
+            other => Err(TenantError::Internal(format!(
+                "EXECUTE/DEALLOCATE planned as {}",
+                other.display()
+            ))),
+        }
+    }
+
+    /// A fresh copy of a cached plan, ready to run as this session's user.
+    /// The cached plan itself never runs, so no execution's state (a join's
+    /// build side, a TopK heap, metrics) is kept in the cache.
+    pub(crate) fn run_cached(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Query> {
+        let plan = reset_plan_states(plan)?;
+        let task = self.with_state(|state| self.task_context(state));
+        Ok(Query::planned(plan, task, true))
+    }
+
+    /// Physical planning of a logical plan, keeping a pristine copy in the
+    /// plan cache when `to_cache` says where and the plan is reusable.
+    pub(crate) async fn plan_physical(
+        &self,
+        plan: &LogicalPlan,
+        state: &SessionState,
+        to_cache: Option<CacheSlot>,
+    ) -> datafusion::error::Result<Query> {
+        let physical = state.create_physical_plan(plan).await?;
+        if let Some((key, tables, admission)) = to_cache
+            && is_deterministic(plan)
+            && is_reusable(&physical)
+        {
+            let template = reset_plan_states(Arc::clone(&physical))?;
+            self.engine.plans.insert(key, template, tables, admission);
+        }
+        Ok(Query::planned(physical, self.task_context(state), false))
     }
 
     /// Plans a statement; DDL runs here, so the outer result is planning
@@ -175,6 +281,7 @@ impl TenantSession {
         &self,
         statement: DFStatement,
         state: &SessionState,
+        to_cache: Option<CacheSlot>,
     ) -> datafusion::error::Result<Result<Query>> {
         let plan = state.statement_to_plan(statement).await?;
         Ok(match &plan {
@@ -192,10 +299,7 @@ impl TenantSession {
             LogicalPlan::Copy(_) => Err(TenantError::NotSupported(
                 "COPY writes files on the server and is not available to tenants".into(),
             )),
-            _ => {
-                let physical = state.create_physical_plan(&plan).await?;
-                Ok(Query::planned(physical, self.task_context(state)))
-            }
+            _ => Ok(self.plan_physical(&plan, state, to_cache).await?),
         })
     }
 
@@ -254,7 +358,9 @@ impl TenantSession {
         for udf in updated {
             state.register_udf(udf)?;
         }
-        *slot = Some(Arc::new(state));
+        let key = settings_key(&self.engine.state, &state);
+        *slot = Some(Arc::new(SessionSettings { state, key }));
+        drop(slot);
         self.done()
     }
 
@@ -262,7 +368,13 @@ impl TenantSession {
     /// and that the caller may use it: precise codes instead of DataFusion's
     /// generic "table not found", and no plan is built for a forbidden table.
     /// Plans check again when they execute.
-    fn check_references(&self, statement: &DFStatement) -> Result<()> {
+    ///
+    /// Returns the providers of the statement's tables, in the order the
+    /// statement names them: what a cached plan must have been made against.
+    pub(crate) fn check_references(
+        &self,
+        statement: &DFStatement,
+    ) -> Result<Vec<Arc<dyn BaseTableProvider>>> {
         let (target, target_access) = match statement_target(statement) {
             Some((name, access)) => (Some(name), access),
             None => (None, TargetAccess::Read),
@@ -276,6 +388,7 @@ impl TenantSession {
         let target = target
             .map(|name| object_name_to_table_reference(name, normalize))
             .transpose()?;
+        let mut tables = Vec::new();
         for reference in state.resolve_table_references(statement)? {
             let is_target = target.as_ref() == Some(&reference);
             if is_target && target_access == TargetAccess::Create {
@@ -305,8 +418,9 @@ impl TenantSession {
             {
                 check_insert_shape(insert, provider.core(), normalize)?;
             }
+            tables.push(provider);
         }
-        Ok(())
+        Ok(tables)
     }
 
     /// `(namespace, table)` of a reference; other catalogs do not exist here.
@@ -340,7 +454,9 @@ fn find_insert(statement: &DFStatement) -> Option<&Insert> {
     fn in_sql(statement: &SqlStatement) -> Option<&Insert> {
         match statement {
             SqlStatement::Insert(insert) => Some(insert),
-            SqlStatement::Explain { statement, .. } => in_sql(statement),
+            SqlStatement::Explain { statement, .. } | SqlStatement::Prepare { statement, .. } => {
+                in_sql(statement)
+            }
             _ => None,
         }
     }
@@ -407,7 +523,40 @@ fn sql_target(
             TableObject::TableFunction(_) | TableObject::TableQuery(_) => None,
         },
         SqlStatement::CreateTable(create) => Some((create.name.clone(), TargetAccess::Create)),
-        SqlStatement::Explain { statement, .. } => sql_target(statement),
+        SqlStatement::Explain { statement, .. } | SqlStatement::Prepare { statement, .. } => {
+            sql_target(statement)
+        }
         _ => None,
+    }
+}
+
+/// Where a newly made plan goes in the plan cache.
+pub(crate) type CacheSlot = (PlanKey, Vec<Arc<dyn BaseTableProvider>>, Admission);
+
+/// Statements whose plans are cached by their text: queries (`SELECT`,
+/// `WITH`, `VALUES`). DML is cached through prepared statements only, where
+/// parameters make the same plan reusable; `EXPLAIN` (and `EXPLAIN ANALYZE`,
+/// whose plan collects metrics) never.
+fn is_query(statement: &DFStatement) -> bool {
+    matches!(statement, DFStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::Query(_)))
+}
+
+/// The settings of `state` that differ from `engine`'s, one `key=value` per
+/// line (empty when there are none), in the order DataFusion lists them.
+fn settings_key(engine: &SessionState, state: &SessionState) -> Arc<str> {
+    let defaults = engine.config().options().entries();
+    let mut key = String::new();
+    for (entry, default) in state.config().options().entries().iter().zip(&defaults) {
+        if entry.key != default.key || entry.value != default.value {
+            key.push_str(&entry.key);
+            key.push('=');
+            key.push_str(entry.value.as_deref().unwrap_or(""));
+            key.push('\n');
+        }
+    }
+    if key.is_empty() {
+        Arc::from("")
+    } else {
+        Arc::from(key)
     }
 }

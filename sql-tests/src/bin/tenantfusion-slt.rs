@@ -1,4 +1,4 @@
-//! `tenantfusion-slt [--user-tables] FILE.slt...`: runs sqllogictest files
+//! `tenantfusion-slt [--user-tables] [--repeat-queries] FILE.slt...`: runs sqllogictest files
 //! against tenantfusion and ends with `N passed, N failed`.
 
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use tenantfusion_sql_tests::{SltOptions, run_files};
 
-const USAGE: &str = "usage: tenantfusion-slt [--user-tables] FILE.slt...";
+const USAGE: &str = "usage: tenantfusion-slt [--user-tables] [--repeat-queries] FILE.slt...";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--user-tables" => options.user_tables = true,
+            "--repeat-queries" => options.repeat_queries = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;

@@ -5,4 +5,5 @@ mod errors;
 mod host;
 mod isolation;
 mod model;
+mod plan_cache;
 mod shared;

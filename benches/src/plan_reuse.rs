@@ -1,0 +1,75 @@
+//! `plan_cache`: what reusing plans saves on one user's repeated queries, at
+//! the largest user count of the run.
+
+use datafusion::common::ScalarValue;
+use tenantfusion::{EngineConfig, PlanCacheConfig, Role, UserContext};
+
+use crate::scan_scaling::{QUERIES, latency, loaded_engine};
+use crate::{Measurement, Size, run_ours};
+
+/// A query with a parameter, for the prepared-statement rows.
+const PREPARED: &str = "SELECT id, payload FROM t WHERE id >= $1 ORDER BY id DESC LIMIT 10";
+
+/// Runs the scenario; returns its rows.
+pub async fn plan_cache(size: Size) -> Vec<Measurement> {
+    let users = size.user_counts.last().copied().unwrap_or(10);
+    let (cached, _) = loaded_engine(users, EngineConfig::default()).await;
+    let off = EngineConfig::default().with_plan_cache(PlanCacheConfig::DISABLED);
+    let (planned, _) = loaded_engine(users, off).await;
+    let target = format!("u{}", users / 2);
+    let user = UserContext::new(target.as_str(), Role::User);
+    let cached = cached.session(user.clone());
+    let planned = planned.session(user);
+    let mut out = Vec::new();
+    for (name, sql, _) in QUERIES {
+        let ours = latency(size, || async {
+            run_ours(&cached, sql).await;
+        })
+        .await;
+        let base = latency(size, || async {
+            run_ours(&planned, sql).await;
+        })
+        .await;
+        out.push(Measurement::latency(
+            "plan_cache",
+            format!("{name}, {users} users, cached plan vs planned every time"),
+            ours,
+            base,
+        ));
+    }
+    // A prepared statement with a new value each time: binding re-runs the
+    // optimiser and physical planner, not parsing and SQL planning.
+    let prepared = planned.prepare(PREPARED).await.expect("prepare");
+    let mut value = 0i64;
+    let ours = latency(size, || {
+        value += 1;
+        let params = vec![ScalarValue::Int64(Some(value))];
+        let prepared = &prepared;
+        async move {
+            prepared
+                .execute(params)
+                .await
+                .expect("execute")
+                .collect()
+                .await
+                .expect("run");
+        }
+    })
+    .await;
+    let base = latency(size, || {
+        value += 1;
+        let sql = PREPARED.replace("$1", &value.to_string());
+        let planned = &planned;
+        async move {
+            run_ours(planned, &sql).await;
+        }
+    })
+    .await;
+    out.push(Measurement::latency(
+        "plan_cache",
+        format!("prepared, new value each run, {users} users, vs SQL text planned every time"),
+        ours,
+        base,
+    ));
+    out
+}

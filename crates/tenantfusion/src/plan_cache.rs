@@ -1,0 +1,345 @@
+//! Physical plans reused across requests and across users.
+//!
+//! A plan here holds no user: scans and writes read the caller from the task
+//! context each time they execute, and permissions are checked again before
+//! every run. So one plan of `SELECT ... FROM notes` serves every user.
+//!
+//! An entry also remembers the provider of every table the plan reads or
+//! writes. A table that was dropped and created again has a new provider, so
+//! the old plan no longer matches and is planned anew: the key alone never
+//! decides.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
+use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
+use datafusion::physical_plan::work_table::WorkTableExec;
+use parking_lot::Mutex;
+use tenantfusion_core::BaseTableProvider;
+
+/// Bounds of the plan cache. The cache is on by default; `max_entries = 0`
+/// turns it off.
+///
+/// ```
+/// use tenantfusion::{EngineConfig, PlanCacheConfig};
+/// let config = EngineConfig::default().with_plan_cache(PlanCacheConfig {
+///     max_entries: 256,
+///     ..PlanCacheConfig::default()
+/// });
+/// assert_eq!(config.plan_cache.max_entries, 256);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanCacheConfig {
+    /// Most plans kept; the least recently used is evicted first.
+    pub max_entries: usize,
+    /// Most bytes kept, by the estimate in [`PlanCacheStats::bytes`].
+    pub max_bytes: usize,
+}
+
+impl Default for PlanCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 1024,
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl PlanCacheConfig {
+    /// A configuration that caches nothing.
+    pub const DISABLED: PlanCacheConfig = PlanCacheConfig {
+        max_entries: 0,
+        max_bytes: 0,
+    };
+}
+
+/// Counters of the plan cache, read with
+/// [`Engine::plan_cache_stats`](crate::Engine::plan_cache_stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanCacheStats {
+    /// Statements answered with a cached plan.
+    pub hits: u64,
+    /// Cacheable statements that had to be planned.
+    pub misses: u64,
+    /// Plans dropped to stay within the bounds.
+    pub evictions: u64,
+    /// Plans dropped because a table they use was dropped or replaced.
+    pub invalidations: u64,
+    /// Plans held now.
+    pub entries: usize,
+    /// Estimated bytes held now: the key's text plus a fixed 2 KiB per plan
+    /// node (plans share schemas and expressions, so an exact figure would
+    /// count shared parts many times).
+    pub bytes: usize,
+}
+
+/// Estimated size of one plan node, see [`PlanCacheStats::bytes`].
+const NODE_BYTES: usize = 2048;
+
+/// What a plan depends on besides the tables it references.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PlanKey {
+    /// The session's settings that differ from the engine's, in a canonical
+    /// text form; empty for sessions that never ran `SET`.
+    pub settings: Arc<str>,
+    /// The statement, normalised by the SQL parser's own display (keyword
+    /// case and spacing), plus bound parameter values for prepared statements.
+    pub text: String,
+}
+
+#[derive(Debug)]
+struct Entry {
+    plan: Arc<dyn ExecutionPlan>,
+    tables: Vec<Arc<dyn BaseTableProvider>>,
+    bytes: usize,
+    last_used: u64,
+}
+
+#[derive(Debug, Default)]
+struct Lru {
+    entries: HashMap<PlanKey, Entry>,
+    /// `last_used` -> key, oldest first.
+    order: BTreeMap<u64, PlanKey>,
+    clock: u64,
+    bytes: usize,
+    /// Hashes of keys seen once: plans for bound parameter values are only
+    /// kept on their second sighting, so one-off values do not push out the
+    /// plans that are reused.
+    seen_once: HashSet<u64>,
+}
+
+impl Lru {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn remove(&mut self, key: &PlanKey) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.order.remove(&entry.last_used);
+        self.bytes -= entry.bytes;
+        Some(entry)
+    }
+}
+
+/// The engine's plan cache (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct PlanCache {
+    config: PlanCacheConfig,
+    lru: Mutex<Lru>,
+    hasher: RandomState,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    invalidations: AtomicU64,
+}
+
+/// When a plan may be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// On first use: statement text is reused as is.
+    First,
+    /// On the second use of the same key (bound parameter values).
+    Second,
+}
+
+impl PlanCache {
+    pub(crate) fn new(config: PlanCacheConfig) -> Self {
+        Self {
+            config,
+            lru: Mutex::new(Lru::default()),
+            hasher: RandomState::new(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.config.max_entries > 0
+    }
+
+    /// The plan kept for `key`, if it was made against exactly `tables` (the
+    /// providers the statement resolves to now). A plan made against another
+    /// provider of the same name is dropped.
+    pub(crate) fn get(
+        &self,
+        key: &PlanKey,
+        tables: &[Arc<dyn BaseTableProvider>],
+    ) -> Option<Arc<dyn ExecutionPlan>> {
+        if !self.enabled() {
+            return None;
+        }
+        let mut lru = self.lru.lock();
+        let Some(entry) = lru.entries.get(key) else {
+            drop(lru);
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        if !same_providers(&entry.tables, tables) {
+            lru.remove(key);
+            drop(lru);
+            self.invalidations.fetch_add(1, Ordering::Relaxed);
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let (old, plan) = (entry.last_used, Arc::clone(&entry.plan));
+        let now = lru.tick();
+        if let Some(order_key) = lru.order.remove(&old) {
+            lru.order.insert(now, order_key);
+        }
+        if let Some(entry) = lru.entries.get_mut(key) {
+            entry.last_used = now;
+        }
+        drop(lru);
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(plan)
+    }
+
+    /// Keeps `plan` for `key`, evicting the least recently used plans beyond
+    /// the bounds. Callers decide what is cacheable ([`is_reusable`]).
+    pub(crate) fn insert(
+        &self,
+        key: PlanKey,
+        plan: Arc<dyn ExecutionPlan>,
+        tables: Vec<Arc<dyn BaseTableProvider>>,
+        admission: Admission,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        let bytes = key.text.len() + key.settings.len() + NODE_BYTES * count_nodes(&plan);
+        if bytes > self.config.max_bytes {
+            return;
+        }
+        let mut lru = self.lru.lock();
+        if admission == Admission::Second {
+            let hash = self.hasher.hash_one(&key);
+            if lru.seen_once.insert(hash) {
+                // Bounded: forgetting sightings only delays admission.
+                if lru.seen_once.len() > 4 * self.config.max_entries {
+                    lru.seen_once.clear();
+                }
+                return;
+            }
+            lru.seen_once.remove(&hash);
+        }
+        lru.remove(&key);
+        let now = lru.tick();
+        lru.order.insert(now, key.clone());
+        lru.bytes += bytes;
+        lru.entries.insert(
+            key,
+            Entry {
+                plan,
+                tables,
+                bytes,
+                last_used: now,
+            },
+        );
+        let mut evicted = 0;
+        while lru.entries.len() > self.config.max_entries || lru.bytes > self.config.max_bytes {
+            let Some((_, oldest)) = lru.order.pop_first() else {
+                break;
+            };
+            if let Some(entry) = lru.entries.remove(&oldest) {
+                lru.bytes -= entry.bytes;
+                evicted += 1;
+            }
+        }
+        drop(lru);
+        self.evictions.fetch_add(evicted, Ordering::Relaxed);
+    }
+
+    /// Drops every plan that uses `dropped`, so that a dropped table's
+    /// provider (and its rows) is not kept alive by cached plans.
+    pub(crate) fn forget_table(&self, dropped: &Arc<dyn BaseTableProvider>) {
+        let mut lru = self.lru.lock();
+        let stale: Vec<PlanKey> = lru
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.tables.iter().any(|t| Arc::ptr_eq(t, dropped)))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &stale {
+            lru.remove(key);
+        }
+        drop(lru);
+        self.invalidations
+            .fetch_add(stale.len() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> PlanCacheStats {
+        let lru = self.lru.lock();
+        PlanCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+            entries: lru.entries.len(),
+            bytes: lru.bytes,
+        }
+    }
+}
+
+/// Whether two statements' tables resolve to the very same providers (a
+/// table dropped and created again has a new one).
+pub(crate) fn same_providers(
+    a: &[Arc<dyn BaseTableProvider>],
+    b: &[Arc<dyn BaseTableProvider>],
+) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
+}
+
+fn count_nodes(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    1 + plan.children().into_iter().map(count_nodes).sum::<usize>()
+}
+
+/// Whether a logical plan gives the same physical plan whenever it is
+/// planned: no function that is not immutable (`now()` is folded into a
+/// constant at planning; `random()` is kept out too, to keep the rule
+/// simple), and no session variable.
+pub(crate) fn is_deterministic(plan: &LogicalPlan) -> bool {
+    let mut deterministic = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                let fixed = match e {
+                    Expr::ScalarFunction(f) => {
+                        f.func.signature().volatility == Volatility::Immutable
+                    }
+                    Expr::ScalarVariable(..) => false,
+                    _ => true,
+                };
+                if fixed {
+                    Ok(TreeNodeRecursion::Continue)
+                } else {
+                    deterministic = false;
+                    Ok(TreeNodeRecursion::Stop)
+                }
+            })
+        })
+    });
+    deterministic
+}
+
+/// Whether a physical plan may be executed again, and by several users at
+/// once, after [`reset_plan_states`](datafusion::physical_plan::execution_plan::reset_plan_states).
+/// Not these, whose state survives the reset and is shared by every copy:
+/// scalar subqueries (their results container) and recursive queries (their
+/// work table).
+pub(crate) fn is_reusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let shared_state = plan.exists(|node| {
+        Ok(node.downcast_ref::<ScalarSubqueryExec>().is_some()
+            || node.downcast_ref::<RecursiveQueryExec>().is_some()
+            || node.downcast_ref::<WorkTableExec>().is_some())
+    });
+    matches!(shared_state, Ok(false))
+}

@@ -1,0 +1,358 @@
+//! Prepared statements: parsed, checked and planned once, run many times with
+//! parameters `$1, $2, ...`.
+//!
+//! DataFusion 55 cannot run a physical plan that still holds placeholders, so
+//! binding new values runs the optimiser and the physical planner again (not
+//! the parser or the SQL planner). Plans for values seen before come from the
+//! engine's plan cache: a query's plan is kept on the second use of the same
+//! values, so values used once do not push out plans that are reused.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DFSchema, ParamValues, ScalarValue};
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::{Execute, Expr, LogicalPlan, Statement};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use parking_lot::RwLock;
+use tenantfusion_core::{BaseTableProvider, Result, TenantError};
+
+use crate::plan_cache::{Admission, PlanKey, same_providers};
+use crate::query::Query;
+use crate::session::TenantSession;
+use crate::statement::{TenantStatement, parse};
+
+/// A statement prepared by [`TenantSession::prepare`]: run it with
+/// [`execute`](Self::execute) and parameter values for `$1, $2, ...`.
+///
+/// It runs as the session's user with the session's settings at the time it
+/// was prepared. Access is checked on every execution, so a `REVOKE` takes
+/// effect on the next one; a table dropped and created again is planned anew.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use datafusion::common::ScalarValue;
+/// use tenantfusion::{Engine, EngineConfig, Role, UserContext};
+///
+/// let engine = Engine::new(EngineConfig::default())?;
+/// let admin = engine.session(UserContext::new("admin", Role::Dba));
+/// admin.sql("CREATE TABLE notes (id BIGINT NOT NULL, body TEXT)").await?;
+/// let alice = engine.session(UserContext::new("alice", Role::User));
+/// let insert = alice.prepare("INSERT INTO notes VALUES ($1, $2)").await?;
+/// insert.execute(vec![ScalarValue::from(1i64), ScalarValue::from("hi")]).await?.collect().await?;
+/// let find = alice.prepare("SELECT body FROM notes WHERE id = $1").await?;
+/// let rows = find.execute(vec![ScalarValue::from(1i64)]).await?.collect().await?;
+/// assert_eq!(rows[0].num_rows(), 1);
+/// # Ok::<_, tenantfusion::TenantError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct PreparedStatement {
+    session: TenantSession,
+    prepared: Arc<Prepared>,
+}
+
+impl PreparedStatement {
+    /// The types of `$1, $2, ...`: declared by `PREPARE name(types)`, or
+    /// inferred from where each parameter is used.
+    pub fn parameter_types(&self) -> &[DataType] {
+        &self.prepared.types
+    }
+
+    /// Runs the statement with `params` (one per parameter, cast to its
+    /// type). Queries run when the returned [`Query`] is collected.
+    pub async fn execute(&self, params: Vec<ScalarValue>) -> Result<Query> {
+        self.session.execute_prepared(&self.prepared, params).await
+    }
+}
+
+/// The session-independent part of a prepared statement.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// What was prepared (a plain statement or SQL `PREPARE`), checked again
+    /// before each execution and planned again when a table changed.
+    source: DFStatement,
+    /// The statement's normalised text, without the `PREPARE` name: the
+    /// plan cache key together with the bound values.
+    text: String,
+    types: Vec<DataType>,
+    is_query: bool,
+    insert_into: Option<String>,
+    planned: RwLock<Planned>,
+}
+
+/// A logical plan with placeholders and the providers it was made against.
+#[derive(Debug)]
+struct Planned {
+    tables: Vec<Arc<dyn BaseTableProvider>>,
+    logical: LogicalPlan,
+}
+
+impl TenantSession {
+    /// Parses, checks and plans `sql` once for repeated execution. Only
+    /// queries and `INSERT` can be prepared; parameters are `$1, $2, ...`.
+    pub async fn prepare(&self, sql: &str) -> Result<PreparedStatement> {
+        let TenantStatement::Sql(statement) = parse(sql)? else {
+            return Err(not_preparable());
+        };
+        let (_, prepared) = self.make_prepared(statement).await?;
+        Ok(PreparedStatement {
+            session: self.clone(),
+            prepared,
+        })
+    }
+
+    /// The prepared statement, and its name if `source` is SQL `PREPARE`.
+    async fn make_prepared(&self, source: DFStatement) -> Result<(Option<String>, Arc<Prepared>)> {
+        let DFStatement::Statement(sql) = &source else {
+            return Err(not_preparable());
+        };
+        let body = match sql.as_ref() {
+            SqlStatement::Prepare { statement, .. } => statement.as_ref(),
+            other => other,
+        };
+        let is_query = matches!(body, SqlStatement::Query(_));
+        let insert_into = match body {
+            SqlStatement::Insert(insert) => Some(insert.table.to_string()),
+            SqlStatement::Query(_) => None,
+            _ => return Err(not_preparable()),
+        };
+        let text = body.to_string();
+        let tables = self.check_references(&source)?;
+        let (name, logical, types) = plan_source(&source, &self.planning_state()).await?;
+        let prepared = Prepared {
+            source,
+            text,
+            types,
+            is_query,
+            insert_into,
+            planned: RwLock::new(Planned { tables, logical }),
+        };
+        Ok((name, Arc::new(prepared)))
+    }
+
+    /// SQL `PREPARE name [(types)] AS statement`.
+    pub(crate) async fn prepare_named(&self, source: DFStatement) -> Result<Query> {
+        let (name, prepared) = self.make_prepared(source).await?;
+        let name = name.ok_or_else(|| TenantError::Internal("PREPARE without a name".into()))?;
+        let mut named = self.prepared.lock();
+        if named.contains_key(&name) {
+            return Err(TenantError::InvalidArgument(format!(
+                "prepared statement '{name}' already exists; DEALLOCATE it first"
+            )));
+        }
+        named.insert(name, prepared);
+        drop(named);
+        self.done()
+    }
+
+    /// SQL `EXECUTE name(values)`; the values must be constants.
+    pub(crate) async fn execute_named(
+        &self,
+        execute: &Execute,
+        state: &SessionState,
+    ) -> Result<Query> {
+        let prepared = self.prepared.lock().get(&execute.name).cloned();
+        let prepared = prepared.ok_or_else(|| unknown(&execute.name))?;
+        let context = SimplifyContext::builder()
+            .with_schema(Arc::new(DFSchema::empty()))
+            .with_config_options(Arc::clone(state.config().options()))
+            .build();
+        let simplifier = ExprSimplifier::new(context);
+        let params = execute
+            .parameters
+            .iter()
+            .map(|param| match simplifier.simplify(param.clone())? {
+                Expr::Literal(value, _) => Ok(value),
+                other => Err(TenantError::InvalidArgument(format!(
+                    "EXECUTE takes constant values; '{other}' is not one"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.execute_prepared(&prepared, params).await
+    }
+
+    /// SQL `DEALLOCATE [PREPARE] name`.
+    pub(crate) fn deallocate(&self, name: &str) -> Result<Query> {
+        match self.prepared.lock().remove(name) {
+            Some(_) => self.done(),
+            None => Err(unknown(name)),
+        }
+    }
+
+    /// Checks access, binds `params` and runs: from the plan cache when
+    /// these values were planned before, otherwise optimising the stored
+    /// logical plan with the values in place.
+    pub(crate) async fn execute_prepared(
+        &self,
+        prepared: &Prepared,
+        params: Vec<ScalarValue>,
+    ) -> Result<Query> {
+        let tables = self.check_references(&prepared.source)?;
+        let params = prepared.bind(params)?;
+        let cache = &self.engine.plans;
+        let key = (cache.enabled() && prepared.is_query).then(|| PlanKey {
+            settings: self.settings_key(),
+            text: format!("{}\u{0}{params:?}", prepared.text),
+        });
+        if let Some(key) = &key
+            && let Some(plan) = cache.get(key, &tables)
+        {
+            return self.run_cached(plan);
+        }
+        let state = self.planning_state();
+        let result = async {
+            let logical = prepared.logical_plan(&tables, &state).await?;
+            let bound = logical.with_param_values(ParamValues::from(params))?;
+            let to_cache = key.map(|key| (key, tables, Admission::Second));
+            self.plan_physical(&bound, &state, to_cache).await
+        }
+        .await;
+        result.map_err(|err| match &prepared.insert_into {
+            Some(table) => TenantError::from_insert(table, err),
+            None => TenantError::from_datafusion(err),
+        })
+    }
+}
+
+impl Prepared {
+    /// `params` cast to the parameter types, with clear errors for a wrong
+    /// count or a value that does not convert.
+    fn bind(&self, params: Vec<ScalarValue>) -> Result<Vec<ScalarValue>> {
+        if params.len() != self.types.len() {
+            return Err(TenantError::InvalidArgument(format!(
+                "the prepared statement takes {} parameters, {} were given",
+                self.types.len(),
+                params.len()
+            )));
+        }
+        params
+            .into_iter()
+            .zip(&self.types)
+            .enumerate()
+            .map(|(i, (value, ty))| {
+                if &value.data_type() == ty {
+                    return Ok(value);
+                }
+                value.cast_to(ty).map_err(|_| {
+                    TenantError::InvalidArgument(format!(
+                        "parameter ${} is {ty}; {value} ({}) does not convert",
+                        i + 1,
+                        value.data_type()
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The logical plan, planned again when a table it uses was dropped and
+    /// created since (the stored plan refers to the old provider).
+    async fn logical_plan(
+        &self,
+        tables: &[Arc<dyn BaseTableProvider>],
+        state: &SessionState,
+    ) -> datafusion::error::Result<LogicalPlan> {
+        {
+            let planned = self.planned.read();
+            if same_providers(&planned.tables, tables) {
+                return Ok(planned.logical.clone());
+            }
+        }
+        let (_, logical, types) = plan_source(&self.source, state)
+            .await
+            .map_err(|err| datafusion::error::DataFusionError::External(Box::new(err)))?;
+        if types != self.types {
+            return Err(datafusion::error::DataFusionError::External(Box::new(
+                TenantError::SchemaMismatch(format!(
+                    "a table of the prepared statement changed the types of its parameters \
+                     from {:?} to {types:?}; prepare it again",
+                    self.types
+                )),
+            )));
+        }
+        *self.planned.write() = Planned {
+            tables: tables.to_vec(),
+            logical: logical.clone(),
+        };
+        Ok(logical)
+    }
+}
+
+/// The name given by SQL `PREPARE`, the logical plan of a prepared statement
+/// (without its `PREPARE` wrapper) and its parameter types: declared, or
+/// inferred from use.
+async fn plan_source(
+    source: &DFStatement,
+    state: &SessionState,
+) -> Result<(Option<String>, LogicalPlan, Vec<DataType>)> {
+    let plan = state.statement_to_plan(source.clone()).await?;
+    let (name, logical, declared) = match plan {
+        LogicalPlan::Statement(Statement::Prepare(prepare)) => {
+            let declared: Vec<DataType> = prepare
+                .fields
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
+            (
+                Some(prepare.name),
+                Arc::unwrap_or_clone(prepare.input),
+                declared,
+            )
+        }
+        other => (None, other, Vec::new()),
+    };
+    let mut found: Vec<(usize, Option<DataType>)> = Vec::new();
+    for (name, ty) in logical.get_parameter_types()? {
+        let index = name
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                TenantError::NotSupported(format!(
+                    "parameter '{name}': only positional parameters $1, $2, ... are supported"
+                ))
+            })?;
+        found.push((index, ty));
+    }
+    found.sort_by_key(|(index, _)| *index);
+    if let Some(gap) = found.iter().enumerate().find(|(i, (n, _))| *n != i + 1) {
+        return Err(TenantError::InvalidArgument(format!(
+            "parameters must be numbered $1 to ${}; ${} is missing",
+            found.len(),
+            gap.0 + 1
+        )));
+    }
+    if !declared.is_empty() {
+        if declared.len() != found.len() {
+            return Err(TenantError::InvalidArgument(format!(
+                "PREPARE declares {} parameter types but the statement uses {} parameters",
+                declared.len(),
+                found.len()
+            )));
+        }
+        return Ok((name, logical, declared));
+    }
+    let types = found
+        .into_iter()
+        .map(|(index, ty)| {
+            ty.ok_or_else(|| {
+                TenantError::InvalidArgument(format!(
+                    "the type of parameter ${index} cannot be inferred; \
+                     declare it with PREPARE name(type, ...) AS ..."
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((name, logical, types))
+}
+
+fn not_preparable() -> TenantError {
+    TenantError::NotSupported("only SELECT queries and INSERT can be prepared".into())
+}
+
+fn unknown(name: &str) -> TenantError {
+    TenantError::InvalidArgument(format!("prepared statement '{name}' does not exist"))
+}
