@@ -112,12 +112,37 @@ struct Lru {
     /// kept on their second sighting, so one-off values do not push out the
     /// plans that are reused.
     seen_once: HashSet<u64>,
+    /// Statement texts exactly as sent (with the settings) -> the key they
+    /// normalise to: a statement sent again verbatim is not parsed again.
+    verbatim: HashMap<PlanKey, PlanKey>,
 }
 
 impl Lru {
     fn tick(&mut self) -> u64 {
         self.clock += 1;
         self.clock
+    }
+
+    /// Marks `key` as just used.
+    fn touch(&mut self, key: &PlanKey) {
+        let Some(old) = self.entries.get(key).map(|e| e.last_used) else {
+            return;
+        };
+        let now = self.tick();
+        if let Some(order_key) = self.order.remove(&old) {
+            self.order.insert(now, order_key);
+        }
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.last_used = now;
+        }
+    }
+
+    /// Remembers that `text` normalises to `key`; bounded like `seen_once`.
+    fn alias(&mut self, text: PlanKey, key: &PlanKey, max_entries: usize) {
+        if self.verbatim.len() >= 4 * max_entries {
+            self.verbatim.clear();
+        }
+        self.verbatim.insert(text, key.clone());
     }
 
     fn remove(&mut self, key: &PlanKey) -> Option<Entry> {
@@ -138,6 +163,20 @@ pub(crate) struct PlanCache {
     misses: AtomicU64,
     evictions: AtomicU64,
     invalidations: AtomicU64,
+}
+
+/// The providers of a statement's tables, in the order it names them.
+pub(crate) type Tables = Vec<Arc<dyn BaseTableProvider>>;
+
+/// Where a newly made plan goes in the plan cache, and what it was made
+/// against.
+#[derive(Debug)]
+pub(crate) struct CacheSlot {
+    pub key: PlanKey,
+    pub tables: Vec<Arc<dyn BaseTableProvider>>,
+    pub admission: Admission,
+    /// The statement's text as sent, remembered for [`PlanCache::get_verbatim`].
+    pub verbatim: Option<PlanKey>,
 }
 
 /// When a plan may be kept.
@@ -169,10 +208,14 @@ impl PlanCache {
     /// The plan kept for `key`, if it was made against exactly `tables` (the
     /// providers the statement resolves to now). A plan made against another
     /// provider of the same name is dropped.
+    ///
+    /// `verbatim`, the statement's text as sent, is remembered on a hit so
+    /// that [`get_verbatim`](Self::get_verbatim) finds it next time.
     pub(crate) fn get(
         &self,
         key: &PlanKey,
         tables: &[Arc<dyn BaseTableProvider>],
+        verbatim: Option<PlanKey>,
     ) -> Option<Arc<dyn ExecutionPlan>> {
         if !self.enabled() {
             return None;
@@ -190,28 +233,43 @@ impl PlanCache {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let (old, plan) = (entry.last_used, Arc::clone(&entry.plan));
-        let now = lru.tick();
-        if let Some(order_key) = lru.order.remove(&old) {
-            lru.order.insert(now, order_key);
-        }
-        if let Some(entry) = lru.entries.get_mut(key) {
-            entry.last_used = now;
+        let plan = Arc::clone(&entry.plan);
+        lru.touch(key);
+        if let Some(text) = verbatim {
+            lru.alias(text, key, self.config.max_entries);
         }
         drop(lru);
         self.hits.fetch_add(1, Ordering::Relaxed);
         Some(plan)
     }
 
+    /// The plan kept for a statement sent before with exactly this text and
+    /// these settings, and the providers it was made against. The caller
+    /// checks those providers are still current and readable, then calls
+    /// [`record_hit`](Self::record_hit); otherwise it takes the full path.
+    pub(crate) fn get_verbatim(&self, text: &PlanKey) -> Option<(Arc<dyn ExecutionPlan>, Tables)> {
+        let mut lru = self.lru.lock();
+        let key = lru.verbatim.get(text)?.clone();
+        let entry = lru.entries.get(&key)?;
+        let found = (Arc::clone(&entry.plan), entry.tables.clone());
+        lru.touch(&key);
+        Some(found)
+    }
+
+    /// Counts a hit found by [`get_verbatim`](Self::get_verbatim).
+    pub(crate) fn record_hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Keeps `plan` for `key`, evicting the least recently used plans beyond
     /// the bounds. Callers decide what is cacheable ([`is_reusable`]).
-    pub(crate) fn insert(
-        &self,
-        key: PlanKey,
-        plan: Arc<dyn ExecutionPlan>,
-        tables: Vec<Arc<dyn BaseTableProvider>>,
-        admission: Admission,
-    ) {
+    pub(crate) fn insert(&self, slot: CacheSlot, plan: Arc<dyn ExecutionPlan>) {
+        let CacheSlot {
+            key,
+            tables,
+            admission,
+            verbatim,
+        } = slot;
         if !self.enabled() {
             return;
         }
@@ -232,6 +290,9 @@ impl PlanCache {
             lru.seen_once.remove(&hash);
         }
         lru.remove(&key);
+        if let Some(text) = verbatim {
+            lru.alias(text, &key, self.config.max_entries);
+        }
         let now = lru.tick();
         lru.order.insert(now, key.clone());
         lru.bytes += bytes;

@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use parking_lot::RwLock;
 use tenantfusion_core::{BaseTableProvider, Result, TenantError};
 
-use crate::plan_cache::{Admission, PlanKey, same_providers};
+use crate::plan_cache::{Admission, CacheSlot, PlanKey, same_providers};
 use crate::query::Query;
 use crate::session::TenantSession;
 use crate::statement::{TenantStatement, parse};
@@ -199,7 +199,7 @@ impl TenantSession {
             text: format!("{}\u{0}{params:?}", prepared.text),
         });
         if let Some(key) = &key
-            && let Some(plan) = cache.get(key, &tables)
+            && let Some(plan) = cache.get(key, &tables, None)
         {
             return self.run_cached(plan);
         }
@@ -207,7 +207,12 @@ impl TenantSession {
         let result = async {
             let logical = prepared.logical_plan(&tables, &state).await?;
             let bound = logical.with_param_values(ParamValues::from(params))?;
-            let to_cache = key.map(|key| (key, tables, Admission::Second));
+            let to_cache = key.map(|key| CacheSlot {
+                key,
+                tables,
+                admission: Admission::Second,
+                verbatim: None,
+            });
             self.plan_physical(&bound, &state, to_cache).await
         }
         .await;

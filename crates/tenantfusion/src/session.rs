@@ -22,7 +22,7 @@ use tenantfusion_core::{
 
 use crate::catalog::CATALOG_NAME;
 use crate::engine::EngineInner;
-use crate::plan_cache::{Admission, PlanKey, is_deterministic, is_reusable};
+use crate::plan_cache::{Admission, CacheSlot, PlanKey, is_deterministic, is_reusable};
 use crate::prepared::Prepared;
 use crate::query::Query;
 use crate::statement::{TenantStatement, parse};
@@ -139,8 +139,15 @@ impl TenantSession {
     // Boxed: `EXECUTE AS USER` runs its inner statement through here again.
     fn run(&self, sql: String) -> BoxFuture<'_, Result<Query>> {
         Box::pin(async move {
-            match parse(&sql)? {
-                TenantStatement::Sql(statement) => self.run_sql(statement).await,
+            let verbatim = PlanKey {
+                settings: self.settings_key(),
+                text: sql,
+            };
+            if let Some(query) = self.run_verbatim(&verbatim)? {
+                return Ok(query);
+            }
+            match parse(&verbatim.text)? {
+                TenantStatement::Sql(statement) => self.run_sql(statement, Some(verbatim)).await,
                 TenantStatement::CreateTable {
                     kind,
                     options,
@@ -195,7 +202,7 @@ impl TenantSession {
     /// Runs a statement DataFusion plans. Queries are looked up in the plan
     /// cache first: a hit skips parsing into a plan, optimising and physical
     /// planning, and still checks the caller's access to every table.
-    async fn run_sql(&self, statement: DFStatement) -> Result<Query> {
+    async fn run_sql(&self, statement: DFStatement, verbatim: Option<PlanKey>) -> Result<Query> {
         if let DFStatement::Statement(sql) = &statement {
             match sql.as_ref() {
                 SqlStatement::Prepare { .. } => return self.prepare_named(statement).await,
@@ -212,12 +219,17 @@ impl TenantSession {
             text: statement.to_string(),
         });
         if let Some(key) = &key
-            && let Some(plan) = cache.get(key, &tables)
+            && let Some(plan) = cache.get(key, &tables, verbatim.clone())
         {
             return self.run_cached(plan);
         }
         let insert_into = find_insert(&statement).map(|i| i.table.to_string());
-        let to_cache = key.map(|key| (key, tables, Admission::First));
+        let to_cache = key.map(|key| CacheSlot {
+            key,
+            tables,
+            admission: Admission::First,
+            verbatim,
+        });
         self.plan_sql(statement, &self.planning_state(), to_cache)
             .await
             .map_err(|err| match &insert_into {
@@ -247,6 +259,34 @@ impl TenantSession {
         }
     }
 
+    /// A statement sent before with exactly this text: its cached plan, if
+    /// every table it reads still has the same provider and the caller may
+    /// read it (the checks `check_references` makes, without parsing).
+    /// `None` sends the statement down the full path.
+    fn run_verbatim(&self, verbatim: &PlanKey) -> Result<Option<Query>> {
+        let cache = &self.engine.plans;
+        if !cache.enabled() {
+            return Ok(None);
+        }
+        let Some((plan, tables)) = cache.get_verbatim(verbatim) else {
+            return Ok(None);
+        };
+        for table in &tables {
+            let id = table.table_id();
+            let current = self
+                .engine
+                .cache
+                .get_provider(id.namespace_id().as_str(), id.table_name().as_str());
+            if !current.is_some_and(|current| Arc::ptr_eq(&current, table)) {
+                return Ok(None);
+            }
+            // Cached statements are queries: every table is only read.
+            table.authorize(&self.user, Access::Read)?;
+        }
+        cache.record_hit();
+        self.run_cached(plan).map(Some)
+    }
+
     /// A fresh copy of a cached plan, ready to run as this session's user.
     /// The cached plan itself never runs, so no execution's state (a join's
     /// build side, a TopK heap, metrics) is kept in the cache.
@@ -265,12 +305,12 @@ impl TenantSession {
         to_cache: Option<CacheSlot>,
     ) -> datafusion::error::Result<Query> {
         let physical = state.create_physical_plan(plan).await?;
-        if let Some((key, tables, admission)) = to_cache
+        if let Some(slot) = to_cache
             && is_deterministic(plan)
             && is_reusable(&physical)
         {
             let template = reset_plan_states(Arc::clone(&physical))?;
-            self.engine.plans.insert(key, template, tables, admission);
+            self.engine.plans.insert(slot, template);
         }
         Ok(Query::planned(physical, self.task_context(state), false))
     }
@@ -529,9 +569,6 @@ fn sql_target(
         _ => None,
     }
 }
-
-/// Where a newly made plan goes in the plan cache.
-pub(crate) type CacheSlot = (PlanKey, Vec<Arc<dyn BaseTableProvider>>, Admission);
 
 /// Statements whose plans are cached by their text: queries (`SELECT`,
 /// `WITH`, `VALUES`). DML is cached through prepared statements only, where
