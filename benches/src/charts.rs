@@ -82,10 +82,13 @@ fn draw(
             (x_min * 0.8..x_max * 1.25).log_scale(),
             (y_min * 0.5..y_max * 2.0).log_scale(),
         )?;
+    let y_format = |v: &f64| human(*v, unit);
     chart
         .configure_mesh()
         .x_desc(x_label)
-        .y_desc(format!("median, {unit} (log)"))
+        .y_desc("median (log scale)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&y_format)
         .draw()?;
     for (i, (name, points)) in series.iter().enumerate() {
         let mut points = points.clone();
@@ -110,6 +113,15 @@ fn draw(
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// `v` in the unit that reads best: ns figures as ns, us or ms.
+fn human(v: f64, unit: &str) -> String {
+    match unit {
+        "ns" if v >= 1e6 => format!("{:.3} ms", v / 1e6),
+        "ns" if v >= 1e3 => format!("{:.1} us", v / 1e3),
+        _ => format!("{v:.0} {unit}"),
+    }
 }
 
 /// A file name from a title: lower-case letters and digits, `_` between words.
@@ -157,6 +169,13 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{}", &svg[..40.min(svg.len())]);
         assert!(svg.contains("tenantfusion") && svg.contains("MemTable + WHERE"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn labels_read_in_the_best_unit() {
+        assert_eq!(human(22_032.0, "ns"), "22.0 us");
+        assert_eq!(human(1_089_884.0, "ns"), "1.090 ms");
+        assert_eq!(human(62.0, "ns"), "62 ns");
     }
 
     #[test]

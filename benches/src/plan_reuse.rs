@@ -4,7 +4,7 @@
 use datafusion::common::ScalarValue;
 use tenantfusion::{EngineConfig, PlanCacheConfig, Role, UserContext};
 
-use crate::scan_scaling::{QUERIES, latency, loaded_engine};
+use crate::scan_scaling::{CACHED, PLANNED, QUERIES, latency, loaded_engine};
 use crate::{Measurement, Size, run_ours};
 
 /// A query with a parameter, for the prepared-statement rows.
@@ -30,12 +30,14 @@ pub async fn plan_cache(size: Size) -> Vec<Measurement> {
             run_ours(&planned, sql).await;
         })
         .await;
-        out.push(Measurement::latency(
+        let row = Measurement::latency(
             "plan_cache",
             format!("{name}, {users} users, cached plan vs planned every time"),
             ours,
             base,
-        ));
+        );
+        let chart = format!("{name}: one user's query vs number of users");
+        out.push(row.on_curve(&chart, "users", users, CACHED, PLANNED));
     }
     // A prepared statement with a new value each time: binding re-runs the
     // optimiser and physical planner, not parsing and SQL planning.

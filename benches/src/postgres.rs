@@ -8,7 +8,7 @@ use std::process::Command;
 use tenantfusion::{EngineConfig, Role, UserContext};
 use tokio_postgres::NoTls;
 
-use crate::scan_scaling::{QUERIES, latency, loaded_engine};
+use crate::scan_scaling::{CACHED, QUERIES, latency, loaded_engine};
 use crate::{Measurement, Size, run_ours};
 
 const PORT: u16 = 54329;
@@ -103,7 +103,7 @@ pub async fn postgres_rls(size: Size) -> Result<Vec<Measurement>, String> {
             &format!("{name}: one user's query vs number of users"),
             "users",
             users,
-            "tenantfusion",
+            CACHED,
             "PostgreSQL RLS (prepared)",
         ));
     }

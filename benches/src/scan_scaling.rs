@@ -19,6 +19,11 @@ use tenantfusion_tables::{PartitionKey, UserTableProvider};
 
 use crate::{Measurement, Size, run_datafusion, run_ours};
 
+/// Chart series of our figures planned every time (plan cache off).
+pub const PLANNED: &str = "tenantfusion, planned every time";
+/// Chart series of our figures with the plan cache (the default).
+pub const CACHED: &str = "tenantfusion, plan cache on";
+
 /// Rows per user.
 pub const ROWS_PER_USER: usize = 100;
 
@@ -211,7 +216,7 @@ pub async fn user_scan_scaling(size: Size) -> Vec<Measurement> {
                     ours,
                     stats,
                 );
-                out.push(row.on_curve(&chart, "users", users, "tenantfusion", baseline));
+                out.push(row.on_curve(&chart, "users", users, PLANNED, baseline));
             }
         }
         ours_by_users.push((users, ours_here));
