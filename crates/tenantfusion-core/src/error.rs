@@ -41,6 +41,17 @@ pub enum TenantError {
     /// The table is registered but has no provider in the schema cache.
     #[error("PROVIDER_NOT_FOUND: no provider is registered for table '{0}'")]
     ProviderNotFound(String),
+    /// No live source (upstream provider) of that name or type exists; the
+    /// message says what was asked and what exists.
+    #[error("PROVIDER_NOT_FOUND: {0}")]
+    SourceNotFound(String),
+    /// Live sources of the requested kind exist, but none is healthy (all
+    /// circuit breakers open).
+    #[error("NO_HEALTHY_PROVIDER: {0}")]
+    NoHealthyProvider(String),
+    /// No live source offers the capabilities a request needs.
+    #[error("CAPABILITY_MISMATCH: {0}")]
+    CapabilityMismatch(String),
     /// The user does not exist.
     #[error("USER_NOT_FOUND: user '{0}' does not exist")]
     UserNotFound(String),
@@ -98,7 +109,11 @@ impl TenantError {
             TenantError::NamespaceNotEmpty(_) => "NAMESPACE_NOT_EMPTY",
             TenantError::TableNotFound(_) => "TABLE_NOT_FOUND",
             TenantError::TableExists(_) => "TABLE_EXISTS",
-            TenantError::ProviderNotFound(_) => "PROVIDER_NOT_FOUND",
+            TenantError::ProviderNotFound(_) | TenantError::SourceNotFound(_) => {
+                "PROVIDER_NOT_FOUND"
+            }
+            TenantError::NoHealthyProvider(_) => "NO_HEALTHY_PROVIDER",
+            TenantError::CapabilityMismatch(_) => "CAPABILITY_MISMATCH",
             TenantError::UserNotFound(_) => "USER_NOT_FOUND",
             TenantError::UserExists(_) => "USER_EXISTS",
             TenantError::PermissionDenied(_) => "PERMISSION_DENIED",

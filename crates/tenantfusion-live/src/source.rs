@@ -1,0 +1,102 @@
+//! What an upstream is and what one connection to it does.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use tenantfusion_core::Result;
+
+/// A topic (symbol, channel, destination) as the upstream names it.
+pub type Topic = Arc<str>;
+
+/// The protocol family of a source; requests ask for a kind, not a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    /// JSON over WebSocket.
+    WebSocket,
+    /// STOMP 1.2 over TCP.
+    Stomp,
+    /// HTTP polling.
+    Rest,
+    /// The in-process generator of synthetic ticks.
+    Generator,
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SourceKind::WebSocket => "websocket",
+            SourceKind::Stomp => "stomp",
+            SourceKind::Rest => "rest",
+            SourceKind::Generator => "generator",
+        })
+    }
+}
+
+/// What a source can do, declared by the source and matched by requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capabilities {
+    /// Most topics one connection may carry; `None` for no limit.
+    pub max_topics_per_connection: Option<usize>,
+    /// Most connections the upstream accepts from us; `None` for no limit.
+    pub max_connections: Option<usize>,
+    /// Whether several topics can be subscribed in one request.
+    pub batch_subscribe: bool,
+    /// Topic prefixes served (`""` serves every topic).
+    pub topic_prefixes: Vec<String>,
+    /// The rows every message decodes to; the first column is the topic.
+    pub schema: SchemaRef,
+}
+
+impl Capabilities {
+    /// Whether `topic` is served by this source.
+    pub fn serves(&self, topic: &str) -> bool {
+        self.topic_prefixes
+            .iter()
+            .any(|p| topic.starts_with(p.as_str()))
+    }
+}
+
+/// A configured source: its name, kind, capabilities and balancing weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSpec {
+    /// Unique name, used to ask for this source explicitly.
+    pub name: String,
+    /// Protocol family.
+    pub kind: SourceKind,
+    /// Share of picks under weighted round robin (0 is never picked by it).
+    pub weight: u32,
+    /// Lower is preferred under the priority strategy.
+    pub priority: u32,
+    /// What the source can do.
+    pub capabilities: Capabilities,
+}
+
+/// An upstream that connections can be opened to.
+#[async_trait]
+pub trait Source: Send + Sync + fmt::Debug {
+    /// What this source is.
+    fn spec(&self) -> &SourceSpec;
+
+    /// Opens one upstream session.
+    async fn connect(&self) -> Result<Box<dyn Connection>>;
+}
+
+/// One upstream session, shared by every subscriber of its topics.
+#[async_trait]
+pub trait Connection: Send + fmt::Debug {
+    /// Starts the flow of `topics` (one request where the upstream batches).
+    async fn subscribe(&mut self, topics: &[Topic]) -> Result<()>;
+
+    /// Stops the flow of `topics`.
+    async fn unsubscribe(&mut self, topics: &[Topic]) -> Result<()>;
+
+    /// The next rows from upstream, topic in the first column; `None` once
+    /// the connection is closed.
+    async fn next_batch(&mut self) -> Option<Result<RecordBatch>>;
+
+    /// Ends the session.
+    async fn close(&mut self) -> Result<()>;
+}
