@@ -443,6 +443,16 @@ mod tests {
         assert!(out.contains("\"ours_p95\": "), "{out}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plan_cache_rows_compare_cached_with_planned() {
+        let rows = plan_cache(Size::SMOKE).await;
+        assert_eq!(rows.len(), 4, "two queries, round robin off, prepared");
+        for r in &rows {
+            assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");
+        }
+        assert!(rows[0].curve.is_some() && rows[3].curve.is_none());
+    }
+
     #[test]
     fn update_doc_replaces_only_the_marked_section() {
         let path = std::env::temp_dir().join(format!("tf-doc-{}.md", std::process::id()));
