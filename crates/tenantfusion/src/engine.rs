@@ -51,7 +51,8 @@ impl Engine {
         let mut session_config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, &config.default_namespace)
             .with_create_default_catalog_and_schema(false)
-            .with_information_schema(false);
+            .with_information_schema(false)
+            .with_round_robin_repartition(config.round_robin_repartition);
         if let Some(partitions) = config.target_partitions {
             session_config = session_config.with_target_partitions(partitions);
         }

@@ -250,6 +250,26 @@ async fn settings_are_part_of_the_key() {
 }
 
 #[tokio::test]
+async fn one_user_partition_is_not_split_round_robin_unless_asked() {
+    let engine = notes().await;
+    let alice = user(&engine, "alice");
+    let sql = "EXPLAIN SELECT count(*), sum(id) FROM app.notes";
+    let plan = rows(&alice, sql).await.join("\n");
+    assert!(!plan.contains("RoundRobinBatch"), "{plan}");
+    run(
+        &alice,
+        "SET datafusion.optimizer.enable_round_robin_repartition = true",
+    )
+    .await;
+    let plan = rows(&alice, sql).await.join("\n");
+    assert!(plan.contains("RoundRobinBatch"), "{plan}");
+    assert_eq!(
+        rows(&alice, "SELECT count(*), sum(id) FROM app.notes").await,
+        ["3 6"]
+    );
+}
+
+#[tokio::test]
 async fn a_reused_plan_does_not_carry_another_users_metrics() {
     let engine = notes().await;
     let alice = user(&engine, "alice");
