@@ -96,7 +96,7 @@ pub(crate) struct PlanKey {
 #[derive(Debug)]
 struct Entry {
     plan: Arc<dyn ExecutionPlan>,
-    tables: Vec<Arc<dyn BaseTableProvider>>,
+    tables: Tables,
     bytes: usize,
     last_used: u64,
 }
@@ -173,7 +173,7 @@ pub(crate) type Tables = Vec<Arc<dyn BaseTableProvider>>;
 #[derive(Debug)]
 pub(crate) struct CacheSlot {
     pub key: PlanKey,
-    pub tables: Vec<Arc<dyn BaseTableProvider>>,
+    pub tables: Tables,
     pub admission: Admission,
     /// The statement's text as sent, remembered for [`PlanCache::get_verbatim`].
     pub verbatim: Option<PlanKey>,

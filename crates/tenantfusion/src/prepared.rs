@@ -18,11 +18,11 @@ use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use parking_lot::RwLock;
-use tenantfusion_core::{BaseTableProvider, Result, TenantError};
+use tenantfusion_core::{Result, TenantError};
 
-use crate::plan_cache::{Admission, CacheSlot, PlanKey, same_providers};
+use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, same_providers};
 use crate::query::Query;
-use crate::session::TenantSession;
+use crate::session::{TenantSession, planning_error};
 use crate::statement::{TenantStatement, parse};
 
 /// A statement prepared by [`TenantSession::prepare`]: run it with
@@ -87,7 +87,7 @@ pub(crate) struct Prepared {
 /// A logical plan with placeholders and the providers it was made against.
 #[derive(Debug)]
 struct Planned {
-    tables: Vec<Arc<dyn BaseTableProvider>>,
+    tables: Tables,
     logical: LogicalPlan,
 }
 
@@ -216,10 +216,7 @@ impl TenantSession {
             self.plan_physical(&bound, &state, to_cache).await
         }
         .await;
-        result.map_err(|err| match &prepared.insert_into {
-            Some(table) => TenantError::from_insert(table, err),
-            None => TenantError::from_datafusion(err),
-        })
+        result.map_err(|err| planning_error(prepared.insert_into.as_deref(), err))
     }
 }
 
@@ -257,7 +254,7 @@ impl Prepared {
     /// created since (the stored plan refers to the old provider).
     async fn logical_plan(
         &self,
-        tables: &[Arc<dyn BaseTableProvider>],
+        tables: &Tables,
         state: &SessionState,
     ) -> datafusion::error::Result<LogicalPlan> {
         {

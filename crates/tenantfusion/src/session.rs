@@ -16,13 +16,11 @@ use datafusion::sql::planner::object_name_to_table_reference;
 use datafusion::sql::sqlparser::ast::{Insert, SetExpr, Statement as SqlStatement, TableObject};
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
-use tenantfusion_core::{
-    Access, BaseTableProvider, Result, TableProviderCore, TenantError, UserContext,
-};
+use tenantfusion_core::{Access, Result, TableProviderCore, TenantError, UserContext};
 
 use crate::catalog::CATALOG_NAME;
 use crate::engine::EngineInner;
-use crate::plan_cache::{Admission, CacheSlot, PlanKey, is_deterministic, is_reusable};
+use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, is_deterministic, is_reusable};
 use crate::prepared::Prepared;
 use crate::query::Query;
 use crate::statement::{TenantStatement, parse};
@@ -104,18 +102,15 @@ impl TenantSession {
         }
     }
 
-    /// A copy of the state with this session's settings: its own once it
-    /// has run a `SET`, the engine's until then.
-    fn copy_state(&self, own: Option<&SessionSettings>) -> SessionState {
-        own.map_or(&self.engine.state, |own| &own.state).clone()
+    /// The state with this session's settings: its own once it has run a
+    /// `SET`, the engine's until then.
+    fn state_of<'a>(&'a self, own: Option<&'a SessionSettings>) -> &'a SessionState {
+        own.map_or(&self.engine.state, |own| &own.state)
     }
 
     /// Runs `f` with this session's current state, without copying it.
     pub(crate) fn with_state<R>(&self, f: impl FnOnce(&SessionState) -> R) -> R {
-        let settings = self.settings.read();
-        f(settings
-            .as_ref()
-            .map_or(&self.engine.state, |own| &own.state))
+        f(self.state_of(self.settings.read().as_deref()))
     }
 
     /// The settings part of this session's plan cache keys.
@@ -131,7 +126,7 @@ impl TenantSession {
     /// DataFusion's own `SessionContext::sql` does per statement; statements
     /// that plan nothing (users, grants, namespaces) do not pay for it.
     pub(crate) fn planning_state(&self) -> SessionState {
-        let mut state = self.copy_state(self.settings.read().as_deref());
+        let mut state = self.state_of(self.settings.read().as_deref()).clone();
         state.mark_start_execution();
         state
     }
@@ -232,19 +227,15 @@ impl TenantSession {
         });
         self.plan_sql(statement, &self.planning_state(), to_cache)
             .await
-            .map_err(|err| match &insert_into {
-                Some(table) => TenantError::from_insert(table, err),
-                None => TenantError::from_datafusion(err),
-            })?
+            .map_err(|err| planning_error(insert_into.as_deref(), err))?
     }
 
     /// SQL `EXECUTE` and `DEALLOCATE`, planned with the session's state as
     /// it is: they plan nothing themselves, so no copy is made.
     async fn run_prepared_sql(&self, statement: DFStatement) -> Result<Query> {
+        // The guard cannot be held across an await: keep the Arc instead.
         let settings = self.settings.read().clone();
-        let state = settings
-            .as_ref()
-            .map_or(&self.engine.state, |own| &own.state);
+        let state = self.state_of(settings.as_deref());
         match state.statement_to_plan(statement).await? {
             LogicalPlan::Statement(Statement::Execute(execute)) => {
                 self.execute_named(&execute, state).await
@@ -372,7 +363,7 @@ impl TenantSession {
             )));
         }
         let mut slot = self.settings.write();
-        let mut state = self.copy_state(slot.as_deref());
+        let mut state = self.state_of(slot.as_deref()).clone();
         // RESET returns to the engine's value, which may differ from DataFusion's default.
         let engine_value = || {
             let entries = self.engine.state.config().options().entries();
@@ -411,10 +402,7 @@ impl TenantSession {
     ///
     /// Returns the providers of the statement's tables, in the order the
     /// statement names them: what a cached plan must have been made against.
-    pub(crate) fn check_references(
-        &self,
-        statement: &DFStatement,
-    ) -> Result<Vec<Arc<dyn BaseTableProvider>>> {
+    pub(crate) fn check_references(&self, statement: &DFStatement) -> Result<Tables> {
         let (target, target_access) = match statement_target(statement) {
             Some((name, access)) => (Some(name), access),
             None => (None, TargetAccess::Read),
@@ -591,9 +579,17 @@ fn settings_key(engine: &SessionState, state: &SessionState) -> Arc<str> {
             key.push('\n');
         }
     }
-    if key.is_empty() {
-        Arc::from("")
-    } else {
-        Arc::from(key)
+    Arc::from(key)
+}
+
+/// A DataFusion error from planning a statement, as our error: an INSERT's
+/// cast failures name the target table (`SCHEMA_MISMATCH`).
+pub(crate) fn planning_error(
+    insert_into: Option<&str>,
+    err: datafusion::error::DataFusionError,
+) -> TenantError {
+    match insert_into {
+        Some(table) => TenantError::from_insert(table, err),
+        None => TenantError::from_datafusion(err),
     }
 }
