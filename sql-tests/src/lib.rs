@@ -317,6 +317,15 @@ pub async fn run_files(paths: &[impl AsRef<Path>], options: &SltOptions) -> Summ
     summary
 }
 
+impl std::ops::AddAssign for Summary {
+    fn add_assign(&mut self, other: Summary) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.repeated += other.repeated;
+        self.from_cache += other.from_cache;
+    }
+}
+
 impl std::fmt::Display for Summary {
     /// The closing line: `N passed, N failed`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

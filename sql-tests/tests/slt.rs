@@ -58,10 +58,7 @@ async fn main() -> ExitCode {
             run_files(&plain, &plain_options).await,
             run_files(&user_tables, &user_options).await,
         ] {
-            total.passed += part.passed;
-            total.failed += part.failed;
-            total.repeated += part.repeated;
-            total.from_cache += part.from_cache;
+            total += part;
         }
     }
     println!("{total}");
