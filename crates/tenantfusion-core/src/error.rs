@@ -52,6 +52,21 @@ pub enum TenantError {
     /// No live source offers the capabilities a request needs.
     #[error("CAPABILITY_MISMATCH: {0}")]
     CapabilityMismatch(String),
+    /// An upstream connection could not be opened or was lost.
+    #[error("UPSTREAM_UNAVAILABLE: {0}")]
+    UpstreamUnavailable(String),
+    /// A live subscriber read too slowly for its queue and its policy is to
+    /// be disconnected rather than skip messages.
+    #[error(
+        "SLOW_CONSUMER: the subscription's queue of {capacity} deliveries was full; \
+         it was disconnected ({missed} deliveries not taken)"
+    )]
+    SlowConsumer {
+        /// Deliveries the queue holds.
+        capacity: usize,
+        /// Deliveries that did not fit.
+        missed: u64,
+    },
     /// The user does not exist.
     #[error("USER_NOT_FOUND: user '{0}' does not exist")]
     UserNotFound(String),
@@ -114,6 +129,8 @@ impl TenantError {
             }
             TenantError::NoHealthyProvider(_) => "NO_HEALTHY_PROVIDER",
             TenantError::CapabilityMismatch(_) => "CAPABILITY_MISMATCH",
+            TenantError::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
+            TenantError::SlowConsumer { .. } => "SLOW_CONSUMER",
             TenantError::UserNotFound(_) => "USER_NOT_FOUND",
             TenantError::UserExists(_) => "USER_EXISTS",
             TenantError::PermissionDenied(_) => "PERMISSION_DENIED",

@@ -83,19 +83,12 @@ impl Assignment {
             .map(|(id, _)| *id);
         let placement = match roomiest {
             Some(id) => Placement::Existing(id),
-            None => {
-                if let Some(max) = self.max_connections
-                    && self.connections.len() >= max
-                {
-                    return Err(TenantError::ResourcesExhausted(format!(
-                        "all {max} connections carry {cap} topics; cannot place '{topic}'"
-                    )));
-                }
-                self.next += 1;
-                let id = ConnectionId(self.next);
-                self.connections.insert(id, BTreeSet::new());
-                Placement::Open(id)
-            }
+            None => Placement::Open(self.open_connection().map_err(|_| {
+                TenantError::ResourcesExhausted(format!(
+                    "all {} connections carry {cap} topics; cannot place '{topic}'",
+                    self.connections.len()
+                ))
+            })?),
         };
         let id = placement.connection();
         let topic = Topic::from(topic);
@@ -129,15 +122,43 @@ impl Assignment {
     /// and its topics fit one connection, so they always find a place).
     pub fn remove_connection(&mut self, id: ConnectionId) -> Result<Vec<(Topic, Placement)>> {
         let mut placed = Vec::new();
-        let Some(orphans) = self.connections.remove(&id) else {
-            return Ok(placed);
-        };
-        for topic in orphans {
-            self.placed.remove(&topic);
+        for topic in self.take_connection(id) {
             let placement = self.assign(&topic)?;
             placed.push((topic, placement));
         }
         Ok(placed)
+    }
+
+    /// Removes a connection and returns its topics without placing them
+    /// (they are to go to another source).
+    pub fn take_connection(&mut self, id: ConnectionId) -> Vec<Topic> {
+        let orphans = self.connections.remove(&id).unwrap_or_default();
+        for topic in &orphans {
+            self.placed.remove(topic);
+        }
+        orphans.into_iter().collect()
+    }
+
+    /// Opens a connection with no topics (to keep a minimum warm); new topics
+    /// go to it first, as the least loaded. `RESOURCES_EXHAUSTED` at the
+    /// connection limit.
+    pub fn open_connection(&mut self) -> Result<ConnectionId> {
+        if let Some(max) = self.max_connections
+            && self.connections.len() >= max
+        {
+            return Err(TenantError::ResourcesExhausted(format!(
+                "the source allows {max} connections and all are open"
+            )));
+        }
+        self.next += 1;
+        let id = ConnectionId(self.next);
+        self.connections.insert(id, BTreeSet::new());
+        Ok(id)
+    }
+
+    /// Whether `id` is one of the connections.
+    pub fn contains(&self, id: ConnectionId) -> bool {
+        self.connections.contains_key(&id)
     }
 
     /// Moves topics from the fullest connection to the emptiest while the

@@ -31,15 +31,25 @@
 #![deny(missing_docs)]
 
 mod assignment;
+mod backoff;
 mod breaker;
+mod delivery;
 mod generator;
+mod metrics;
+mod pool;
 mod registry;
 mod selection;
 mod source;
 
 pub use assignment::{Assignment, ConnectionId, Move, Placement};
+pub use backoff::Backoff;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use delivery::{LiveEvent, QueueStats, SlowConsumer, SubscribeOptions, Subscription};
 pub use generator::{GeneratorConfig, GeneratorSource, tick_schema};
+pub use metrics::{
+    ConnectionStats, LatencySummary, PoolSnapshot, SourceStats, SubscriberStats, TopicStats,
+};
+pub use pool::{LivePool, PoolConfig};
 pub use registry::{SubscriberId, SubscriptionRegistry};
 pub use selection::{Candidate, Request, Selection, Selector, Strategy, Validation};
-pub use source::{Capabilities, Connection, Source, SourceKind, SourceSpec, Topic};
+pub use source::{Capabilities, Connection, Source, SourceKind, SourceSpec, Topic, Upstream};

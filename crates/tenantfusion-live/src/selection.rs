@@ -302,6 +302,8 @@ mod tests {
                 batch_subscribe: kind != SourceKind::Rest,
                 topic_prefixes: vec![prefix.into()],
                 schema: Arc::clone(&tick_schema()),
+                sequence_column: None,
+                timestamp_column: None,
             },
         }
     }

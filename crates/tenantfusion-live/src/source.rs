@@ -48,6 +48,14 @@ pub struct Capabilities {
     pub topic_prefixes: Vec<String>,
     /// The rows every message decodes to; the first column is the topic.
     pub schema: SchemaRef,
+    /// A per-topic message number (`UInt64`/`Int64`) in `schema`, if the
+    /// upstream numbers its messages: the pool then drops duplicates seen
+    /// while a topic moves between connections and counts the numbers it
+    /// never saw as the topic's gap.
+    pub sequence_column: Option<String>,
+    /// The upstream's event time (a `Timestamp` column) in `schema`, if
+    /// any: the pool's latency histogram measures from it to delivery.
+    pub timestamp_column: Option<String>,
 }
 
 impl Capabilities {
@@ -82,9 +90,34 @@ pub trait Source: Send + Sync + fmt::Debug {
 
     /// Opens one upstream session.
     async fn connect(&self) -> Result<Box<dyn Connection>>;
+
+    /// A health check: by default, open a session and close it again.
+    /// Sources with a cheaper probe (a ping, a status URL) override it.
+    async fn probe(&self) -> Result<()> {
+        let mut connection = self.connect().await?;
+        connection.close().await
+    }
+}
+
+/// What a connection read from upstream.
+#[derive(Debug, Clone)]
+pub enum Upstream {
+    /// Rows in the source's schema, topic in the first column.
+    Rows(RecordBatch),
+    /// A message that could not be decoded: counted and skipped, the
+    /// connection stays up.
+    Malformed(String),
+    /// The upstream ended the session in an orderly way (or `close` was
+    /// called).
+    Closed,
 }
 
 /// One upstream session, shared by every subscriber of its topics.
+///
+/// The pool calls `subscribe`/`unsubscribe` only with changes (topics not
+/// carried / carried), and drives `next_event` from one task; a
+/// `next_event` future may be dropped before it completes (when the pool
+/// has a subscription change to make), so it must not lose a message then.
 #[async_trait]
 pub trait Connection: Send + fmt::Debug {
     /// Starts the flow of `topics` (one request where the upstream batches).
@@ -93,9 +126,9 @@ pub trait Connection: Send + fmt::Debug {
     /// Stops the flow of `topics`.
     async fn unsubscribe(&mut self, topics: &[Topic]) -> Result<()>;
 
-    /// The next rows from upstream, topic in the first column; `None` once
-    /// the connection is closed.
-    async fn next_batch(&mut self) -> Option<Result<RecordBatch>>;
+    /// The next thing read from upstream. An error means the connection is
+    /// lost: the pool moves its topics elsewhere and rebuilds it.
+    async fn next_event(&mut self) -> Result<Upstream>;
 
     /// Ends the session.
     async fn close(&mut self) -> Result<()>;

@@ -1,0 +1,423 @@
+//! Getting rows to subscribers: one bounded queue per subscriber, a policy
+//! for slow ones, and per-topic slices of upstream batches that every
+//! subscriber of the topic shares.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Weak};
+
+use datafusion::arrow::array::{Array, AsArray, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::record_batch::RecordBatch;
+use parking_lot::Mutex;
+use tenantfusion_core::{Result, TenantError};
+use tokio::sync::Notify;
+
+use crate::pool::PoolInner;
+use crate::registry::SubscriberId;
+use crate::source::Topic;
+
+/// What happens when a subscriber's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumer {
+    /// The oldest queued delivery is dropped; the subscriber is told how many
+    /// it missed ([`LiveEvent::Lagged`]).
+    #[default]
+    DropOldest,
+    /// The subscription ends with `SLOW_CONSUMER`.
+    Disconnect,
+}
+
+/// How a subscription is delivered to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Deliveries (per-topic batches) queued at most.
+    pub queue_capacity: usize,
+    /// What to do when the queue is full.
+    pub slow_consumer: SlowConsumer,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1024,
+            slow_consumer: SlowConsumer::DropOldest,
+        }
+    }
+}
+
+/// What a [`Subscription`] receives.
+#[derive(Debug, Clone)]
+pub enum LiveEvent {
+    /// New rows of one topic. The batch is shared with every other
+    /// subscriber of the topic, not copied.
+    Rows {
+        /// The topic.
+        topic: Topic,
+        /// Its rows, in the source's schema.
+        batch: RecordBatch,
+    },
+    /// The queue was full and this many deliveries were dropped (oldest
+    /// first) since the last event.
+    Lagged {
+        /// Deliveries dropped.
+        missed: u64,
+    },
+}
+
+/// A subscriber's queue; the pool pushes, the [`Subscription`] takes.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    state: Mutex<QueueState>,
+    ready: Notify,
+    options: SubscribeOptions,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    items: VecDeque<(Topic, RecordBatch)>,
+    /// Dropped and not reported yet.
+    lagged: u64,
+    delivered: u64,
+    dropped: u64,
+    disconnected: bool,
+    closed: bool,
+}
+
+/// A point-in-time view of one subscriber's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Deliveries waiting.
+    pub queued: usize,
+    /// Deliveries pushed so far.
+    pub delivered: u64,
+    /// Deliveries dropped because the queue was full.
+    pub dropped: u64,
+    /// Whether it was disconnected as a slow consumer.
+    pub disconnected: bool,
+}
+
+impl Queue {
+    pub(crate) fn new(options: SubscribeOptions) -> Self {
+        Self {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            options: SubscribeOptions {
+                queue_capacity: options.queue_capacity.max(1),
+                ..options
+            },
+        }
+    }
+
+    /// Queues one delivery without waiting; `false` when the subscriber is
+    /// (now) disconnected and should be removed.
+    pub(crate) fn push(&self, topic: &Topic, batch: &RecordBatch) -> bool {
+        let mut state = self.state.lock();
+        if state.disconnected || state.closed {
+            return !state.disconnected;
+        }
+        if state.items.len() >= self.options.queue_capacity {
+            state.dropped += 1;
+            match self.options.slow_consumer {
+                SlowConsumer::DropOldest => {
+                    state.items.pop_front();
+                    state.lagged += 1;
+                }
+                SlowConsumer::Disconnect => {
+                    state.disconnected = true;
+                    state.items.clear();
+                    drop(state);
+                    self.ready.notify_one();
+                    return false;
+                }
+            }
+        }
+        state.items.push_back((Arc::clone(topic), batch.clone()));
+        state.delivered += 1;
+        drop(state);
+        self.ready.notify_one();
+        true
+    }
+
+    /// No more deliveries will come (unsubscribed or the pool stopped).
+    pub(crate) fn close(&self) {
+        self.state.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    pub(crate) fn stats(&self) -> QueueStats {
+        let state = self.state.lock();
+        QueueStats {
+            queued: state.items.len(),
+            delivered: state.delivered,
+            dropped: state.dropped,
+            disconnected: state.disconnected,
+        }
+    }
+
+    fn try_take(&self) -> Result<Option<Option<LiveEvent>>> {
+        let mut state = self.state.lock();
+        if state.disconnected {
+            return Err(TenantError::SlowConsumer {
+                capacity: self.options.queue_capacity,
+                missed: state.dropped,
+            });
+        }
+        if state.lagged > 0 {
+            let missed = std::mem::take(&mut state.lagged);
+            return Ok(Some(Some(LiveEvent::Lagged { missed })));
+        }
+        if let Some((topic, batch)) = state.items.pop_front() {
+            return Ok(Some(Some(LiveEvent::Rows { topic, batch })));
+        }
+        Ok(state.closed.then_some(None))
+    }
+}
+
+/// A live subscription to some topics. Dropping it unsubscribes: topics
+/// nobody else wants are released upstream.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use tenantfusion_live::*;
+/// let pool = LivePool::new(PoolConfig::default()).unwrap();
+/// pool.add_source(Arc::new(GeneratorSource::new(GeneratorConfig::default()))).unwrap();
+/// let mut sub = pool
+///     .subscribe(&Request { topics: &["AAPL"], ..Request::default() }, SubscribeOptions::default())
+///     .unwrap();
+/// let Some(LiveEvent::Rows { topic, batch }) = sub.recv().await.unwrap() else { panic!() };
+/// assert_eq!(&*topic, "AAPL");
+/// assert!(batch.num_rows() >= 1);
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct Subscription {
+    id: SubscriberId,
+    topics: Vec<Topic>,
+    queue: Arc<Queue>,
+    pool: Weak<PoolInner>,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        id: SubscriberId,
+        topics: Vec<Topic>,
+        queue: Arc<Queue>,
+        pool: Weak<PoolInner>,
+    ) -> Self {
+        Self {
+            id,
+            topics,
+            queue,
+            pool,
+        }
+    }
+
+    /// The next event; `Ok(None)` once the pool has stopped, and
+    /// `SLOW_CONSUMER` if the subscription was disconnected for lagging.
+    pub async fn recv(&mut self) -> Result<Option<LiveEvent>> {
+        loop {
+            if let Some(event) = self.queue.try_take()? {
+                return Ok(event);
+            }
+            self.queue.ready.notified().await;
+        }
+    }
+
+    /// The next event if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Result<Option<LiveEvent>> {
+        Ok(self.queue.try_take()?.flatten())
+    }
+
+    /// This subscriber's identity in the pool.
+    pub fn id(&self) -> SubscriberId {
+        self.id
+    }
+
+    /// The topics subscribed to.
+    pub fn topics(&self) -> &[Topic] {
+        &self.topics
+    }
+
+    /// Queue length and counters.
+    pub fn stats(&self) -> QueueStats {
+        self.queue.stats()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.unsubscribe(self.id);
+        }
+    }
+}
+
+/// Cuts `batch` into one batch per topic (topic in column 0, `Utf8`).
+/// Where a topic's rows are contiguous the piece is a zero-copy slice; rows
+/// with a null topic are left out. Errors when column 0 is not `Utf8`.
+pub(crate) fn split_by_topic(batch: &RecordBatch) -> Result<Vec<(&str, RecordBatch)>> {
+    if batch.num_columns() == 0 || batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let Some(topics) = batch.column(0).as_string_opt::<i32>() else {
+        return Err(TenantError::SchemaMismatch(format!(
+            "the topic column must be Utf8, not {}",
+            batch.column(0).data_type()
+        )));
+    };
+    // Runs of equal topics: (topic, start, len).
+    let mut runs: Vec<(&str, usize, usize)> = Vec::new();
+    for row in 0..batch.num_rows() {
+        if topics.is_null(row) {
+            continue;
+        }
+        let topic = topics.value(row);
+        match runs.last_mut() {
+            Some((t, start, len)) if *t == topic && *start + *len == row => *len += 1,
+            _ => runs.push((topic, row, 1)),
+        }
+    }
+    let mut by_topic: HashMap<&str, Vec<(usize, usize)>> = HashMap::with_capacity(runs.len());
+    let mut order = Vec::new();
+    for (topic, start, len) in runs {
+        by_topic
+            .entry(topic)
+            .or_insert_with(|| {
+                order.push(topic);
+                Vec::new()
+            })
+            .push((start, len));
+    }
+    order
+        .into_iter()
+        .map(|topic| {
+            let pieces = &by_topic[topic];
+            let part = match pieces.as_slice() {
+                [(start, len)] => batch.slice(*start, *len),
+                _ => {
+                    let rows: UInt32Array = pieces
+                        .iter()
+                        .flat_map(|(s, l)| (*s..*s + *l).map(|r| r as u32))
+                        .collect();
+                    take_record_batch(batch, &rows)
+                        .map_err(|e| TenantError::Internal(format!("split by topic: {e}")))?
+                }
+            };
+            Ok((topic, part))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(topics: &[Option<&str>]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("topic", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let n: Int64Array = (0..topics.len() as i64).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(StringArray::from(topics.to_vec())), Arc::new(n)],
+        )
+        .unwrap()
+    }
+
+    fn numbers(batch: &RecordBatch) -> Vec<i64> {
+        batch
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec()
+    }
+
+    #[test]
+    fn batches_split_per_topic_slicing_where_rows_are_contiguous() {
+        let b = batch(&[Some("A"), Some("A"), Some("B"), None, Some("A"), Some("C")]);
+        let parts = split_by_topic(&b).unwrap();
+        let got: Vec<(&str, Vec<i64>)> = parts.iter().map(|(t, p)| (*t, numbers(p))).collect();
+        assert_eq!(got, [("A", vec![0, 1, 4]), ("B", vec![2]), ("C", vec![5])]);
+        // B (row 2) is a slice of the upstream batch: its values are the
+        // upstream's memory, not a copy.
+        let values = |batch: &RecordBatch| {
+            batch
+                .column(1)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .values()
+                .as_ptr()
+        };
+        assert!(std::ptr::eq(
+            values(&parts[1].1),
+            values(&b).wrapping_add(2)
+        ));
+        assert!(split_by_topic(&batch(&[])).unwrap().is_empty());
+        let wrong = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![1]))],
+        )
+        .unwrap();
+        assert_eq!(
+            split_by_topic(&wrong).unwrap_err().code(),
+            "SCHEMA_MISMATCH"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_reports_the_lag() {
+        let queue = Queue::new(SubscribeOptions {
+            queue_capacity: 2,
+            slow_consumer: SlowConsumer::DropOldest,
+        });
+        let topic: Topic = "A".into();
+        let one = batch(&[Some("A")]);
+        for _ in 0..5 {
+            assert!(queue.push(&topic, &one));
+        }
+        assert_eq!(
+            queue.stats(),
+            QueueStats {
+                queued: 2,
+                delivered: 5,
+                dropped: 3,
+                disconnected: false
+            }
+        );
+        assert!(matches!(
+            queue.try_take().unwrap(),
+            Some(Some(LiveEvent::Lagged { missed: 3 }))
+        ));
+        assert!(matches!(
+            queue.try_take().unwrap(),
+            Some(Some(LiveEvent::Rows { .. }))
+        ));
+        assert!(matches!(
+            queue.try_take().unwrap(),
+            Some(Some(LiveEvent::Rows { .. }))
+        ));
+        assert!(queue.try_take().unwrap().is_none());
+        queue.close();
+        assert!(matches!(queue.try_take().unwrap(), Some(None)));
+    }
+
+    #[test]
+    fn a_full_queue_disconnects_when_asked_to() {
+        let queue = Queue::new(SubscribeOptions {
+            queue_capacity: 1,
+            slow_consumer: SlowConsumer::Disconnect,
+        });
+        let topic: Topic = "A".into();
+        let b = batch(&[Some("A")]);
+        assert!(queue.push(&topic, &b));
+        assert!(!queue.push(&topic, &b));
+        let err = queue.try_take().unwrap_err();
+        assert_eq!(err.code(), "SLOW_CONSUMER");
+        assert!(queue.stats().disconnected);
+    }
+}

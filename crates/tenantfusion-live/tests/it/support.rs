@@ -1,0 +1,93 @@
+//! Helpers shared by the pool tests.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::UInt64Type;
+use tenantfusion_live::{LiveEvent, Subscription};
+
+/// Polls `condition` every 10 ms until it holds; panics after 20 s with
+/// `what`. A bound against hanging, not a speed check.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sequence numbers (column `seq_column`) received per topic, and lag events.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub seqs: BTreeMap<String, Vec<u64>>,
+    pub lagged: u64,
+}
+
+impl Received {
+    pub fn take(&mut self, event: LiveEvent, seq_column: usize) {
+        match event {
+            LiveEvent::Rows { topic, batch } => {
+                let seqs = batch.column(seq_column).as_primitive::<UInt64Type>();
+                self.seqs
+                    .entry(topic.to_string())
+                    .or_default()
+                    .extend(seqs.values().iter());
+            }
+            LiveEvent::Lagged { missed } => self.lagged += missed,
+        }
+    }
+
+    /// Takes what is queued, without waiting.
+    pub fn drain(&mut self, sub: &mut Subscription, seq_column: usize) {
+        while let Some(event) = sub.try_recv().unwrap() {
+            self.take(event, seq_column);
+        }
+    }
+}
+
+/// Receives from `sub` until `done` holds (checked after every event and
+/// every 50 ms); panics after 20 s.
+pub async fn receive_until(
+    sub: &mut Subscription,
+    received: &mut Received,
+    mut done: impl FnMut(&Received) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done(received) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out receiving"
+        );
+        if let Ok(event) = tokio::time::timeout(Duration::from_millis(50), sub.recv()).await {
+            match event.unwrap() {
+                Some(event) => received.take(event, SEQ),
+                None => panic!("the subscription ended"),
+            }
+        }
+    }
+}
+
+/// Receives until every topic seen so far has a tick `margin` ticks newer
+/// than the newest seen so far: the flow is back for all of them.
+pub async fn flowing_again(sub: &mut Subscription, received: &mut Received, margin: u64) {
+    let high = received
+        .seqs
+        .values()
+        .flat_map(|s| s.last())
+        .max()
+        .copied()
+        .unwrap_or(0);
+    receive_until(sub, received, |r| {
+        r.seqs
+            .values()
+            .all(|s| s.last().is_some_and(|l| *l > high + margin))
+    })
+    .await;
+}
+
+/// The generator's sequence column.
+pub const SEQ: usize = 1;
