@@ -40,6 +40,7 @@ mod pool;
 mod registry;
 mod selection;
 mod source;
+mod websocket;
 
 pub use assignment::{Assignment, ConnectionId, Move, Placement};
 pub use backoff::Backoff;
@@ -53,3 +54,4 @@ pub use pool::{LivePool, PoolConfig};
 pub use registry::{SubscriberId, SubscriptionRegistry};
 pub use selection::{Candidate, Request, Selection, Selector, Strategy, Validation};
 pub use source::{Capabilities, Connection, Source, SourceKind, SourceSpec, Topic, Upstream};
+pub use websocket::{WebSocketConfig, WebSocketSource};

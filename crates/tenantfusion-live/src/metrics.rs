@@ -106,6 +106,8 @@ pub struct SourceStats {
     pub lost: u64,
     /// Messages that could not be decoded (skipped).
     pub malformed: u64,
+    /// Why the last connect failed or the last connection was lost.
+    pub last_error: Option<String>,
     /// Health checks run, and how many failed.
     pub health_checks: u64,
     /// Failed health checks among the last ones (at most 20), as a share.

@@ -203,6 +203,7 @@ struct SourceEntry {
     connect_failures: Counter,
     lost: Counter,
     malformed: Counter,
+    last_error: Mutex<Option<String>>,
     health: Mutex<Health>,
     latency: Mutex<Latency>,
     sequence_column: Option<usize>,
@@ -422,6 +423,7 @@ impl LivePool {
                 connect_failures: Counter::default(),
                 lost: Counter::default(),
                 malformed: Counter::default(),
+                last_error: Mutex::default(),
                 health: Mutex::default(),
                 latency: Mutex::default(),
                 sequence_column,
@@ -869,6 +871,7 @@ impl PoolInner {
                         connect_failures: e.connect_failures.get(),
                         lost: e.lost.get(),
                         malformed: e.malformed.get(),
+                        last_error: e.last_error.lock().clone(),
                         health_checks: health.checks,
                         error_rate: if health.recent.is_empty() {
                             0.0
@@ -1027,7 +1030,10 @@ impl ConnectionTask {
         self.connected.store(false, Ordering::SeqCst);
         // Best effort: the connection may be gone already.
         let _ = connection.close().await;
-        if outcome.is_err() && !self.stopped() {
+        if let Err(e) = outcome
+            && !self.stopped()
+        {
+            *self.source.last_error.lock() = Some(e.to_string());
             self.pool.connection_lost(&self.source, self.id);
         }
     }
@@ -1058,9 +1064,10 @@ impl ConnectionTask {
                         self.source.connects.add(1);
                         return Some(connection);
                     }
-                    Err(_) => {
+                    Err(e) => {
                         self.source.breaker.lock().record_failure(Instant::now());
                         self.source.connect_failures.add(1);
+                        *self.source.last_error.lock() = Some(e.to_string());
                     }
                 }
             }

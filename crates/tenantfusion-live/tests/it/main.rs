@@ -1,5 +1,7 @@
 //! Integration tests of the live pool: real tasks, real timers, the
-//! in-process generator as upstream (and a WebSocket server in `websocket`).
+//! in-process generator and a WebSocket upstream written for the tests.
 
 mod pool;
 mod support;
+mod upstream;
+mod websocket;

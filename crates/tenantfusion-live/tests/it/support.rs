@@ -72,8 +72,10 @@ pub async fn receive_until(
 }
 
 /// Receives until every topic seen so far has a tick `margin` ticks newer
-/// than the newest seen so far: the flow is back for all of them.
+/// than the newest delivered so far (queued ones included): the flow is
+/// back for all of them.
 pub async fn flowing_again(sub: &mut Subscription, received: &mut Received, margin: u64) {
+    received.drain(sub, SEQ);
     let high = received
         .seqs
         .values()

@@ -1,0 +1,314 @@
+//! The WebSocket JSON source: one WebSocket per connection, topics
+//! subscribed with JSON messages, rows decoded from JSON into Arrow.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::json::reader::{Decoder, ReaderBuilder};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tenantfusion_core::{Result, TenantError};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::source::{Capabilities, Connection, Source, SourceKind, SourceSpec, Topic, Upstream};
+
+/// Settings of a [`WebSocketSource`].
+///
+/// The upstream speaks JSON text frames. We send `subscribe_message` and
+/// `unsubscribe_message` with `{topics}` replaced by a JSON array of topic
+/// names. It sends rows as a JSON object or an array of objects whose keys
+/// are the schema's column names (the topic column first); an object with an
+/// `"op"` key is a control message and is not a row (`"op": "error"` is
+/// counted as a malformed message). Anything else that does not decode is
+/// counted and skipped; the connection stays up.
+#[derive(Debug, Clone)]
+pub struct WebSocketConfig {
+    /// Source name.
+    pub name: String,
+    /// `ws://host:port/path` (`wss://` is not built in).
+    pub url: String,
+    /// Topics one connection may carry (`None`: no limit).
+    pub max_topics_per_connection: Option<usize>,
+    /// Connections the upstream accepts from us (`None`: no limit).
+    pub max_connections: Option<usize>,
+    /// Rows of the messages; the first column is the topic, as `Utf8`.
+    pub schema: SchemaRef,
+    /// A per-topic message number column of `schema`, if the upstream has one.
+    pub sequence_column: Option<String>,
+    /// An event time column (`Timestamp`) of `schema`, if the upstream has one.
+    pub timestamp_column: Option<String>,
+    /// The subscribe request; `{topics}` becomes a JSON array of names.
+    pub subscribe_message: String,
+    /// The unsubscribe request; `{topics}` as above.
+    pub unsubscribe_message: String,
+    /// Time between our pings; a connection silent for two of these is
+    /// considered lost.
+    pub ping_interval: Duration,
+    /// Topic prefixes served (`""`: every topic).
+    pub topic_prefixes: Vec<String>,
+    /// Weight for weighted round robin.
+    pub weight: u32,
+    /// Priority for the priority strategy (lower first).
+    pub priority: u32,
+}
+
+impl WebSocketConfig {
+    /// A configuration with the default protocol messages
+    /// (`{"op":"subscribe","topics":[...]}` and `{"op":"unsubscribe",...}`),
+    /// a 15 s ping and no caps.
+    pub fn new(name: impl Into<String>, url: impl Into<String>, schema: SchemaRef) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            max_topics_per_connection: None,
+            max_connections: None,
+            schema,
+            sequence_column: None,
+            timestamp_column: None,
+            subscribe_message: r#"{"op":"subscribe","topics":{topics}}"#.into(),
+            unsubscribe_message: r#"{"op":"unsubscribe","topics":{topics}}"#.into(),
+            ping_interval: Duration::from_secs(15),
+            topic_prefixes: vec![String::new()],
+            weight: 1,
+            priority: 0,
+        }
+    }
+}
+
+/// An upstream reached over WebSocket with JSON messages.
+///
+/// ```
+/// use tenantfusion_live::{Source, WebSocketConfig, WebSocketSource, tick_schema};
+/// let mut config = WebSocketConfig::new("ticks", "ws://127.0.0.1:9001/feed", tick_schema());
+/// config.max_topics_per_connection = Some(200);
+/// let source = WebSocketSource::new(config).unwrap();
+/// assert_eq!(source.spec().capabilities.max_topics_per_connection, Some(200));
+/// assert!(WebSocketSource::new(WebSocketConfig::new("x", "http://nope", tick_schema())).is_err());
+/// ```
+#[derive(Debug)]
+pub struct WebSocketSource {
+    spec: SourceSpec,
+    config: Arc<WebSocketConfig>,
+}
+
+impl WebSocketSource {
+    /// A source for `config`; `INVALID_ARGUMENT` for a URL that is not
+    /// `ws://` or a message template without `{topics}`.
+    pub fn new(config: WebSocketConfig) -> Result<Self> {
+        let invalid = |what: String| {
+            Err(TenantError::InvalidArgument(format!(
+                "source '{}': {what}",
+                config.name
+            )))
+        };
+        if !config.url.starts_with("ws://") {
+            return invalid(format!(
+                "url '{}' must start with ws:// (wss:// is not built in)",
+                config.url
+            ));
+        }
+        for (key, template) in [
+            ("subscribe_message", &config.subscribe_message),
+            ("unsubscribe_message", &config.unsubscribe_message),
+        ] {
+            if !template.contains("{topics}") {
+                return invalid(format!("{key} must contain {{topics}}"));
+            }
+        }
+        if config.ping_interval.is_zero() {
+            return invalid("ping_interval must be longer than zero".into());
+        }
+        let spec = SourceSpec {
+            name: config.name.clone(),
+            kind: SourceKind::WebSocket,
+            weight: config.weight,
+            priority: config.priority,
+            capabilities: Capabilities {
+                max_topics_per_connection: config.max_topics_per_connection,
+                max_connections: config.max_connections,
+                batch_subscribe: true,
+                topic_prefixes: config.topic_prefixes.clone(),
+                schema: Arc::clone(&config.schema),
+                sequence_column: config.sequence_column.clone(),
+                timestamp_column: config.timestamp_column.clone(),
+            },
+        };
+        Ok(Self {
+            spec,
+            config: Arc::new(config),
+        })
+    }
+}
+
+#[async_trait]
+impl Source for WebSocketSource {
+    fn spec(&self) -> &SourceSpec {
+        &self.spec
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Connection>> {
+        let (stream, _) = tokio_tungstenite::connect_async(self.config.url.as_str())
+            .await
+            .map_err(|e| {
+                TenantError::UpstreamUnavailable(format!(
+                    "source '{}': cannot connect to {}: {e}",
+                    self.config.name, self.config.url
+                ))
+            })?;
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + self.config.ping_interval,
+            self.config.ping_interval,
+        );
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ok(Box::new(WebSocketConnection {
+            decoder: decoder(&self.config.schema)?,
+            config: Arc::clone(&self.config),
+            stream,
+            ping,
+            last_seen: Instant::now(),
+        }))
+    }
+}
+
+fn decoder(schema: &SchemaRef) -> Result<Decoder> {
+    ReaderBuilder::new(Arc::clone(schema))
+        .build_decoder()
+        .map_err(|e| {
+            TenantError::SchemaMismatch(format!("cannot decode JSON into the schema: {e}"))
+        })
+}
+
+struct WebSocketConnection {
+    config: Arc<WebSocketConfig>,
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    decoder: Decoder,
+    ping: Interval,
+    last_seen: Instant,
+}
+
+impl std::fmt::Debug for WebSocketConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocketConnection")
+            .field("source", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebSocketConnection {
+    fn lost(&self, why: impl std::fmt::Display) -> TenantError {
+        TenantError::UpstreamUnavailable(format!("source '{}': {why}", self.config.name))
+    }
+
+    async fn send(&mut self, template: &str, topics: &[Topic]) -> Result<()> {
+        let names: Vec<&str> = topics.iter().map(|t| &**t).collect();
+        let list =
+            serde_json::to_string(&names).map_err(|e| TenantError::Internal(e.to_string()))?;
+        let text = template.replace("{topics}", &list);
+        let sent = self.stream.send(Message::text(text)).await;
+        sent.map_err(|e| self.lost(format!("sending a request: {e}")))
+    }
+
+    /// Rows of one text message, or why it is not rows.
+    fn decode(&mut self, text: &[u8]) -> Upstream {
+        let value: Value = match serde_json::from_slice(text) {
+            Ok(value) => value,
+            Err(e) => return Upstream::Malformed(format!("not JSON: {e}")),
+        };
+        let rows = match value {
+            Value::Object(ref object) if object.contains_key("op") => {
+                return match object.get("op").and_then(Value::as_str) {
+                    Some("error") => Upstream::Malformed(format!("upstream error: {value}")),
+                    // Acknowledgements and the like carry no rows.
+                    _ => Upstream::Rows(datafusion::arrow::record_batch::RecordBatch::new_empty(
+                        Arc::clone(&self.config.schema),
+                    )),
+                };
+            }
+            Value::Object(_) => vec![value],
+            Value::Array(rows) => rows,
+            other => {
+                return Upstream::Malformed(format!("expected an object or an array, got {other}"));
+            }
+        };
+        let decoded = self
+            .decoder
+            .serialize(&rows)
+            .and_then(|()| self.decoder.flush());
+        match decoded {
+            Ok(Some(batch)) => Upstream::Rows(batch),
+            Ok(None) => Upstream::Rows(datafusion::arrow::record_batch::RecordBatch::new_empty(
+                Arc::clone(&self.config.schema),
+            )),
+            Err(e) => {
+                // A failed decode may leave rows half-buffered: start afresh.
+                match decoder(&self.config.schema) {
+                    Ok(fresh) => self.decoder = fresh,
+                    Err(e) => return Upstream::Malformed(e.to_string()),
+                }
+                Upstream::Malformed(format!("rows do not fit the schema: {e}"))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Connection for WebSocketConnection {
+    async fn subscribe(&mut self, topics: &[Topic]) -> Result<()> {
+        let template = self.config.subscribe_message.clone();
+        self.send(&template, topics).await
+    }
+
+    async fn unsubscribe(&mut self, topics: &[Topic]) -> Result<()> {
+        let template = self.config.unsubscribe_message.clone();
+        self.send(&template, topics).await
+    }
+
+    async fn next_event(&mut self) -> Result<Upstream> {
+        // Cancel-safe: `next()` on the stream and `tick()` lose nothing when
+        // dropped; a ping interrupted half-sent stays buffered in the socket.
+        loop {
+            tokio::select! {
+                message = self.stream.next() => {
+                    let message = match message {
+                        None => return Ok(Upstream::Closed),
+                        Some(Err(e)) => return Err(self.lost(e)),
+                        Some(Ok(message)) => message,
+                    };
+                    self.last_seen = Instant::now();
+                    match message {
+                        Message::Text(text) => {
+                            let event = self.decode(text.as_bytes());
+                            if matches!(&event, Upstream::Rows(b) if b.num_rows() == 0) {
+                                continue;
+                            }
+                            return Ok(event);
+                        }
+                        Message::Binary(_) => return Ok(Upstream::Malformed("binary frame".into())),
+                        Message::Close(_) => return Ok(Upstream::Closed),
+                        // Pongs are answered by the library; pings and pongs count as life.
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    }
+                }
+                _ = self.ping.tick() => {
+                    if self.last_seen.elapsed() > self.config.ping_interval * 2 {
+                        return Err(self.lost("no frame for two ping intervals"));
+                    }
+                    let sent = self.stream.send(Message::Ping(Default::default())).await;
+                    sent.map_err(|e| self.lost(format!("ping: {e}")))?;
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        self.stream
+            .close(None)
+            .await
+            .map_err(|e| self.lost(format!("close: {e}")))
+    }
+}

@@ -1,0 +1,217 @@
+//! The WebSocket source against a real WebSocket upstream in the test.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tenantfusion_live::*;
+
+use crate::support::{Received, eventually, flowing_again, receive_until};
+use crate::upstream::{Command, WsUpstream};
+
+fn source(upstream: &WsUpstream, ping: Duration) -> Arc<WebSocketSource> {
+    let mut config = WebSocketConfig::new("feed", upstream.url(), tick_schema());
+    config.max_topics_per_connection = Some(upstream.cap());
+    config.sequence_column = Some("seq".into());
+    config.timestamp_column = Some("ts".into());
+    config.ping_interval = ping;
+    Arc::new(WebSocketSource::new(config).unwrap())
+}
+
+fn pool() -> LivePool {
+    LivePool::new(PoolConfig {
+        maintenance_interval: Duration::from_millis(50),
+        backoff: Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(500),
+            multiplier: 2.0,
+        },
+        ..PoolConfig::default()
+    })
+    .unwrap()
+}
+
+fn names(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("T{i:04}")).collect()
+}
+
+fn subscribe(pool: &LivePool, topics: &[String]) -> Subscription {
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let request = Request {
+        kind: Some(SourceKind::WebSocket),
+        topics: &refs,
+        ..Request::default()
+    };
+    pool.subscribe(
+        &request,
+        SubscribeOptions {
+            queue_capacity: 1_000_000,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_topics_use_five_capped_connections_and_survive_losing_two() {
+    let upstream = WsUpstream::start(200).await;
+    let pool = pool();
+    pool.add_source(source(&upstream, Duration::from_secs(15)))
+        .unwrap();
+    let all = names(0..1_000);
+    let mut everything = subscribe(&pool, &all);
+    // Ten more subscribers of 100 topics each.
+    let tenths: Vec<Subscription> = all.chunks(100).map(|c| subscribe(&pool, c)).collect();
+    let mut received = Received::default();
+    receive_until(&mut everything, &mut received, |r| r.seqs.len() == 1_000).await;
+    assert_eq!(
+        upstream.loads(),
+        [200; 5],
+        "ceil(1000 / 200) connections, each at the cap"
+    );
+    assert_eq!(
+        upstream.state.refused.load(Ordering::SeqCst),
+        0,
+        "the cap was never exceeded"
+    );
+
+    upstream.command(2, Command::Drop);
+    eventually("both losses noticed", || {
+        pool.snapshot().source("feed").unwrap().lost == 2
+    })
+    .await;
+    flowing_again(&mut everything, &mut received, 5).await;
+
+    eventually("five connections at the upstream again", || {
+        upstream.loads().len() == 5
+    })
+    .await;
+    let stats = pool.snapshot().source("feed").cloned().unwrap();
+    assert_eq!(stats.connects, 7, "two rebuilt: {stats:?}");
+    // Health checks open (and close) connections of their own.
+    assert_eq!(
+        upstream.state.accepted.load(Ordering::SeqCst),
+        7 + stats.health_checks
+    );
+    let carried = upstream.carried();
+    assert_eq!(carried.len(), 1_000, "every topic carried upstream");
+    assert!(upstream.loads().iter().all(|n| *n <= 200));
+    let snapshot = pool.snapshot();
+    assert_eq!(
+        snapshot.subscribers.len(),
+        11,
+        "every subscriber still subscribed"
+    );
+    assert!(snapshot.topics.iter().all(|t| t.subscribers == 2));
+    assert_eq!(
+        snapshot
+            .topics
+            .iter()
+            .filter(|t| t.interruptions == 1)
+            .count(),
+        400
+    );
+    received.drain(&mut everything, crate::support::SEQ);
+    for topic in &snapshot.topics {
+        let seqs = &received.seqs[&*topic.topic];
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{}: duplicated or out of order",
+            topic.topic
+        );
+        let missing = seqs.last().unwrap() - seqs.first().unwrap() + 1 - seqs.len() as u64;
+        assert!(
+            missing <= topic.gaps,
+            "{}: {missing} missed, {} reported",
+            topic.topic,
+            topic.gaps
+        );
+    }
+    let latency = snapshot.source("feed").unwrap().latency;
+    assert!(latency.count > 0 && latency.p50 <= latency.p99 && latency.p99 <= latency.max);
+    drop(tenths);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_counted_and_skipped_and_the_connection_stays() {
+    let upstream = WsUpstream::start(200).await;
+    let pool = pool();
+    pool.add_source(source(&upstream, Duration::from_secs(15)))
+        .unwrap();
+    let topics = names(0..3);
+    let mut sub = subscribe(&pool, &topics);
+    let mut received = Received::default();
+    receive_until(&mut sub, &mut received, |r| r.seqs.len() == 3).await;
+    upstream.command(1, Command::Garble);
+    eventually("three malformed messages counted", || {
+        pool.snapshot().source("feed").unwrap().malformed == 3
+    })
+    .await;
+    flowing_again(&mut sub, &mut received, 5).await;
+    let stats = pool.snapshot();
+    assert_eq!(
+        stats.source("feed").unwrap().connects,
+        1,
+        "the connection stayed up"
+    );
+    assert_eq!(stats.connections[0].malformed, 3);
+    assert_eq!(stats.source("feed").unwrap().lost, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_upstream_is_noticed_by_ping_and_replaced() {
+    let upstream = WsUpstream::start(200).await;
+    let pool = pool();
+    pool.add_source(source(&upstream, Duration::from_millis(100)))
+        .unwrap();
+    let topics = names(0..2);
+    let mut sub = subscribe(&pool, &topics);
+    let mut received = Received::default();
+    receive_until(&mut sub, &mut received, |r| r.seqs.len() == 2).await;
+    // The upstream keeps the socket open but stops answering, pongs included.
+    upstream.command(1, Command::Stall);
+    eventually("the silent connection is declared lost", || {
+        pool.snapshot().source("feed").unwrap().lost == 1
+    })
+    .await;
+    flowing_again(&mut sub, &mut received, 5).await;
+    let stats = pool.snapshot().source("feed").cloned().unwrap();
+    assert_eq!(stats.connects, 2);
+    assert!(
+        stats
+            .last_error
+            .unwrap()
+            .contains("no frame for two ping intervals")
+    );
+    assert_eq!(
+        upstream.state.accepted.load(Ordering::SeqCst),
+        2 + stats.health_checks
+    );
+}
+
+#[tokio::test]
+async fn bad_websocket_settings_name_what_is_wrong() {
+    let bad_url = WebSocketSource::new(WebSocketConfig::new(
+        "w",
+        "http://127.0.0.1:1",
+        tick_schema(),
+    ))
+    .unwrap_err();
+    assert_eq!(bad_url.code(), "INVALID_ARGUMENT");
+    assert!(bad_url.to_string().contains("ws://"));
+    let mut config = WebSocketConfig::new("w", "ws://127.0.0.1:1", tick_schema());
+    config.subscribe_message = r#"{"op":"sub"}"#.into();
+    let err = WebSocketSource::new(config).unwrap_err();
+    assert!(err.to_string().contains("subscribe_message"), "{err}");
+    // Nothing listens on port 1: connecting fails with a clear code.
+    let source =
+        WebSocketSource::new(WebSocketConfig::new("w", "ws://127.0.0.1:1", tick_schema())).unwrap();
+    assert_eq!(
+        source.connect().await.unwrap_err().code(),
+        "UPSTREAM_UNAVAILABLE"
+    );
+    assert_eq!(
+        source.probe().await.unwrap_err().code(),
+        "UPSTREAM_UNAVAILABLE"
+    );
+}
