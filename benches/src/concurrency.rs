@@ -98,23 +98,19 @@ pub async fn concurrent_users(size: Size) -> Vec<Measurement> {
     })
     .await;
     vec![
-        Measurement {
-            scenario: "concurrent_users".into(),
-            metric: format!("{TASKS} users, INSERT/SELECT mix, vs shared MemTable"),
-            ours: ours.statements_per_sec,
-            baseline: base.statements_per_sec,
-            unit: "statements/s".into(),
-            p95: None,
-            curve: None,
-        },
-        Measurement {
-            scenario: "concurrent_users".into(),
-            metric: format!("{TASKS} users, p99 statement latency, vs shared MemTable"),
-            ours: ours.p99_ns,
-            baseline: base.p99_ns,
-            unit: "ns".into(),
-            p95: None,
-            curve: None,
-        },
+        Measurement::figure(
+            "concurrent_users",
+            format!("{TASKS} users, INSERT/SELECT mix, vs shared MemTable"),
+            ours.statements_per_sec,
+            base.statements_per_sec,
+            "statements/s",
+        ),
+        Measurement::figure(
+            "concurrent_users",
+            format!("{TASKS} users, p99 statement latency, vs shared MemTable"),
+            ours.p99_ns,
+            base.p99_ns,
+            "ns",
+        ),
     ]
 }

@@ -4,12 +4,14 @@
 
 mod charts;
 mod concurrency;
+mod live;
 mod plan_reuse;
 mod postgres;
 mod scan_scaling;
 
 pub use charts::{Curve, draw_charts};
 pub use concurrency::concurrent_users;
+pub use live::{live_failover, live_fanout, live_memory};
 pub use plan_reuse::plan_cache;
 pub use postgres::{postgres_installed, postgres_rls};
 pub use scan_scaling::{Stats, latency, loaded_engine, user_scan_scaling};
@@ -66,6 +68,19 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// A row of two plain figures (not latencies, not on a chart).
+    pub fn figure(scenario: &str, metric: String, ours: f64, baseline: f64, unit: &str) -> Self {
+        Self {
+            scenario: scenario.into(),
+            metric,
+            ours,
+            baseline,
+            unit: unit.into(),
+            p95: None,
+            curve: None,
+        }
+    }
+
     /// A latency row: medians as the figures, with their 95th percentiles.
     pub fn latency(scenario: &str, metric: String, ours: Stats, baseline: Stats) -> Self {
         Self {
@@ -123,6 +138,12 @@ pub struct Size {
     pub statements_per_task: usize,
     /// How long [`latency`] keeps sampling past `samples`.
     pub latency_budget: Duration,
+    /// Subscribers in `live_fanout` and `live_memory`.
+    pub live_subscribers: usize,
+    /// Topics in `live_failover` and `live_memory`.
+    pub live_topics: usize,
+    /// How long `live_fanout` runs each side.
+    pub live_run: Duration,
 }
 
 impl Size {
@@ -134,6 +155,9 @@ impl Size {
         user_counts: &[10, 1_000, 10_000, 100_000],
         statements_per_task: 200,
         latency_budget: Duration::from_millis(600),
+        live_subscribers: 1_000,
+        live_topics: 10_000,
+        live_run: Duration::from_secs(5),
     };
     /// Reduced sizes for `--quick`.
     pub const QUICK: Size = Size {
@@ -143,6 +167,9 @@ impl Size {
         user_counts: &[10, 1_000, 10_000],
         statements_per_task: 40,
         latency_budget: Duration::from_millis(600),
+        live_subscribers: 200,
+        live_topics: 2_000,
+        live_run: Duration::from_secs(2),
     };
     /// Tiny sizes for the smoke test.
     pub const SMOKE: Size = Size {
@@ -152,6 +179,9 @@ impl Size {
         user_counts: &[10],
         statements_per_task: 2,
         latency_budget: Duration::from_millis(20),
+        live_subscribers: 10,
+        live_topics: 400,
+        live_run: Duration::from_millis(300),
     };
 }
 
@@ -225,15 +255,13 @@ pub async fn provider_lookup(size: Size) -> Vec<Measurement> {
             ));
         });
         for (access, ours) in [("hot", hot), ("random", random)] {
-            let row = Measurement {
-                scenario: "provider_lookup".into(),
-                metric: format!("{access} lookup vs new provider, {tables} tables"),
+            let row = Measurement::figure(
+                "provider_lookup",
+                format!("{access} lookup vs new provider, {tables} tables"),
                 ours,
                 baseline,
-                unit: "ns".into(),
-                p95: None,
-                curve: None,
-            };
+                "ns",
+            );
             out.push(row.on_curve(
                 "provider lookup vs number of tables",
                 "tables",
@@ -274,15 +302,13 @@ pub async fn session_per_request(size: Size) -> Vec<Measurement> {
     });
     // The query path itself is measured by `user_scan_scaling`, against
     // DataFusion's full SQL path on a MemTable.
-    vec![Measurement {
-        scenario: "session_per_request".into(),
-        metric: "create session vs SessionContext::new() + 10 tables".into(),
+    vec![Measurement::figure(
+        "session_per_request",
+        "create session vs SessionContext::new() + 10 tables".into(),
         ours,
         baseline,
-        unit: "ns".into(),
-        p95: None,
-        curve: None,
-    }]
+        "ns",
+    )]
 }
 
 /// The results as a JSON array of objects with the table's fields (and
@@ -423,6 +449,24 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn live_scenarios_produce_figures() {
+        let fanout = live_fanout(Size::SMOKE).await;
+        assert_eq!(fanout.len(), 5);
+        assert!(
+            fanout[0].ours > 0.0 && fanout[0].baseline > 0.0,
+            "{:?}",
+            fanout[0]
+        );
+        assert_eq!(fanout[4].ours, 1.0, "one shared upstream connection");
+        let failover = live_failover(Size::SMOKE).await;
+        assert_eq!(failover[0].ours, 2.0, "400 topics at 200 per connection");
+        assert_eq!(failover[2].ours, 0.0, "nothing lost outside the gaps");
+        // Without a counting allocator the memory figures are zero, but the
+        // scenario runs through.
+        assert_eq!(live_memory(Size::SMOKE, || 0).await.len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn scaling_and_concurrency_produce_figures() {
         let rows = user_scan_scaling(Size::SMOKE).await;
         assert_eq!(
@@ -474,15 +518,7 @@ mod tests {
 
     #[test]
     fn json_escapes_text() {
-        let row = Measurement {
-            scenario: "s".into(),
-            metric: "a \"quoted\" \\ name".into(),
-            ours: 1.0,
-            baseline: 0.0,
-            unit: "ns".into(),
-            p95: None,
-            curve: None,
-        };
+        let row = Measurement::figure("s", "a \"quoted\" \\ name".into(), 1.0, 0.0, "ns");
         let out = json(&[row]);
         assert!(out.contains(r#""metric": "a \"quoted\" \\ name""#), "{out}");
         assert!(out.contains(r#""ratio": null"#), "{out}");

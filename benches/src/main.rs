@@ -6,28 +6,41 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tenantfusion::{Role, UserContext};
 use tenantfusion_bench::{
-    Measurement, Size, concurrent_users, draw_charts, engine_with_tables, json, markdown,
-    plan_cache, postgres_installed, postgres_rls, provider_lookup, results_section,
-    session_per_request, update_doc, user_scan_scaling,
+    Measurement, Size, concurrent_users, draw_charts, engine_with_tables, json, live_failover,
+    live_fanout, live_memory, markdown, plan_cache, postgres_installed, postgres_rls,
+    provider_lookup, results_section, session_per_request, update_doc, user_scan_scaling,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
 struct Counting;
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not freed, for the memory figures.
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as i64, Ordering::Relaxed);
         unsafe { System.dealloc(ptr, layout) }
     }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+fn live_bytes() -> i64 {
+    LIVE_BYTES.load(Ordering::Relaxed)
 }
 
 #[global_allocator]
@@ -49,6 +62,9 @@ const SCENARIOS: &[&str] = &[
     "concurrent_users",
     "plan_cache",
     "postgres_rls",
+    "live_fanout",
+    "live_failover",
+    "live_memory",
 ];
 
 const USAGE: &str = "usage: tenantfusion-bench [--quick|--smoke] [--with-postgres] \
@@ -126,15 +142,13 @@ async fn main() -> ExitCode {
         let sessions = allocations_per_call(|| {
             std::hint::black_box(engine.session(UserContext::new("alice", Role::User)));
         });
-        rows.push(Measurement {
-            scenario: "provider_lookup".into(),
-            metric: "allocations per lookup (baseline: per session handle)".into(),
-            ours: lookups,
-            baseline: sessions,
-            unit: "allocs".into(),
-            p95: None,
-            curve: None,
-        });
+        rows.push(Measurement::figure(
+            "provider_lookup",
+            "allocations per lookup (baseline: per session handle)".into(),
+            lookups,
+            sessions,
+            "allocs",
+        ));
     }
     if wants("session_per_request") {
         step("session_per_request");
@@ -161,6 +175,18 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if wants("live_fanout") {
+        step("live_fanout");
+        rows.extend(live_fanout(size).await);
+    }
+    if wants("live_failover") {
+        step("live_failover");
+        rows.extend(live_failover(size).await);
+    }
+    if wants("live_memory") {
+        step("live_memory");
+        rows.extend(live_memory(size, live_bytes).await);
     }
     progress.finish_and_clear();
     print!("{}", markdown(&rows));

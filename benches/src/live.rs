@@ -1,0 +1,444 @@
+//! The live pool: fan-out to many subscribers, failover under caps, memory.
+//! The upstream is the in-process generator, so the figures are the pool's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{TimestampMicrosecondType, UInt64Type};
+use datafusion::arrow::record_batch::RecordBatch;
+use hdrhistogram::Histogram;
+use tenantfusion_live::{
+    Backoff, GeneratorConfig, GeneratorSource, LiveEvent, LivePool, PoolConfig, Request, Source,
+    SubscribeOptions, Upstream,
+};
+
+use crate::{Measurement, Size};
+
+/// Topics in the fan-out scenario; each subscriber takes `PER_SUBSCRIBER`.
+const FANOUT_TOPICS: usize = 100;
+const PER_SUBSCRIBER: usize = 5;
+const FANOUT_INTERVAL: Duration = Duration::from_millis(20);
+const SEQ: usize = 1;
+const TS: usize = 4;
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// User + system CPU time of this process (Linux `/proc/self/stat`, in
+/// clock ticks of 10 ms); zero where it cannot be read.
+fn cpu_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds")
+}
+
+/// Rows received and event-time -> receipt latencies of one consumer.
+struct Received {
+    rows: u64,
+    latency: Histogram<u64>,
+}
+
+impl Received {
+    fn new() -> Self {
+        Self {
+            rows: 0,
+            latency: histogram(),
+        }
+    }
+
+    fn take(&mut self, batch: &RecordBatch) {
+        self.rows += batch.num_rows() as u64;
+        let ts = batch.column(TS).as_primitive::<TimestampMicrosecondType>();
+        if !ts.is_empty() {
+            let micros = (now_us() - ts.value(0)).max(1) as u64;
+            self.latency.saturating_record(micros);
+        }
+    }
+}
+
+fn fanout_topics(subscriber: usize) -> Vec<String> {
+    (0..PER_SUBSCRIBER)
+        .map(|k| {
+            format!(
+                "S{:03}",
+                (subscriber + k * (FANOUT_TOPICS / PER_SUBSCRIBER)) % FANOUT_TOPICS
+            )
+        })
+        .collect()
+}
+
+fn generator(name: &str, cap: Option<usize>, interval: Duration) -> Arc<GeneratorSource> {
+    Arc::new(GeneratorSource::new(GeneratorConfig {
+        name: name.into(),
+        max_topics_per_connection: cap,
+        interval,
+        seed: 7,
+    }))
+}
+
+/// Sums what the consumers received.
+fn merge(parts: Vec<Received>) -> Received {
+    let mut all = Received::new();
+    for part in parts {
+        all.rows += part.rows;
+        let _ = all.latency.add(&part.latency);
+    }
+    all
+}
+
+/// `size.live_subscribers` subscribers of 5 topics each out of 100, fed by
+/// the generator every 20 ms, for `size.live_run`: through the pool (one
+/// shared connection) vs one upstream connection per subscriber.
+pub async fn live_fanout(size: Size) -> Vec<Measurement> {
+    let subscribers = size.live_subscribers;
+    let run = size.live_run;
+
+    // Ours: one pool, one connection, fan-out per topic.
+    let pool = LivePool::new(PoolConfig::default()).expect("pool");
+    pool.add_source(generator("gen", None, FANOUT_INTERVAL))
+        .expect("source");
+    let cpu = cpu_time();
+    let deadline = tokio::time::Instant::now() + run;
+    let tasks: Vec<_> = (0..subscribers)
+        .map(|s| {
+            let topics = fanout_topics(s);
+            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+            let request = Request {
+                topics: &refs,
+                ..Request::default()
+            };
+            let mut sub = pool
+                .subscribe(&request, SubscribeOptions::default())
+                .expect("subscribe");
+            tokio::spawn(async move {
+                let mut received = Received::new();
+                while let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, sub.recv()).await
+                {
+                    if let LiveEvent::Rows { batch, .. } = event {
+                        received.take(&batch);
+                    }
+                }
+                received
+            })
+        })
+        .collect();
+    let mut parts = Vec::new();
+    for task in tasks {
+        parts.push(task.await.expect("consumer"));
+    }
+    let ours_cpu = cpu_time().saturating_sub(cpu);
+    let ours_connections = pool.snapshot().connections.len();
+    drop(pool);
+    let ours = merge(parts);
+
+    // Baseline: every subscriber opens its own upstream connection.
+    let source = generator("gen", None, FANOUT_INTERVAL);
+    let cpu = cpu_time();
+    let deadline = tokio::time::Instant::now() + run;
+    let mut tasks = Vec::new();
+    for s in 0..subscribers {
+        let mut connection = source.connect().await.expect("connect");
+        let topics: Vec<_> = fanout_topics(s).into_iter().map(Into::into).collect();
+        connection.subscribe(&topics).await.expect("subscribe");
+        tasks.push(tokio::spawn(async move {
+            let mut received = Received::new();
+            while let Ok(Ok(Upstream::Rows(batch))) =
+                tokio::time::timeout_at(deadline, connection.next_event()).await
+            {
+                received.take(&batch);
+            }
+            received
+        }));
+    }
+    let mut parts = Vec::new();
+    for task in tasks {
+        parts.push(task.await.expect("consumer"));
+    }
+    let base_cpu = cpu_time().saturating_sub(cpu);
+    let base = merge(parts);
+
+    let secs = run.as_secs_f64();
+    let per_million =
+        |cpu: Duration, rows: u64| cpu.as_secs_f64() * 1e3 / (rows.max(1) as f64 / 1e6);
+    let at = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64;
+    let what = format!(
+        "{subscribers} subscribers x {PER_SUBSCRIBER} of {FANOUT_TOPICS} topics, ticks every 20 ms (baseline: one upstream connection per subscriber)"
+    );
+    let row = |metric: &str, ours: f64, baseline: f64, unit: &str| {
+        Measurement::figure(
+            "live_fanout",
+            format!("{metric}, {what}"),
+            ours,
+            baseline,
+            unit,
+        )
+    };
+    vec![
+        row(
+            "rows delivered per second",
+            ours.rows as f64 / secs,
+            base.rows as f64 / secs,
+            "rows/s",
+        ),
+        row(
+            "CPU per million rows delivered",
+            per_million(ours_cpu, ours.rows),
+            per_million(base_cpu, base.rows),
+            "ms",
+        ),
+        row(
+            "latency p50, event time -> subscriber",
+            at(&ours.latency, 0.5),
+            at(&base.latency, 0.5),
+            "us",
+        ),
+        row(
+            "latency p99, event time -> subscriber",
+            at(&ours.latency, 0.99),
+            at(&base.latency, 0.99),
+            "us",
+        ),
+        row(
+            "upstream connections",
+            ours_connections as f64,
+            subscribers as f64,
+            "connections",
+        ),
+    ]
+}
+
+/// Per topic: first and last sequence number received, and rows received.
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    first: u64,
+    last: u64,
+    rows: u64,
+}
+
+/// `size.live_topics` topics at 200 per connection from the generator
+/// every 50 ms: connections used, time until every topic flows again after
+/// 20% of the connections are dropped (beside the cold start of all
+/// topics), and rows lost outside the reported gaps.
+pub async fn live_failover(size: Size) -> Vec<Measurement> {
+    const CAP: usize = 200;
+    let interval = Duration::from_millis(50);
+    let topics = size.live_topics;
+    let pool = LivePool::new(PoolConfig {
+        maintenance_interval: Duration::from_millis(100),
+        backoff: Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+            multiplier: 2.0,
+        },
+        ..PoolConfig::default()
+    })
+    .expect("pool");
+    let source = generator("gen", Some(CAP), interval);
+    pool.add_source(source.clone()).expect("source");
+    let names: Vec<String> = (0..topics).map(|t| format!("F{t:05}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let mut sub = pool
+        .subscribe(
+            &Request {
+                topics: &refs,
+                ..Request::default()
+            },
+            SubscribeOptions {
+                queue_capacity: 10_000_000,
+                ..SubscribeOptions::default()
+            },
+        )
+        .expect("subscribe");
+    let mut seen: HashMap<String, Seen> = HashMap::with_capacity(topics);
+    let take = |event: LiveEvent, seen: &mut HashMap<String, Seen>| {
+        if let LiveEvent::Rows { topic, batch } = event {
+            let seqs = batch.column(SEQ).as_primitive::<UInt64Type>();
+            let entry = seen.entry(topic.to_string()).or_insert(Seen {
+                first: seqs.value(0),
+                ..Seen::default()
+            });
+            entry.last = seqs.value(seqs.len() - 1);
+            entry.rows += seqs.len() as u64;
+        }
+    };
+    // Cold start: until every topic has delivered.
+    while seen.len() < topics {
+        let event = sub.recv().await.expect("recv").expect("open");
+        take(event, &mut seen);
+    }
+    let cold = started.elapsed();
+    let connections = pool.snapshot().connections.len();
+
+    // Drop 20% of the connections (at least one); wait until every topic has a tick due
+    // after the drop.
+    let dropped = source.drop_connections(connections.div_ceil(5));
+    let killed_at = Instant::now();
+    let tick_at_kill = (now_us() as u64) / interval.as_micros() as u64;
+    while seen.values().any(|s| s.last <= tick_at_kill + 1) {
+        let event = sub.recv().await.expect("recv").expect("open");
+        take(event, &mut seen);
+    }
+    let recovery = killed_at.elapsed();
+
+    // Let it run on, stop the upstream, then compare what arrived with the gaps.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pool.shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let snapshot = pool.snapshot();
+    while let Ok(Some(event)) = sub.try_recv() {
+        take(event, &mut seen);
+    }
+    let mut lost = 0;
+    let mut gaps = 0;
+    let mut received = 0;
+    for topic in &snapshot.topics {
+        let s = seen.get(&*topic.topic).copied().unwrap_or_default();
+        let missing = (s.last - s.first + 1).saturating_sub(s.rows);
+        lost += missing.saturating_sub(topic.gaps);
+        gaps += topic.gaps;
+        received += s.rows;
+    }
+    let row = |metric: String, ours: f64, baseline: f64, unit: &str| {
+        Measurement::figure("live_failover", metric, ours, baseline, unit)
+    };
+    vec![
+        row(
+            format!(
+                "connections for {topics} topics at {CAP} per connection (baseline: ceil(topics / cap))"
+            ),
+            connections as f64,
+            topics.div_ceil(CAP) as f64,
+            "connections",
+        ),
+        row(
+            format!(
+                "time until all {topics} topics flow again after dropping {dropped} of {connections} connections (baseline: cold start of all topics)"
+            ),
+            recovery.as_secs_f64() * 1e3,
+            cold.as_secs_f64() * 1e3,
+            "ms",
+        ),
+        row(
+            "rows lost outside the reported gaps (baseline: rows received)".into(),
+            lost as f64,
+            received as f64,
+            "rows",
+        ),
+        row(
+            "rows reported as gaps during the failover (baseline: rows received)".into(),
+            gaps as f64,
+            received as f64,
+            "rows",
+        ),
+    ]
+}
+
+/// Heap bytes per subscriber (of a topic already carried) and per topic,
+/// read from the process's allocation counter `live_bytes`, beside a tokio
+/// mpsc channel of the same capacity per subscriber and a broadcast channel
+/// per topic.
+pub async fn live_memory(size: Size, live_bytes: fn() -> i64) -> Vec<Measurement> {
+    let n = size.live_subscribers.max(10);
+    // An interval of an hour: nothing flows while memory is read.
+    let pool = LivePool::new(PoolConfig::default()).expect("pool");
+    pool.add_source(generator("gen", Some(200), Duration::from_secs(3600)))
+        .expect("source");
+    let options = SubscribeOptions::default();
+    let first = pool
+        .subscribe(
+            &Request {
+                topics: &["M"],
+                ..Request::default()
+            },
+            options,
+        )
+        .expect("subscribe");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = live_bytes();
+    let subs: Vec<_> = (0..n)
+        .map(|_| {
+            pool.subscribe(
+                &Request {
+                    topics: &["M"],
+                    ..Request::default()
+                },
+                options,
+            )
+            .expect("subscribe")
+        })
+        .collect();
+    let per_subscriber = (live_bytes() - before) as f64 / n as f64;
+    drop(subs);
+    drop(first);
+
+    let before = live_bytes();
+    let channels: Vec<_> = (0..n)
+        .map(|_| tokio::sync::mpsc::channel::<(Arc<str>, RecordBatch)>(options.queue_capacity))
+        .collect();
+    let mpsc = (live_bytes() - before) as f64 / n as f64;
+    drop(channels);
+
+    let topics = size.live_topics;
+    let names: Vec<String> = (0..topics).map(|t| format!("P{t:05}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let before = live_bytes();
+    let all = pool
+        .subscribe(
+            &Request {
+                topics: &refs,
+                ..Request::default()
+            },
+            options,
+        )
+        .expect("subscribe");
+    // The connection tasks subscribe upstream in the background.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let per_topic = (live_bytes() - before) as f64 / topics as f64;
+    drop(all);
+
+    let before = live_bytes();
+    let broadcasts: Vec<_> = (0..topics)
+        .map(|_| tokio::sync::broadcast::channel::<RecordBatch>(16))
+        .collect();
+    let broadcast = (live_bytes() - before) as f64 / topics as f64;
+    drop(broadcasts);
+    let row = |metric: String, ours: f64, baseline: f64| {
+        Measurement::figure("live_memory", metric, ours, baseline, "bytes")
+    };
+    vec![
+        row(
+            format!(
+                "heap per subscriber of a carried topic, {n} subscribers (baseline: tokio mpsc channel of {} per subscriber)",
+                options.queue_capacity
+            ),
+            per_subscriber,
+            mpsc,
+        ),
+        row(
+            format!(
+                "heap per topic carried, {topics} topics incl. registry, route, assignment and upstream state (baseline: tokio broadcast channel of 16 per topic)"
+            ),
+            per_topic,
+            broadcast,
+        ),
+    ]
+}
