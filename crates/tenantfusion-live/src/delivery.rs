@@ -3,6 +3,7 @@
 //! subscriber of the topic shares.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use datafusion::arrow::array::{Array, AsArray, UInt32Array};
@@ -69,6 +70,9 @@ pub enum LiveEvent {
 pub(crate) struct Queue {
     state: Mutex<QueueState>,
     ready: Notify,
+    /// Set by the first push since the last wake: a delivery round wakes
+    /// each subscriber once, however many of its topics it pushed.
+    wake_pending: AtomicBool,
     options: SubscribeOptions,
 }
 
@@ -101,6 +105,7 @@ impl Queue {
         Self {
             state: Mutex::default(),
             ready: Notify::new(),
+            wake_pending: AtomicBool::new(false),
             options: SubscribeOptions {
                 queue_capacity: options.queue_capacity.max(1),
                 ..options
@@ -108,8 +113,10 @@ impl Queue {
         }
     }
 
-    /// Queues one delivery without waiting; `false` when the subscriber is
-    /// (now) disconnected and should be removed.
+    /// Queues one delivery without waiting and without waking the
+    /// subscriber; `false` when the subscriber is (now) disconnected and
+    /// should be removed. The caller wakes it with [`wake`](Self::wake)
+    /// when [`needs_wake`](Self::needs_wake) said so.
     pub(crate) fn push(&self, topic: &Topic, batch: &RecordBatch) -> bool {
         let mut state = self.state.lock();
         if state.disconnected || state.closed {
@@ -125,17 +132,25 @@ impl Queue {
                 SlowConsumer::Disconnect => {
                     state.disconnected = true;
                     state.items.clear();
-                    drop(state);
-                    self.ready.notify_one();
                     return false;
                 }
             }
         }
         state.items.push_back((Arc::clone(topic), batch.clone()));
         state.delivered += 1;
-        drop(state);
-        self.ready.notify_one();
         true
+    }
+
+    /// After a push: `true` for the first push since the last wake, whose
+    /// pusher must call [`wake`](Self::wake) once its round is done.
+    pub(crate) fn needs_wake(&self) -> bool {
+        !self.wake_pending.swap(true, Ordering::SeqCst)
+    }
+
+    /// Wakes the subscriber for everything pushed so far.
+    pub(crate) fn wake(&self) {
+        self.wake_pending.store(false, Ordering::SeqCst);
+        self.ready.notify_one();
     }
 
     /// No more deliveries will come (unsubscribed or the pool stopped).

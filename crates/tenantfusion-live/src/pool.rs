@@ -692,6 +692,7 @@ impl PoolInner {
         };
         let mut latencies = Vec::with_capacity(parts.len());
         let mut disconnected = Vec::new();
+        let mut to_wake = Vec::new();
         let routes = self.routes.read();
         for (topic, part) in parts {
             let Some(route) = routes.get(topic) else {
@@ -709,9 +710,16 @@ impl PoolInner {
                 if !queue.push(&route.topic, &part) {
                     disconnected.push(*id);
                 }
+                if queue.needs_wake() {
+                    to_wake.push(Arc::clone(queue));
+                }
             }
         }
         drop(routes);
+        // One wake per subscriber per upstream batch, not per topic in it.
+        for queue in to_wake {
+            queue.wake();
+        }
         if !latencies.is_empty() {
             let mut histogram = source.latency.lock();
             for micros in latencies {

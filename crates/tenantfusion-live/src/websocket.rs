@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::json::reader::{Decoder, ReaderBuilder};
+use datafusion::arrow::record_batch::RecordBatch;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tenantfusion_core::{Result, TenantError};
@@ -15,6 +15,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::json_rows::JsonRows;
 use crate::source::{Capabilities, Connection, Source, SourceKind, SourceSpec, Topic, Upstream};
 
 /// Settings of a [`WebSocketSource`].
@@ -166,7 +167,7 @@ impl Source for WebSocketSource {
         );
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(Box::new(WebSocketConnection {
-            decoder: decoder(&self.config.schema)?,
+            rows: JsonRows::new(&self.config.schema)?,
             config: Arc::clone(&self.config),
             stream,
             ping,
@@ -175,18 +176,10 @@ impl Source for WebSocketSource {
     }
 }
 
-fn decoder(schema: &SchemaRef) -> Result<Decoder> {
-    ReaderBuilder::new(Arc::clone(schema))
-        .build_decoder()
-        .map_err(|e| {
-            TenantError::SchemaMismatch(format!("cannot decode JSON into the schema: {e}"))
-        })
-}
-
 struct WebSocketConnection {
     config: Arc<WebSocketConfig>,
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    decoder: Decoder,
+    rows: JsonRows,
     ping: Interval,
     last_seen: Instant,
 }
@@ -213,46 +206,23 @@ impl WebSocketConnection {
         sent.map_err(|e| self.lost(format!("sending a request: {e}")))
     }
 
-    /// Rows of one text message, or why it is not rows.
+    /// Rows of one text message (none for a control message), or why it
+    /// is not rows.
     fn decode(&mut self, text: &[u8]) -> Upstream {
         let value: Value = match serde_json::from_slice(text) {
             Ok(value) => value,
             Err(e) => return Upstream::Malformed(format!("not JSON: {e}")),
         };
-        let rows = match value {
-            Value::Object(ref object) if object.contains_key("op") => {
-                return match object.get("op").and_then(Value::as_str) {
-                    Some("error") => Upstream::Malformed(format!("upstream error: {value}")),
-                    // Acknowledgements and the like carry no rows.
-                    _ => Upstream::Rows(datafusion::arrow::record_batch::RecordBatch::new_empty(
-                        Arc::clone(&self.config.schema),
-                    )),
-                };
-            }
-            Value::Object(_) => vec![value],
-            Value::Array(rows) => rows,
-            other => {
-                return Upstream::Malformed(format!("expected an object or an array, got {other}"));
-            }
-        };
-        let decoded = self
-            .decoder
-            .serialize(&rows)
-            .and_then(|()| self.decoder.flush());
-        match decoded {
-            Ok(Some(batch)) => Upstream::Rows(batch),
-            Ok(None) => Upstream::Rows(datafusion::arrow::record_batch::RecordBatch::new_empty(
-                Arc::clone(&self.config.schema),
-            )),
-            Err(e) => {
-                // A failed decode may leave rows half-buffered: start afresh.
-                match decoder(&self.config.schema) {
-                    Ok(fresh) => self.decoder = fresh,
-                    Err(e) => return Upstream::Malformed(e.to_string()),
-                }
-                Upstream::Malformed(format!("rows do not fit the schema: {e}"))
-            }
+        if let Value::Object(object) = &value
+            && let Some(op) = object.get("op")
+        {
+            return match op.as_str() {
+                Some("error") => Upstream::Malformed(format!("upstream error: {value}")),
+                // Acknowledgements and the like carry no rows.
+                _ => Upstream::Rows(RecordBatch::new_empty(Arc::clone(&self.config.schema))),
+            };
         }
+        self.rows.decode_value(value)
     }
 }
 
