@@ -2,6 +2,7 @@
 //! in-process generator and a WebSocket upstream written for the tests.
 
 mod pool;
+mod stomp;
 mod support;
 mod upstream;
 mod websocket;
