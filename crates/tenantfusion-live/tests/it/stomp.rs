@@ -80,40 +80,42 @@ impl Publisher {
     }
 }
 
-/// Publishes a new tick of every topic every 50 ms until each has been
-/// received with a number above `above`; panics after `limit`.
-async fn publish_until_received(
-    publisher: &mut Publisher,
-    sub: &mut Subscription,
-    received: &mut Received,
-    topics: &[&str],
-    seq: &mut u64,
-    above: u64,
-    limit: Duration,
-) {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let done = topics.iter().all(|t| {
-            received
-                .seqs
-                .get(*t)
-                .and_then(|s| s.last())
-                .is_some_and(|l| *l > above)
-        });
-        if done {
-            return;
+/// A publisher and a subscription to the same topics.
+struct Feed<'a> {
+    publisher: Publisher,
+    sub: Subscription,
+    topics: &'a [&'a str],
+    received: Received,
+    seq: u64,
+}
+
+impl Feed<'_> {
+    /// Publishes a new tick of every topic every 50 ms until each has been
+    /// received with a number above those published before the call;
+    /// panics after `limit`.
+    async fn flowing(&mut self, limit: Duration) {
+        let above = self.seq;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let done = self.topics.iter().all(|t| {
+                let last = self.received.seqs.get(*t).and_then(|s| s.last());
+                last.is_some_and(|l| *l > above)
+            });
+            if done {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing received within {limit:?}: {:?}",
+                self.received.seqs
+            );
+            self.seq += 1;
+            for topic in self.topics {
+                self.publisher.tick(topic, self.seq).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.received.drain(&mut self.sub, SEQ);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing received within {limit:?}: {:?}",
-            received.seqs
-        );
-        *seq += 1;
-        for topic in topics {
-            publisher.tick(topic, *seq).await;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        received.drain(sub, SEQ);
     }
 }
 
@@ -148,7 +150,7 @@ async fn rabbitmq_delivers_and_a_broker_restart_resubscribes_everything() {
         topics: &topics,
         ..Request::default()
     };
-    let mut sub = pool
+    let sub = pool
         .subscribe(&request, SubscribeOptions::default())
         .unwrap();
     // Only ticks.B, for a second subscriber.
@@ -162,19 +164,14 @@ async fn rabbitmq_delivers_and_a_broker_restart_resubscribes_everything() {
         )
         .unwrap();
 
-    let mut publisher = Publisher::connect().await;
-    let mut received = Received::default();
-    let mut seq = 0;
-    publish_until_received(
-        &mut publisher,
-        &mut sub,
-        &mut received,
-        &topics,
-        &mut seq,
-        0,
-        Duration::from_secs(30),
-    )
-    .await;
+    let mut feed = Feed {
+        publisher: Publisher::connect().await,
+        sub,
+        topics: &topics,
+        received: Received::default(),
+        seq: 0,
+    };
+    feed.flowing(Duration::from_secs(30)).await;
     let snapshot = pool.snapshot();
     assert_eq!(
         snapshot.source("rabbit").unwrap().connections,
@@ -188,22 +185,12 @@ async fn rabbitmq_delivers_and_a_broker_restart_resubscribes_everything() {
     assert_eq!(&*topic, "ticks.B");
 
     // A message that is not rows is counted and skipped; the connection stays.
-    publisher.send("ticks.A", "not json").await;
+    feed.publisher.send("ticks.A", "not json").await;
     eventually("the malformed message is counted", || {
         pool.snapshot().source("rabbit").unwrap().malformed == 1
     })
     .await;
-    let before = seq;
-    publish_until_received(
-        &mut publisher,
-        &mut sub,
-        &mut received,
-        &topics,
-        &mut seq,
-        before,
-        Duration::from_secs(30),
-    )
-    .await;
+    feed.flowing(Duration::from_secs(30)).await;
     assert_eq!(pool.snapshot().source("rabbit").unwrap().lost, 0);
 
     // Restart the broker: both connections are lost, rebuilt, and every
@@ -214,18 +201,8 @@ async fn rabbitmq_delivers_and_a_broker_restart_resubscribes_everything() {
     })
     .await;
     rabbitmq("start").await;
-    let mut publisher = Publisher::connect().await;
-    let before = seq;
-    publish_until_received(
-        &mut publisher,
-        &mut sub,
-        &mut received,
-        &topics,
-        &mut seq,
-        before,
-        Duration::from_secs(60),
-    )
-    .await;
+    feed.publisher = Publisher::connect().await;
+    feed.flowing(Duration::from_secs(60)).await;
     let snapshot = pool.snapshot();
     let rabbit = snapshot.source("rabbit").unwrap();
     assert!(rabbit.connects >= 4, "{rabbit:?}");
@@ -238,9 +215,9 @@ async fn rabbitmq_delivers_and_a_broker_restart_resubscribes_everything() {
     assert_eq!(snapshot.topic("ticks.B").unwrap().subscribers, 2);
     // Ticks published while the broker was down were never seen: whatever
     // the subscriber missed of the numbering is in the reported gaps.
-    received.drain(&mut sub, SEQ);
+    feed.received.drain(&mut feed.sub, SEQ);
     for topic in topics {
-        let seqs = &received.seqs[topic];
+        let seqs = &feed.received.seqs[topic];
         assert!(
             seqs.windows(2).all(|w| w[0] < w[1]),
             "{topic}: duplicated or out of order"
