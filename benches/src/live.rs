@@ -50,28 +50,42 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds")
 }
 
-/// Rows received and event-time -> receipt latencies of one consumer.
+/// Rows received and event-time -> receipt latencies of one consumer,
+/// counting only rows due from `from` (microseconds since the epoch) on, so
+/// that setting up subscribers is not measured.
 struct Received {
+    from: i64,
     rows: u64,
     latency: Histogram<u64>,
 }
 
 impl Received {
-    fn new() -> Self {
+    fn new(from: i64) -> Self {
         Self {
+            from,
             rows: 0,
             latency: histogram(),
         }
     }
 
     fn take(&mut self, batch: &RecordBatch) {
-        self.rows += batch.num_rows() as u64;
         let ts = batch.column(TS).as_primitive::<TimestampMicrosecondType>();
-        if !ts.is_empty() {
-            let micros = (now_us() - ts.value(0)).max(1) as u64;
-            self.latency.saturating_record(micros);
+        if ts.is_empty() || ts.value(0) < self.from {
+            return;
         }
+        self.rows += batch.num_rows() as u64;
+        let micros = (now_us() - ts.value(0)).max(1) as u64;
+        self.latency.saturating_record(micros);
     }
+}
+
+/// How long subscribers are set up and warmed before rows count.
+const WARM_UP: Duration = Duration::from_millis(500);
+
+/// Event time from which rows count, and when consumers stop.
+fn window(run: Duration) -> (i64, tokio::time::Instant) {
+    let from = now_us() + WARM_UP.as_micros() as i64;
+    (from, tokio::time::Instant::now() + WARM_UP + run)
 }
 
 fn fanout_topics(subscriber: usize) -> Vec<String> {
@@ -96,7 +110,7 @@ fn generator(name: &str, cap: Option<usize>, interval: Duration) -> Arc<Generato
 
 /// Sums what the consumers received.
 fn merge(parts: Vec<Received>) -> Received {
-    let mut all = Received::new();
+    let mut all = Received::new(0);
     for part in parts {
         all.rows += part.rows;
         let _ = all.latency.add(&part.latency);
@@ -115,8 +129,7 @@ pub async fn live_fanout(size: Size) -> Vec<Measurement> {
     let pool = LivePool::new(PoolConfig::default()).expect("pool");
     pool.add_source(generator("gen", None, FANOUT_INTERVAL))
         .expect("source");
-    let cpu = cpu_time();
-    let deadline = tokio::time::Instant::now() + run;
+    let (from, deadline) = window(run);
     let tasks: Vec<_> = (0..subscribers)
         .map(|s| {
             let topics = fanout_topics(s);
@@ -129,7 +142,7 @@ pub async fn live_fanout(size: Size) -> Vec<Measurement> {
                 .subscribe(&request, SubscribeOptions::default())
                 .expect("subscribe");
             tokio::spawn(async move {
-                let mut received = Received::new();
+                let mut received = Received::new(from);
                 while let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, sub.recv()).await
                 {
                     if let LiveEvent::Rows { batch, .. } = event {
@@ -140,6 +153,8 @@ pub async fn live_fanout(size: Size) -> Vec<Measurement> {
             })
         })
         .collect();
+    tokio::time::sleep(WARM_UP).await;
+    let cpu = cpu_time();
     let mut parts = Vec::new();
     for task in tasks {
         parts.push(task.await.expect("consumer"));
@@ -151,15 +166,14 @@ pub async fn live_fanout(size: Size) -> Vec<Measurement> {
 
     // Baseline: every subscriber opens its own upstream connection.
     let source = generator("gen", None, FANOUT_INTERVAL);
-    let cpu = cpu_time();
-    let deadline = tokio::time::Instant::now() + run;
+    let (from, deadline) = window(run);
     let mut tasks = Vec::new();
     for s in 0..subscribers {
         let mut connection = source.connect().await.expect("connect");
         let topics: Vec<_> = fanout_topics(s).into_iter().map(Into::into).collect();
         connection.subscribe(&topics).await.expect("subscribe");
         tasks.push(tokio::spawn(async move {
-            let mut received = Received::new();
+            let mut received = Received::new(from);
             while let Ok(Ok(Upstream::Rows(batch))) =
                 tokio::time::timeout_at(deadline, connection.next_event()).await
             {
@@ -168,6 +182,8 @@ pub async fn live_fanout(size: Size) -> Vec<Measurement> {
             received
         }));
     }
+    tokio::time::sleep(WARM_UP).await;
+    let cpu = cpu_time();
     let mut parts = Vec::new();
     for task in tasks {
         parts.push(task.await.expect("consumer"));
