@@ -39,6 +39,7 @@ mod json_rows;
 mod metrics;
 mod pool;
 mod registry;
+mod rest;
 mod selection;
 mod source;
 mod stomp;
@@ -54,6 +55,7 @@ pub use metrics::{
 };
 pub use pool::{LivePool, PoolConfig};
 pub use registry::{SubscriberId, SubscriptionRegistry};
+pub use rest::{RestConfig, RestSource};
 pub use selection::{Candidate, Request, Selection, Selector, Strategy, Validation};
 pub use source::{Capabilities, Connection, Source, SourceKind, SourceSpec, Topic, Upstream};
 pub use stomp::{StompConfig, StompSource};

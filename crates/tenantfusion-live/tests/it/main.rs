@@ -1,7 +1,9 @@
 //! Integration tests of the live pool: real tasks, real timers, the
-//! in-process generator and a WebSocket upstream written for the tests.
+//! in-process generator, WebSocket and HTTP upstreams written for the
+//! tests, and a real RabbitMQ for STOMP.
 
 mod pool;
+mod rest;
 mod stomp;
 mod support;
 mod upstream;
