@@ -9,7 +9,7 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::UInt64Type;
 use tenantfusion_live::*;
 
-use crate::support::{Received, SEQ, eventually, flowing_again, receive_until};
+use crate::support::{Received, SEQ, eventually, flowing_again, receive_until, subscribe_all};
 
 fn generator(name: &str, cap: Option<usize>, interval_ms: u64) -> Arc<GeneratorSource> {
     Arc::new(GeneratorSource::new(GeneratorConfig {
@@ -43,25 +43,12 @@ fn request<'a>(topics: &'a [&'a str]) -> Request<'a> {
     }
 }
 
-fn refs(topics: &[String]) -> Vec<&str> {
-    topics.iter().map(String::as_str).collect()
-}
-
-/// Subscribes to `names` with a queue that never fills in these tests.
-fn subscribe_all(pool: &LivePool, names: &[String]) -> Subscription {
-    let options = SubscribeOptions {
-        queue_capacity: 1_000_000,
-        ..Default::default()
-    };
-    pool.subscribe(&request(&refs(names)), options).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_shared_and_packed_under_the_cap() {
     let pool = LivePool::new(quick_config()).unwrap();
     pool.add_source(generator("gen", Some(200), 20)).unwrap();
     let all = topics(1_000);
-    let mut everything = subscribe_all(&pool, &all);
+    let mut everything = subscribe_all(&pool, None, &all);
     // Two more subscribers on topics already carried: no new connection.
     let mut a = pool
         .subscribe(&request(&["T0001", "T0002"]), SubscribeOptions::default())
@@ -129,11 +116,11 @@ async fn lost_connections_are_rebuilt_and_every_missed_message_is_a_counted_gap(
     let source = generator("gen", Some(10), 5);
     pool.add_source(source.clone()).unwrap();
     let names = topics(50);
-    let mut sub = subscribe_all(&pool, &names);
+    let mut sub = subscribe_all(&pool, None, &names);
     // One subscriber per topic as well: none may be forgotten.
     let mut singles: Vec<Subscription> = names
         .chunks(1)
-        .map(|one| subscribe_all(&pool, one))
+        .map(|one| subscribe_all(&pool, None, one))
         .collect();
     let mut received = Received::default();
     receive_until(&mut sub, &mut received, |r| r.seqs.len() == 50).await;
@@ -412,7 +399,7 @@ async fn a_connection_above_the_threshold_gives_topics_to_an_emptier_one() {
     let pool = LivePool::new(quick_config()).unwrap();
     pool.add_source(generator("gen", Some(10), 5)).unwrap();
     let names = topics(11);
-    let mut sub = subscribe_all(&pool, &names);
+    let mut sub = subscribe_all(&pool, None, &names);
     eventually("rebalanced to 8 + 3", || {
         let mut loads: Vec<usize> = pool
             .snapshot()

@@ -10,7 +10,7 @@ use tenantfusion_live::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{Received, eventually, flowing_again, receive_until};
+use crate::support::{Received, eventually, flowing_again, receive_until, subscribe_all};
 
 /// Tick of the quotes, in microseconds.
 const TICK_US: u64 = 10_000;
@@ -100,30 +100,13 @@ fn source(url: &str, rate: Option<u32>) -> Arc<RestSource> {
     Arc::new(RestSource::new(config).unwrap())
 }
 
-fn subscribe_all(pool: &LivePool, topics: &[String]) -> Subscription {
-    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let request = Request {
-        kind: Some(SourceKind::Rest),
-        topics: &refs,
-        ..Request::default()
-    };
-    pool.subscribe(
-        &request,
-        SubscribeOptions {
-            queue_capacity: 1_000_000,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_batches_topics_over_kept_alive_connections() {
     let (url, http) = serve_http().await;
     let pool = LivePool::new(PoolConfig::default()).unwrap();
     pool.add_source(source(&url, None)).unwrap();
     let topics: Vec<String> = (0..120).map(|i| format!("Q{i:03}")).collect();
-    let mut sub = subscribe_all(&pool, &topics);
+    let mut sub = subscribe_all(&pool, Some(SourceKind::Rest), &topics);
     let mut received = Received::default();
     receive_until(&mut sub, &mut received, |r| {
         r.seqs.len() == 120 && r.seqs.values().all(|s| s.len() >= 3)
@@ -164,7 +147,7 @@ async fn the_rate_limit_holds_however_many_topics_are_polled() {
     pool.add_source(source(&url, Some(40))).unwrap();
     let topics: Vec<String> = (0..500).map(|i| format!("R{i:03}")).collect();
     let started = tokio::time::Instant::now();
-    let mut sub = subscribe_all(&pool, &topics);
+    let mut sub = subscribe_all(&pool, Some(SourceKind::Rest), &topics);
     let mut received = Received::default();
     receive_until(&mut sub, &mut received, |r| r.seqs.len() == 500).await;
     tokio::time::sleep(Duration::from_millis(500)).await;

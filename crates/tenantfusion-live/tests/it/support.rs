@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::UInt64Type;
-use tenantfusion_live::{LiveEvent, Subscription};
+use tenantfusion_live::{LiveEvent, LivePool, Request, SourceKind, SubscribeOptions, Subscription};
 
 /// Polls `condition` every 10 ms until it holds; panics after 20 s with
 /// `what`. A bound against hanging, not a speed check.
@@ -93,3 +93,19 @@ pub async fn flowing_again(sub: &mut Subscription, received: &mut Received, marg
 
 /// The generator's sequence column.
 pub const SEQ: usize = 1;
+
+/// Subscribes to `names` (from a source of `kind`, if given) with a queue
+/// that never fills in these tests.
+pub fn subscribe_all(pool: &LivePool, kind: Option<SourceKind>, names: &[String]) -> Subscription {
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let request = Request {
+        kind,
+        topics: &refs,
+        ..Request::default()
+    };
+    let options = SubscribeOptions {
+        queue_capacity: 1_000_000,
+        ..Default::default()
+    };
+    pool.subscribe(&request, options).unwrap()
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tenantfusion_live::*;
 
-use crate::support::{Received, eventually, flowing_again, receive_until};
+use crate::support::{Received, eventually, flowing_again, receive_until, subscribe_all};
 use crate::upstream::{Command, WsUpstream};
 
 fn source(upstream: &WsUpstream, ping: Duration) -> Arc<WebSocketSource> {
@@ -35,23 +35,6 @@ fn names(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("T{i:04}")).collect()
 }
 
-fn subscribe(pool: &LivePool, topics: &[String]) -> Subscription {
-    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let request = Request {
-        kind: Some(SourceKind::WebSocket),
-        topics: &refs,
-        ..Request::default()
-    };
-    pool.subscribe(
-        &request,
-        SubscribeOptions {
-            queue_capacity: 1_000_000,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_topics_use_five_capped_connections_and_survive_losing_two() {
     let upstream = WsUpstream::start(200).await;
@@ -59,9 +42,12 @@ async fn a_thousand_topics_use_five_capped_connections_and_survive_losing_two() 
     pool.add_source(source(&upstream, Duration::from_secs(15)))
         .unwrap();
     let all = names(0..1_000);
-    let mut everything = subscribe(&pool, &all);
+    let mut everything = subscribe_all(&pool, Some(SourceKind::WebSocket), &all);
     // Ten more subscribers of 100 topics each.
-    let tenths: Vec<Subscription> = all.chunks(100).map(|c| subscribe(&pool, c)).collect();
+    let tenths: Vec<Subscription> = all
+        .chunks(100)
+        .map(|c| subscribe_all(&pool, Some(SourceKind::WebSocket), c))
+        .collect();
     let mut received = Received::default();
     receive_until(&mut everything, &mut received, |r| r.seqs.len() == 1_000).await;
     assert_eq!(
@@ -139,7 +125,7 @@ async fn malformed_messages_are_counted_and_skipped_and_the_connection_stays() {
     pool.add_source(source(&upstream, Duration::from_secs(15)))
         .unwrap();
     let topics = names(0..3);
-    let mut sub = subscribe(&pool, &topics);
+    let mut sub = subscribe_all(&pool, Some(SourceKind::WebSocket), &topics);
     let mut received = Received::default();
     receive_until(&mut sub, &mut received, |r| r.seqs.len() == 3).await;
     upstream.command(1, Command::Garble);
@@ -165,7 +151,7 @@ async fn a_silent_upstream_is_noticed_by_ping_and_replaced() {
     pool.add_source(source(&upstream, Duration::from_millis(100)))
         .unwrap();
     let topics = names(0..2);
-    let mut sub = subscribe(&pool, &topics);
+    let mut sub = subscribe_all(&pool, Some(SourceKind::WebSocket), &topics);
     let mut received = Received::default();
     receive_until(&mut sub, &mut received, |r| r.seqs.len() == 2).await;
     // The upstream keeps the socket open but stops answering, pongs included.
