@@ -52,6 +52,15 @@ pub enum TenantError {
     /// No live source offers the capabilities a request needs.
     #[error("CAPABILITY_MISMATCH: {0}")]
     CapabilityMismatch(String),
+    /// A configuration file or value is wrong; `key` names the setting
+    /// (for example `sources.feed.url`).
+    #[error("INVALID_CONFIG: {key}: {message}")]
+    InvalidConfig {
+        /// The setting, as a dotted path.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// An upstream connection could not be opened or was lost.
     #[error("UPSTREAM_UNAVAILABLE: {0}")]
     UpstreamUnavailable(String),
@@ -129,6 +138,7 @@ impl TenantError {
             }
             TenantError::NoHealthyProvider(_) => "NO_HEALTHY_PROVIDER",
             TenantError::CapabilityMismatch(_) => "CAPABILITY_MISMATCH",
+            TenantError::InvalidConfig { .. } => "INVALID_CONFIG",
             TenantError::UpstreamUnavailable(_) => "UPSTREAM_UNAVAILABLE",
             TenantError::SlowConsumer { .. } => "SLOW_CONSUMER",
             TenantError::UserNotFound(_) => "USER_NOT_FOUND",

@@ -33,6 +33,7 @@
 mod assignment;
 mod backoff;
 mod breaker;
+mod config;
 mod delivery;
 mod generator;
 mod json_rows;
@@ -48,6 +49,7 @@ mod websocket;
 pub use assignment::{Assignment, ConnectionId, Move, Placement};
 pub use backoff::Backoff;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use config::LiveConfig;
 pub use delivery::{LiveEvent, QueueStats, SlowConsumer, SubscribeOptions, Subscription};
 pub use generator::{GeneratorConfig, GeneratorSource, tick_schema};
 pub use metrics::{

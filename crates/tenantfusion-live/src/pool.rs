@@ -91,9 +91,14 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
-    /// Checks the values; the error names the offending field.
+    /// Checks the values; `INVALID_CONFIG` names the offending field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, why: &str| Err(TenantError::InvalidArgument(format!("{key}: {why}")));
+        let bad = |key: &str, why: &str| {
+            Err(TenantError::InvalidConfig {
+                key: key.into(),
+                message: why.into(),
+            })
+        };
         if !(self.rebalance_threshold > 0.0 && self.rebalance_threshold <= 1.0) {
             return bad("rebalance_threshold", "must be in (0, 1]");
         }

@@ -24,6 +24,16 @@ pub enum SourceKind {
     Generator,
 }
 
+impl SourceKind {
+    /// Every kind.
+    pub const ALL: [SourceKind; 4] = [
+        SourceKind::WebSocket,
+        SourceKind::Stomp,
+        SourceKind::Rest,
+        SourceKind::Generator,
+    ];
+}
+
 impl fmt::Display for SourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

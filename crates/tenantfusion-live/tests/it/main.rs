@@ -2,6 +2,7 @@
 //! in-process generator, WebSocket and HTTP upstreams written for the
 //! tests, and a real RabbitMQ for STOMP.
 
+mod config;
 mod pool;
 mod rest;
 mod stomp;

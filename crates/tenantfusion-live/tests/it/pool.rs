@@ -501,7 +501,7 @@ async fn bad_requests_sources_and_settings_are_refused_with_codes() {
         ),
     ] {
         let err = LivePool::new(config).unwrap_err();
-        assert_eq!(err.code(), "INVALID_ARGUMENT");
+        assert_eq!(err.code(), "INVALID_CONFIG");
         assert!(err.to_string().contains(key), "{err}");
     }
     pool.shutdown();
