@@ -212,6 +212,7 @@ pub struct Subscription {
     topics: Vec<Topic>,
     queue: Arc<Queue>,
     pool: Weak<PoolInner>,
+    warning: Option<String>,
 }
 
 impl Subscription {
@@ -226,7 +227,20 @@ impl Subscription {
             topics,
             queue,
             pool,
+            warning: None,
         }
+    }
+
+    pub(crate) fn with_warning(mut self, warning: Option<String>) -> Self {
+        self.warning = warning;
+        self
+    }
+
+    /// Why the source chosen for this subscription's new topics does not
+    /// meet every capability asked for, when the pool's validation is
+    /// lenient and settled for the best partial match.
+    pub fn warning(&self) -> Option<&str> {
+        self.warning.as_deref()
     }
 
     /// The next event; `Ok(None)` once the pool has stopped, and

@@ -35,7 +35,7 @@ use crate::metrics::{
     Traffic,
 };
 use crate::registry::{SubscriberId, SubscriptionRegistry};
-use crate::selection::{Candidate, Request, Selector, Strategy, Validation};
+use crate::selection::{Candidate, Request, Selection, Selector, Strategy, Validation};
 use crate::source::{Connection, Source, Topic, Upstream};
 
 /// How the pool manages connections. Every field has a default.
@@ -503,7 +503,7 @@ impl PoolInner {
             .filter(|t| state.registry.subscriber_count(t) == 0)
             .map(|t| &**t)
             .collect();
-        let source = if new.is_empty() {
+        let selection = if new.is_empty() {
             None
         } else {
             let request = Request {
@@ -512,6 +512,8 @@ impl PoolInner {
             };
             Some(self.select(&mut state, &request, None)?)
         };
+        let source = selection.as_ref().map(|s| s.name.clone());
+        let warning = selection.and_then(|s| s.warning);
         let id = state.registry.new_subscriber();
         let queue = Arc::new(Queue::new(options));
         state
@@ -540,7 +542,7 @@ impl PoolInner {
             self.unsubscribe(id);
             return Err(e);
         }
-        Ok(Subscription::new(id, topics, queue, Arc::downgrade(self)))
+        Ok(Subscription::new(id, topics, queue, Arc::downgrade(self)).with_warning(warning))
     }
 
     /// Picks a source for `request`, never `exclude`.
@@ -549,7 +551,7 @@ impl PoolInner {
         state: &mut State,
         request: &Request<'_>,
         exclude: Option<&str>,
-    ) -> Result<String> {
+    ) -> Result<Selection> {
         let sources = self.sources.read();
         let now = Instant::now();
         let candidates: Vec<Candidate<'_>> = sources
@@ -564,7 +566,7 @@ impl PoolInner {
                     .map_or(0, Assignment::topic_count),
             })
             .collect();
-        Ok(state.selector.select(request, &candidates)?.name)
+        state.selector.select(request, &candidates)
     }
 
     /// Puts `topic` on a connection of `source`, opening one if all are full.
@@ -784,7 +786,7 @@ impl PoolInner {
             ..Request::default()
         };
         let other = match self.select(&mut state, &request, Some(name)) {
-            Ok(other) if other != name => other,
+            Ok(other) if other.name != name => other.name,
             _ => return false,
         };
         if let Some(a) = state.assignments.get_mut(name) {

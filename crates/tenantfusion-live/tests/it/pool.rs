@@ -512,6 +512,55 @@ async fn bad_requests_sources_and_settings_are_refused_with_codes() {
 }
 
 #[tokio::test]
+async fn lenient_validation_settles_for_a_partial_match_and_says_so() {
+    // A REST source polling one topic per request cannot batch subscribe.
+    let mut one_by_one = RestConfig::new("r", "http://127.0.0.1:1", "/q/{topics}", tick_schema());
+    one_by_one.topics_per_request = 1;
+    let wants_batches = Request {
+        topics: &["A", "B"],
+        batch_subscribe: true,
+        ..Request::default()
+    };
+    let strict = LivePool::new(PoolConfig::default()).unwrap();
+    strict
+        .add_source(Arc::new(RestSource::new(one_by_one.clone()).unwrap()))
+        .unwrap();
+    let err = strict
+        .subscribe(&wants_batches, SubscribeOptions::default())
+        .unwrap_err();
+    assert_eq!(err.code(), "CAPABILITY_MISMATCH");
+    assert!(err.to_string().contains("batch"), "{err}");
+
+    let lenient = LivePool::new(PoolConfig {
+        validation: Validation::Lenient,
+        ..PoolConfig::default()
+    })
+    .unwrap();
+    lenient
+        .add_source(Arc::new(RestSource::new(one_by_one).unwrap()))
+        .unwrap();
+    let sub = lenient
+        .subscribe(&wants_batches, SubscribeOptions::default())
+        .unwrap();
+    assert!(
+        sub.warning().is_some_and(|w| w.contains("batch")),
+        "{:?}",
+        sub.warning()
+    );
+    // Topics already carried need no choice, hence no warning.
+    let again = lenient
+        .subscribe(
+            &Request {
+                topics: &["A"],
+                ..wants_batches.clone()
+            },
+            SubscribeOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(again.warning(), None);
+}
+
+#[tokio::test]
 async fn shutting_down_ends_subscriptions() {
     let pool = LivePool::new(PoolConfig::default()).unwrap();
     pool.add_source(generator("gen", None, 10)).unwrap();
