@@ -73,7 +73,14 @@ stop() {
         stomp_up || break
         sleep 0.25
     done
-    epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+    # epmd refuses to stop while the node is still registered: retry until
+    # its port is closed.
+    for _ in $(seq 1 40); do
+        epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+        (exec 3<>"/dev/tcp/127.0.0.1/$EPMD_PORT") 2>/dev/null || return 0
+        sleep 0.25
+    done
+    echo "rabbitmq.sh: epmd on port $EPMD_PORT did not stop" >&2
 }
 
 case "${1:-}" in
