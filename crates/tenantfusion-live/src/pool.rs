@@ -440,6 +440,14 @@ impl LivePool {
         Ok(())
     }
 
+    /// Unregisters a source and closes its connections. The topics it
+    /// carries move to another healthy source of the same kind; when no
+    /// source can take them the removal is refused (`INVALID_ARGUMENT`)
+    /// and nothing changes. `PROVIDER_NOT_FOUND` for an unknown name.
+    pub fn remove_source(&self, name: &str) -> Result<()> {
+        self.inner.remove_source(name)
+    }
+
     /// Subscribes to `request.topics` with a queue of `options`. Topics that
     /// nobody carried yet go to one source chosen for the request (by name,
     /// kind, capabilities, health and the pool's strategy); topics carried
@@ -567,6 +575,67 @@ impl PoolInner {
             })
             .collect();
         state.selector.select(request, &candidates)
+    }
+
+    fn remove_source(self: &Arc<Self>, name: &str) -> Result<()> {
+        let mut state = self.state.lock();
+        let entry = self
+            .sources
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TenantError::SourceNotFound(format!("no source named '{name}'")))?;
+        let carried: Vec<Topic> = state
+            .carriers
+            .iter()
+            .filter(|(_, source)| source.as_str() == name)
+            .map(|(topic, _)| Arc::clone(topic))
+            .collect();
+        let target = if carried.is_empty() {
+            None
+        } else {
+            let wanted: Vec<&str> = carried.iter().map(|t| &**t).collect();
+            let request = Request {
+                kind: Some(entry.source.spec().kind),
+                topics: &wanted,
+                ..Request::default()
+            };
+            match self.select(&mut state, &request, Some(name)) {
+                Ok(other) if other.name != name => Some(other.name),
+                _ => {
+                    return Err(TenantError::InvalidArgument(format!(
+                        "source '{name}' carries {} topic(s) and no other healthy {} source can take them; \
+                         unsubscribe first or add one",
+                        carried.len(),
+                        entry.source.spec().kind
+                    )));
+                }
+            }
+        };
+        self.sources.write().remove(name);
+        state.assignments.remove(name);
+        let closing: Vec<(String, ConnectionId)> = state
+            .connections
+            .keys()
+            .filter(|(source, _)| source.as_str() == name)
+            .cloned()
+            .collect();
+        for key in closing {
+            if let Some(handle) = state.connections.remove(&key) {
+                handle.stop();
+            }
+        }
+        if let Some(target) = target {
+            let routes = self.routes.read();
+            for topic in carried {
+                state.carriers.remove(&topic);
+                if let Some(route) = routes.get(&topic) {
+                    route.interruptions.add(1);
+                }
+                self.place(&mut state, &target, &topic)?;
+            }
+        }
+        Ok(())
     }
 
     /// Puts `topic` on a connection of `source`, opening one if all are full.

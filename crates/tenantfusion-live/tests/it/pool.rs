@@ -362,6 +362,53 @@ async fn a_source_that_refuses_hands_its_topics_to_another_of_its_kind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_source_hands_its_topics_over_or_is_kept() {
+    let pool = LivePool::new(PoolConfig {
+        strategy: Strategy::Priority,
+        ..quick_config()
+    })
+    .unwrap();
+    let first = Arc::new(
+        GeneratorSource::new(GeneratorConfig {
+            name: "first".into(),
+            interval: Duration::from_millis(5),
+            ..Default::default()
+        })
+        .with_balancing(1, 0),
+    );
+    pool.add_source(first.clone()).unwrap();
+    pool.add_source(generator("second", None, 5)).unwrap();
+    let names = topics(3);
+    let mut sub = subscribe_all(&pool, None, &names);
+    let mut received = Received::default();
+    receive_until(&mut sub, &mut received, |r| r.seqs.len() == 3).await;
+    assert_eq!(pool.snapshot().topic("T0000").unwrap().source, "first");
+
+    pool.remove_source("first").unwrap();
+    let snapshot = pool.snapshot();
+    assert!(snapshot.source("first").is_none());
+    assert!(snapshot.topics.iter().all(|t| t.source == "second"));
+    flowing_again(&mut sub, &mut received, 5).await;
+    eventually("the removed source's connection is closed", || {
+        first.open_connections() == 0
+    })
+    .await;
+
+    // The last source of its kind is kept while it carries topics.
+    let err = pool.remove_source("second").unwrap_err();
+    assert_eq!(err.code(), "INVALID_ARGUMENT");
+    assert!(err.to_string().contains("3 topic(s)"), "{err}");
+    flowing_again(&mut sub, &mut received, 5).await;
+    assert_eq!(
+        pool.remove_source("first").unwrap_err().code(),
+        "PROVIDER_NOT_FOUND"
+    );
+    drop(sub);
+    pool.remove_source("second").unwrap();
+    assert!(pool.snapshot().sources.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_health_checks_open_the_breaker_and_requests_are_refused() {
     let pool = LivePool::new(PoolConfig {
         health_interval: Duration::from_millis(20),
