@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
@@ -15,7 +15,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
 use tenantfusion_core::{Result, TenantError};
 
-use crate::source::{Capabilities, Connection, Source, SourceKind, SourceSpec, Topic, Upstream};
+use crate::source::{
+    Capabilities, Connection, Source, SourceKind, SourceSpec, Topic, Upstream, now_us,
+};
 
 /// The rows the generator produces: `topic`, `seq` (the tick number, the
 /// same for a topic on every connection), `price`, `volume`, `ts` (when the
@@ -305,12 +307,6 @@ impl Connection for GeneratorConnection {
         self.topics.clear();
         Ok(())
     }
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// splitmix64's finaliser: a fixed, well-mixed function of its input.

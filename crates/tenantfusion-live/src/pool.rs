@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, AsArray, BooleanArray};
 use datafusion::arrow::compute::filter_record_batch;
@@ -36,7 +36,7 @@ use crate::metrics::{
 };
 use crate::registry::{SubscriberId, SubscriptionRegistry};
 use crate::selection::{Candidate, Request, Selection, Selector, Strategy, Validation};
-use crate::source::{Connection, Source, Topic, Upstream};
+use crate::source::{Connection, Source, Topic, Upstream, now_us};
 
 /// How the pool manages connections. Every field has a default.
 #[derive(Debug, Clone, PartialEq)]
@@ -323,12 +323,6 @@ impl Route {
         }
         filter_record_batch(&part, &BooleanArray::from(keep)).ok()
     }
-}
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 impl LivePool {
@@ -638,21 +632,31 @@ impl PoolInner {
         Ok(())
     }
 
+    /// The assignment of `source`'s topics, made on first use with the
+    /// source's cap and the lower of its and the pool's connection limits.
+    fn assignment<'s>(
+        &self,
+        assignments: &'s mut HashMap<String, Assignment>,
+        source: &SourceEntry,
+    ) -> &'s mut Assignment {
+        let capabilities = &source.source.spec().capabilities;
+        let max = match (capabilities.max_connections, self.config.max_connections) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        assignments
+            .entry(source.name().to_string())
+            .or_insert_with(|| Assignment::new(capabilities.max_topics_per_connection, max))
+    }
+
     /// Puts `topic` on a connection of `source`, opening one if all are full.
     fn place(self: &Arc<Self>, state: &mut State, source: &str, topic: &Topic) -> Result<()> {
         let entry =
             self.sources.read().get(source).cloned().ok_or_else(|| {
                 TenantError::SourceNotFound(format!("no source named '{source}'"))
             })?;
-        let capabilities = &entry.source.spec().capabilities;
-        let max = match (capabilities.max_connections, self.config.max_connections) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let placement = state
-            .assignments
-            .entry(source.to_string())
-            .or_insert_with(|| Assignment::new(capabilities.max_topics_per_connection, max))
+        let placement = self
+            .assignment(&mut state.assignments, &entry)
             .assign(topic)?;
         state.carriers.insert(Arc::clone(topic), source.to_string());
         self.carry_out(state, &entry, placement, false);
@@ -778,7 +782,7 @@ impl PoolInner {
                 continue;
             };
             if let Some(at) = source.event_time_us(&part) {
-                latencies.push(now_us().saturating_sub(at).max(0) as u64);
+                latencies.push((now_us() as i64).saturating_sub(at).max(0) as u64);
             }
             route.traffic.messages.add(1);
             route.traffic.rows.add(part.num_rows() as u64);
@@ -881,19 +885,12 @@ impl PoolInner {
         let mut state = self.state.lock();
         for source in sources {
             let name = source.name().to_string();
-            let capabilities = &source.source.spec().capabilities;
-            let max = match (capabilities.max_connections, self.config.max_connections) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
             let State {
                 assignments,
                 connections,
                 ..
             } = &mut *state;
-            let assignment = assignments
-                .entry(name.clone())
-                .or_insert_with(|| Assignment::new(capabilities.max_topics_per_connection, max));
+            let assignment = self.assignment(assignments, &source);
             for (id, load) in assignment.loads() {
                 let key = (name.clone(), id);
                 let Some(handle) = connections.get_mut(&key) else {

@@ -2,11 +2,20 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use tenantfusion_core::Result;
+
+/// Now, in microseconds since the Unix epoch: the time base of event-time
+/// columns (the generator's ticks, the pool's latency).
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
 
 /// A topic (symbol, channel, destination) as the upstream names it.
 pub type Topic = Arc<str>;
