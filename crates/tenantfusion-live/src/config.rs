@@ -36,7 +36,7 @@ use crate::generator::{GeneratorConfig, GeneratorSource, tick_schema};
 use crate::pool::{LivePool, PoolConfig};
 use crate::rest::{RestConfig, RestSource};
 use crate::selection::{Strategy, Validation};
-use crate::source::{Source, SourceKind};
+use crate::source::{Source, SourceKind, SourceSettings};
 use crate::stomp::{StompConfig, StompSource};
 use crate::websocket::{WebSocketConfig, WebSocketSource};
 
@@ -497,53 +497,64 @@ fn pool_config(table: &Table) -> Result<PoolConfig> {
     Ok(config)
 }
 
-/// Builds one source from its settings; constructor errors name the source.
-fn source(name: &str, kind: SourceKind, s: &mut Settings<'_>) -> Result<Arc<dyn Source>> {
-    let cap = s
+/// Reads the settings every source type shares into `into`. Keys a type
+/// does not know stay unread, so `finish` reports them when they are set.
+fn read_common(into: &mut SourceSettings, kind: SourceKind, s: &mut Settings<'_>) -> Result<()> {
+    let to_u32 = |n: u64| n.min(u64::from(u32::MAX)) as u32;
+    into.max_topics_per_connection = s
         .integer("max_topics_per_connection", 1)?
         .map(|n| n as usize);
-    let weight = s
-        .integer("weight", 0)?
-        .map_or(1, |n| n.min(u64::from(u32::MAX)) as u32);
-    let priority = s
-        .integer("priority", 0)?
-        .map_or(0, |n| n.min(u64::from(u32::MAX)) as u32);
-    let prefixes = s
-        .strings("topic_prefixes")?
-        .unwrap_or_else(|| vec![String::new()]);
+    if let Some(weight) = s.integer("weight", 0)? {
+        into.weight = to_u32(weight);
+    }
+    if let Some(priority) = s.integer("priority", 0)? {
+        into.priority = to_u32(priority);
+    }
+    if let Some(prefixes) = s.strings("topic_prefixes")? {
+        into.topic_prefixes = prefixes;
+    }
+    if knows(kind, "max_connections") {
+        into.max_connections = s.integer("max_connections", 1)?.map(|n| n as usize);
+    }
+    if knows(kind, "sequence_column") {
+        into.sequence_column = s.string("sequence_column")?;
+        into.timestamp_column = s.string("timestamp_column")?;
+    }
+    Ok(())
+}
+
+/// Builds one source from its settings; constructor errors name the source.
+fn source(name: &str, kind: SourceKind, s: &mut Settings<'_>) -> Result<Arc<dyn Source>> {
     let named = |e: TenantError| match e {
         TenantError::InvalidArgument(message) => invalid(&format!("sources.{name}"), &message),
         other => other,
     };
     Ok(match kind {
         SourceKind::Generator => {
+            // The generator's rows are fixed; its share of the common keys
+            // is the cap and the balancing weights.
+            let mut common = SourceSettings::new(name, tick_schema());
+            read_common(&mut common, kind, s)?;
             let d = GeneratorConfig::default();
             let config = GeneratorConfig {
                 name: name.into(),
-                max_topics_per_connection: cap,
+                max_topics_per_connection: common.max_topics_per_connection,
                 interval: s.millis("interval_ms")?.unwrap_or(d.interval),
                 seed: s.integer("seed", 0)?.unwrap_or(d.seed),
             };
-            Arc::new(GeneratorSource::new(config).with_balancing(weight, priority))
+            Arc::new(GeneratorSource::new(config).with_balancing(common.weight, common.priority))
         }
         SourceKind::WebSocket => {
             let mut config = WebSocketConfig::new(name, s.required("url")?, s.schema()?);
-            config.max_topics_per_connection = cap;
-            config.max_connections = s.integer("max_connections", 1)?.map(|n| n as usize);
-            config.sequence_column = s.string("sequence_column")?;
-            config.timestamp_column = s.string("timestamp_column")?;
+            read_common(&mut config.source, kind, s)?;
             s.set_string("subscribe_message", &mut config.subscribe_message)?;
             s.set_string("unsubscribe_message", &mut config.unsubscribe_message)?;
             s.set_millis("ping_interval_ms", &mut config.ping_interval)?;
-            (config.topic_prefixes, config.weight, config.priority) = (prefixes, weight, priority);
             Arc::new(WebSocketSource::new(config).map_err(named)?)
         }
         SourceKind::Stomp => {
             let mut config = StompConfig::new(name, s.required("address")?, s.schema()?);
-            config.max_topics_per_connection = cap;
-            config.max_connections = s.integer("max_connections", 1)?.map(|n| n as usize);
-            config.sequence_column = s.string("sequence_column")?;
-            config.timestamp_column = s.string("timestamp_column")?;
+            read_common(&mut config.source, kind, s)?;
             s.set_string("login", &mut config.login)?;
             s.set_string("passcode", &mut config.passcode)?;
             s.set_string("virtual_host", &mut config.virtual_host)?;
@@ -552,7 +563,6 @@ fn source(name: &str, kind: SourceKind, s: &mut Settings<'_>) -> Result<Arc<dyn 
                 config.heartbeat = Duration::from_millis(beat);
             }
             s.set_millis("reply_timeout_ms", &mut config.reply_timeout)?;
-            (config.topic_prefixes, config.weight, config.priority) = (prefixes, weight, priority);
             Arc::new(StompSource::new(config).map_err(named)?)
         }
         SourceKind::Rest => {
@@ -562,9 +572,7 @@ fn source(name: &str, kind: SourceKind, s: &mut Settings<'_>) -> Result<Arc<dyn 
                 s.required("path")?,
                 s.schema()?,
             );
-            config.max_topics_per_connection = cap;
-            config.sequence_column = s.string("sequence_column")?;
-            config.timestamp_column = s.string("timestamp_column")?;
+            read_common(&mut config.source, kind, s)?;
             s.set_usize("topics_per_request", 1, &mut config.topics_per_request)?;
             s.set_millis("poll_interval_ms", &mut config.poll_interval)?;
             config.max_requests_per_second = s
@@ -572,7 +580,6 @@ fn source(name: &str, kind: SourceKind, s: &mut Settings<'_>) -> Result<Arc<dyn 
                 .map(|n| n.min(u64::from(u32::MAX)) as u32);
             s.set_usize("max_idle_connections", 0, &mut config.max_idle_connections)?;
             s.set_millis("request_timeout_ms", &mut config.request_timeout)?;
-            (config.topic_prefixes, config.weight, config.priority) = (prefixes, weight, priority);
             Arc::new(RestSource::new(config).map_err(named)?)
         }
     })

@@ -59,6 +59,8 @@ pub use pool::{LivePool, PoolConfig};
 pub use registry::{SubscriberId, SubscriptionRegistry};
 pub use rest::{RestConfig, RestSource};
 pub use selection::{Candidate, Request, Selection, Selector, Strategy, Validation};
-pub use source::{Capabilities, Connection, Source, SourceKind, SourceSpec, Topic, Upstream};
+pub use source::{
+    Capabilities, Connection, Source, SourceKind, SourceSettings, SourceSpec, Topic, Upstream,
+};
 pub use stomp::{StompConfig, StompSource};
 pub use websocket::{WebSocketConfig, WebSocketSource};

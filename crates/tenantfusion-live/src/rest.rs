@@ -19,7 +19,7 @@ use tenantfusion_core::{Result, TenantError};
 use tokio::time::Instant;
 
 use crate::json_rows::JsonRows;
-use crate::source::{Capabilities, Connection, Source, SourceKind, SourceSpec, Topic, Upstream};
+use crate::source::{Connection, Source, SourceKind, SourceSettings, SourceSpec, Topic, Upstream};
 
 /// Settings of a [`RestSource`].
 ///
@@ -32,8 +32,8 @@ use crate::source::{Capabilities, Connection, Source, SourceKind, SourceSpec, To
 /// connection, which the pool rebuilds.
 #[derive(Debug, Clone)]
 pub struct RestConfig {
-    /// Source name.
-    pub name: String,
+    /// Name, balancing, limits and rows.
+    pub source: SourceSettings,
     /// `http://host:port` (`https` is not built in).
     pub base_url: String,
     /// The request path with `{topics}`.
@@ -49,20 +49,6 @@ pub struct RestConfig {
     pub max_idle_connections: usize,
     /// How long one request may take.
     pub request_timeout: Duration,
-    /// Topics one poller carries (`None`: no limit).
-    pub max_topics_per_connection: Option<usize>,
-    /// Rows of the responses; the first column is the topic, as `Utf8`.
-    pub schema: SchemaRef,
-    /// A per-topic message number column, if the responses carry one.
-    pub sequence_column: Option<String>,
-    /// An event time column (`Timestamp`), if the responses carry one.
-    pub timestamp_column: Option<String>,
-    /// Topic prefixes served (`""`: every topic).
-    pub topic_prefixes: Vec<String>,
-    /// Weight for weighted round robin.
-    pub weight: u32,
-    /// Priority for the priority strategy (lower first).
-    pub priority: u32,
 }
 
 impl RestConfig {
@@ -75,7 +61,7 @@ impl RestConfig {
         schema: SchemaRef,
     ) -> Self {
         Self {
-            name: name.into(),
+            source: SourceSettings::new(name, schema),
             base_url: base_url.into(),
             path: path.into(),
             topics_per_request: 50,
@@ -83,13 +69,6 @@ impl RestConfig {
             max_requests_per_second: None,
             max_idle_connections: 8,
             request_timeout: Duration::from_secs(5),
-            max_topics_per_connection: None,
-            schema,
-            sequence_column: None,
-            timestamp_column: None,
-            topic_prefixes: vec![String::new()],
-            weight: 1,
-            priority: 0,
         }
     }
 }
@@ -131,7 +110,7 @@ impl Shared {
     fn unavailable(&self, why: impl std::fmt::Display) -> TenantError {
         TenantError::UpstreamUnavailable(format!(
             "source '{}' ({}): {why}",
-            self.config.name, self.config.base_url
+            self.config.source.name, self.config.base_url
         ))
     }
 
@@ -177,7 +156,7 @@ impl Shared {
             .map_err(|e| {
                 TenantError::InvalidArgument(format!(
                     "source '{}': topics {names:?} make no valid URL: {e}",
-                    self.config.name
+                    self.config.source.name
                 ))
             })
     }
@@ -207,7 +186,7 @@ impl RestSource {
         let invalid = |why: String| {
             Err(TenantError::InvalidArgument(format!(
                 "source '{}': {why}",
-                config.name
+                config.source.name
             )))
         };
         if !config.base_url.starts_with("http://") || config.base_url.parse::<Uri>().is_err() {
@@ -228,21 +207,9 @@ impl RestSource {
         if config.max_requests_per_second == Some(0) {
             return invalid("max_requests_per_second must be at least 1".into());
         }
-        let spec = SourceSpec {
-            name: config.name.clone(),
-            kind: SourceKind::Rest,
-            weight: config.weight,
-            priority: config.priority,
-            capabilities: Capabilities {
-                max_topics_per_connection: config.max_topics_per_connection,
-                max_connections: None,
-                batch_subscribe: config.topics_per_request > 1,
-                topic_prefixes: config.topic_prefixes.clone(),
-                schema: Arc::clone(&config.schema),
-                sequence_column: config.sequence_column.clone(),
-                timestamp_column: config.timestamp_column.clone(),
-            },
-        };
+        let spec = config
+            .source
+            .spec(SourceKind::Rest, config.topics_per_request > 1);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.max_idle_connections)
             .build_http();
@@ -281,7 +248,7 @@ impl Source for RestSource {
             topics: BTreeSet::new(),
             next_poll: Instant::now(),
             ready: VecDeque::new(),
-            rows: JsonRows::new(&self.shared.config.schema)?,
+            rows: JsonRows::new(&self.shared.config.source.schema)?,
             closed: false,
         }))
     }

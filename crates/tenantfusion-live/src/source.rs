@@ -86,6 +86,67 @@ impl Capabilities {
     }
 }
 
+/// What every configured upstream (WebSocket, STOMP, REST) declares: its
+/// name, balancing weights, limits and the rows its messages decode to.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// Source name.
+    pub name: String,
+    /// Weight for weighted round robin.
+    pub weight: u32,
+    /// Priority for the priority strategy (lower first).
+    pub priority: u32,
+    /// Topics one connection may carry (`None`: no limit).
+    pub max_topics_per_connection: Option<usize>,
+    /// Connections the upstream accepts from us (`None`: no limit).
+    pub max_connections: Option<usize>,
+    /// Topic prefixes served (`""`: every topic).
+    pub topic_prefixes: Vec<String>,
+    /// Rows of the messages; the first column is the topic, as `Utf8`.
+    pub schema: SchemaRef,
+    /// A per-topic message number column of `schema`, if the upstream has one.
+    pub sequence_column: Option<String>,
+    /// An event time column (`Timestamp`) of `schema`, if the upstream has one.
+    pub timestamp_column: Option<String>,
+}
+
+impl SourceSettings {
+    /// `name` with rows of `schema`: weight 1, priority 0, no limits, every
+    /// topic served, no sequence or event-time column.
+    pub fn new(name: impl Into<String>, schema: SchemaRef) -> Self {
+        Self {
+            name: name.into(),
+            weight: 1,
+            priority: 0,
+            max_topics_per_connection: None,
+            max_connections: None,
+            topic_prefixes: vec![String::new()],
+            schema,
+            sequence_column: None,
+            timestamp_column: None,
+        }
+    }
+
+    /// The spec of a source of `kind` with these settings.
+    pub(crate) fn spec(&self, kind: SourceKind, batch_subscribe: bool) -> SourceSpec {
+        SourceSpec {
+            name: self.name.clone(),
+            kind,
+            weight: self.weight,
+            priority: self.priority,
+            capabilities: Capabilities {
+                max_topics_per_connection: self.max_topics_per_connection,
+                max_connections: self.max_connections,
+                batch_subscribe,
+                topic_prefixes: self.topic_prefixes.clone(),
+                schema: Arc::clone(&self.schema),
+                sequence_column: self.sequence_column.clone(),
+                timestamp_column: self.timestamp_column.clone(),
+            },
+        }
+    }
+}
+
 /// A configured source: its name, kind, capabilities and balancing weights.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceSpec {

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::json_rows::JsonRows;
-use crate::source::{Capabilities, Connection, Source, SourceKind, SourceSpec, Topic, Upstream};
+use crate::source::{Connection, Source, SourceKind, SourceSettings, SourceSpec, Topic, Upstream};
 
 /// Settings of a [`StompSource`].
 ///
@@ -23,8 +23,8 @@ use crate::source::{Capabilities, Connection, Source, SourceKind, SourceSpec, To
 /// (an object or an array of objects keyed by column name, topic first).
 #[derive(Debug, Clone)]
 pub struct StompConfig {
-    /// Source name.
-    pub name: String,
+    /// Name, balancing, limits and rows.
+    pub source: SourceSettings,
     /// `host:port` of the broker's STOMP listener.
     pub address: String,
     /// Login and passcode.
@@ -35,26 +35,10 @@ pub struct StompConfig {
     pub virtual_host: String,
     /// Prepended to a topic to make its destination.
     pub destination_prefix: String,
-    /// Topics one connection may carry (`None`: no limit).
-    pub max_topics_per_connection: Option<usize>,
-    /// Connections the broker accepts from us (`None`: no limit).
-    pub max_connections: Option<usize>,
-    /// Rows of the messages; the first column is the topic, as `Utf8`.
-    pub schema: SchemaRef,
-    /// A per-topic message number column, if the messages carry one.
-    pub sequence_column: Option<String>,
-    /// An event time column (`Timestamp`), if the messages carry one.
-    pub timestamp_column: Option<String>,
     /// Heart-beat period we offer and ask for; zero turns heart-beats off.
     pub heartbeat: Duration,
     /// How long to wait for CONNECTED and for a RECEIPT.
     pub reply_timeout: Duration,
-    /// Topic prefixes served (`""`: every topic).
-    pub topic_prefixes: Vec<String>,
-    /// Weight for weighted round robin.
-    pub weight: u32,
-    /// Priority for the priority strategy (lower first).
-    pub priority: u32,
 }
 
 impl StompConfig {
@@ -63,22 +47,14 @@ impl StompConfig {
     /// heart-beats, 5 s for replies.
     pub fn new(name: impl Into<String>, address: impl Into<String>, schema: SchemaRef) -> Self {
         Self {
-            name: name.into(),
+            source: SourceSettings::new(name, schema),
             address: address.into(),
             login: "guest".into(),
             passcode: "guest".into(),
             virtual_host: "/".into(),
             destination_prefix: "/topic/".into(),
-            max_topics_per_connection: None,
-            max_connections: None,
-            schema,
-            sequence_column: None,
-            timestamp_column: None,
             heartbeat: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(5),
-            topic_prefixes: vec![String::new()],
-            weight: 1,
-            priority: 0,
         }
     }
 }
@@ -103,31 +79,16 @@ impl StompSource {
         if config.address.is_empty() || !config.address.contains(':') {
             return Err(TenantError::InvalidArgument(format!(
                 "source '{}': address '{}' must be host:port",
-                config.name, config.address
+                config.source.name, config.address
             )));
         }
         if config.reply_timeout.is_zero() {
             return Err(TenantError::InvalidArgument(format!(
                 "source '{}': reply_timeout must be longer than zero",
-                config.name
+                config.source.name
             )));
         }
-        let spec = SourceSpec {
-            name: config.name.clone(),
-            kind: SourceKind::Stomp,
-            weight: config.weight,
-            priority: config.priority,
-            capabilities: Capabilities {
-                max_topics_per_connection: config.max_topics_per_connection,
-                max_connections: config.max_connections,
-                // Several SUBSCRIBE frames go out together under one receipt.
-                batch_subscribe: true,
-                topic_prefixes: config.topic_prefixes.clone(),
-                schema: Arc::clone(&config.schema),
-                sequence_column: config.sequence_column.clone(),
-                timestamp_column: config.timestamp_column.clone(),
-            },
-        };
+        let spec = config.source.spec(SourceKind::Stomp, true);
         Ok(Self {
             spec,
             config: Arc::new(config),
@@ -146,7 +107,7 @@ impl Source for StompSource {
         let unavailable = |why: String| {
             TenantError::UpstreamUnavailable(format!(
                 "source '{}' ({}): {why}",
-                config.name, config.address
+                config.source.name, config.address
             ))
         };
         let stream = TcpStream::connect(&config.address)
@@ -164,7 +125,7 @@ impl Source for StompSource {
                 last_seen: Instant::now(),
             },
             pending: VecDeque::new(),
-            rows: JsonRows::new(&config.schema)?,
+            rows: JsonRows::new(&config.source.schema)?,
             receipts: 0,
             send_beat: None,
             expect_beat: None,
@@ -413,7 +374,7 @@ struct StompConnection {
 impl std::fmt::Debug for StompConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StompConnection")
-            .field("source", &self.config.name)
+            .field("source", &self.config.source.name)
             .finish_non_exhaustive()
     }
 }
@@ -422,7 +383,7 @@ impl StompConnection {
     fn lost(&self, why: impl std::fmt::Display) -> TenantError {
         TenantError::UpstreamUnavailable(format!(
             "source '{}' ({}): {why}",
-            self.config.name, self.config.address
+            self.config.source.name, self.config.address
         ))
     }
 

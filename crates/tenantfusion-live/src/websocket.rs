@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::json_rows::JsonRows;
-use crate::source::{Capabilities, Connection, Source, SourceKind, SourceSpec, Topic, Upstream};
+use crate::source::{Connection, Source, SourceKind, SourceSettings, SourceSpec, Topic, Upstream};
 
 /// Settings of a [`WebSocketSource`].
 ///
@@ -29,20 +29,10 @@ use crate::source::{Capabilities, Connection, Source, SourceKind, SourceSpec, To
 /// counted and skipped; the connection stays up.
 #[derive(Debug, Clone)]
 pub struct WebSocketConfig {
-    /// Source name.
-    pub name: String,
+    /// Name, balancing, limits and rows.
+    pub source: SourceSettings,
     /// `ws://host:port/path` (`wss://` is not built in).
     pub url: String,
-    /// Topics one connection may carry (`None`: no limit).
-    pub max_topics_per_connection: Option<usize>,
-    /// Connections the upstream accepts from us (`None`: no limit).
-    pub max_connections: Option<usize>,
-    /// Rows of the messages; the first column is the topic, as `Utf8`.
-    pub schema: SchemaRef,
-    /// A per-topic message number column of `schema`, if the upstream has one.
-    pub sequence_column: Option<String>,
-    /// An event time column (`Timestamp`) of `schema`, if the upstream has one.
-    pub timestamp_column: Option<String>,
     /// The subscribe request; `{topics}` becomes a JSON array of names.
     pub subscribe_message: String,
     /// The unsubscribe request; `{topics}` as above.
@@ -50,12 +40,6 @@ pub struct WebSocketConfig {
     /// Time between our pings; a connection silent for two of these is
     /// considered lost.
     pub ping_interval: Duration,
-    /// Topic prefixes served (`""`: every topic).
-    pub topic_prefixes: Vec<String>,
-    /// Weight for weighted round robin.
-    pub weight: u32,
-    /// Priority for the priority strategy (lower first).
-    pub priority: u32,
 }
 
 impl WebSocketConfig {
@@ -64,19 +48,11 @@ impl WebSocketConfig {
     /// a 15 s ping and no caps.
     pub fn new(name: impl Into<String>, url: impl Into<String>, schema: SchemaRef) -> Self {
         Self {
-            name: name.into(),
+            source: SourceSettings::new(name, schema),
             url: url.into(),
-            max_topics_per_connection: None,
-            max_connections: None,
-            schema,
-            sequence_column: None,
-            timestamp_column: None,
             subscribe_message: r#"{"op":"subscribe","topics":{topics}}"#.into(),
             unsubscribe_message: r#"{"op":"unsubscribe","topics":{topics}}"#.into(),
             ping_interval: Duration::from_secs(15),
-            topic_prefixes: vec![String::new()],
-            weight: 1,
-            priority: 0,
         }
     }
 }
@@ -86,7 +62,7 @@ impl WebSocketConfig {
 /// ```
 /// use tenantfusion_live::{Source, WebSocketConfig, WebSocketSource, tick_schema};
 /// let mut config = WebSocketConfig::new("ticks", "ws://127.0.0.1:9001/feed", tick_schema());
-/// config.max_topics_per_connection = Some(200);
+/// config.source.max_topics_per_connection = Some(200);
 /// let source = WebSocketSource::new(config).unwrap();
 /// assert_eq!(source.spec().capabilities.max_topics_per_connection, Some(200));
 /// assert!(WebSocketSource::new(WebSocketConfig::new("x", "http://nope", tick_schema())).is_err());
@@ -104,7 +80,7 @@ impl WebSocketSource {
         let invalid = |what: String| {
             Err(TenantError::InvalidArgument(format!(
                 "source '{}': {what}",
-                config.name
+                config.source.name
             )))
         };
         if !config.url.starts_with("ws://") {
@@ -124,21 +100,7 @@ impl WebSocketSource {
         if config.ping_interval.is_zero() {
             return invalid("ping_interval must be longer than zero".into());
         }
-        let spec = SourceSpec {
-            name: config.name.clone(),
-            kind: SourceKind::WebSocket,
-            weight: config.weight,
-            priority: config.priority,
-            capabilities: Capabilities {
-                max_topics_per_connection: config.max_topics_per_connection,
-                max_connections: config.max_connections,
-                batch_subscribe: true,
-                topic_prefixes: config.topic_prefixes.clone(),
-                schema: Arc::clone(&config.schema),
-                sequence_column: config.sequence_column.clone(),
-                timestamp_column: config.timestamp_column.clone(),
-            },
-        };
+        let spec = config.source.spec(SourceKind::WebSocket, true);
         Ok(Self {
             spec,
             config: Arc::new(config),
@@ -158,7 +120,7 @@ impl Source for WebSocketSource {
             .map_err(|e| {
                 TenantError::UpstreamUnavailable(format!(
                     "source '{}': cannot connect to {}: {e}",
-                    self.config.name, self.config.url
+                    self.config.source.name, self.config.url
                 ))
             })?;
         let mut ping = tokio::time::interval_at(
@@ -167,7 +129,7 @@ impl Source for WebSocketSource {
         );
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(Box::new(WebSocketConnection {
-            rows: JsonRows::new(&self.config.schema)?,
+            rows: JsonRows::new(&self.config.source.schema)?,
             config: Arc::clone(&self.config),
             stream,
             ping,
@@ -187,14 +149,14 @@ struct WebSocketConnection {
 impl std::fmt::Debug for WebSocketConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocketConnection")
-            .field("source", &self.config.name)
+            .field("source", &self.config.source.name)
             .finish_non_exhaustive()
     }
 }
 
 impl WebSocketConnection {
     fn lost(&self, why: impl std::fmt::Display) -> TenantError {
-        TenantError::UpstreamUnavailable(format!("source '{}': {why}", self.config.name))
+        TenantError::UpstreamUnavailable(format!("source '{}': {why}", self.config.source.name))
     }
 
     async fn send(&mut self, template: &str, topics: &[Topic]) -> Result<()> {
@@ -219,7 +181,9 @@ impl WebSocketConnection {
             return match op.as_str() {
                 Some("error") => Upstream::Malformed(format!("upstream error: {value}")),
                 // Acknowledgements and the like carry no rows.
-                _ => Upstream::Rows(RecordBatch::new_empty(Arc::clone(&self.config.schema))),
+                _ => Upstream::Rows(RecordBatch::new_empty(Arc::clone(
+                    &self.config.source.schema,
+                ))),
             };
         }
         self.rows.decode_value(value)

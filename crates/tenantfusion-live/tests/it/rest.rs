@@ -95,8 +95,8 @@ fn source(url: &str, rate: Option<u32>) -> Arc<RestSource> {
     config.poll_interval = Duration::from_millis(20);
     config.topics_per_request = 50;
     config.max_requests_per_second = rate;
-    config.sequence_column = Some("seq".into());
-    config.timestamp_column = Some("ts".into());
+    config.source.sequence_column = Some("seq".into());
+    config.source.timestamp_column = Some("ts".into());
     Arc::new(RestSource::new(config).unwrap())
 }
 

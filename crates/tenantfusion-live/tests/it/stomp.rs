@@ -138,9 +138,9 @@ async fn rabbitmq_delivers_and_a_broker_restart_resubscribes_everything() {
     })
     .unwrap();
     let mut config = StompConfig::new("rabbit", STOMP, tick_schema());
-    config.max_topics_per_connection = Some(2);
-    config.sequence_column = Some("seq".into());
-    config.timestamp_column = Some("ts".into());
+    config.source.max_topics_per_connection = Some(2);
+    config.source.sequence_column = Some("seq".into());
+    config.source.timestamp_column = Some("ts".into());
     config.heartbeat = Duration::from_secs(1);
     pool.add_source(Arc::new(StompSource::new(config).unwrap()))
         .unwrap();

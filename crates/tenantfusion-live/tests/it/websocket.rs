@@ -11,9 +11,9 @@ use crate::upstream::{Command, WsUpstream};
 
 fn source(upstream: &WsUpstream, ping: Duration) -> Arc<WebSocketSource> {
     let mut config = WebSocketConfig::new("feed", upstream.url(), tick_schema());
-    config.max_topics_per_connection = Some(upstream.cap());
-    config.sequence_column = Some("seq".into());
-    config.timestamp_column = Some("ts".into());
+    config.source.max_topics_per_connection = Some(upstream.cap());
+    config.source.sequence_column = Some("seq".into());
+    config.source.timestamp_column = Some("ts".into());
     config.ping_interval = ping;
     Arc::new(WebSocketSource::new(config).unwrap())
 }
