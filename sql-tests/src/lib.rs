@@ -6,6 +6,10 @@
 //! exactly as DataFusion's own sqllogictest driver does (its public
 //! `convert_batches` and validators are reused), so DataFusion's `.slt` files
 //! read the same here.
+//!
+//! Time in stream tables comes from a manual clock that starts at
+//! 2023-11-14 22:13:20 UTC and moves only when a file says
+//! `statement ok` / `ADVANCE CLOCK <n> SECONDS` (a runner command, not SQL).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,7 +22,9 @@ use datafusion_sqllogictest::{
     DFColumnType, convert_batches, convert_schema_to_types, df_value_validator, value_normalizer,
 };
 use sqllogictest::{AsyncDB, Connection, DBOutput, Record, Runner, strict_column_validator};
-use tenantfusion::{Engine, EngineConfig, Role, TenantError, TenantSession, UserContext, UserId};
+use tenantfusion::{
+    Clock, Engine, EngineConfig, ManualClock, Role, TenantError, TenantSession, UserContext, UserId,
+};
 
 /// The name of the built-in administrator that runs records without a `connection`.
 pub const ADMIN_USER: &str = "admin";
@@ -60,6 +66,32 @@ struct RepeatCounts {
 pub struct TenantConnection {
     session: TenantSession,
     repeat: Option<Arc<RepeatCounts>>,
+    clock: Arc<ManualClock>,
+}
+
+/// Where the manual clock starts (µs since the epoch).
+const CLOCK_START_US: i64 = 1_700_000_000_000_000;
+
+/// `ADVANCE CLOCK <n> SECONDS`: how far to move the clock, if `sql` says so.
+fn clock_advance(sql: &str) -> Option<Result<Duration, TenantError>> {
+    let words: Vec<String> = sql
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    if words.len() < 2 || words[0] != "ADVANCE" || words[1] != "CLOCK" {
+        return None;
+    }
+    Some(match words.as_slice() {
+        [_, _, n, unit] if unit == "SECONDS" || unit == "SECOND" => n
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| TenantError::Syntax(format!("ADVANCE CLOCK: '{n}' is not a number"))),
+        _ => Err(TenantError::Syntax(
+            "expected ADVANCE CLOCK <n> SECONDS".into(),
+        )),
+    })
 }
 
 impl TenantConnection {
@@ -120,6 +152,10 @@ impl AsyncDB for TenantConnection {
     type ColumnType = DFColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DFColumnType>, TenantError> {
+        if let Some(by) = clock_advance(sql) {
+            self.clock.advance(by?);
+            return Ok(DBOutput::StatementComplete(0));
+        }
         let first = self.run_once(sql).await;
         let Some(counts) = self.repeat.as_ref().filter(|_| is_query(sql)) else {
             return first.map(|(output, _)| output);
@@ -172,11 +208,13 @@ type MakeConn =
 fn runner_for(
     session: TenantSession,
     repeat: Option<Arc<RepeatCounts>>,
+    clock: Arc<ManualClock>,
 ) -> Runner<TenantConnection, MakeConn> {
     let make: MakeConn = Box::new(move || {
         futures::future::ready(Ok(TenantConnection {
             session: session.clone(),
             repeat: repeat.clone(),
+            clock: Arc::clone(&clock),
         }))
     });
     let mut runner = Runner::new(make);
@@ -195,7 +233,10 @@ fn runner_for(
 pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, String> {
     let records = sqllogictest::parse_file::<DFColumnType>(path)
         .map_err(|e| format!("{}: cannot parse: {e}", path.display()))?;
-    let config = EngineConfig::default().with_users_may_create_user_tables(options.user_tables);
+    let clock = Arc::new(ManualClock::new(CLOCK_START_US));
+    let config = EngineConfig::default()
+        .with_users_may_create_user_tables(options.user_tables)
+        .with_clock(Arc::clone(&clock) as Arc<dyn Clock>);
     let engine = Engine::new(config).map_err(|e| e.to_string())?;
     let admin = engine.session(UserContext::new(ADMIN_USER, Role::Dba));
 
@@ -245,7 +286,7 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
                 };
                 engine.session(UserContext::new(name.as_str(), role))
             };
-            let mut runner = runner_for(session, repeat.clone());
+            let mut runner = runner_for(session, repeat.clone(), Arc::clone(&clock));
             for setting in &settings {
                 let _ = runner.run_async(setting.clone()).await;
             }

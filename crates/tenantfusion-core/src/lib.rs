@@ -7,6 +7,8 @@
 
 #![deny(missing_docs)]
 
+mod change;
+mod clock;
 mod error;
 mod ids;
 mod role;
@@ -14,6 +16,8 @@ mod schema_cache;
 mod table;
 mod user;
 
+pub use change::{ChangeListener, WatchGuard};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, TenantError};
 pub use ids::{NamespaceId, StorageId, TableId, TableName, UserId};
 pub use role::Role;

@@ -13,6 +13,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::change::{ChangeListener, WatchGuard};
 use crate::error::TenantError;
 use crate::ids::{NamespaceId, StorageId, TableId, TableName, UserId};
 use crate::user::UserContext;
@@ -180,4 +181,15 @@ pub trait BaseTableProvider: TableProvider + Send + Sync {
         input: Arc<dyn ExecutionPlan>,
         op: InsertOp,
     ) -> DFResult<Arc<dyn ExecutionPlan>>;
+
+    /// Registers a live query of `user`: `listener` gets the rows `user`
+    /// may read now, then every row added to them, until the guard is
+    /// dropped. `topics` narrows a table stored per topic to those topics
+    /// (`None`: all); other tables ignore it. Checks read access first.
+    async fn watch_user(
+        &self,
+        user: &UserContext,
+        topics: Option<Vec<Arc<str>>>,
+        listener: Arc<dyn ChangeListener>,
+    ) -> Result<WatchGuard, TenantError>;
 }

@@ -124,6 +124,57 @@ impl LiveConfig {
         Self::from_toml(&text)
     }
 
+    /// One source from `NAME = value` options, as SQL's `CREATE SOURCE name
+    /// TYPE kind WITH (...)` gives them: the keys of a `[sources.<name>]`
+    /// section, any case. Numbers and `true`/`false` are read as such;
+    /// `COLUMNS` and `TOPIC_PREFIXES` are comma-separated lists.
+    ///
+    /// ```
+    /// use tenantfusion_live::LiveConfig;
+    /// let options = [("INTERVAL_MS".to_string(), "50".to_string())];
+    /// let source = LiveConfig::source_from_options("ticks", "generator", &options).unwrap();
+    /// assert_eq!(source.spec().name, "ticks");
+    /// let err = LiveConfig::source_from_options("ticks", "generator", &[("URL".into(), "x".into())]);
+    /// assert_eq!(err.unwrap_err().code(), "INVALID_CONFIG");
+    /// ```
+    pub fn source_from_options(
+        name: &str,
+        kind: &str,
+        options: &[(String, String)],
+    ) -> Result<Arc<dyn Source>> {
+        let kind_name = kind.to_ascii_lowercase();
+        let kind = parse_kind(&kind_name).ok_or_else(|| {
+            invalid(
+                &format!("sources.{name}.type"),
+                &format!("unknown source type '{kind}'; one of generator, websocket, stomp, rest"),
+            )
+        })?;
+        let mut own = Table::new();
+        for (key, value) in options {
+            let key = key.to_ascii_lowercase();
+            let value = if matches!(key.as_str(), "columns" | "topic_prefixes") {
+                Value::Array(
+                    value
+                        .split(',')
+                        .map(|v| Value::String(v.trim().to_string()))
+                        .collect(),
+                )
+            } else if let Ok(n) = value.parse::<i64>() {
+                Value::Integer(n)
+            } else if let Ok(b) = value.parse::<bool>() {
+                Value::Boolean(b)
+            } else {
+                Value::String(value.clone())
+            };
+            own.insert(key, value);
+        }
+        let empty = Table::new();
+        let mut settings = Settings::layered(name, kind, &empty, None, &own);
+        let built = source(name, kind, &mut settings)?;
+        settings.finish()?;
+        Ok(built)
+    }
+
     /// A pool with these settings and sources (inside a tokio runtime).
     pub fn build(self) -> Result<LivePool> {
         let pool = LivePool::new(self.pool)?;

@@ -65,10 +65,22 @@ pub enum LiveEvent {
     },
 }
 
-/// A subscriber's queue; the pool pushes, the [`Subscription`] takes.
+/// A bounded queue from one producer side to one consumer, with the
+/// [`SlowConsumer`] policy applied when it is full: the producer never
+/// waits. The pool uses one per subscriber; live queries use one each.
+///
+/// ```
+/// use tenantfusion_live::{DeliveryQueue, Delivery, SlowConsumer, SubscribeOptions};
+/// let queue = DeliveryQueue::new(SubscribeOptions { queue_capacity: 2, slow_consumer: SlowConsumer::DropOldest });
+/// for n in 0..5 {
+///     queue.push(n);
+/// }
+/// assert!(matches!(queue.try_recv().unwrap(), Some(Delivery::Lagged(3))));
+/// assert!(matches!(queue.try_recv().unwrap(), Some(Delivery::Item(3))));
+/// ```
 #[derive(Debug)]
-pub(crate) struct Queue {
-    state: Mutex<QueueState>,
+pub struct DeliveryQueue<T> {
+    state: Mutex<QueueState<T>>,
     ready: Notify,
     /// Set by the first push since the last wake: a delivery round wakes
     /// each subscriber once, however many of its topics it pushed.
@@ -76,9 +88,18 @@ pub(crate) struct Queue {
     options: SubscribeOptions,
 }
 
-#[derive(Debug, Default)]
-struct QueueState {
-    items: VecDeque<(Topic, RecordBatch)>,
+/// What a [`DeliveryQueue`] hands out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery<T> {
+    /// The next item.
+    Item(T),
+    /// This many items were dropped (oldest first) since the last one taken.
+    Lagged(u64),
+}
+
+#[derive(Debug)]
+struct QueueState<T> {
+    items: VecDeque<T>,
     /// Dropped and not reported yet.
     lagged: u64,
     delivered: u64,
@@ -100,10 +121,18 @@ pub struct QueueStats {
     pub disconnected: bool,
 }
 
-impl Queue {
-    pub(crate) fn new(options: SubscribeOptions) -> Self {
+impl<T> DeliveryQueue<T> {
+    /// An empty queue (a capacity of 0 is taken as 1).
+    pub fn new(options: SubscribeOptions) -> Self {
         Self {
-            state: Mutex::default(),
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                lagged: 0,
+                delivered: 0,
+                dropped: 0,
+                disconnected: false,
+                closed: false,
+            }),
             ready: Notify::new(),
             wake_pending: AtomicBool::new(false),
             options: SubscribeOptions {
@@ -113,11 +142,19 @@ impl Queue {
         }
     }
 
-    /// Queues one delivery without waiting and without waking the
-    /// subscriber; `false` when the subscriber is (now) disconnected and
-    /// should be removed. The caller wakes it with [`wake`](Self::wake)
-    /// when [`needs_wake`](Self::needs_wake) said so.
-    pub(crate) fn push(&self, topic: &Topic, batch: &RecordBatch) -> bool {
+    /// Queues one item and wakes the consumer; `false` when the consumer
+    /// is (now) disconnected as a slow consumer and should be forgotten.
+    pub fn push(&self, item: T) -> bool {
+        let queued = self.push_quietly(item);
+        self.wake();
+        queued
+    }
+
+    /// Queues one item without waiting and without waking the consumer;
+    /// `false` when the consumer is (now) disconnected. The caller wakes
+    /// it with [`wake`](Self::wake) when [`needs_wake`](Self::needs_wake)
+    /// said so.
+    pub(crate) fn push_quietly(&self, item: T) -> bool {
         let mut state = self.state.lock();
         if state.disconnected || state.closed {
             return !state.disconnected;
@@ -136,7 +173,7 @@ impl Queue {
                 }
             }
         }
-        state.items.push_back((Arc::clone(topic), batch.clone()));
+        state.items.push_back(item);
         state.delivered += 1;
         true
     }
@@ -147,19 +184,20 @@ impl Queue {
         !self.wake_pending.swap(true, Ordering::SeqCst)
     }
 
-    /// Wakes the subscriber for everything pushed so far.
+    /// Wakes the consumer for everything pushed so far.
     pub(crate) fn wake(&self) {
         self.wake_pending.store(false, Ordering::SeqCst);
         self.ready.notify_one();
     }
 
-    /// No more deliveries will come (unsubscribed or the pool stopped).
-    pub(crate) fn close(&self) {
+    /// No more items will come: the consumer gets what is queued, then `None`.
+    pub fn close(&self) {
         self.state.lock().closed = true;
         self.ready.notify_one();
     }
 
-    pub(crate) fn stats(&self) -> QueueStats {
+    /// Queue length and counters.
+    pub fn stats(&self) -> QueueStats {
         let state = self.state.lock();
         QueueStats {
             queued: state.items.len(),
@@ -169,7 +207,24 @@ impl Queue {
         }
     }
 
-    fn try_take(&self) -> Result<Option<Option<LiveEvent>>> {
+    /// The next delivery; `Ok(None)` once closed and drained, and
+    /// `SLOW_CONSUMER` if the consumer was disconnected for lagging.
+    pub async fn recv(&self) -> Result<Option<Delivery<T>>> {
+        loop {
+            if let Some(delivery) = self.take()? {
+                return Ok(delivery);
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// The next delivery if one is queued, without waiting.
+    pub fn try_recv(&self) -> Result<Option<Delivery<T>>> {
+        Ok(self.take()?.flatten())
+    }
+
+    /// `None` when nothing is ready yet; `Some(None)` once closed and drained.
+    fn take(&self) -> Result<Option<Option<Delivery<T>>>> {
         let mut state = self.state.lock();
         if state.disconnected {
             return Err(TenantError::SlowConsumer {
@@ -179,12 +234,22 @@ impl Queue {
         }
         if state.lagged > 0 {
             let missed = std::mem::take(&mut state.lagged);
-            return Ok(Some(Some(LiveEvent::Lagged { missed })));
+            return Ok(Some(Some(Delivery::Lagged(missed))));
         }
-        if let Some((topic, batch)) = state.items.pop_front() {
-            return Ok(Some(Some(LiveEvent::Rows { topic, batch })));
+        if let Some(item) = state.items.pop_front() {
+            return Ok(Some(Some(Delivery::Item(item))));
         }
         Ok(state.closed.then_some(None))
+    }
+}
+
+/// What the pool queues for a subscriber: one topic's rows.
+pub(crate) type Queue = DeliveryQueue<(Topic, RecordBatch)>;
+
+fn live_event(delivery: Delivery<(Topic, RecordBatch)>) -> LiveEvent {
+    match delivery {
+        Delivery::Item((topic, batch)) => LiveEvent::Rows { topic, batch },
+        Delivery::Lagged(missed) => LiveEvent::Lagged { missed },
     }
 }
 
@@ -246,17 +311,12 @@ impl Subscription {
     /// The next event; `Ok(None)` once the pool has stopped, and
     /// `SLOW_CONSUMER` if the subscription was disconnected for lagging.
     pub async fn recv(&mut self) -> Result<Option<LiveEvent>> {
-        loop {
-            if let Some(event) = self.queue.try_take()? {
-                return Ok(event);
-            }
-            self.queue.ready.notified().await;
-        }
+        Ok(self.queue.recv().await?.map(live_event))
     }
 
     /// The next event if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<LiveEvent>> {
-        Ok(self.queue.try_take()?.flatten())
+        Ok(self.queue.try_recv()?.map(live_event))
     }
 
     /// This subscriber's identity in the pool.
@@ -407,7 +467,7 @@ mod tests {
         let topic: Topic = "A".into();
         let one = batch(&[Some("A")]);
         for _ in 0..5 {
-            assert!(queue.push(&topic, &one));
+            assert!(queue.push_quietly((Arc::clone(&topic), one.clone())));
         }
         assert_eq!(
             queue.stats(),
@@ -419,20 +479,20 @@ mod tests {
             }
         );
         assert!(matches!(
-            queue.try_take().unwrap(),
-            Some(Some(LiveEvent::Lagged { missed: 3 }))
+            queue.take().unwrap(),
+            Some(Some(Delivery::Lagged(3)))
         ));
         assert!(matches!(
-            queue.try_take().unwrap(),
-            Some(Some(LiveEvent::Rows { .. }))
+            queue.take().unwrap(),
+            Some(Some(Delivery::Item(_)))
         ));
         assert!(matches!(
-            queue.try_take().unwrap(),
-            Some(Some(LiveEvent::Rows { .. }))
+            queue.take().unwrap(),
+            Some(Some(Delivery::Item(_)))
         ));
-        assert!(queue.try_take().unwrap().is_none());
+        assert!(queue.take().unwrap().is_none());
         queue.close();
-        assert!(matches!(queue.try_take().unwrap(), Some(None)));
+        assert!(matches!(queue.take().unwrap(), Some(None)));
     }
 
     #[test]
@@ -443,9 +503,9 @@ mod tests {
         });
         let topic: Topic = "A".into();
         let b = batch(&[Some("A")]);
-        assert!(queue.push(&topic, &b));
-        assert!(!queue.push(&topic, &b));
-        let err = queue.try_take().unwrap_err();
+        assert!(queue.push_quietly((Arc::clone(&topic), b.clone())));
+        assert!(!queue.push_quietly((topic, b)));
+        let err = queue.take().unwrap_err();
         assert_eq!(err.code(), "SLOW_CONSUMER");
         assert!(queue.stats().disconnected);
     }

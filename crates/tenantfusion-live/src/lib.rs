@@ -50,7 +50,9 @@ pub use assignment::{Assignment, ConnectionId, Move, Placement};
 pub use backoff::Backoff;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use config::LiveConfig;
-pub use delivery::{LiveEvent, QueueStats, SlowConsumer, SubscribeOptions, Subscription};
+pub use delivery::{
+    Delivery, DeliveryQueue, LiveEvent, QueueStats, SlowConsumer, SubscribeOptions, Subscription,
+};
 pub use generator::{GeneratorConfig, GeneratorSource, tick_schema};
 pub use metrics::{
     ConnectionStats, LatencySummary, PoolSnapshot, SourceStats, SubscriberStats, TopicStats,

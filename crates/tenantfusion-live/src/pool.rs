@@ -36,7 +36,7 @@ use crate::metrics::{
 };
 use crate::registry::{SubscriberId, SubscriptionRegistry};
 use crate::selection::{Candidate, Request, Selection, Selector, Strategy, Validation};
-use crate::source::{Connection, Source, Topic, Upstream, now_us};
+use crate::source::{Connection, Source, SourceSpec, Topic, Upstream, now_us};
 
 /// How the pool manages connections. Every field has a default.
 #[derive(Debug, Clone, PartialEq)]
@@ -454,6 +454,15 @@ impl LivePool {
         self.inner.subscribe(request, options)
     }
 
+    /// What a registered source is (its schema, capabilities, weights).
+    pub fn source_spec(&self, name: &str) -> Option<SourceSpec> {
+        self.inner
+            .sources
+            .read()
+            .get(name)
+            .map(|entry| entry.source.spec().clone())
+    }
+
     /// Counters and state of every source, connection, topic and subscriber.
     pub fn snapshot(&self) -> PoolSnapshot {
         self.inner.snapshot()
@@ -787,7 +796,7 @@ impl PoolInner {
             route.traffic.messages.add(1);
             route.traffic.rows.add(part.num_rows() as u64);
             for (id, queue) in route.subscribers.read().iter() {
-                if !queue.push(&route.topic, &part) {
+                if !queue.push_quietly((Arc::clone(&route.topic), part.clone())) {
                     disconnected.push(*id);
                 }
                 if queue.needs_wake() {

@@ -10,15 +10,21 @@
 #![deny(missing_docs)]
 
 mod binding;
+mod feed;
 mod policy;
 mod provider;
+mod ring;
 mod scan;
 mod sink;
 mod store;
+mod stream;
 
 pub use binding::IdentityBinding;
+pub use feed::{ChangeFeed, Watch};
 pub use policy::{PartitionPolicy, Privilege, SharedAccess, UserPartitions};
 pub use provider::{PartitionedTable, SharedTableProvider, UserTableProvider};
+pub use ring::{Retention, RingStore};
 pub use scan::{PartitionScanExec, ScanRequest, leaf_properties, leaf_with_new_children};
 pub use sink::PartitionSink;
 pub use store::{MemoryPartitionStore, PartitionKey, PartitionStore};
+pub use stream::{StreamFeed, StreamPolicy, StreamTableProvider, topics_in};

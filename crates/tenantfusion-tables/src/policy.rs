@@ -31,6 +31,18 @@ pub trait PartitionPolicy: Debug + Send + Sync + 'static {
 
     /// Drops whatever access state the policy keeps for `user`.
     fn forget_user(&self, user: &UserId);
+
+    /// The column whose value names a row's partition, for tables stored
+    /// per topic: a reader granted the table reads every topic partition,
+    /// or the ones its filters pin.
+    fn topic_column(&self) -> Option<&str> {
+        None
+    }
+
+    /// The access level and grants, for tables guarded like shared tables.
+    fn shared_access(&self) -> Option<&SharedAccess> {
+        None
+    }
 }
 
 /// User tables: every caller reads and writes their own partition only.
@@ -215,6 +227,10 @@ impl PartitionPolicy for SharedAccess {
 
     fn forget_user(&self, user: &UserId) {
         self.grants.remove(user);
+    }
+
+    fn shared_access(&self) -> Option<&SharedAccess> {
+        Some(self)
     }
 }
 

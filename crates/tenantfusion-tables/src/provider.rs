@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema};
@@ -15,15 +16,17 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType as DFTableType};
 use datafusion::physical_plan::ExecutionPlan;
 use tenantfusion_core::{
-    Access, AccessLevel, BaseTableProvider, TableId, TableProviderCore, TenantError, UserContext,
-    UserId,
+    Access, AccessLevel, BaseTableProvider, ChangeListener, TableId, TableProviderCore,
+    TenantError, UserContext, UserId, WatchGuard,
 };
 
 use crate::binding::IdentityBinding;
+use crate::feed::ChangeFeed;
 use crate::policy::{PartitionPolicy, SharedAccess, UserPartitions};
 use crate::scan::{PartitionScanExec, ScanRequest};
 use crate::sink::PartitionSink;
-use crate::store::PartitionStore;
+use crate::store::{PartitionKey, PartitionStore};
+use crate::stream::topics_in;
 
 /// A table whose rows live in a [`PartitionStore`] and whose partition per
 /// caller is chosen by a [`PartitionPolicy`].
@@ -40,6 +43,8 @@ pub struct PartitionedTable<P> {
     store: Arc<dyn PartitionStore>,
     policy: Arc<P>,
     column_defaults: HashMap<String, Expr>,
+    /// Live queries of this table, told by every write.
+    feed: Arc<ChangeFeed>,
 }
 
 /// A user table: each caller reads and writes only their own rows.
@@ -85,7 +90,7 @@ impl PartitionedTable<SharedAccess> {
 }
 
 impl<P: PartitionPolicy> PartitionedTable<P> {
-    fn with_policy(
+    pub(crate) fn with_policy(
         table_id: TableId,
         schema: SchemaRef,
         store: Arc<dyn PartitionStore>,
@@ -105,6 +110,7 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
             store,
             policy: Arc::new(policy),
             column_defaults: HashMap::new(),
+            feed: Arc::default(),
         }
     }
 
@@ -120,6 +126,30 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
     /// The store holding this table's rows.
     pub fn store(&self) -> &Arc<dyn PartitionStore> {
         &self.store
+    }
+
+    /// The access level and grants, for tables read like shared tables
+    /// (shared tables, source-bound stream tables).
+    pub fn shared_access(&self) -> Option<&SharedAccess> {
+        self.policy.shared_access()
+    }
+
+    pub(crate) fn policy_ref(&self) -> &P {
+        &self.policy
+    }
+
+    /// Appends rows to one partition and tells its live queries.
+    pub(crate) async fn append_partition(
+        &self,
+        key: &PartitionKey,
+        batches: Vec<RecordBatch>,
+    ) -> Result<u64> {
+        self.feed.append(self.store.as_ref(), key, batches).await
+    }
+
+    /// Live queries registered on this table.
+    pub fn live_query_count(&self) -> usize {
+        self.feed.listener_count()
     }
 
     fn build_scan(
@@ -147,10 +177,15 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
             }
             None => None,
         };
+        let topics = self
+            .policy
+            .topic_column()
+            .and_then(|column| topics_in(filters, column));
         let request = ScanRequest {
             projection: projection.cloned(),
             predicate,
             limit,
+            topics,
         };
         Ok(Arc::new(PartitionScanExec::try_new(
             Arc::clone(&self.core.table_id),
@@ -180,6 +215,7 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
             Arc::clone(&self.core.schema),
             Arc::clone(&self.visible_schema),
             Arc::clone(&self.store),
+            Arc::clone(&self.feed),
             Arc::clone(&self.policy) as Arc<dyn PartitionPolicy>,
             binding,
         );
@@ -281,5 +317,27 @@ impl<P: PartitionPolicy> BaseTableProvider for PartitionedTable<P> {
         op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         self.build_insert(IdentityBinding::Bound(Arc::new(user.clone())), input, op)
+    }
+
+    async fn watch_user(
+        &self,
+        user: &UserContext,
+        topics: Option<Vec<Arc<str>>>,
+        listener: Arc<dyn ChangeListener>,
+    ) -> Result<WatchGuard, TenantError> {
+        let key = self.policy.read_partition(&self.core.table_id, user)?;
+        let (keys, read) = match (self.policy.topic_column(), topics) {
+            (None, _) => (vec![key.clone()], Some(vec![key])),
+            (Some(_), None) => (vec![PartitionKey::Shared], None),
+            (Some(_), Some(topics)) => {
+                let keys: Vec<_> = topics.into_iter().map(PartitionKey::Topic).collect();
+                (keys.clone(), Some(keys))
+            }
+        };
+        let watch = self
+            .feed
+            .watch(keys, listener, self.store.as_ref(), read)
+            .await?;
+        Ok(WatchGuard::new(watch))
     }
 }

@@ -22,7 +22,7 @@ use tenantfusion_core::TableId;
 
 use crate::binding::IdentityBinding;
 use crate::policy::PartitionPolicy;
-use crate::store::PartitionStore;
+use crate::store::{PartitionKey, PartitionStore};
 
 /// Reads the partition of whoever executes it, then applies the pushed-down
 /// predicate, projection and limit.
@@ -39,6 +39,7 @@ pub struct PartitionScanExec {
     /// Over the table's full schema; columns it needs may be outside `projection`.
     predicate: Option<Arc<dyn PhysicalExpr>>,
     limit: Option<usize>,
+    topics: Option<Vec<Arc<str>>>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -52,6 +53,9 @@ pub struct ScanRequest {
     pub predicate: Option<Arc<dyn PhysicalExpr>>,
     /// At most this many rows, counted after the predicate.
     pub limit: Option<usize>,
+    /// For tables stored per topic: the only topics the filters allow
+    /// (`None`: every topic).
+    pub topics: Option<Vec<Arc<str>>>,
 }
 
 impl PartitionScanExec {
@@ -76,6 +80,7 @@ impl PartitionScanExec {
             projection: request.projection,
             predicate: request.predicate,
             limit: request.limit,
+            topics: request.topics,
             properties: leaf_properties(schema),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -95,6 +100,9 @@ impl DisplayAs for PartitionScanExec {
                 }
                 if let Some(pred) = &self.predicate {
                     write!(f, ", predicate={pred}")?;
+                }
+                if let Some(topics) = &self.topics {
+                    write!(f, ", topics=[{}]", topics.join(", "))?;
                 }
                 if let Some(limit) = self.limit {
                     write!(f, ", limit={limit}")?;
@@ -147,6 +155,7 @@ impl ExecutionPlan for PartitionScanExec {
             projection: self.projection.clone(),
             predicate: self.predicate.clone(),
             limit: self.limit,
+            topics: self.topics.clone(),
             properties: Arc::clone(&self.properties),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
@@ -164,6 +173,17 @@ impl ExecutionPlan for PartitionScanExec {
         }
         let user = self.binding.resolve(&context)?;
         let key = self.policy.read_partition(&self.table_id, &user)?;
+        let keys = if self.policy.topic_column().is_none() {
+            vec![key]
+        } else {
+            match &self.topics {
+                Some(topics) => topics
+                    .iter()
+                    .map(|t| PartitionKey::Topic(Arc::clone(t)))
+                    .collect(),
+                None => self.store.keys(),
+            }
+        };
         let store = Arc::clone(&self.store);
         let filter = RowFilter {
             predicate: self.predicate.clone(),
@@ -172,7 +192,10 @@ impl ExecutionPlan for PartitionScanExec {
         };
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let rows = futures::stream::once(async move {
-            let batches = store.read(&key).await?;
+            let mut batches = Vec::new();
+            for key in &keys {
+                batches.extend(store.read(key).await?);
+            }
             filter.apply(batches)
         })
         .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))

@@ -14,6 +14,7 @@ use futures::TryStreamExt;
 use tenantfusion_core::{TableId, TenantError};
 
 use crate::binding::IdentityBinding;
+use crate::feed::ChangeFeed;
 use crate::policy::PartitionPolicy;
 use crate::store::PartitionStore;
 
@@ -30,17 +31,20 @@ pub struct PartitionSink {
     /// The schema rows are stored (and scanned) with.
     schema: SchemaRef,
     store: Arc<dyn PartitionStore>,
+    feed: Arc<ChangeFeed>,
     policy: Arc<dyn PartitionPolicy>,
     binding: IdentityBinding,
 }
 
 impl PartitionSink {
-    /// A sink into `table_id`, whose partition `policy` picks for the bound caller.
+    /// A sink into `table_id`, whose partition `policy` picks for the bound
+    /// caller; `feed`'s live queries are told about the rows.
     pub fn new(
         table_id: Arc<TableId>,
         declared: SchemaRef,
         schema: SchemaRef,
         store: Arc<dyn PartitionStore>,
+        feed: Arc<ChangeFeed>,
         policy: Arc<dyn PartitionPolicy>,
         binding: IdentityBinding,
     ) -> Self {
@@ -49,6 +53,7 @@ impl PartitionSink {
             declared,
             schema,
             store,
+            feed,
             policy,
             binding,
         }
@@ -115,6 +120,6 @@ impl DataSink for PartitionSink {
             .into_iter()
             .map(|b| self.conform(b))
             .collect::<Result<Vec<_>, _>>()?;
-        self.store.append(&key, batches).await
+        self.feed.append(self.store.as_ref(), &key, batches).await
     }
 }

@@ -19,8 +19,10 @@ use tenantfusion_core::UserId;
 pub enum PartitionKey {
     /// The single partition of a shared table.
     Shared,
-    /// A user's rows in a user table.
+    /// A user's rows in a user table (or a user-fed stream table).
     User(UserId),
+    /// One topic's rows in a source-bound stream table.
+    Topic(Arc<str>),
 }
 
 /// Rows of one table, stored per partition.
@@ -39,6 +41,9 @@ pub trait PartitionStore: Debug + Send + Sync {
 
     /// How many partitions hold rows.
     fn partition_count(&self) -> usize;
+
+    /// The keys of the partitions that hold rows.
+    fn keys(&self) -> Vec<PartitionKey>;
 }
 
 /// Small inserts are merged into the last batch up to this many rows, so a
@@ -102,6 +107,10 @@ impl PartitionStore for MemoryPartitionStore {
 
     fn partition_count(&self) -> usize {
         self.partitions.len()
+    }
+
+    fn keys(&self) -> Vec<PartitionKey> {
+        self.partitions.iter().map(|e| e.key().clone()).collect()
     }
 }
 

@@ -1,6 +1,10 @@
 //! Engine settings.
 
-use tenantfusion_core::TableType;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tenantfusion_core::{Clock, SystemClock, TableType};
+use tenantfusion_live::{LiveConfig, PoolConfig, Source};
 
 use crate::plan_cache::PlanCacheConfig;
 
@@ -38,6 +42,22 @@ pub struct EngineConfig {
     /// Bounds of the cache of physical plans shared by all sessions (on by
     /// default; [`PlanCacheConfig::DISABLED`] turns it off).
     pub plan_cache: PlanCacheConfig,
+    /// What stream tables age their rows by (the system clock; tests use a
+    /// [`ManualClock`](tenantfusion_core::ManualClock)).
+    pub clock: Arc<dyn Clock>,
+    /// Settings of the live provider pool that feeds stream tables. The
+    /// pool starts with the engine when `live_sources` is not empty, else
+    /// on the first `CREATE SOURCE`.
+    pub live_pool: PoolConfig,
+    /// Sources registered at start (e.g. from a TOML file with
+    /// [`with_live_config`](Self::with_live_config)).
+    pub live_sources: Vec<Arc<dyn Source>>,
+    /// How long a topic stays subscribed upstream after its last live query
+    /// ends, so a client that re-subscribes at once finds it flowing.
+    pub stream_linger: Duration,
+    /// Rows kept per topic or user by a stream table that declares neither
+    /// `TTL_SECONDS` nor `MAX_ROWS_PER_TOPIC`/`MAX_ROWS_PER_USER`.
+    pub stream_default_max_rows: usize,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +70,11 @@ impl Default for EngineConfig {
             target_partitions: None,
             plan_cache: PlanCacheConfig::default(),
             round_robin_repartition: false,
+            clock: Arc::new(SystemClock),
+            live_pool: PoolConfig::default(),
+            live_sources: Vec::new(),
+            stream_linger: Duration::from_secs(10),
+            stream_default_max_rows: 10_000,
         }
     }
 }
@@ -64,6 +89,26 @@ impl EngineConfig {
     /// Sets [`plan_cache`](Self::plan_cache).
     pub fn with_plan_cache(mut self, plan_cache: PlanCacheConfig) -> Self {
         self.plan_cache = plan_cache;
+        self
+    }
+
+    /// Sets [`clock`](Self::clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Takes the pool settings and sources of a live configuration file
+    /// ([`LiveConfig::load`]).
+    pub fn with_live_config(mut self, live: LiveConfig) -> Self {
+        self.live_pool = live.pool;
+        self.live_sources = live.sources;
+        self
+    }
+
+    /// Sets [`stream_linger`](Self::stream_linger).
+    pub fn with_stream_linger(mut self, linger: Duration) -> Self {
+        self.stream_linger = linger;
         self
     }
 

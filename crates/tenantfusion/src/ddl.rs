@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::catalog::TableProvider;
 use datafusion::execution::session_state::SessionState;
@@ -15,8 +16,13 @@ use tenantfusion_core::{
     UserId,
 };
 use tenantfusion_tables::{
-    MemoryPartitionStore, PartitionStore, Privilege, SharedTableProvider, UserTableProvider,
+    MemoryPartitionStore, PartitionStore, Privilege, Retention, SharedAccess, SharedTableProvider,
+    StreamFeed, StreamTableProvider, UserTableProvider,
 };
+
+use tenantfusion_live::LiveConfig;
+
+use crate::config::EngineConfig;
 
 use crate::query::Query;
 use crate::session::TenantSession;
@@ -103,16 +109,10 @@ impl TenantSession {
     ) -> Result<Query> {
         let kind = kind.unwrap_or(self.engine.config.default_table_type);
         self.require_table_ddl(kind, "CREATE TABLE")?;
-        if kind == TableType::Stream {
-            return Err(TenantError::NotSupported(
-                "stream tables are not available yet; use CREATE USER TABLE or CREATE SHARED TABLE"
-                    .into(),
-            ));
-        }
         if create.temporary {
             return Err(TenantError::NotSupported("temporary tables".into()));
         }
-        let level = table_options(kind, options)?;
+        let options = TableOptions::parse(kind, options, &self.engine.config)?;
         let (namespace, table) = self.resolve_name(&create.name)?;
         if namespace == SYSTEM_NAMESPACE {
             return Err(TenantError::PermissionDenied(
@@ -144,16 +144,39 @@ impl TenantSession {
         let id = TableId::new(namespace, table);
         let store: Arc<dyn PartitionStore> = Arc::new(MemoryPartitionStore::new());
         let defaults = create.column_defaults.iter().cloned();
-        let provider: Arc<dyn BaseTableProvider> = match kind {
-            TableType::Shared => Arc::new(
+        let mut stream = None;
+        let provider: Arc<dyn BaseTableProvider> = match (kind, options) {
+            (TableType::Shared, TableOptions::Shared(level)) => Arc::new(
                 SharedTableProvider::new_shared(id, schema, level, store)
                     .with_column_defaults(defaults),
             ),
+            (TableType::Stream, TableOptions::Stream(options)) => {
+                let table = Arc::new(
+                    StreamTableProvider::new_stream(
+                        id,
+                        schema,
+                        options.feed,
+                        options.retention,
+                        Arc::clone(&self.engine.config.clock),
+                    )?
+                    .with_column_defaults(defaults),
+                );
+                if table.source().is_some() {
+                    stream = Some((Arc::clone(&table), options.topics));
+                }
+                table
+            }
             _ => Arc::new(
                 UserTableProvider::new_user(id, schema, store).with_column_defaults(defaults),
             ),
         };
         self.engine.cache.insert_provider(Arc::clone(&provider))?;
+        if let Some((stream, topics)) = stream
+            && let Err(err) = self.engine.streams.attach(stream, &topics)
+        {
+            self.engine.cache.invalidate(namespace, table);
+            return Err(err);
+        }
 
         if let Err(err) = self.fill_from(&provider, &create.input, state).await {
             // CREATE TABLE ... AS is all or nothing.
@@ -196,6 +219,7 @@ impl TenantSession {
         };
         self.require_table_ddl(provider.core().table_type, "DROP TABLE")?;
         cache.invalidate(namespace, table);
+        self.engine.streams.detach(provider.table_id());
         self.engine.plans.forget_table(&provider);
         self.done()
     }
@@ -237,6 +261,38 @@ impl TenantSession {
         grant: bool,
     ) -> Result<Query> {
         self.require_admin(if grant { "GRANT" } else { "REVOKE" })?;
+        let provider = self.lookup_object(table)?;
+        let id = provider.table_id();
+        let (namespace, name) = (id.namespace_id(), id.table_name());
+        let shared = shared_access(&provider).ok_or_else(|| {
+            TenantError::InvalidArgument(format!(
+                "GRANT and REVOKE apply to shared and source-bound stream tables; \
+                 '{namespace}.{name}' is a {} table",
+                provider.core().table_type
+            ))
+        })?;
+        if shared.level() != AccessLevel::Restricted {
+            return Err(TenantError::InvalidArgument(format!(
+                "grants apply to RESTRICTED tables; '{namespace}.{name}' is {}",
+                shared.level()
+            )));
+        }
+        if self.engine.users.get(user).is_none() {
+            return Err(TenantError::UserNotFound(user.to_string()));
+        }
+        let user = UserId::new(user);
+        for privilege in privileges {
+            if grant {
+                shared.grant(user.clone(), *privilege);
+            } else {
+                shared.revoke(&user, *privilege);
+            }
+        }
+        self.done()
+    }
+
+    /// The provider of a table named in one of our own statements.
+    pub(crate) fn lookup_object(&self, table: ObjectName) -> Result<Arc<dyn BaseTableProvider>> {
         let normalize = self
             .engine
             .state
@@ -246,30 +302,69 @@ impl TenantSession {
             .enable_ident_normalization;
         let reference = object_name_to_table_reference(table, normalize)?;
         let (namespace, name) = self.resolve_name(&reference)?;
-        let provider = self.engine.lookup(namespace, name)?;
-        let shared = (provider.as_ref() as &dyn TableProvider)
-            .downcast_ref::<SharedTableProvider>()
-            .ok_or_else(|| {
-                TenantError::InvalidArgument(format!(
-                    "GRANT and REVOKE apply to shared tables; '{namespace}.{name}' is a {} table",
-                    provider.core().table_type
-                ))
-            })?;
-        if shared.access().level() != AccessLevel::Restricted {
+        self.engine.lookup(namespace, name)
+    }
+
+    /// `CREATE SOURCE`: a new upstream in the live pool (started if needed).
+    pub(crate) fn create_source(
+        &self,
+        name: &str,
+        kind: &str,
+        options: &[(String, String)],
+    ) -> Result<Query> {
+        self.require_admin("CREATE SOURCE")?;
+        let source = LiveConfig::source_from_options(name, kind, options)?;
+        self.engine.streams.pool()?.add_source(source)?;
+        self.done()
+    }
+
+    /// `DROP SOURCE`: refused while a stream table reads from it.
+    pub(crate) fn drop_source(&self, name: &str, if_exists: bool) -> Result<Query> {
+        self.require_admin("DROP SOURCE")?;
+        let tables = self.engine.streams.tables_of(name);
+        if !tables.is_empty() {
             return Err(TenantError::InvalidArgument(format!(
-                "grants apply to RESTRICTED shared tables; '{namespace}.{name}' is {}",
-                shared.access().level()
+                "source '{name}' feeds stream table(s) {}; drop them first",
+                tables.join(", ")
             )));
         }
-        if self.engine.users.get(user).is_none() {
-            return Err(TenantError::UserNotFound(user.to_string()));
+        let removed = match self.engine.streams.started_pool() {
+            Some(pool) => pool.remove_source(name),
+            None => Err(TenantError::SourceNotFound(format!(
+                "no source named '{name}'"
+            ))),
+        };
+        match removed {
+            Err(TenantError::SourceNotFound(_)) if if_exists => self.done(),
+            other => other.and_then(|()| self.done()),
         }
-        let user = UserId::new(user);
-        for privilege in privileges {
-            if grant {
-                shared.access().grant(user.clone(), *privilege);
+    }
+
+    /// `ALTER STREAM TABLE t ADD|DROP TOPICS (...)`: topics held upstream
+    /// whether or not a live query wants them.
+    pub(crate) fn alter_topics(
+        &self,
+        table: ObjectName,
+        add: bool,
+        topics: &[String],
+    ) -> Result<Query> {
+        self.require_admin("ALTER STREAM TABLE")?;
+        let provider = self.lookup_object(table)?;
+        let feed = self
+            .engine
+            .streams
+            .feed(provider.table_id())
+            .ok_or_else(|| {
+                TenantError::InvalidArgument(format!(
+                    "'{}' is not a stream table with a SOURCE; only those have topics",
+                    provider.table_id()
+                ))
+            })?;
+        for topic in topics {
+            if add {
+                feed.declare(topic)?;
             } else {
-                shared.access().revoke(&user, *privilege);
+                feed.undeclare(topic);
             }
         }
         self.done()
@@ -289,6 +384,15 @@ impl TenantSession {
     }
 }
 
+/// The access level and grants of a table read like a shared table.
+pub(crate) fn shared_access(provider: &Arc<dyn BaseTableProvider>) -> Option<&SharedAccess> {
+    let any = provider.as_ref() as &dyn TableProvider;
+    if let Some(shared) = any.downcast_ref::<SharedTableProvider>() {
+        return shared.shared_access();
+    }
+    any.downcast_ref::<StreamTableProvider>()?.shared_access()
+}
+
 fn validate_namespace(name: &str) -> Result<()> {
     if name == SYSTEM_NAMESPACE {
         return Err(TenantError::PermissionDenied(
@@ -303,23 +407,113 @@ fn validate_namespace(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The access level from `WITH (...)`; rejects options that do not apply.
-fn table_options(kind: TableType, options: &[(String, String)]) -> Result<AccessLevel> {
-    let mut level = AccessLevel::default();
-    for (key, value) in options {
-        match key.as_str() {
-            "ACCESS_LEVEL" if kind == TableType::Shared => level = value.parse()?,
-            "ACCESS_LEVEL" => {
-                return Err(TenantError::InvalidArgument(format!(
-                    "ACCESS_LEVEL applies to shared tables, not {kind} tables"
-                )));
+/// What `WITH (...)` says about a new table.
+enum TableOptions {
+    User,
+    Shared(AccessLevel),
+    Stream(StreamOptions),
+}
+
+struct StreamOptions {
+    feed: StreamFeed,
+    retention: Retention,
+    /// Topics held upstream from the start (`TOPICS = 'A,B'`).
+    topics: Vec<String>,
+}
+
+impl TableOptions {
+    /// Reads the options of a `kind` table; rejects those that do not apply.
+    fn parse(kind: TableType, options: &[(String, String)], config: &EngineConfig) -> Result<Self> {
+        let applies_to = |key: &str| match key {
+            "ACCESS_LEVEL" => Some("shared and source-bound stream tables"),
+            "SOURCE" | "TOPIC_COLUMN" | "TOPICS" | "MAX_ROWS_PER_TOPIC" => {
+                Some("stream tables with a SOURCE")
             }
-            other => {
+            "TTL_SECONDS" => Some("stream tables"),
+            "MAX_ROWS_PER_USER" => Some("stream tables without a SOURCE"),
+            _ => None,
+        };
+        let get = |name: &str| options.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        let source = get("SOURCE");
+        for (key, _) in options {
+            let fits = match key.as_str() {
+                "ACCESS_LEVEL" => {
+                    kind == TableType::Shared || (kind == TableType::Stream && source.is_some())
+                }
+                "SOURCE" | "TTL_SECONDS" => kind == TableType::Stream,
+                "TOPIC_COLUMN" | "TOPICS" | "MAX_ROWS_PER_TOPIC" => source.is_some(),
+                "MAX_ROWS_PER_USER" => kind == TableType::Stream && source.is_none(),
+                other => {
+                    return Err(TenantError::InvalidArgument(format!(
+                        "unknown table option '{other}' (supported: ACCESS_LEVEL; for stream \
+                         tables SOURCE, TOPIC_COLUMN, TOPICS, TTL_SECONDS, MAX_ROWS_PER_TOPIC, \
+                         MAX_ROWS_PER_USER)"
+                    )));
+                }
+            };
+            if !fits {
                 return Err(TenantError::InvalidArgument(format!(
-                    "unknown table option '{other}' (supported: ACCESS_LEVEL)"
+                    "table option {key} applies to {}, not to this {kind} table",
+                    applies_to(key).unwrap_or("other tables")
                 )));
             }
         }
+        let level = get("ACCESS_LEVEL")
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or_default();
+        Ok(match kind {
+            TableType::User => Self::User,
+            TableType::Shared => Self::Shared(level),
+            TableType::Stream => {
+                let positive = |key: &str| -> Result<Option<u64>> {
+                    get(key)
+                        .map(|v| match v.parse::<u64>() {
+                            Ok(n) if n > 0 => Ok(n),
+                            _ => Err(TenantError::InvalidArgument(format!(
+                                "{key} must be a positive whole number, not '{v}'"
+                            ))),
+                        })
+                        .transpose()
+                };
+                let ttl = positive("TTL_SECONDS")?.map(Duration::from_secs);
+                let max_rows = positive("MAX_ROWS_PER_TOPIC")?
+                    .or(positive("MAX_ROWS_PER_USER")?)
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+                let retention = Retention {
+                    ttl,
+                    max_rows: max_rows
+                        .or((ttl.is_none()).then_some(config.stream_default_max_rows)),
+                };
+                let feed = match source {
+                    None => StreamFeed::Users,
+                    Some(source) => StreamFeed::Source {
+                        source: source.to_ascii_lowercase(),
+                        topic_column: get("TOPIC_COLUMN")
+                            .ok_or_else(|| {
+                                TenantError::InvalidArgument(
+                                    "a stream table with a SOURCE needs TOPIC_COLUMN = 'column'"
+                                        .into(),
+                                )
+                            })?
+                            .to_ascii_lowercase(),
+                        access: level,
+                    },
+                };
+                let topics = get("TOPICS")
+                    .map(|t| {
+                        t.split(',')
+                            .map(|t| t.trim().to_string())
+                            .filter(|t| !t.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Self::Stream(StreamOptions {
+                    feed,
+                    retention,
+                    topics,
+                })
+            }
+        })
     }
-    Ok(level)
 }

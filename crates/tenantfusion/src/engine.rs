@@ -8,11 +8,14 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tenantfusion_core::{BaseTableProvider, Result, SchemaCache, TenantError, UserContext};
+use tenantfusion_live::LivePool;
 
 use crate::catalog::{CATALOG_NAME, TenantCatalog};
 use crate::config::EngineConfig;
+use crate::live_query::LiveQueries;
 use crate::plan_cache::{PlanCache, PlanCacheStats};
 use crate::session::TenantSession;
+use crate::streams::Streams;
 use crate::system_tables::SystemSchema;
 use crate::users::UserRegistry;
 
@@ -37,6 +40,10 @@ pub(crate) struct EngineInner {
     pub(crate) plans: PlanCache,
     /// The settings key of sessions that never ran `SET` (allocated once).
     pub(crate) default_settings: Arc<str>,
+    /// The live pool and the feeds of source-bound stream tables.
+    pub(crate) streams: Arc<Streams>,
+    /// Running live queries (SUBSCRIBE).
+    pub(crate) live_queries: Arc<LiveQueries>,
 }
 
 impl Engine {
@@ -45,7 +52,18 @@ impl Engine {
         let cache = Arc::new(SchemaCache::new());
         cache.create_namespace(config.default_namespace.as_str())?;
         let users = Arc::new(UserRegistry::default());
-        let system = Arc::new(SystemSchema::new(Arc::clone(&cache), Arc::clone(&users)));
+        let streams = Arc::new(Streams::new(
+            config.live_pool.clone(),
+            &config.live_sources,
+            config.stream_linger,
+        )?);
+        let live_queries = Arc::new(LiveQueries::default());
+        let system = Arc::new(SystemSchema::new(
+            Arc::clone(&cache),
+            Arc::clone(&users),
+            Arc::clone(&streams),
+            Arc::clone(&live_queries),
+        ));
         let catalog = Arc::new(TenantCatalog::new(Arc::clone(&cache), system));
 
         let mut session_config = SessionConfig::new()
@@ -75,6 +93,8 @@ impl Engine {
         Ok(Self {
             inner: Arc::new(EngineInner {
                 plans: PlanCache::new(config.plan_cache),
+                streams,
+                live_queries,
                 default_settings: Arc::from(""),
                 config,
                 state,
@@ -104,6 +124,12 @@ impl Engine {
     /// Hits, misses, evictions and size of the plan cache.
     pub fn plan_cache_stats(&self) -> PlanCacheStats {
         self.inner.plans.stats()
+    }
+
+    /// The live provider pool feeding stream tables, once started (by a
+    /// configured source or the first `CREATE SOURCE`).
+    pub fn live_pool(&self) -> Option<Arc<LivePool>> {
+        self.inner.streams.started_pool()
     }
 
     /// The engine's settings.

@@ -33,11 +33,13 @@ mod catalog;
 mod config;
 mod ddl;
 mod engine;
+mod live_query;
 mod plan_cache;
 mod prepared;
 mod query;
 mod session;
 mod statement;
+mod streams;
 mod system_tables;
 mod users;
 
@@ -46,14 +48,15 @@ use datafusion::prelude::SessionConfig;
 pub use catalog::{CATALOG_NAME, TenantCatalog};
 pub use config::EngineConfig;
 pub use engine::Engine;
+pub use live_query::{ChangeEvent, LiveQuery};
 pub use plan_cache::{PlanCacheConfig, PlanCacheStats};
 pub use prepared::PreparedStatement;
 pub use query::Query;
 pub use session::TenantSession;
 pub use system_tables::SYSTEM_NAMESPACE;
 pub use tenantfusion_core::{
-    Access, AccessLevel, BaseTableProvider, NamespaceId, Result, Role, SchemaCache, TableId,
-    TableName, TableType, TenantError, UserContext, UserId,
+    Access, AccessLevel, BaseTableProvider, Clock, ManualClock, NamespaceId, Result, Role,
+    SchemaCache, SystemClock, TableId, TableName, TableType, TenantError, UserContext, UserId,
 };
 pub use users::{UserRecord, UserRegistry};
 

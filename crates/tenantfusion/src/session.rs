@@ -186,6 +186,21 @@ impl TenantSession {
                     table,
                     user,
                 } => self.grant(&privileges, table, &user, false),
+                TenantStatement::CreateSource {
+                    name,
+                    kind,
+                    options,
+                } => self.create_source(&name, &kind, &options),
+                TenantStatement::DropSource { name, if_exists } => {
+                    self.drop_source(&name, if_exists)
+                }
+                TenantStatement::AlterTopics { table, add, topics } => {
+                    self.alter_topics(table, add, &topics)
+                }
+                TenantStatement::Subscribe { .. } => Err(TenantError::NotSupported(
+                    "SUBSCRIBE returns a stream of changes, not rows: call TenantSession::subscribe"
+                        .into(),
+                )),
                 TenantStatement::ExecuteAs { user, sql } => {
                     let target = self.impersonate(&user)?;
                     target.run(sql).await

@@ -9,6 +9,10 @@
 //! GRANT SELECT|INSERT [, ...] ON [TABLE] ns.t TO 'name'
 //! REVOKE SELECT|INSERT [, ...] ON [TABLE] ns.t FROM 'name'
 //! EXECUTE AS USER 'name' ( statement )
+//! CREATE SOURCE name TYPE generator|websocket|stomp|rest [WITH (URL = '...', ...)]
+//! DROP SOURCE [IF EXISTS] name
+//! ALTER STREAM TABLE ns.t ADD|DROP TOPICS ('A', 'B', ...)
+//! SUBSCRIBE TO ns.t [WHERE predicate] [OPTIONS (LAST_ROWS = n)]
 //! ```
 
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
@@ -63,6 +67,28 @@ pub(crate) enum TenantStatement {
         options: Vec<(String, String)>,
         statement: DFStatement,
     },
+    CreateSource {
+        name: String,
+        kind: String,
+        options: Vec<(String, String)>,
+    },
+    DropSource {
+        name: String,
+        if_exists: bool,
+    },
+    /// `ALTER STREAM TABLE t ADD|DROP TOPICS (...)`.
+    AlterTopics {
+        table: ObjectName,
+        add: bool,
+        topics: Vec<String>,
+    },
+    /// `SUBSCRIBE TO t [WHERE ...] [OPTIONS (...)]`; the predicate is kept
+    /// as text and planned against the table's columns.
+    Subscribe {
+        table: ObjectName,
+        predicate: Option<String>,
+        options: Vec<(String, String)>,
+    },
     /// Anything else: DataFusion plans it.
     Sql(DFStatement),
 }
@@ -113,6 +139,73 @@ pub(crate) fn parse(sql: &str) -> Result<TenantStatement> {
                 .map_err(syntax)?;
             let statement = DFStatement::Statement(Box::new(SqlStatement::CreateTable(create)));
             create_table(Some(kind), statement)?
+        }
+        (Some(a), Some(b), _) if a == "CREATE" && b == "SOURCE" => {
+            skip(&mut p, 2);
+            let name = identifier(&mut p)?;
+            p.parser.expect_keyword_is(Keyword::TYPE).map_err(syntax)?;
+            let kind = identifier(&mut p)?;
+            let options = options_after(&mut p, Keyword::WITH)?;
+            TenantStatement::CreateSource {
+                name,
+                kind,
+                options,
+            }
+        }
+        (Some(a), Some(b), _) if a == "DROP" && b == "SOURCE" => {
+            skip(&mut p, 2);
+            let if_exists = p.parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let name = identifier(&mut p)?;
+            TenantStatement::DropSource { name, if_exists }
+        }
+        (Some(a), Some(b), Some(c)) if a == "ALTER" && b == "STREAM" && c == "TABLE" => {
+            skip(&mut p, 3);
+            let table = p.parser.parse_object_name(false).map_err(syntax)?;
+            let add = match p.parser.next_token().token {
+                Token::Word(w) if w.keyword == Keyword::ADD => true,
+                Token::Word(w) if w.keyword == Keyword::DROP => false,
+                other => {
+                    return Err(TenantError::Syntax(format!(
+                        "expected ADD TOPICS or DROP TOPICS, found {other}"
+                    )));
+                }
+            };
+            if word(&p, 0).as_deref() != Some("TOPICS") {
+                return Err(TenantError::Syntax(format!(
+                    "expected TOPICS, found {}",
+                    p.parser.peek_token().token
+                )));
+            }
+            skip(&mut p, 1);
+            p.parser.expect_token(&Token::LParen).map_err(syntax)?;
+            let topics = p
+                .parser
+                .parse_comma_separated(|parser| match parser.next_token().token {
+                    // Topics are case-sensitive: quoted, never identifiers.
+                    Token::SingleQuotedString(topic) => Ok(topic),
+                    other => Err(ParserError::ParserError(format!(
+                        "expected a topic as a quoted string, found {other}"
+                    ))),
+                })
+                .map_err(syntax)?;
+            p.parser.expect_token(&Token::RParen).map_err(syntax)?;
+            TenantStatement::AlterTopics { table, add, topics }
+        }
+        (Some(a), _, _) if a == "SUBSCRIBE" => {
+            skip(&mut p, 1);
+            p.parser.expect_keyword_is(Keyword::TO).map_err(syntax)?;
+            let table = p.parser.parse_object_name(false).map_err(syntax)?;
+            let predicate = if p.parser.parse_keyword(Keyword::WHERE) {
+                Some(p.parser.parse_expr().map_err(syntax)?.to_string())
+            } else {
+                None
+            };
+            let options = options_after(&mut p, Keyword::OPTIONS)?;
+            TenantStatement::Subscribe {
+                table,
+                predicate,
+                options,
+            }
         }
         (Some(a), Some(b), _) if a == "CREATE" && b == "USER" => {
             skip(&mut p, 2);
@@ -192,6 +285,19 @@ pub(crate) fn parse(sql: &str) -> Result<TenantStatement> {
     };
     expect_end(&mut p)?;
     Ok(statement)
+}
+
+/// `keyword (NAME = value, ...)` if the keyword comes next, else nothing.
+fn options_after(p: &mut DFParser<'_>, keyword: Keyword) -> Result<Vec<(String, String)>> {
+    if !matches!(p.parser.peek_token().token, Token::Word(ref w) if w.keyword == keyword) {
+        return Ok(Vec::new());
+    }
+    p.parser
+        .parse_options(keyword)
+        .map_err(syntax)?
+        .into_iter()
+        .map(table_option)
+        .collect()
 }
 
 /// The n-th token ahead, upper-cased, if it is an unquoted word.
@@ -364,6 +470,56 @@ mod tests {
             parse("CREATE TABLE t (a INT)").unwrap(),
             TenantStatement::CreateTable { kind: None, .. }
         ));
+    }
+
+    #[test]
+    fn parses_live_statements() {
+        match parse("CREATE SOURCE Feed TYPE websocket WITH (URL = 'ws://x', WEIGHT = 2)").unwrap()
+        {
+            TenantStatement::CreateSource {
+                name,
+                kind,
+                options,
+            } => {
+                assert_eq!((name.as_str(), kind.as_str()), ("feed", "websocket"));
+                assert_eq!(options[1], ("WEIGHT".to_string(), "2".to_string()));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            parse("DROP SOURCE IF EXISTS feed").unwrap(),
+            TenantStatement::DropSource {
+                if_exists: true,
+                ..
+            }
+        ));
+        match parse("ALTER STREAM TABLE m.ticks DROP TOPICS ('A', 'B')").unwrap() {
+            TenantStatement::AlterTopics { add, topics, .. } => {
+                assert!(!add);
+                assert_eq!(topics, ["A", "B"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse("SUBSCRIBE TO m.ticks WHERE symbol = 'A' AND price > 1 OPTIONS (LAST_ROWS = 5)")
+            .unwrap()
+        {
+            TenantStatement::Subscribe {
+                predicate, options, ..
+            } => {
+                assert_eq!(predicate.as_deref(), Some("symbol = 'A' AND price > 1"));
+                assert_eq!(options, [("LAST_ROWS".to_string(), "5".to_string())]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for sql in [
+            "CREATE SOURCE x",
+            "ALTER STREAM TABLE t ADD ('A')",
+            "ALTER STREAM TABLE t ADD TOPICS (A)",
+            "SUBSCRIBE m.ticks",
+            "SUBSCRIBE TO m.ticks WHERE",
+        ] {
+            assert_eq!(parse(sql).unwrap_err().code(), "SYNTAX_ERROR", "{sql}");
+        }
     }
 
     #[test]

@@ -1,13 +1,20 @@
-//! `system.tables` and `system.users`: what exists, as the caller may see it.
+//! `system.tables` and `system.users`: what exists, as the caller may see
+//! it; `system.live_sources`, `system.live_connections` (Dba/System) and
+//! `system.live_subscriptions` (each user their own): the live pool and the
+//! live queries.
 //!
 //! Rows are computed when the plan executes, for the caller found in the task,
 //! so a plan over a system table is as user-independent as any other.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder, UInt64Builder,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -17,8 +24,13 @@ use datafusion::logical_expr::{Expr, TableType as DFTableType};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use tenantfusion_core::{Access, SchemaCache, TableType, UserContext};
-use tenantfusion_tables::{SharedTableProvider, leaf_properties, leaf_with_new_children};
+use tenantfusion_core::{Access, SchemaCache, TenantError, UserContext};
+use tenantfusion_live::BreakerState;
+use tenantfusion_tables::{leaf_properties, leaf_with_new_children};
+
+use crate::ddl::shared_access;
+use crate::live_query::LiveQueries;
+use crate::streams::Streams;
 
 use crate::users::UserRegistry;
 
@@ -28,38 +40,56 @@ pub const SYSTEM_NAMESPACE: &str = "system";
 /// Builds a system table's rows for one caller.
 type RowSource = Arc<dyn Fn(&UserContext) -> Result<RecordBatch> + Send + Sync>;
 
+/// The names of the system tables.
+const TABLES: [&str; 5] = [
+    "tables",
+    "users",
+    "live_sources",
+    "live_connections",
+    "live_subscriptions",
+];
+
 /// The `system` schema.
 #[derive(Debug)]
 pub struct SystemSchema {
-    tables: Arc<SystemTable>,
-    users: Arc<SystemTable>,
+    /// In the order of [`TABLES`].
+    tables: [Arc<SystemTable>; 5],
 }
 
 impl SystemSchema {
-    pub(crate) fn new(cache: Arc<SchemaCache>, users: Arc<UserRegistry>) -> Self {
+    pub(crate) fn new(
+        cache: Arc<SchemaCache>,
+        users: Arc<UserRegistry>,
+        streams: Arc<Streams>,
+        live_queries: Arc<LiveQueries>,
+    ) -> Self {
         Self {
-            tables: Arc::new(tables_table(cache)),
-            users: Arc::new(users_table(users)),
+            tables: [
+                Arc::new(tables_table(cache)),
+                Arc::new(users_table(users)),
+                Arc::new(live_sources_table(Arc::clone(&streams))),
+                Arc::new(live_connections_table(streams)),
+                Arc::new(live_subscriptions_table(live_queries)),
+            ],
         }
     }
 
     pub(crate) fn has_table(name: &str) -> bool {
-        matches!(name, "tables" | "users")
+        TABLES.contains(&name)
     }
 }
 
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        vec!["tables".to_string(), "users".to_string()]
+        TABLES.iter().map(|t| t.to_string()).collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        Ok(match name {
-            "tables" => Some(Arc::clone(&self.tables) as Arc<dyn TableProvider>),
-            "users" => Some(Arc::clone(&self.users) as Arc<dyn TableProvider>),
-            _ => None,
-        })
+        Ok(TABLES
+            .iter()
+            .position(|t| *t == name)
+            .map(|i| Arc::clone(&self.tables[i]) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -96,12 +126,7 @@ fn tables_table(cache: Arc<SchemaCache>) -> SystemTable {
             ns.append_value(core.namespace().as_str());
             name.append_value(core.table_name().as_str());
             kind.append_value(core.table_type.as_str());
-            let shared = (core.table_type == TableType::Shared)
-                .then(|| {
-                    (provider.as_ref() as &dyn TableProvider).downcast_ref::<SharedTableProvider>()
-                })
-                .flatten();
-            level.append_option(shared.map(|s| s.access().level().as_str()));
+            level.append_option(shared_access(&provider).map(|s| s.level().as_str()));
             created.append_value(core.created_at.timestamp_micros());
         }
         let columns: Vec<ArrayRef> = vec![
@@ -139,6 +164,196 @@ fn users_table(users: Arc<UserRegistry>) -> SystemTable {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(id.finish()),
             Arc::new(role.finish()),
+            Arc::new(created.finish()),
+        ];
+        Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
+    });
+    SystemTable { schema, rows }
+}
+
+/// Refuses callers below Dba: the pool's state names every source and topic.
+fn require_admin(user: &UserContext, table: &str) -> Result<()> {
+    if user.role().is_admin() {
+        Ok(())
+    } else {
+        Err(TenantError::PermissionDenied(format!(
+            "system.{table} is visible to roles dba and system; user '{}' has role {}",
+            user.user_id(),
+            user.role()
+        ))
+        .into())
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `system.live_sources`: each source's health, circuit, load and latency.
+fn live_sources_table(streams: Arc<Streams>) -> SystemTable {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("circuit", DataType::Utf8, false),
+        Field::new("connections", DataType::UInt64, false),
+        Field::new("topics", DataType::UInt64, false),
+        Field::new("connects", DataType::UInt64, false),
+        Field::new("connect_failures", DataType::UInt64, false),
+        Field::new("lost", DataType::UInt64, false),
+        Field::new("malformed", DataType::UInt64, false),
+        Field::new("health_checks", DataType::UInt64, false),
+        Field::new("error_rate", DataType::Float64, false),
+        Field::new("p50_ms", DataType::Float64, true),
+        Field::new("p99_ms", DataType::Float64, true),
+        Field::new("last_error", DataType::Utf8, true),
+    ]));
+    let out = Arc::clone(&schema);
+    let rows: RowSource = Arc::new(move |user| {
+        require_admin(user, "live_sources")?;
+        let sources = streams
+            .started_pool()
+            .map(|pool| pool.snapshot().sources)
+            .unwrap_or_default();
+        let (mut name, mut kind, mut circuit) = (
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+        );
+        let mut counts: [UInt64Builder; 7] = Default::default();
+        let (mut error_rate, mut p50, mut p99) = (
+            Float64Builder::new(),
+            Float64Builder::new(),
+            Float64Builder::new(),
+        );
+        let mut last_error = StringBuilder::new();
+        for source in &sources {
+            name.append_value(&source.name);
+            kind.append_value(source.kind.to_string());
+            circuit.append_value(match source.breaker {
+                BreakerState::Closed => "closed",
+                BreakerState::Open => "open",
+                BreakerState::HalfOpen => "half_open",
+            });
+            let values = [
+                source.connections as u64,
+                source.topics as u64,
+                source.connects,
+                source.connect_failures,
+                source.lost,
+                source.malformed,
+                source.health_checks,
+            ];
+            for (builder, value) in counts.iter_mut().zip(values) {
+                builder.append_value(value);
+            }
+            error_rate.append_value(source.error_rate);
+            let measured = source.latency.count > 0;
+            p50.append_option(measured.then(|| millis(source.latency.p50)));
+            p99.append_option(measured.then(|| millis(source.latency.p99)));
+            last_error.append_option(source.last_error.as_deref());
+        }
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(name.finish()),
+            Arc::new(kind.finish()),
+            Arc::new(circuit.finish()),
+        ];
+        columns.extend(counts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.push(Arc::new(error_rate.finish()));
+        columns.push(Arc::new(p50.finish()));
+        columns.push(Arc::new(p99.finish()));
+        columns.push(Arc::new(last_error.finish()));
+        Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
+    });
+    SystemTable { schema, rows }
+}
+
+/// `system.live_connections`: each upstream connection and its traffic.
+fn live_connections_table(streams: Arc<Streams>) -> SystemTable {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("connection_id", DataType::UInt64, false),
+        Field::new("connected", DataType::Boolean, false),
+        Field::new("topics", DataType::UInt64, false),
+        Field::new("messages", DataType::UInt64, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("malformed", DataType::UInt64, false),
+    ]));
+    let out = Arc::clone(&schema);
+    let rows: RowSource = Arc::new(move |user| {
+        require_admin(user, "live_connections")?;
+        let connections = streams
+            .started_pool()
+            .map(|pool| pool.snapshot().connections)
+            .unwrap_or_default();
+        let mut source = StringBuilder::new();
+        let mut connected = BooleanBuilder::new();
+        let mut counts: [UInt64Builder; 5] = Default::default();
+        for c in &connections {
+            source.append_value(&c.source);
+            connected.append_value(c.connected);
+            let values = [c.id.0, c.topics as u64, c.messages, c.rows, c.malformed];
+            for (builder, value) in counts.iter_mut().zip(values) {
+                builder.append_value(value);
+            }
+        }
+        let [mut id, mut topics, mut messages, mut rows, mut malformed] = counts;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(source.finish()),
+            Arc::new(id.finish()),
+            Arc::new(connected.finish()),
+            Arc::new(topics.finish()),
+            Arc::new(messages.finish()),
+            Arc::new(rows.finish()),
+            Arc::new(malformed.finish()),
+        ];
+        Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
+    });
+    SystemTable { schema, rows }
+}
+
+/// `system.live_subscriptions`: running live queries; admins see all,
+/// everyone else their own.
+fn live_subscriptions_table(live_queries: Arc<LiveQueries>) -> SystemTable {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::UInt64, false),
+        Field::new("user_id", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("topics", DataType::Utf8, true),
+        Field::new("queued", DataType::UInt64, false),
+        Field::new("delivered", DataType::UInt64, false),
+        Field::new("dropped", DataType::UInt64, false),
+        Field::new("created_at", timestamp_type(), false),
+    ]));
+    let out = Arc::clone(&schema);
+    let rows: RowSource = Arc::new(move |caller| {
+        let mut user = StringBuilder::new();
+        let mut table = StringBuilder::new();
+        let mut topics = StringBuilder::new();
+        let mut counts: [UInt64Builder; 4] = Default::default();
+        let mut created = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        for (id, query) in live_queries.list() {
+            if !caller.role().is_admin() && &query.user != caller.user_id() {
+                continue;
+            }
+            user.append_value(query.user.as_str());
+            table.append_value(query.table.to_string());
+            topics.append_option(query.topics.as_ref().map(|t| t.join(",")));
+            let stats = query.stats();
+            let values = [id, stats.queued as u64, stats.delivered, stats.dropped];
+            for (builder, value) in counts.iter_mut().zip(values) {
+                builder.append_value(value);
+            }
+            created.append_value(query.created_at.timestamp_micros());
+        }
+        let [mut id, mut queued, mut delivered, mut dropped] = counts;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(id.finish()),
+            Arc::new(user.finish()),
+            Arc::new(table.finish()),
+            Arc::new(topics.finish()),
+            Arc::new(queued.finish()),
+            Arc::new(delivered.finish()),
+            Arc::new(dropped.finish()),
             Arc::new(created.finish()),
         ];
         Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)

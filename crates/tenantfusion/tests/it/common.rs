@@ -67,3 +67,27 @@ pub async fn error_code(session: &TenantSession, sql: &str) -> &'static str {
 pub async fn count(session: &TenantSession, sql: &str) -> i64 {
     rows(session, sql).await[0].parse().unwrap()
 }
+
+/// Polls `condition` every 10 ms until it holds; panics after 20 s with
+/// `what`. A bound against hanging, not a speed check.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The values of column `column` (any type) of `batches`, rendered.
+pub fn column_values(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let array = b.column_by_name(column).expect("column").clone();
+            (0..b.num_rows()).map(move |row| array_value_to_string(&array, row).unwrap())
+        })
+        .collect()
+}

@@ -4,6 +4,12 @@ mod common;
 mod errors;
 mod host;
 mod isolation;
+mod live_queries;
 mod model;
 mod plan_cache;
 mod shared;
+mod streams;
+// Shared with the live crate's tests; this crate uses only the WebSocket half.
+#[allow(dead_code)]
+#[path = "../../../tenantfusion-live/tests/it/upstream.rs"]
+mod upstream;

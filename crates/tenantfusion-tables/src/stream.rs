@@ -1,0 +1,302 @@
+//! Stream tables: bounded, ephemeral rows, either fed by `INSERT` (owned
+//! per user) or by a live source (one set of rows per topic, shared by
+//! every reader under an access level).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::error::Result;
+use datafusion::logical_expr::{Expr, Operator};
+use tenantfusion_core::{AccessLevel, Clock, TableId, TableType, TenantError, UserContext, UserId};
+
+use crate::policy::{PartitionPolicy, SharedAccess, UserPartitions};
+use crate::provider::PartitionedTable;
+use crate::ring::{Retention, RingStore};
+use crate::store::{PartitionKey, PartitionStore};
+
+/// Where a stream table's rows come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamFeed {
+    /// `INSERT`: each user writes and reads their own rows.
+    Users,
+    /// A live source: rows keyed by a topic column, stored once per topic.
+    Source {
+        /// The source's name in the live pool.
+        source: String,
+        /// The column holding each row's topic.
+        topic_column: String,
+        /// Who may read.
+        access: AccessLevel,
+    },
+}
+
+/// Who reads and writes which partition of a stream table.
+#[derive(Debug)]
+pub enum StreamPolicy {
+    /// Fed by `INSERT`: like a user table.
+    Users(UserPartitions),
+    /// Fed by a source: readers by access level; nobody inserts.
+    Source {
+        /// The source's name.
+        source: String,
+        /// The topic column.
+        topic_column: String,
+        /// Readers, as for a shared table.
+        access: SharedAccess,
+    },
+}
+
+impl PartitionPolicy for StreamPolicy {
+    fn table_type(&self) -> TableType {
+        TableType::Stream
+    }
+
+    fn read_partition(
+        &self,
+        table: &TableId,
+        user: &UserContext,
+    ) -> Result<PartitionKey, TenantError> {
+        match self {
+            StreamPolicy::Users(users) => users.read_partition(table, user),
+            StreamPolicy::Source { access, .. } => access.read_partition(table, user),
+        }
+    }
+
+    fn write_partition(
+        &self,
+        table: &TableId,
+        user: &UserContext,
+    ) -> Result<PartitionKey, TenantError> {
+        match self {
+            StreamPolicy::Users(users) => users.write_partition(table, user),
+            StreamPolicy::Source { source, .. } => Err(TenantError::NotSupported(format!(
+                "stream table '{table}' is fed by source '{source}'; it takes no INSERT"
+            ))),
+        }
+    }
+
+    fn owned_partition(&self, user: &UserId) -> Option<PartitionKey> {
+        match self {
+            StreamPolicy::Users(users) => users.owned_partition(user),
+            StreamPolicy::Source { .. } => None,
+        }
+    }
+
+    fn forget_user(&self, user: &UserId) {
+        if let StreamPolicy::Source { access, .. } = self {
+            access.forget_user(user);
+        }
+    }
+
+    fn topic_column(&self) -> Option<&str> {
+        match self {
+            StreamPolicy::Users(_) => None,
+            StreamPolicy::Source { topic_column, .. } => Some(topic_column),
+        }
+    }
+
+    fn shared_access(&self) -> Option<&SharedAccess> {
+        match self {
+            StreamPolicy::Users(_) => None,
+            StreamPolicy::Source { access, .. } => Some(access),
+        }
+    }
+}
+
+/// A stream table: bounded rows in a [`RingStore`], one ring per topic (fed
+/// by a source) or per user (fed by `INSERT`), shared by every reader.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use datafusion::arrow::datatypes::{DataType, Field, Schema};
+/// use tenantfusion_core::{BaseTableProvider, SystemClock, TableId, TableType};
+/// use tenantfusion_tables::{Retention, StreamFeed, StreamTableProvider};
+///
+/// let schema = Arc::new(Schema::new(vec![Field::new("body", DataType::Utf8, true)]));
+/// let retention = Retention { ttl: Some(Duration::from_secs(30)), max_rows: Some(256) };
+/// let table = StreamTableProvider::new_stream(
+///     TableId::new("app", "events"), schema, StreamFeed::Users, retention, Arc::new(SystemClock),
+/// ).unwrap();
+/// assert_eq!(table.core().table_type, TableType::Stream);
+/// ```
+pub type StreamTableProvider = PartitionedTable<StreamPolicy>;
+
+impl PartitionedTable<StreamPolicy> {
+    /// A stream table keeping rows by `retention`, aged by `clock`. A
+    /// source-bound table's topic column must exist and be a string column.
+    pub fn new_stream(
+        table_id: TableId,
+        schema: SchemaRef,
+        feed: StreamFeed,
+        retention: Retention,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, TenantError> {
+        let policy = match feed {
+            StreamFeed::Users => StreamPolicy::Users(UserPartitions),
+            StreamFeed::Source {
+                source,
+                topic_column,
+                access,
+            } => {
+                let field = schema.field_with_name(&topic_column).map_err(|_| {
+                    TenantError::SchemaMismatch(format!(
+                        "topic column '{topic_column}' is not a column of stream table '{table_id}'"
+                    ))
+                })?;
+                if !field.data_type().is_string() {
+                    return Err(TenantError::SchemaMismatch(format!(
+                        "topic column '{topic_column}' of stream table '{table_id}' must be TEXT, not {}",
+                        field.data_type()
+                    )));
+                }
+                StreamPolicy::Source {
+                    source,
+                    topic_column,
+                    access: SharedAccess::new(access),
+                }
+            }
+        };
+        let store: Arc<dyn PartitionStore> = Arc::new(RingStore::new(retention, clock));
+        Ok(Self::with_policy(table_id, schema, store, policy))
+    }
+
+    /// Who feeds the table and how it may be read.
+    pub fn policy(&self) -> &StreamPolicy {
+        self.policy_ref()
+    }
+
+    /// The source feeding this table, if it is source-bound.
+    pub fn source(&self) -> Option<&str> {
+        match self.policy_ref() {
+            StreamPolicy::Source { source, .. } => Some(source),
+            StreamPolicy::Users(_) => None,
+        }
+    }
+
+    /// The column naming each row's topic, if the table is source-bound.
+    pub fn topic_column(&self) -> Option<&str> {
+        self.policy_ref().topic_column()
+    }
+
+    /// Adds rows of one topic that arrived from the table's source; `batch`
+    /// has the table's (all-nullable) schema. Live queries of the topic
+    /// are told.
+    pub async fn append_topic(&self, topic: &Arc<str>, batch: RecordBatch) -> Result<u64> {
+        self.append_partition(&PartitionKey::Topic(Arc::clone(topic)), vec![batch])
+            .await
+    }
+}
+
+/// The topics a set of pushed-down filters allows, when one of them pins
+/// `column` to literals (`= 'A'`, `IN ('A', 'B')`, or `OR`s of these);
+/// `None` when they do not, so every topic is read.
+pub fn topics_in(filters: &[Expr], column: &str) -> Option<Vec<Arc<str>>> {
+    let mut allowed: Option<Vec<Arc<str>>> = None;
+    for filter in filters {
+        if let Some(topics) = pinned(filter, column) {
+            allowed = Some(match allowed {
+                None => topics,
+                Some(before) => before.into_iter().filter(|t| topics.contains(t)).collect(),
+            });
+        }
+    }
+    allowed.map(|mut topics| {
+        topics.sort();
+        topics.dedup();
+        topics
+    })
+}
+
+fn pinned(expr: &Expr, column: &str) -> Option<Vec<Arc<str>>> {
+    let is_column = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
+    let literal = |e: &Expr| match e {
+        Expr::Literal(ScalarValue::Utf8(Some(s)), _)
+        | Expr::Literal(ScalarValue::Utf8View(Some(s)), _)
+        | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _) => Some(Arc::from(s.as_str())),
+        _ => None,
+    };
+    match expr {
+        Expr::BinaryExpr(b) if b.op == Operator::Eq => {
+            if is_column(&b.left) {
+                literal(&b.right).map(|t| vec![t])
+            } else if is_column(&b.right) {
+                literal(&b.left).map(|t| vec![t])
+            } else {
+                None
+            }
+        }
+        Expr::BinaryExpr(b) if b.op == Operator::And => {
+            match (pinned(&b.left, column), pinned(&b.right, column)) {
+                (Some(left), Some(right)) => {
+                    Some(left.into_iter().filter(|t| right.contains(t)).collect())
+                }
+                (one, other) => one.or(other),
+            }
+        }
+        Expr::BinaryExpr(b) if b.op == Operator::Or => {
+            let mut left = pinned(&b.left, column)?;
+            left.extend(pinned(&b.right, column)?);
+            Some(left)
+        }
+        Expr::InList(list) if !list.negated && is_column(&list.expr) => {
+            list.list.iter().map(literal).collect()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::{col, lit};
+
+    #[test]
+    fn topic_filters_are_recognised() {
+        let t = |v: &[&str]| Some(v.iter().map(|s| Arc::from(*s)).collect::<Vec<Arc<str>>>());
+        assert_eq!(
+            topics_in(&[col("symbol").eq(lit("A"))], "symbol"),
+            t(&["A"])
+        );
+        assert_eq!(
+            topics_in(
+                &[col("symbol").in_list(vec![lit("B"), lit("A")], false)],
+                "symbol"
+            ),
+            t(&["A", "B"])
+        );
+        assert_eq!(
+            topics_in(
+                &[
+                    lit("A").eq(col("symbol")).or(col("symbol").eq(lit("C"))),
+                    col("symbol").in_list(vec![lit("C"), lit("D")], false),
+                ],
+                "symbol"
+            ),
+            t(&["C"])
+        );
+        // One filter holding a conjunction, as a live query's WHERE arrives.
+        assert_eq!(
+            topics_in(
+                &[col("price")
+                    .gt(lit(1))
+                    .and(col("symbol").in_list(vec![lit("A"), lit("B")], false))
+                    .and(col("symbol").eq(lit("B")))],
+                "symbol"
+            ),
+            t(&["B"])
+        );
+        // Not pinned: every topic is read.
+        assert_eq!(topics_in(&[col("symbol").gt(lit("A"))], "symbol"), None);
+        assert_eq!(
+            topics_in(
+                &[col("symbol").eq(lit("A")).or(col("price").gt(lit(1)))],
+                "symbol"
+            ),
+            None
+        );
+        assert_eq!(topics_in(&[col("other").eq(lit("A"))], "symbol"), None);
+    }
+}

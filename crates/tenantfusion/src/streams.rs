@@ -1,0 +1,388 @@
+//! Source-bound stream tables and the live provider pool that feeds them:
+//! which topics are held upstream, and why.
+//!
+//! A topic of a stream table is subscribed upstream while something needs
+//! it: a declared interest (`WITH (TOPICS = ...)`, `ALTER STREAM TABLE ...
+//! ADD TOPICS`) or a live query on it. When the last live query leaves, the
+//! upstream subscription lingers for [`EngineConfig::stream_linger`] before
+//! it is released, so a client that comes straight back finds rows flowing.
+//!
+//! [`EngineConfig::stream_linger`]: crate::EngineConfig::stream_linger
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use datafusion::arrow::array::{ArrayRef, new_null_array};
+use datafusion::arrow::compute::{can_cast_types, cast};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use parking_lot::Mutex;
+use tenantfusion_core::{BaseTableProvider, Result, TableId, TenantError};
+use tenantfusion_live::{
+    LiveEvent, LivePool, PoolConfig, Request, SlowConsumer, Source, SubscribeOptions,
+};
+use tenantfusion_tables::StreamTableProvider;
+use tokio::task::JoinHandle;
+
+/// Deliveries a topic's feeder may fall behind before the oldest are dropped.
+const FEED_QUEUE: usize = 4096;
+
+/// The pool, started on first use, and the feeds of source-bound tables.
+#[derive(Debug)]
+pub(crate) struct Streams {
+    pool_config: PoolConfig,
+    pool: Mutex<Option<Arc<LivePool>>>,
+    linger: Duration,
+    feeds: DashMap<TableId, Arc<TableFeed>>,
+}
+
+impl Streams {
+    /// Starts the pool at once when `sources` is not empty (which needs a
+    /// tokio runtime), else on the first `CREATE SOURCE`.
+    pub(crate) fn new(
+        pool_config: PoolConfig,
+        sources: &[Arc<dyn Source>],
+        linger: Duration,
+    ) -> Result<Self> {
+        let streams = Self {
+            pool_config,
+            pool: Mutex::new(None),
+            linger,
+            feeds: DashMap::new(),
+        };
+        for source in sources {
+            streams.pool()?.add_source(Arc::clone(source))?;
+        }
+        Ok(streams)
+    }
+
+    /// The pool, started now if it was not.
+    pub(crate) fn pool(&self) -> Result<Arc<LivePool>> {
+        let mut pool = self.pool.lock();
+        if let Some(pool) = pool.as_ref() {
+            return Ok(Arc::clone(pool));
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(TenantError::NotSupported(
+                "live sources need a tokio runtime; create the engine inside one".into(),
+            ));
+        }
+        let started = Arc::new(LivePool::new(self.pool_config.clone())?);
+        *pool = Some(Arc::clone(&started));
+        Ok(started)
+    }
+
+    /// The pool if it has started.
+    pub(crate) fn started_pool(&self) -> Option<Arc<LivePool>> {
+        self.pool.lock().clone()
+    }
+
+    /// Starts feeding `table` from its source; its declared topics are
+    /// subscribed now. Errors when the source is unknown or its rows cannot
+    /// fill the table's columns.
+    pub(crate) fn attach(&self, table: Arc<StreamTableProvider>, topics: &[String]) -> Result<()> {
+        let source = table
+            .source()
+            .ok_or_else(|| TenantError::Internal("attach of a user-fed stream table".into()))?
+            .to_string();
+        let pool = self.pool()?;
+        let spec = pool
+            .source_spec(&source)
+            .ok_or_else(|| TenantError::SourceNotFound(format!("no source named '{source}'")))?;
+        let mapping = Mapping::new(&table, &source, &spec.capabilities.schema)?;
+        let feed = Arc::new(TableFeed {
+            table,
+            source,
+            mapping: Arc::new(mapping),
+            pool: Arc::downgrade(&pool),
+            linger: self.linger,
+            topics: Mutex::new(HashMap::new()),
+        });
+        for topic in topics {
+            feed.declare(topic)?;
+        }
+        self.feeds
+            .insert(feed.table.core().table_id.as_ref().clone(), feed);
+        Ok(())
+    }
+
+    /// Stops feeding a dropped table: its upstream topics are released.
+    pub(crate) fn detach(&self, table: &TableId) {
+        if let Some((_, feed)) = self.feeds.remove(table) {
+            feed.stop();
+        }
+    }
+
+    /// The feed of a source-bound table.
+    pub(crate) fn feed(&self, table: &TableId) -> Option<Arc<TableFeed>> {
+        self.feeds.get(table).map(|f| Arc::clone(f.value()))
+    }
+
+    /// The tables a source feeds, by name.
+    pub(crate) fn tables_of(&self, source: &str) -> Vec<String> {
+        let mut tables: Vec<String> = self
+            .feeds
+            .iter()
+            .filter(|f| f.value().source == source)
+            .map(|f| f.key().to_string())
+            .collect();
+        tables.sort();
+        tables
+    }
+}
+
+/// One source-bound table's upstream topics.
+#[derive(Debug)]
+pub(crate) struct TableFeed {
+    table: Arc<StreamTableProvider>,
+    source: String,
+    mapping: Arc<Mapping>,
+    pool: Weak<LivePool>,
+    linger: Duration,
+    topics: Mutex<HashMap<Arc<str>, Demand>>,
+}
+
+/// Why a topic is held, and the task moving its rows into the table.
+#[derive(Debug)]
+struct Demand {
+    /// Live queries on the topic.
+    queries: usize,
+    /// Declared by `TOPICS` / `ADD TOPICS`: held until dropped.
+    declared: bool,
+    feeder: JoinHandle<()>,
+    /// The pending release after the last live query left.
+    release: Option<JoinHandle<()>>,
+}
+
+impl Drop for Demand {
+    fn drop(&mut self) {
+        // The feeder owns the pool subscription: ending it unsubscribes.
+        self.feeder.abort();
+        if let Some(release) = &self.release {
+            release.abort();
+        }
+    }
+}
+
+/// A live query's hold on one topic; released (after the linger) on drop.
+#[derive(Debug)]
+pub(crate) struct TopicLease {
+    feed: Weak<TableFeed>,
+    topic: Arc<str>,
+}
+
+impl Drop for TopicLease {
+    fn drop(&mut self) {
+        if let Some(feed) = self.feed.upgrade() {
+            feed.release(&self.topic);
+        }
+    }
+}
+
+impl TableFeed {
+    /// Holds `topic` until [`undeclare`](Self::undeclare).
+    pub(crate) fn declare(self: &Arc<Self>, topic: &str) -> Result<()> {
+        self.hold(topic, |demand| demand.declared = true)
+    }
+
+    /// Stops holding a declared topic; it stays while live queries use it.
+    pub(crate) fn undeclare(&self, topic: &str) {
+        let mut topics = self.topics.lock();
+        if let Some(demand) = topics.get_mut(topic) {
+            demand.declared = false;
+            if demand.queries == 0 {
+                topics.remove(topic);
+            }
+        }
+    }
+
+    /// Holds `topic` for a live query until the lease is dropped.
+    pub(crate) fn lease(self: &Arc<Self>, topic: &str) -> Result<TopicLease> {
+        self.hold(topic, |demand| demand.queries += 1)?;
+        Ok(TopicLease {
+            feed: Arc::downgrade(self),
+            topic: Arc::from(topic),
+        })
+    }
+
+    /// The table's topic column.
+    pub(crate) fn topic_column(&self) -> &str {
+        self.table.topic_column().unwrap_or_default()
+    }
+
+    fn hold(self: &Arc<Self>, topic: &str, mark: impl FnOnce(&mut Demand)) -> Result<()> {
+        if topic.is_empty() {
+            return Err(TenantError::InvalidArgument(format!(
+                "stream table '{}': a topic must not be empty",
+                self.table.core().table_id
+            )));
+        }
+        let mut topics = self.topics.lock();
+        if let Some(demand) = topics.get_mut(topic) {
+            if let Some(release) = demand.release.take() {
+                release.abort();
+            }
+            mark(demand);
+            return Ok(());
+        }
+        let topic: Arc<str> = Arc::from(topic);
+        let feeder = self.start_feeder(&topic)?;
+        let mut demand = Demand {
+            queries: 0,
+            declared: false,
+            feeder,
+            release: None,
+        };
+        mark(&mut demand);
+        topics.insert(topic, demand);
+        Ok(())
+    }
+
+    /// Subscribes `topic` at the source and spawns the task that appends
+    /// its rows to the table.
+    fn start_feeder(&self, topic: &Arc<str>) -> Result<JoinHandle<()>> {
+        let pool = self
+            .pool
+            .upgrade()
+            .ok_or_else(|| TenantError::UpstreamUnavailable("the live pool has stopped".into()))?;
+        let request = Request {
+            name: Some(&self.source),
+            topics: &[&**topic],
+            ..Request::default()
+        };
+        let options = SubscribeOptions {
+            queue_capacity: FEED_QUEUE,
+            slow_consumer: SlowConsumer::DropOldest,
+        };
+        let mut subscription = pool.subscribe(&request, options)?;
+        let table = Arc::clone(&self.table);
+        let mapping = Arc::clone(&self.mapping);
+        let topic = Arc::clone(topic);
+        Ok(tokio::spawn(async move {
+            // Ends when the pool stops; aborted when the topic is released.
+            while let Ok(Some(event)) = subscription.recv().await {
+                if let LiveEvent::Rows { batch, .. } = event
+                    && let Ok(rows) = mapping.conform(&batch)
+                {
+                    let _ = table.append_topic(&topic, rows).await;
+                }
+            }
+        }))
+    }
+
+    fn release(self: &Arc<Self>, topic: &Arc<str>) {
+        let mut topics = self.topics.lock();
+        let Some(demand) = topics.get_mut(topic) else {
+            return;
+        };
+        demand.queries = demand.queries.saturating_sub(1);
+        if demand.queries > 0 || demand.declared {
+            return;
+        }
+        let feed = Arc::downgrade(self);
+        let topic = Arc::clone(topic);
+        let linger = self.linger;
+        demand.release = Some(tokio::spawn(async move {
+            tokio::time::sleep(linger).await;
+            if let Some(feed) = feed.upgrade() {
+                let mut topics = feed.topics.lock();
+                if topics
+                    .get(&topic)
+                    .is_some_and(|d| d.queries == 0 && !d.declared)
+                {
+                    // Not aborted by its own drop: it is finishing here.
+                    if let Some(mut demand) = topics.remove(&topic) {
+                        demand.release = None;
+                    }
+                }
+            }
+        }));
+    }
+
+    fn stop(&self) {
+        self.topics.lock().clear();
+    }
+}
+
+/// How a source's rows become a stream table's: columns by name (the
+/// table's topic column takes the source's topic), cast where the types
+/// differ, NULL where the source has no such column.
+#[derive(Debug)]
+struct Mapping {
+    schema: SchemaRef,
+    columns: Vec<Option<usize>>,
+}
+
+impl Mapping {
+    fn new(table: &StreamTableProvider, source: &str, from: &SchemaRef) -> Result<Self> {
+        let declared = &table.core().schema;
+        let topic_column = table.topic_column().unwrap_or_default();
+        let mut columns = Vec::with_capacity(declared.fields().len());
+        for field in declared.fields() {
+            let found = if field.name() == topic_column {
+                Some(0)
+            } else {
+                from.index_of(field.name()).ok()
+            };
+            match found {
+                Some(index) => {
+                    let have = from.field(index).data_type();
+                    if !can_cast_types(have, field.data_type()) {
+                        return Err(TenantError::SchemaMismatch(format!(
+                            "column '{}' of stream table '{}' is {}; source '{source}' gives {have}",
+                            field.name(),
+                            table.core().table_id,
+                            field.data_type()
+                        )));
+                    }
+                }
+                None if !field.is_nullable() => {
+                    return Err(TenantError::SchemaMismatch(format!(
+                        "column '{}' of stream table '{}' is NOT NULL but source '{source}' has no such column (it has {})",
+                        field.name(),
+                        table.core().table_id,
+                        from.fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                None => {}
+            }
+            columns.push(found);
+        }
+        Ok(Self {
+            schema: table.schema(),
+            columns,
+        })
+    }
+
+    fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let columns = self
+            .schema
+            .fields()
+            .iter()
+            .zip(&self.columns)
+            .map(|(field, index)| -> Result<ArrayRef> {
+                Ok(match index {
+                    Some(i) => {
+                        let column = batch.column(*i);
+                        if column.data_type() == field.data_type() {
+                            Arc::clone(column)
+                        } else {
+                            cast(column, field.data_type())
+                                .map_err(|e| TenantError::SchemaMismatch(e.to_string()))?
+                        }
+                    }
+                    None => new_null_array(field.data_type(), batch.num_rows()),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        RecordBatch::try_new(Arc::clone(&self.schema), columns)
+            .map_err(|e| TenantError::SchemaMismatch(e.to_string()))
+    }
+}
