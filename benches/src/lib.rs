@@ -8,6 +8,7 @@ mod live;
 mod plan_reuse;
 mod postgres;
 mod scan_scaling;
+mod streams;
 
 pub use charts::{Curve, draw_charts};
 pub use concurrency::concurrent_users;
@@ -15,6 +16,7 @@ pub use live::{live_failover, live_fanout, live_memory};
 pub use plan_reuse::plan_cache;
 pub use postgres::{postgres_installed, postgres_rls};
 pub use scan_scaling::{Stats, latency, loaded_engine, user_scan_scaling};
+pub use streams::{idle_subscriptions, live_query_latency, stream_ingest};
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -142,8 +144,16 @@ pub struct Size {
     pub live_subscribers: usize,
     /// Topics in `live_failover` and `live_memory`.
     pub live_topics: usize,
-    /// How long `live_fanout` runs each side.
+    /// How long `live_fanout`, `stream_ingest` and `live_query_latency` run each side.
     pub live_run: Duration,
+    /// Topics fed every millisecond in `stream_ingest`.
+    pub stream_topics: usize,
+    /// Single-row appends timed in `stream_ingest`.
+    pub stream_appends: usize,
+    /// Users in `idle_subscriptions`.
+    pub idle_users: usize,
+    /// Live queries in `idle_subscriptions` (at most ten per user).
+    pub idle_queries: usize,
 }
 
 impl Size {
@@ -158,6 +168,10 @@ impl Size {
         live_subscribers: 1_000,
         live_topics: 10_000,
         live_run: Duration::from_secs(5),
+        stream_topics: 2_000,
+        stream_appends: 2_000_000,
+        idle_users: 10_000,
+        idle_queries: 100_000,
     };
     /// Reduced sizes for `--quick`.
     pub const QUICK: Size = Size {
@@ -170,6 +184,10 @@ impl Size {
         live_subscribers: 200,
         live_topics: 2_000,
         live_run: Duration::from_secs(2),
+        stream_topics: 500,
+        stream_appends: 500_000,
+        idle_users: 2_000,
+        idle_queries: 20_000,
     };
     /// Tiny sizes for the smoke test.
     pub const SMOKE: Size = Size {
@@ -182,6 +200,10 @@ impl Size {
         live_subscribers: 10,
         live_topics: 400,
         live_run: Duration::from_millis(300),
+        stream_topics: 20,
+        stream_appends: 2_000,
+        idle_users: 20,
+        idle_queries: 100,
     };
 }
 
@@ -464,6 +486,26 @@ mod tests {
         // Without a counting allocator the memory figures are zero, but the
         // scenario runs through.
         assert_eq!(live_memory(Size::SMOKE, || 0).await.len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stream_scenarios_produce_figures() {
+        let ingest = stream_ingest(Size::SMOKE).await;
+        assert_eq!(ingest.len(), 2);
+        for r in &ingest {
+            assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");
+        }
+        // Checks inside: bob's query stays quiet while alice inserts.
+        let latency = live_query_latency(Size::SMOKE).await;
+        assert_eq!(latency.len(), 4);
+        for r in &latency {
+            assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");
+        }
+        // Checks inside: an insert reaches its user's query only. Without a
+        // counting allocator the memory figures are zero.
+        let idle = idle_subscriptions(Size::SMOKE, || 0).await;
+        assert!(idle[0].ours > 0.0, "{:?}", idle[0]);
+        assert_eq!(idle[1].ours, 0.0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

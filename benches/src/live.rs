@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::{TimestampMicrosecondType, UInt64Type};
+use datafusion::arrow::datatypes::{
+    DataType, TimeUnit, TimestampMicrosecondType, TimestampNanosecondType, UInt64Type,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use hdrhistogram::Histogram;
 use tenantfusion_live::{
@@ -23,7 +25,7 @@ const FANOUT_INTERVAL: Duration = Duration::from_millis(20);
 const SEQ: usize = 1;
 const TS: usize = 4;
 
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
@@ -31,7 +33,7 @@ fn now_us() -> i64 {
 
 /// User + system CPU time of this process (Linux `/proc/self/stat`, in
 /// clock ticks of 10 ms); zero where it cannot be read.
-fn cpu_time() -> Duration {
+pub(crate) fn cpu_time() -> Duration {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return Duration::ZERO;
     };
@@ -53,14 +55,14 @@ fn histogram() -> Histogram<u64> {
 /// Rows received and event-time -> receipt latencies of one consumer,
 /// counting only rows due from `from` (microseconds since the epoch) on, so
 /// that setting up subscribers is not measured.
-struct Received {
+pub(crate) struct Received {
     from: i64,
-    rows: u64,
-    latency: Histogram<u64>,
+    pub(crate) rows: u64,
+    pub(crate) latency: Histogram<u64>,
 }
 
 impl Received {
-    fn new(from: i64) -> Self {
+    pub(crate) fn new(from: i64) -> Self {
         Self {
             from,
             rows: 0,
@@ -68,22 +70,36 @@ impl Received {
         }
     }
 
-    fn take(&mut self, batch: &RecordBatch) {
-        let ts = batch.column(TS).as_primitive::<TimestampMicrosecondType>();
-        if ts.is_empty() || ts.value(0) < self.from {
+    /// Counts `batch`, whose column 4 is the event time in micro- (the
+    /// generator's) or nanoseconds (a SQL `TIMESTAMP`).
+    pub(crate) fn take(&mut self, batch: &RecordBatch) {
+        let ts = batch.column(TS);
+        let first = match ts.data_type() {
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => ts
+                .as_primitive::<TimestampNanosecondType>()
+                .values()
+                .first()
+                .map(|ns| ns / 1_000),
+            _ => ts
+                .as_primitive::<TimestampMicrosecondType>()
+                .values()
+                .first()
+                .copied(),
+        };
+        let Some(first) = first.filter(|t| *t >= self.from) else {
             return;
-        }
+        };
         self.rows += batch.num_rows() as u64;
-        let micros = (now_us() - ts.value(0)).max(1) as u64;
+        let micros = (now_us() - first).max(1) as u64;
         self.latency.saturating_record(micros);
     }
 }
 
 /// How long subscribers are set up and warmed before rows count.
-const WARM_UP: Duration = Duration::from_millis(500);
+pub(crate) const WARM_UP: Duration = Duration::from_millis(500);
 
 /// Event time from which rows count, and when consumers stop.
-fn window(run: Duration) -> (i64, tokio::time::Instant) {
+pub(crate) fn window(run: Duration) -> (i64, tokio::time::Instant) {
     let from = now_us() + WARM_UP.as_micros() as i64;
     (from, tokio::time::Instant::now() + WARM_UP + run)
 }
@@ -99,7 +115,11 @@ fn fanout_topics(subscriber: usize) -> Vec<String> {
         .collect()
 }
 
-fn generator(name: &str, cap: Option<usize>, interval: Duration) -> Arc<GeneratorSource> {
+pub(crate) fn generator(
+    name: &str,
+    cap: Option<usize>,
+    interval: Duration,
+) -> Arc<GeneratorSource> {
     Arc::new(GeneratorSource::new(GeneratorConfig {
         name: name.into(),
         max_topics_per_connection: cap,
@@ -109,7 +129,7 @@ fn generator(name: &str, cap: Option<usize>, interval: Duration) -> Arc<Generato
 }
 
 /// Sums what the consumers received.
-fn merge(parts: Vec<Received>) -> Received {
+pub(crate) fn merge(parts: Vec<Received>) -> Received {
     let mut all = Received::new(0);
     for part in parts {
         all.rows += part.rows;

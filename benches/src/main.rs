@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use indicatif::{ProgressBar, ProgressStyle};
 use tenantfusion::{Role, UserContext};
 use tenantfusion_bench::{
-    Measurement, Size, concurrent_users, draw_charts, engine_with_tables, json, live_failover,
-    live_fanout, live_memory, markdown, plan_cache, postgres_installed, postgres_rls,
-    provider_lookup, results_section, session_per_request, update_doc, user_scan_scaling,
+    Measurement, Size, concurrent_users, draw_charts, engine_with_tables, idle_subscriptions, json,
+    live_failover, live_fanout, live_memory, live_query_latency, markdown, plan_cache,
+    postgres_installed, postgres_rls, provider_lookup, results_section, session_per_request,
+    stream_ingest, update_doc, user_scan_scaling,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
@@ -65,6 +66,9 @@ const SCENARIOS: &[&str] = &[
     "live_fanout",
     "live_failover",
     "live_memory",
+    "stream_ingest",
+    "live_query_latency",
+    "idle_subscriptions",
 ];
 
 const USAGE: &str = "usage: tenantfusion-bench [--quick|--smoke] [--with-postgres] \
@@ -187,6 +191,18 @@ async fn main() -> ExitCode {
     if wants("live_memory") {
         step("live_memory");
         rows.extend(live_memory(size, live_bytes).await);
+    }
+    if wants("stream_ingest") {
+        step("stream_ingest");
+        rows.extend(stream_ingest(size).await);
+    }
+    if wants("live_query_latency") {
+        step("live_query_latency");
+        rows.extend(live_query_latency(size).await);
+    }
+    if wants("idle_subscriptions") {
+        step("idle_subscriptions");
+        rows.extend(idle_subscriptions(size, live_bytes).await);
     }
     progress.finish_and_clear();
     print!("{}", markdown(&rows));
