@@ -10,13 +10,16 @@
 //! [`EngineConfig::stream_linger`]: crate::EngineConfig::stream_linger
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use datafusion::arrow::array::{ArrayRef, new_null_array};
-use datafusion::arrow::compute::{can_cast_types, cast};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, new_null_array};
+use datafusion::arrow::compute::kernels::boolean::{and, is_not_null};
+use datafusion::arrow::compute::{can_cast_types, cast, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use parking_lot::Mutex;
@@ -97,6 +100,7 @@ impl Streams {
             table,
             source,
             mapping: Arc::new(mapping),
+            counts: Arc::default(),
             pool: Arc::downgrade(&pool),
             linger: self.linger,
             topics: Mutex::new(HashMap::new()),
@@ -121,6 +125,20 @@ impl Streams {
         self.feeds.get(table).map(|f| Arc::clone(f.value()))
     }
 
+    /// Rows rejected and deliveries dropped by the feeds from `source`.
+    pub(crate) fn counts_of(&self, source: &str) -> (u64, u64) {
+        self.feeds
+            .iter()
+            .filter(|f| f.value().source == source)
+            .fold((0, 0), |(rejected, dropped), f| {
+                let counts = &f.value().counts;
+                (
+                    rejected + counts.rejected.load(Ordering::Relaxed),
+                    dropped + counts.dropped.load(Ordering::Relaxed),
+                )
+            })
+    }
+
     /// The tables a source feeds, by name.
     pub(crate) fn tables_of(&self, source: &str) -> Vec<String> {
         let mut tables: Vec<String> = self
@@ -134,12 +152,30 @@ impl Streams {
     }
 }
 
+/// What a table's feeders could not store, so that no upstream row is lost
+/// without a trace.
+#[derive(Debug, Default)]
+pub(crate) struct FeedCounts {
+    /// Rows whose values do not fit the table's columns (a NULL for a NOT
+    /// NULL column, also where a value does not fit the column's type).
+    pub(crate) rejected: AtomicU64,
+    /// Deliveries dropped because a feeder fell behind its source.
+    pub(crate) dropped: AtomicU64,
+}
+
+impl FeedCounts {
+    fn reject(&self, rows: usize) {
+        self.rejected.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+}
+
 /// One source-bound table's upstream topics.
 #[derive(Debug)]
 pub(crate) struct TableFeed {
     table: Arc<StreamTableProvider>,
     source: String,
     mapping: Arc<Mapping>,
+    counts: Arc<FeedCounts>,
     pool: Weak<LivePool>,
     linger: Duration,
     topics: Mutex<HashMap<Arc<str>, Demand>>,
@@ -261,13 +297,25 @@ impl TableFeed {
         let table = Arc::clone(&self.table);
         let mapping = Arc::clone(&self.mapping);
         let topic = Arc::clone(topic);
+        let counts = Arc::clone(&self.counts);
         Ok(tokio::spawn(async move {
             // Ends when the pool stops; aborted when the topic is released.
             while let Ok(Some(event)) = subscription.recv().await {
-                if let LiveEvent::Rows { batch, .. } = event
-                    && let Ok(rows) = mapping.conform(&batch)
-                {
-                    let _ = table.append_topic(&topic, rows).await;
+                match event {
+                    LiveEvent::Rows { batch, .. } => match mapping.conform(&batch) {
+                        Ok(rows) => {
+                            counts.reject(batch.num_rows() - rows.num_rows());
+                            if rows.num_rows() > 0
+                                && table.append_topic(&topic, rows).await.is_err()
+                            {
+                                counts.reject(batch.num_rows());
+                            }
+                        }
+                        Err(_) => counts.reject(batch.num_rows()),
+                    },
+                    LiveEvent::Lagged { missed } => {
+                        counts.dropped.fetch_add(missed, Ordering::Relaxed);
+                    }
                 }
             }
         }))
@@ -312,7 +360,10 @@ impl TableFeed {
 /// differ, NULL where the source has no such column.
 #[derive(Debug)]
 struct Mapping {
+    /// The table's schema as stored (every column nullable).
     schema: SchemaRef,
+    /// Columns declared NOT NULL.
+    not_null: Vec<usize>,
     columns: Vec<Option<usize>>,
 }
 
@@ -357,10 +408,19 @@ impl Mapping {
         }
         Ok(Self {
             schema: table.schema(),
+            not_null: declared
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !f.is_nullable())
+                .map(|(i, _)| i)
+                .collect(),
             columns,
         })
     }
 
+    /// `batch` in the table's columns, without the rows that hold a NULL in
+    /// a NOT NULL column (which the caller counts as rejected).
     fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let columns = self
             .schema
@@ -382,7 +442,75 @@ impl Mapping {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        RecordBatch::try_new(Arc::clone(&self.schema), columns)
-            .map_err(|e| TenantError::SchemaMismatch(e.to_string()))
+        let mismatch = |e: ArrowError| TenantError::SchemaMismatch(e.to_string());
+        let conformed =
+            RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(mismatch)?;
+        let mut keep: Option<BooleanArray> = None;
+        for &i in &self.not_null {
+            let column = conformed.column(i);
+            if column.null_count() == 0 {
+                continue;
+            }
+            let present = is_not_null(column).map_err(mismatch)?;
+            keep = Some(match keep {
+                Some(before) => and(&before, &present).map_err(mismatch)?,
+                None => present,
+            });
+        }
+        match keep {
+            Some(keep) => filter_record_batch(&conformed, &keep).map_err(mismatch),
+            None => Ok(conformed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Float64Array, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Schema};
+    use tenantfusion_core::{AccessLevel, SystemClock};
+    use tenantfusion_tables::{Retention, StreamFeed};
+
+    #[test]
+    fn rows_are_cast_to_the_table_and_only_misfits_are_left_out() {
+        let table = StreamTableProvider::new_stream(
+            TableId::new("m", "t"),
+            Arc::new(Schema::new(vec![
+                Field::new("symbol", DataType::Utf8, false),
+                Field::new("v", DataType::Int8, false),
+                Field::new("w", DataType::Float64, true),
+                Field::new("absent", DataType::Utf8, true),
+            ])),
+            StreamFeed::Source {
+                source: "s".into(),
+                topic_column: "symbol".into(),
+                access: AccessLevel::Public,
+            },
+            Retention::default(),
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        let from = Arc::new(Schema::new(vec![
+            Field::new("topic", DataType::Utf8, false),
+            Field::new("w", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let mapping = Mapping::new(&table, "s", &from).unwrap();
+        let batch = RecordBatch::try_new(
+            from,
+            vec![
+                Arc::new(StringArray::from(vec!["A", "A", "A"])),
+                Arc::new(Int64Array::from(vec![10, 20, 30])),
+                Arc::new(Int64Array::from(vec![1, 1000, 3])),
+            ],
+        )
+        .unwrap();
+        let rows = mapping.conform(&batch).unwrap();
+        assert_eq!(rows.num_rows(), 2, "1000 does not fit a TINYINT NOT NULL");
+        assert_eq!(rows.column(1).as_primitive::<Int8Type>().values(), &[1, 3]);
+        let w = rows.column(2).as_any().downcast_ref::<Float64Array>();
+        assert_eq!(w.unwrap().values(), &[10.0, 30.0]);
+        assert_eq!(rows.column(3).null_count(), 2);
     }
 }

@@ -201,6 +201,8 @@ fn live_sources_table(streams: Arc<Streams>) -> SystemTable {
         Field::new("connect_failures", DataType::UInt64, false),
         Field::new("lost", DataType::UInt64, false),
         Field::new("malformed", DataType::UInt64, false),
+        Field::new("rows_rejected", DataType::UInt64, false),
+        Field::new("deliveries_dropped", DataType::UInt64, false),
         Field::new("health_checks", DataType::UInt64, false),
         Field::new("error_rate", DataType::Float64, false),
         Field::new("p50_ms", DataType::Float64, true),
@@ -219,7 +221,7 @@ fn live_sources_table(streams: Arc<Streams>) -> SystemTable {
             StringBuilder::new(),
             StringBuilder::new(),
         );
-        let mut counts: [UInt64Builder; 7] = Default::default();
+        let mut counts: [UInt64Builder; 9] = Default::default();
         let (mut error_rate, mut p50, mut p99) = (
             Float64Builder::new(),
             Float64Builder::new(),
@@ -227,6 +229,7 @@ fn live_sources_table(streams: Arc<Streams>) -> SystemTable {
         );
         let mut last_error = StringBuilder::new();
         for source in &sources {
+            let (rejected, dropped) = streams.counts_of(&source.name);
             name.append_value(&source.name);
             kind.append_value(source.kind.to_string());
             circuit.append_value(match source.breaker {
@@ -241,6 +244,8 @@ fn live_sources_table(streams: Arc<Streams>) -> SystemTable {
                 source.connect_failures,
                 source.lost,
                 source.malformed,
+                rejected,
+                dropped,
                 source.health_checks,
             ];
             for (builder, value) in counts.iter_mut().zip(values) {

@@ -335,3 +335,41 @@ async fn websocket_upstream_to_sql_and_a_live_query_through_a_dropped_connection
     .await;
     let _ = Arc::clone(&engine.live_pool().unwrap());
 }
+
+#[tokio::test]
+async fn rows_that_do_not_fit_the_table_are_counted_not_stored() {
+    let engine = engine_with(Duration::from_millis(50)).await;
+    let admin = admin(&engine);
+    run(
+        &admin,
+        "CREATE SOURCE gen TYPE generator WITH (INTERVAL_MS = 5)",
+    )
+    .await;
+    // Tick numbers do not fit a TINYINT: the cast gives NULL, which the
+    // NOT NULL column refuses.
+    run(
+        &admin,
+        "CREATE STREAM TABLE m.tiny (symbol TEXT NOT NULL, seq TINYINT NOT NULL) \
+         WITH (SOURCE = 'gen', TOPIC_COLUMN = 'symbol', TOPICS = 'IBM')",
+    )
+    .await;
+    let rejected = async || {
+        let batches = run(
+            &admin,
+            "SELECT rows_rejected FROM system.live_sources WHERE name = 'gen'",
+        )
+        .await;
+        column_values(&batches, "rows_rejected")[0]
+            .parse::<u64>()
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while rejected().await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rejection counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(count(&admin, "SELECT count(*) FROM m.tiny").await, 0);
+}
