@@ -9,7 +9,9 @@ use std::time::Duration;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::catalog::TableProvider;
-use tenantfusion::{ChangeEvent, Engine, EngineConfig, LiveQuery, Role, UserContext};
+use tenantfusion::{
+    ChangeEvent, Engine, EngineConfig, LiveQuery, Role, TenantSession, UserContext,
+};
 use tenantfusion_tables::{PartitionKey, StreamTableProvider};
 
 use crate::common::{admin, column_values, count, eventually, run, user};
@@ -27,6 +29,19 @@ async fn engine_with(linger: Duration) -> Engine {
         run(&admin, sql).await;
     }
     engine
+}
+
+/// [`engine_with`] and its admin session, with source `gen`: the generator
+/// ticking every 5 ms.
+async fn with_generator(linger: Duration) -> (Engine, TenantSession) {
+    let engine = engine_with(linger).await;
+    let admin = admin(&engine);
+    run(
+        &admin,
+        "CREATE SOURCE gen TYPE generator WITH (INTERVAL_MS = 5)",
+    )
+    .await;
+    (engine, admin)
 }
 
 /// Topics the pool holds upstream now.
@@ -57,13 +72,7 @@ const TICKS: &str = "CREATE STREAM TABLE m.ticks \
 
 #[tokio::test]
 async fn a_thousand_readers_share_one_ring_per_topic() {
-    let engine = engine_with(Duration::from_millis(100)).await;
-    let admin = admin(&engine);
-    run(
-        &admin,
-        "CREATE SOURCE gen TYPE generator WITH (INTERVAL_MS = 5)",
-    )
-    .await;
+    let (engine, admin) = with_generator(Duration::from_millis(100)).await;
     run(&admin, &format!("{TICKS}, TOPICS = 'AAPL,MSFT')")).await;
     assert_eq!(
         held(&engine),
@@ -121,13 +130,7 @@ async fn a_thousand_readers_share_one_ring_per_topic() {
 #[tokio::test]
 async fn live_queries_hold_their_topics_upstream_until_they_leave() {
     let linger = Duration::from_millis(300);
-    let engine = engine_with(linger).await;
-    let admin = admin(&engine);
-    run(
-        &admin,
-        "CREATE SOURCE gen TYPE generator WITH (INTERVAL_MS = 5)",
-    )
-    .await;
+    let (engine, admin) = with_generator(linger).await;
     run(&admin, &format!("{TICKS})")).await;
     assert!(
         held(&engine).is_empty(),
@@ -206,13 +209,7 @@ async fn live_queries_hold_their_topics_upstream_until_they_leave() {
 
 #[tokio::test]
 async fn a_private_stream_table_refuses_users_and_user_fed_streams_stay_per_user() {
-    let engine = engine_with(Duration::from_millis(50)).await;
-    let admin = admin(&engine);
-    run(
-        &admin,
-        "CREATE SOURCE gen TYPE generator WITH (INTERVAL_MS = 5)",
-    )
-    .await;
+    let (engine, admin) = with_generator(Duration::from_millis(50)).await;
     run(&admin, &format!("{TICKS}, ACCESS_LEVEL = 'private')")).await;
     let alice = user(&engine, "alice");
     let err = alice
@@ -338,13 +335,7 @@ async fn websocket_upstream_to_sql_and_a_live_query_through_a_dropped_connection
 
 #[tokio::test]
 async fn rows_that_do_not_fit_the_table_are_counted_not_stored() {
-    let engine = engine_with(Duration::from_millis(50)).await;
-    let admin = admin(&engine);
-    run(
-        &admin,
-        "CREATE SOURCE gen TYPE generator WITH (INTERVAL_MS = 5)",
-    )
-    .await;
+    let (_engine, admin) = with_generator(Duration::from_millis(50)).await;
     // Tick numbers do not fit a TINYINT: the cast gives NULL, which the
     // NOT NULL column refuses.
     run(
