@@ -104,6 +104,18 @@ pub enum TenantError {
         /// The NOT NULL column.
         column: String,
     },
+    /// Durable storage failed (a write, an fsync, a read): the statement
+    /// that met it was not acknowledged.
+    #[error("STORAGE_ERROR: {0}")]
+    Storage(String),
+    /// Stored data failed its checks; the message names the file.
+    #[error("DATA_CORRUPTED: {file}: {detail}")]
+    Corrupted {
+        /// The file (or object) that failed.
+        file: String,
+        /// What was wrong, and where.
+        detail: String,
+    },
     /// The statement or option is not supported (yet).
     #[error("NOT_SUPPORTED: {0}")]
     NotSupported(String),
@@ -148,6 +160,8 @@ impl TenantError {
             TenantError::InvalidArgument(_) => "INVALID_ARGUMENT",
             TenantError::SchemaMismatch(_) => "SCHEMA_MISMATCH",
             TenantError::NotNullViolation { .. } => "NOT_NULL_VIOLATION",
+            TenantError::Storage(_) => "STORAGE_ERROR",
+            TenantError::Corrupted { .. } => "DATA_CORRUPTED",
             TenantError::NotSupported(_) => "NOT_SUPPORTED",
             TenantError::Syntax(_) => "SYNTAX_ERROR",
             TenantError::Plan(_) => "PLAN_ERROR",

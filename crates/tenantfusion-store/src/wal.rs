@@ -1,0 +1,610 @@
+//! The write-ahead log: records appended with group commit, replayed on
+//! open, and dropped once what they hold is stored elsewhere.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use tenantfusion_core::{Result, TenantError};
+use tokio::sync::oneshot;
+
+use crate::record::{MAX_PAYLOAD, encode};
+use crate::segment::{MAGIC, Segment, io_error, scan, sync_dir};
+
+/// A record's number in the log: consecutive, starting at 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lsn(pub u64);
+
+/// When an append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// After the record's commit group is written and `fsync`ed: it
+    /// survives a crash of the process and of the machine.
+    #[default]
+    Fsync,
+    /// After it is written to the operating system: it survives a crash of
+    /// the process (`kill -9`), not a power loss. For tests and caches.
+    Buffered,
+}
+
+/// Settings of a [`Wal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalOptions {
+    /// When appends are acknowledged.
+    pub durability: Durability,
+    /// A segment is closed and a new one started once it is this big.
+    pub segment_bytes: u64,
+    /// Appends waiting while a group is written join the next group, up to
+    /// this many payload bytes.
+    pub group_bytes: usize,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Fsync,
+            segment_bytes: 64 << 20,
+            group_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Counters of a [`Wal`] since it opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WalStats {
+    /// Records appended.
+    pub appends: u64,
+    /// Commit groups written (each one write and, with
+    /// [`Durability::Fsync`], one fsync).
+    pub groups: u64,
+    /// Bytes written, headers included.
+    pub bytes: u64,
+    /// Records read back when the log opened.
+    pub replayed: u64,
+    /// Bytes of an unacknowledged last write cut off when the log opened.
+    pub torn_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    appends: AtomicU64,
+    groups: AtomicU64,
+    bytes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    /// Oldest first; the last one is being written.
+    segments: Mutex<Vec<Segment>>,
+    /// Set by the first failed write or fsync: what the disk holds after it
+    /// is unknown, so nothing more is acknowledged until the log reopens.
+    failure: Mutex<Option<TenantError>>,
+    counters: Counters,
+    /// Makes the next write fail, as a full disk would.
+    #[cfg(test)]
+    fail_next_write: std::sync::atomic::AtomicBool,
+}
+
+struct Request {
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<Lsn>>,
+}
+
+/// A write-ahead log in a directory of segment files.
+///
+/// [`append`](Self::append) resolves once the record is durable (see
+/// [`Durability`]); appends that arrive while a group is being written and
+/// synced are written and synced together as the next group, so one fsync
+/// serves many writers. Records are numbered by [`Lsn`].
+///
+/// ```
+/// use tenantfusion_store::{Lsn, Wal, WalOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> tenantfusion_core::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let wal = Wal::open(dir.path(), WalOptions::default(), |_, _| Ok(()))?;
+/// assert_eq!(wal.append(b"first".to_vec()).await?, Lsn(1));
+/// drop(wal);
+///
+/// let mut seen = Vec::new();
+/// let wal = Wal::open(dir.path(), WalOptions::default(), |lsn, payload| {
+///     seen.push((lsn, payload.to_vec()));
+///     Ok(())
+/// })?;
+/// assert_eq!(seen, [(Lsn(1), b"first".to_vec())]);
+/// assert_eq!(wal.append(b"second".to_vec()).await?, Lsn(2));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Wal {
+    requests: Option<mpsc::Sender<Request>>,
+    shared: Arc<Shared>,
+    committer: Option<JoinHandle<()>>,
+    replayed: u64,
+    torn_bytes: u64,
+}
+
+impl Wal {
+    /// Opens the log in `dir` (created if missing), handing every record in
+    /// it to `replay` in order first. An unacknowledged write cut short at
+    /// the end is dropped; damage elsewhere is `DATA_CORRUPTED`, naming the
+    /// file.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        options: WalOptions,
+        mut replay: impl FnMut(Lsn, &[u8]) -> Result<()>,
+    ) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, "cannot create", e))?;
+        let mut replayed = 0;
+        let found = scan(&dir, |lsn, payload| {
+            replayed += 1;
+            replay(Lsn(lsn), payload)
+        })?;
+        let mut segments = found.segments;
+        let (file, len) = match segments.last() {
+            Some(newest) => {
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .open(&newest.path)
+                    .map_err(|e| io_error(&newest.path, "cannot open", e))?;
+                let mut len = found.valid_len;
+                if len < MAGIC.len() as u64 {
+                    len = write_header(&file, &newest.path)?;
+                } else if found.torn_bytes > 0 {
+                    file.set_len(len)
+                        .and_then(|()| file.sync_all())
+                        .map_err(|e| io_error(&newest.path, "cannot cut the torn end of", e))?;
+                }
+                file.seek(SeekFrom::Start(len))
+                    .map_err(|e| io_error(&newest.path, "cannot seek in", e))?;
+                (file, len)
+            }
+            None => {
+                let segment = Segment::new(&dir, found.next_lsn);
+                let (file, len) = create_segment(&dir, &segment)?;
+                segments.push(segment);
+                (file, len)
+            }
+        };
+        let shared = Arc::new(Shared {
+            dir,
+            segments: Mutex::new(segments),
+            failure: Mutex::new(None),
+            counters: Counters::default(),
+            #[cfg(test)]
+            fail_next_write: Default::default(),
+        });
+        let (requests, receiver) = mpsc::channel();
+        let committer = Committer {
+            file,
+            len,
+            next_lsn: found.next_lsn,
+            options,
+            shared: Arc::clone(&shared),
+            buf: Vec::new(),
+        };
+        let committer = std::thread::Builder::new()
+            .name("tenantfusion-wal".into())
+            .spawn(move || committer.run(receiver))
+            .map_err(|e| TenantError::Storage(format!("cannot start the log writer: {e}")))?;
+        Ok(Self {
+            requests: Some(requests),
+            shared,
+            committer: Some(committer),
+            replayed,
+            torn_bytes: found.torn_bytes,
+        })
+    }
+
+    /// Appends one record; resolves with its LSN once it is durable.
+    /// `STORAGE_ERROR` when it could not be written (then nothing more is
+    /// written until the log is reopened), `INVALID_ARGUMENT` when it is
+    /// bigger than [`MAX_PAYLOAD`].
+    pub async fn append(&self, payload: Vec<u8>) -> Result<Lsn> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(TenantError::InvalidArgument(format!(
+                "a write of {} bytes is more than the log takes at once ({MAX_PAYLOAD})",
+                payload.len()
+            )));
+        }
+        let (reply, done) = oneshot::channel();
+        let closed = || TenantError::Storage("the write-ahead log is closed".into());
+        self.requests
+            .as_ref()
+            .ok_or_else(closed)?
+            .send(Request { payload, reply })
+            .map_err(|_| closed())?;
+        done.await.map_err(|_| closed())?
+    }
+
+    /// Removes the segments holding only records up to `lsn` (their
+    /// contents are stored elsewhere now); the segment being written stays.
+    /// Returns how many were removed.
+    pub fn truncate_through(&self, lsn: Lsn) -> Result<usize> {
+        let mut segments = self.shared.segments.lock();
+        let mut removable = 0;
+        while removable + 1 < segments.len() && segments[removable + 1].first_lsn <= lsn.0 + 1 {
+            removable += 1;
+        }
+        for segment in segments.drain(..removable) {
+            std::fs::remove_file(&segment.path)
+                .map_err(|e| io_error(&segment.path, "cannot remove", e))?;
+        }
+        if removable > 0 {
+            sync_dir(&self.shared.dir)?;
+        }
+        Ok(removable)
+    }
+
+    /// Segment files in the log now.
+    pub fn segment_count(&self) -> usize {
+        self.shared.segments.lock().len()
+    }
+
+    /// Counters since the log opened.
+    pub fn stats(&self) -> WalStats {
+        let c = &self.shared.counters;
+        WalStats {
+            appends: c.appends.load(Ordering::Relaxed),
+            groups: c.groups.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            replayed: self.replayed,
+            torn_bytes: self.torn_bytes,
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // The writer finishes what was sent, then stops.
+        self.requests.take();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
+        }
+    }
+}
+
+fn write_header(mut file: &File, path: &Path) -> Result<u64> {
+    file.set_len(0)
+        .and_then(|()| file.seek(SeekFrom::Start(0)))
+        .and_then(|_| file.write_all(MAGIC))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error(path, "cannot write the header of", e))?;
+    Ok(MAGIC.len() as u64)
+}
+
+fn create_segment(dir: &Path, segment: &Segment) -> Result<(File, u64)> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&segment.path)
+        .map_err(|e| io_error(&segment.path, "cannot create", e))?;
+    let len = write_header(&file, &segment.path)?;
+    sync_dir(dir)?;
+    Ok((file, len))
+}
+
+/// The thread that owns the segment being written.
+struct Committer {
+    file: File,
+    len: u64,
+    next_lsn: u64,
+    options: WalOptions,
+    shared: Arc<Shared>,
+    buf: Vec<u8>,
+}
+
+impl Committer {
+    fn run(mut self, requests: mpsc::Receiver<Request>) {
+        while let Ok(first) = requests.recv() {
+            let mut bytes = first.payload.len();
+            let mut group = vec![first];
+            while bytes < self.options.group_bytes {
+                match requests.try_recv() {
+                    Ok(next) => {
+                        bytes += next.payload.len();
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let failed = self.shared.failure.lock().clone();
+            let outcome = match failed {
+                Some(failure) => Err(failure),
+                None => self.commit(&group),
+            };
+            for (i, request) in group.into_iter().enumerate() {
+                let _ = request
+                    .reply
+                    .send(outcome.clone().map(|first| Lsn(first + i as u64)));
+            }
+        }
+        if self.options.durability == Durability::Buffered {
+            let _ = self.file.sync_data();
+        }
+    }
+
+    /// Writes and syncs `group`; the LSN of its first record.
+    fn commit(&mut self, group: &[Request]) -> Result<u64> {
+        let first = self.next_lsn;
+        self.buf.clear();
+        for (i, request) in group.iter().enumerate() {
+            encode(first + i as u64, &request.payload, &mut self.buf);
+        }
+        #[cfg(test)]
+        if self.shared.fail_next_write.swap(false, Ordering::Relaxed) {
+            // Half the group reaches the file, then the disk is full.
+            let _ = self.file.write_all(&self.buf[..self.buf.len() / 2]);
+            let err = std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left");
+            return Err(self.fail(io_error(&self.active_path(), "cannot write to", err)));
+        }
+        let written = self.file.write_all(&self.buf).and_then(|()| {
+            if self.options.durability == Durability::Fsync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(err) = written {
+            let path = self.active_path();
+            // Best effort: the partial group is cut off now, and would be
+            // cut off as torn on the next open anyway.
+            let _ = self.file.set_len(self.len);
+            return Err(self.fail(io_error(&path, "cannot write to", err)));
+        }
+        let counters = &self.shared.counters;
+        counters
+            .appends
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        counters.groups.fetch_add(1, Ordering::Relaxed);
+        counters
+            .bytes
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        self.len += self.buf.len() as u64;
+        self.next_lsn += group.len() as u64;
+        if self.len >= self.options.segment_bytes {
+            // The group is durable whatever happens here; a failure to
+            // start the next segment only stops later appends.
+            if let Err(err) = self.rotate() {
+                self.fail(err);
+            }
+        }
+        Ok(first)
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        let segment = Segment::new(&self.shared.dir, self.next_lsn);
+        let (file, len) = create_segment(&self.shared.dir, &segment)?;
+        self.file = file;
+        self.len = len;
+        self.shared.segments.lock().push(segment);
+        Ok(())
+    }
+
+    fn active_path(&self) -> PathBuf {
+        self.shared
+            .segments
+            .lock()
+            .last()
+            .map_or_else(|| self.shared.dir.clone(), |s| s.path.clone())
+    }
+
+    fn fail(&self, err: TenantError) -> TenantError {
+        *self.shared.failure.lock() = Some(err.clone());
+        err
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, options: WalOptions) -> (Wal, Vec<(u64, Vec<u8>)>) {
+        let mut seen = Vec::new();
+        let wal = Wal::open(dir, options, |lsn, payload| {
+            seen.push((lsn.0, payload.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        (wal, seen)
+    }
+
+    fn small_segments() -> WalOptions {
+        WalOptions {
+            segment_bytes: 200,
+            ..WalOptions::default()
+        }
+    }
+
+    fn payload(n: u64) -> Vec<u8> {
+        format!("record {n:04} ").repeat(4).into_bytes()
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_get_distinct_lsns_and_all_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, seen) = open(dir.path(), small_segments());
+        assert!(seen.is_empty());
+        let wal = Arc::new(wal);
+        let tasks: Vec<_> = (0..100)
+            .map(|n| {
+                let wal = Arc::clone(&wal);
+                tokio::spawn(async move { (wal.append(payload(n)).await.unwrap(), n) })
+            })
+            .collect();
+        let mut acked = Vec::new();
+        for task in tasks {
+            acked.push(task.await.unwrap());
+        }
+        let stats = wal.stats();
+        assert_eq!(stats.appends, 100);
+        assert!(stats.groups >= 1 && stats.groups <= 100);
+        assert!(wal.segment_count() > 1, "200-byte segments rotate");
+        drop(wal);
+
+        let (wal, seen) = open(dir.path(), small_segments());
+        assert_eq!(seen.len(), 100);
+        for (lsn, n) in acked {
+            assert_eq!(seen[lsn.0 as usize - 1], (lsn.0, payload(n)));
+        }
+        assert_eq!(wal.append(b"next".to_vec()).await.unwrap(), Lsn(101));
+        assert_eq!(wal.stats().replayed, 100);
+        drop(wal);
+        // Appends after a reopen go after what was there.
+        let (_, seen) = open(dir.path(), small_segments());
+        assert_eq!(seen.len(), 101);
+        assert_eq!(seen[100], (101, b"next".to_vec()));
+    }
+
+    /// The newest segment file.
+    fn newest(dir: &Path) -> PathBuf {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files.pop().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_write_is_cut_off_and_the_log_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = open(dir.path(), WalOptions::default());
+        for n in 1..=3 {
+            wal.append(payload(n)).await.unwrap();
+        }
+        drop(wal);
+        let path = newest(dir.path());
+        let whole = std::fs::metadata(&path).unwrap().len();
+        // Every way the third record can be torn: cut short, or its last
+        // bytes never written (zeros, as a crash can leave them).
+        let third = whole - (16 + payload(3).len() as u64);
+        for cut in [third + 1, third + 10, whole - 1] {
+            let copy = tempfile::tempdir().unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            let target = copy.path().join(path.file_name().unwrap());
+            std::fs::write(&target, &bytes[..cut as usize]).unwrap();
+            let (wal, seen) = open(copy.path(), WalOptions::default());
+            assert_eq!(seen.len(), 2, "cut at {cut}");
+            assert_eq!(wal.stats().torn_bytes, cut - third);
+            assert_eq!(wal.append(b"again".to_vec()).await.unwrap(), Lsn(3));
+            drop(wal);
+            let (_, seen) = open(copy.path(), WalOptions::default());
+            assert_eq!(seen[2], (3, b"again".to_vec()));
+        }
+        let mut zeroed = std::fs::read(&path).unwrap();
+        zeroed[whole as usize - 5..].fill(0);
+        std::fs::write(&path, zeroed).unwrap();
+        let (_, seen) = open(dir.path(), WalOptions::default());
+        assert_eq!(seen.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn damage_before_the_end_is_reported_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = open(dir.path(), small_segments());
+        for n in 1..=20 {
+            wal.append(payload(n)).await.unwrap();
+        }
+        drop(wal);
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(files.len() > 2);
+
+        // A flipped bit in an older segment.
+        let mut bytes = std::fs::read(&files[0]).unwrap();
+        bytes[MAGIC.len() + 20] ^= 1;
+        std::fs::write(&files[0], &bytes).unwrap();
+        let err = Wal::open(dir.path(), WalOptions::default(), |_, _| Ok(())).unwrap_err();
+        assert_eq!(err.code(), "DATA_CORRUPTED");
+        assert!(
+            err.to_string().contains(&files[0].display().to_string()),
+            "{err}"
+        );
+        bytes[MAGIC.len() + 20] ^= 1;
+        std::fs::write(&files[0], &bytes).unwrap();
+
+        // A bad record followed by good ones in the newest segment is
+        // damage, not a torn write.
+        let last = files.last().unwrap();
+        let mut bytes = std::fs::read(last).unwrap();
+        let good = bytes.clone();
+        if bytes.len() > MAGIC.len() + 16 + payload(1).len() {
+            bytes[MAGIC.len() + 20] ^= 1;
+            std::fs::write(last, &bytes).unwrap();
+            let err = Wal::open(dir.path(), WalOptions::default(), |_, _| Ok(())).unwrap_err();
+            assert_eq!(err.code(), "DATA_CORRUPTED", "{err}");
+            std::fs::write(last, &good).unwrap();
+        }
+
+        // A missing segment.
+        std::fs::remove_file(&files[1]).unwrap();
+        let err = Wal::open(dir.path(), WalOptions::default(), |_, _| Ok(())).unwrap_err();
+        assert_eq!(err.code(), "DATA_CORRUPTED");
+        assert!(err.to_string().contains("a segment is missing"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn truncation_removes_only_segments_wholly_stored_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = open(dir.path(), small_segments());
+        let mut last = Lsn(0);
+        for n in 1..=30 {
+            last = wal.append(payload(n)).await.unwrap();
+        }
+        let before = wal.segment_count();
+        assert_eq!(wal.truncate_through(Lsn(0)).unwrap(), 0);
+        let removed = wal.truncate_through(Lsn(15)).unwrap();
+        assert!(removed > 0 && removed < before);
+        // Everything stored: all but the segment being written go.
+        wal.truncate_through(last).unwrap();
+        assert_eq!(wal.segment_count(), 1);
+        drop(wal);
+        let (wal, seen) = open(dir.path(), small_segments());
+        assert!(seen.iter().all(|(lsn, _)| *lsn > 15));
+        assert_eq!(wal.append(b"x".to_vec()).await.unwrap(), Lsn(31));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_not_acknowledged_and_stops_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = open(dir.path(), WalOptions::default());
+        wal.append(b"kept".to_vec()).await.unwrap();
+        wal.shared.fail_next_write.store(true, Ordering::Relaxed);
+        let err = wal.append(b"lost".to_vec()).await.unwrap_err();
+        assert_eq!(err.code(), "STORAGE_ERROR");
+        assert!(err.to_string().contains("no space left"), "{err}");
+        // What the disk holds is unknown now: nothing more is acknowledged.
+        let again = wal.append(b"after".to_vec()).await.unwrap_err();
+        assert_eq!(again, err);
+        drop(wal);
+        let (wal, seen) = open(dir.path(), WalOptions::default());
+        assert_eq!(seen, [(1, b"kept".to_vec())]);
+        assert_eq!(wal.append(b"next".to_vec()).await.unwrap(), Lsn(2));
+    }
+
+    #[tokio::test]
+    async fn replay_errors_stop_the_open_and_big_writes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = open(dir.path(), WalOptions::default());
+        wal.append(b"a".to_vec()).await.unwrap();
+        let err = wal.append(vec![0; MAX_PAYLOAD + 1]).await.unwrap_err();
+        assert_eq!(err.code(), "INVALID_ARGUMENT");
+        drop(wal);
+        let err = Wal::open(dir.path(), WalOptions::default(), |_, _| {
+            Err(TenantError::SchemaMismatch("no such table".into()))
+        })
+        .unwrap_err();
+        assert_eq!(err.code(), "SCHEMA_MISMATCH");
+    }
+}
