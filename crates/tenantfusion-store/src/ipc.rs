@@ -43,3 +43,16 @@ pub fn decode_batches(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
         .map(|batch| batch.map_err(failed))
         .collect()
 }
+
+/// `schema` alone, as an Arrow IPC stream with no batches (field names,
+/// types, nullability and metadata all kept).
+pub(crate) fn encode_schema(schema: &SchemaRef) -> Result<Vec<u8>> {
+    encode_batches(schema, &[])
+}
+
+/// The schema of an IPC stream made by [`encode_schema`].
+pub(crate) fn decode_schema(bytes: &[u8]) -> std::result::Result<SchemaRef, String> {
+    StreamReader::try_new(bytes, None)
+        .map(|reader| reader.schema())
+        .map_err(|e| format!("schema cannot be decoded: {e}"))
+}

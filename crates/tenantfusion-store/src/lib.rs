@@ -1,17 +1,28 @@
 //! Durable storage for tenantfusion tables.
 //!
-//! This first part is the write-ahead log: every write is a checksummed
-//! record carrying Arrow IPC rows, acknowledged only once it is durable
-//! (group commit: one fsync serves every writer waiting on it), read back
-//! in order when the log opens, with an unacknowledged write torn by a
-//! crash cut off and any other damage reported with the file it is in.
-//! Parquet segments, manifests, flush and compaction build on it.
+//! Every write is a checksummed record of a write-ahead log carrying Arrow
+//! IPC rows, acknowledged only once it is durable (group commit: one fsync
+//! serves every writer waiting on it), read back in order when the log
+//! opens, with an unacknowledged write torn by a crash cut off and any
+//! other damage reported with the file it is in.
+//!
+//! - [`StorageRoot`]: the directory of an engine's durable state.
+//! - [`CatalogLog`]: namespaces, tables, users, grants and sources.
+//! - [`DurablePartitionStore`]: one table's rows, per user partition.
+//! - [`Wal`]: the log underneath both.
 
+mod catalog_log;
+mod codec;
 mod ipc;
 mod record;
+mod root;
 mod segment;
+mod table_log;
 mod wal;
 
+pub use catalog_log::{CatalogEvent, CatalogLog, TableDef};
 pub use ipc::{decode_batches, encode_batches};
 pub use record::MAX_PAYLOAD;
+pub use root::StorageRoot;
+pub use table_log::DurablePartitionStore;
 pub use wal::{Durability, Lsn, Wal, WalOptions, WalStats};

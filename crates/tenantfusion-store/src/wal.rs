@@ -248,6 +248,12 @@ impl Wal {
         self.shared.segments.lock().len()
     }
 
+    /// Makes the next commit group fail half-written, as a full disk would.
+    #[cfg(test)]
+    pub(crate) fn fail_next_write(&self) {
+        self.shared.fail_next_write.store(true, Ordering::Relaxed);
+    }
+
     /// Counters since the log opened.
     pub fn stats(&self) -> WalStats {
         let c = &self.shared.counters;

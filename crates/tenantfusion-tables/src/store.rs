@@ -61,11 +61,10 @@ impl MemoryPartitionStore {
     pub fn new() -> Self {
         Self::default()
     }
-}
 
-#[async_trait]
-impl PartitionStore for MemoryPartitionStore {
-    async fn append(&self, partition: &PartitionKey, batches: Vec<RecordBatch>) -> Result<u64> {
+    /// [`PartitionStore::append`] without waiting: what durable stores use
+    /// to apply a write once it is logged, and to replay their log.
+    pub fn append_now(&self, partition: &PartitionKey, batches: Vec<RecordBatch>) -> Result<u64> {
         let added: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if added == 0 {
             return Ok(0);
@@ -89,20 +88,35 @@ impl PartitionStore for MemoryPartitionStore {
         Ok(added as u64)
     }
 
-    async fn read(&self, partition: &PartitionKey) -> Result<Vec<RecordBatch>> {
-        Ok(self
-            .partitions
+    /// [`PartitionStore::drop_partition`] without waiting.
+    pub fn drop_now(&self, partition: &PartitionKey) -> u64 {
+        self.partitions
+            .remove(partition)
+            .map(|(_, slot)| slot.read().iter().map(|b| b.num_rows() as u64).sum())
+            .unwrap_or(0)
+    }
+
+    /// [`PartitionStore::read`] without waiting.
+    pub fn read_now(&self, partition: &PartitionKey) -> Vec<RecordBatch> {
+        self.partitions
             .get(partition)
             .map(|slot| slot.read().clone())
-            .unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl PartitionStore for MemoryPartitionStore {
+    async fn append(&self, partition: &PartitionKey, batches: Vec<RecordBatch>) -> Result<u64> {
+        self.append_now(partition, batches)
+    }
+
+    async fn read(&self, partition: &PartitionKey) -> Result<Vec<RecordBatch>> {
+        Ok(self.read_now(partition))
     }
 
     async fn drop_partition(&self, partition: &PartitionKey) -> Result<u64> {
-        Ok(self
-            .partitions
-            .remove(partition)
-            .map(|(_, slot)| slot.read().iter().map(|b| b.num_rows() as u64).sum())
-            .unwrap_or(0))
+        Ok(self.drop_now(partition))
     }
 
     fn partition_count(&self) -> usize {

@@ -1,0 +1,209 @@
+//! The directory an engine keeps its durable state in.
+//!
+//! ```text
+//! {root}/LOCK                      held while an engine has the root open
+//! {root}/catalog/*.wal             the catalog's log
+//! {root}/tables/{storage}/wal/     each table's log
+//! ```
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use tenantfusion_core::{Result, TableId, TenantError};
+
+use crate::catalog_log::{CatalogEvent, CatalogLog};
+use crate::segment::io_error;
+use crate::table_log::DurablePartitionStore;
+use crate::wal::WalOptions;
+
+/// An open storage root: one engine at a time (a second open of the same
+/// directory, in this process or another, is refused).
+///
+/// ```
+/// use tenantfusion_core::TableId;
+/// use tenantfusion_store::{StorageRoot, WalOptions};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let root = StorageRoot::open(dir.path(), WalOptions::default()).unwrap();
+/// let name = root.new_storage_name(&TableId::new("app", "notes"));
+/// assert!(name.starts_with("app.notes."));
+/// let err = StorageRoot::open(dir.path(), WalOptions::default()).unwrap_err();
+/// assert_eq!(err.code(), "STORAGE_ERROR");
+/// ```
+#[derive(Debug)]
+pub struct StorageRoot {
+    path: PathBuf,
+    options: WalOptions,
+    next_table: AtomicU64,
+    /// Holds the lock for as long as the root is open.
+    _lock: File,
+}
+
+impl StorageRoot {
+    /// Opens (or creates) the root at `path`; `options` apply to every log
+    /// in it. `STORAGE_ERROR` if another engine has it open.
+    pub fn open(path: impl AsRef<Path>, options: WalOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let tables = path.join("tables");
+        std::fs::create_dir_all(&tables).map_err(|e| io_error(&tables, "cannot create", e))?;
+        let lock_path = path.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_error(&lock_path, "cannot open", e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(TenantError::Storage(format!(
+                    "the data directory {} is in use by another engine",
+                    path.display()
+                )));
+            }
+            Err(TryLockError::Error(e)) => return Err(io_error(&lock_path, "cannot lock", e)),
+        }
+        let next_table = table_dirs(&path)?
+            .iter()
+            .filter_map(|name| name.rsplit('.').next()?.parse::<u64>().ok())
+            .max()
+            .map_or(1, |n| n + 1);
+        Ok(Self {
+            path,
+            options,
+            next_table: AtomicU64::new(next_table),
+            _lock: lock,
+        })
+    }
+
+    /// The root directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the catalog's log, handing each event to `replay` in order.
+    pub fn catalog(&self, replay: impl FnMut(CatalogEvent) -> Result<()>) -> Result<CatalogLog> {
+        CatalogLog::open(self.path.join("catalog"), self.options, replay)
+    }
+
+    /// A storage name no table of this root has had: the table's name
+    /// (made safe for a file name) and a number.
+    pub fn new_storage_name(&self, table: &TableId) -> String {
+        let safe = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        let n = self.next_table.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{}.{}.{n}",
+            safe(table.namespace_id().as_str()),
+            safe(table.table_name().as_str())
+        )
+    }
+
+    /// Opens (or creates) the rows of the table stored under `storage`.
+    pub fn table_store(
+        &self,
+        storage: &str,
+        schema: SchemaRef,
+    ) -> Result<Arc<DurablePartitionStore>> {
+        let dir = self.table_dir(storage)?.join("wal");
+        Ok(Arc::new(DurablePartitionStore::open(
+            dir,
+            schema,
+            self.options,
+        )?))
+    }
+
+    /// Deletes the rows of a dropped table.
+    pub fn remove_table(&self, storage: &str) -> Result<()> {
+        let dir = self.table_dir(storage)?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(&dir, "cannot remove", e)),
+        }
+    }
+
+    /// Deletes table directories not in `used`: left by a table whose
+    /// CREATE was never logged, or whose DROP was logged but not finished
+    /// when the process stopped. Returns how many were deleted.
+    pub fn remove_unused(&self, used: &HashSet<String>) -> Result<usize> {
+        let mut removed = 0;
+        for name in table_dirs(&self.path)? {
+            if !used.contains(&name) {
+                self.remove_table(&name)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn table_dir(&self, storage: &str) -> Result<PathBuf> {
+        // Names come from new_storage_name or the catalog log; refuse
+        // anything that would leave the tables directory.
+        if storage.is_empty() || storage.contains(['/', '\\']) || storage.starts_with('.') {
+            return Err(TenantError::Corrupted {
+                file: self.path.join("catalog").display().to_string(),
+                detail: format!("'{storage}' is not a table storage name"),
+            });
+        }
+        Ok(self.path.join("tables").join(storage))
+    }
+}
+
+fn table_dirs(root: &Path) -> Result<Vec<String>> {
+    let tables = root.join("tables");
+    let entries = std::fs::read_dir(&tables).map_err(|e| io_error(&tables, "cannot list", e))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(&tables, "cannot list", e))?;
+        if entry.path().is_dir()
+            && let Some(name) = entry.file_name().to_str()
+        {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn names_are_new_after_reopen_and_unused_tables_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let id = TableId::new("app", "a/b");
+        let (kept, orphan) = {
+            let root = StorageRoot::open(dir.path(), WalOptions::default()).unwrap();
+            let kept = root.new_storage_name(&id);
+            let orphan = root.new_storage_name(&id);
+            assert_eq!(kept, "app.a_b.1");
+            root.table_store(&kept, Arc::clone(&schema)).unwrap();
+            root.table_store(&orphan, Arc::clone(&schema)).unwrap();
+            (kept, orphan)
+        };
+        let root = StorageRoot::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(root.new_storage_name(&id), "app.a_b.3");
+        let used = HashSet::from([kept.clone()]);
+        assert_eq!(root.remove_unused(&used).unwrap(), 1);
+        assert!(dir.path().join("tables").join(&kept).is_dir());
+        assert!(!dir.path().join("tables").join(&orphan).exists());
+        let err = root.table_store("../escape", schema).unwrap_err();
+        assert_eq!(err.code(), "DATA_CORRUPTED");
+    }
+}
