@@ -45,8 +45,13 @@ pub enum CatalogEvent {
         /// Its name.
         name: String,
     },
-    /// `CREATE TABLE`, replacing a table of that name if there is one.
-    CreateTable(TableDef),
+    /// `CREATE TABLE`.
+    CreateTable {
+        /// The table.
+        def: TableDef,
+        /// Whether it replaces a table of that name (`OR REPLACE`).
+        replace: bool,
+    },
     /// `DROP TABLE`.
     DropTable {
         /// Its namespace.
@@ -172,8 +177,9 @@ fn encode(event: &CatalogEvent) -> Result<Vec<u8>> {
     match event {
         CatalogEvent::CreateNamespace { name } => out.u8(CREATE_NAMESPACE).str(name),
         CatalogEvent::DropNamespace { name } => out.u8(DROP_NAMESPACE).str(name),
-        CatalogEvent::CreateTable(def) => out
+        CatalogEvent::CreateTable { def, replace } => out
             .u8(CREATE_TABLE)
+            .u8(u8::from(*replace))
             .str(&def.namespace)
             .str(&def.table)
             .str(def.kind.as_str())
@@ -234,20 +240,23 @@ fn decode(payload: &[u8]) -> Result<CatalogEvent, String> {
         DROP_NAMESPACE => CatalogEvent::DropNamespace {
             name: d.str("name")?,
         },
-        CREATE_TABLE => CatalogEvent::CreateTable(TableDef {
-            namespace: d.str("namespace")?,
-            table: d.str("table")?,
-            kind: match d.str("table type")?.as_str() {
-                "user" => TableType::User,
-                "shared" => TableType::Shared,
-                "stream" => TableType::Stream,
-                other => return Err(format!("unknown table type '{other}'")),
+        CREATE_TABLE => CatalogEvent::CreateTable {
+            replace: d.u8("replace")? != 0,
+            def: TableDef {
+                namespace: d.str("namespace")?,
+                table: d.str("table")?,
+                kind: match d.str("table type")?.as_str() {
+                    "user" => TableType::User,
+                    "shared" => TableType::Shared,
+                    "stream" => TableType::Stream,
+                    other => return Err(format!("unknown table type '{other}'")),
+                },
+                schema: decode_schema(d.bytes("schema")?)?,
+                options: d.pairs("options")?,
+                defaults: d.pairs("defaults")?,
+                storage: Some(d.str("storage")?).filter(|s| !s.is_empty()),
             },
-            schema: decode_schema(d.bytes("schema")?)?,
-            options: d.pairs("options")?,
-            defaults: d.pairs("defaults")?,
-            storage: Some(d.str("storage")?).filter(|s| !s.is_empty()),
-        }),
+        },
         DROP_TABLE => CatalogEvent::DropTable {
             namespace: d.str("namespace")?,
             table: d.str("table")?,
@@ -307,15 +316,18 @@ mod tests {
         ]));
         vec![
             CatalogEvent::CreateNamespace { name: "app".into() },
-            CatalogEvent::CreateTable(TableDef {
-                namespace: "app".into(),
-                table: "notes".into(),
-                kind: TableType::Shared,
-                schema,
-                options: vec![("ACCESS_LEVEL".into(), "restricted".into())],
-                defaults: vec![("ts".into(), "now()".into())],
-                storage: Some("app.notes.1".into()),
-            }),
+            CatalogEvent::CreateTable {
+                replace: true,
+                def: TableDef {
+                    namespace: "app".into(),
+                    table: "notes".into(),
+                    kind: TableType::Shared,
+                    schema,
+                    options: vec![("ACCESS_LEVEL".into(), "restricted".into())],
+                    defaults: vec![("ts".into(), "now()".into())],
+                    storage: Some("app.notes.1".into()),
+                },
+            },
             CatalogEvent::CreateUser {
                 name: "alice".into(),
                 role: Role::Service,

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::datatypes::SchemaRef;
 use tenantfusion_core::{Result, TableId, TenantError};
 
 use crate::catalog_log::{CatalogEvent, CatalogLog};
@@ -113,17 +112,9 @@ impl StorageRoot {
     }
 
     /// Opens (or creates) the rows of the table stored under `storage`.
-    pub fn table_store(
-        &self,
-        storage: &str,
-        schema: SchemaRef,
-    ) -> Result<Arc<DurablePartitionStore>> {
+    pub fn table_store(&self, storage: &str) -> Result<Arc<DurablePartitionStore>> {
         let dir = self.table_dir(storage)?.join("wal");
-        Ok(Arc::new(DurablePartitionStore::open(
-            dir,
-            schema,
-            self.options,
-        )?))
+        Ok(Arc::new(DurablePartitionStore::open(dir, self.options)?))
     }
 
     /// Deletes the rows of a dropped table.
@@ -181,20 +172,18 @@ fn table_dirs(root: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     #[test]
     fn names_are_new_after_reopen_and_unused_tables_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
         let id = TableId::new("app", "a/b");
         let (kept, orphan) = {
             let root = StorageRoot::open(dir.path(), WalOptions::default()).unwrap();
             let kept = root.new_storage_name(&id);
             let orphan = root.new_storage_name(&id);
             assert_eq!(kept, "app.a_b.1");
-            root.table_store(&kept, Arc::clone(&schema)).unwrap();
-            root.table_store(&orphan, Arc::clone(&schema)).unwrap();
+            root.table_store(&kept).unwrap();
+            root.table_store(&orphan).unwrap();
             (kept, orphan)
         };
         let root = StorageRoot::open(dir.path(), WalOptions::default()).unwrap();
@@ -203,7 +192,7 @@ mod tests {
         assert_eq!(root.remove_unused(&used).unwrap(), 1);
         assert!(dir.path().join("tables").join(&kept).is_dir());
         assert!(!dir.path().join("tables").join(&orphan).exists());
-        let err = root.table_store("../escape", schema).unwrap_err();
+        let err = root.table_store("../escape").unwrap_err();
         assert_eq!(err.code(), "DATA_CORRUPTED");
     }
 }

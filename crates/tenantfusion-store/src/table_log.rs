@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result as DFResult;
 use tenantfusion_core::{Result, TenantError, UserId};
@@ -46,17 +45,16 @@ const TOPIC: u8 = 2;
 /// let rows = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1]))]).unwrap();
 /// let alice = PartitionKey::User(UserId::new("alice"));
 /// {
-///     let store = DurablePartitionStore::open(dir.path(), schema.clone(), WalOptions::default()).unwrap();
+///     let store = DurablePartitionStore::open(dir.path(), WalOptions::default()).unwrap();
 ///     store.append(&alice, vec![rows.clone()]).await.unwrap();
 /// }
-/// let reopened = DurablePartitionStore::open(dir.path(), schema, WalOptions::default()).unwrap();
+/// let reopened = DurablePartitionStore::open(dir.path(), WalOptions::default()).unwrap();
 /// assert_eq!(reopened.read(&alice).await.unwrap(), vec![rows]);
 /// # });
 /// ```
 #[derive(Debug)]
 pub struct DurablePartitionStore {
     dir: PathBuf,
-    schema: SchemaRef,
     wal: Wal,
     hot: MemoryPartitionStore,
     /// Held from logging a partition's write until it is applied.
@@ -65,9 +63,9 @@ pub struct DurablePartitionStore {
 
 impl DurablePartitionStore {
     /// Opens (or creates) the store whose log is in `dir`, replaying it.
-    /// `schema` is what rows are stored with; `DATA_CORRUPTED` names the log
-    /// and record when a record does not decode.
-    pub fn open(dir: impl AsRef<Path>, schema: SchemaRef, options: WalOptions) -> Result<Self> {
+    /// `DATA_CORRUPTED` names the log and record when a record does not
+    /// decode.
+    pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let hot = MemoryPartitionStore::new();
         let wal = Wal::open(&dir, options, |lsn, payload| {
@@ -78,7 +76,6 @@ impl DurablePartitionStore {
         })?;
         Ok(Self {
             dir,
-            schema,
             wal,
             hot,
             writing: DashMap::new(),
@@ -111,10 +108,10 @@ impl DurablePartitionStore {
 #[async_trait]
 impl PartitionStore for DurablePartitionStore {
     async fn append(&self, partition: &PartitionKey, batches: Vec<RecordBatch>) -> DFResult<u64> {
-        if batches.iter().all(|b| b.num_rows() == 0) {
+        let Some(first) = batches.iter().find(|b| b.num_rows() > 0) else {
             return Ok(0);
-        }
-        let rows = encode_batches(&self.schema, &batches)?;
+        };
+        let rows = encode_batches(&first.schema(), &batches)?;
         let mut record = Encoder::default();
         record.u8(APPEND);
         key(&mut record, partition);
@@ -198,7 +195,7 @@ mod tests {
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
-    fn schema() -> SchemaRef {
+    fn schema() -> datafusion::arrow::datatypes::SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, true),
             Field::new("body", DataType::Utf8, true),
@@ -245,7 +242,7 @@ mod tests {
         let bob = PartitionKey::User(UserId::new("bob"));
         let topic = PartitionKey::Topic("AAPL".into());
         {
-            let store = DurablePartitionStore::open(dir.path(), schema(), options()).unwrap();
+            let store = DurablePartitionStore::open(dir.path(), options()).unwrap();
             store.append(&alice, vec![rows(&[1, 2])]).await.unwrap();
             store.append(&bob, vec![rows(&[10])]).await.unwrap();
             store.append(&alice, vec![rows(&[3])]).await.unwrap();
@@ -261,7 +258,7 @@ mod tests {
             assert_eq!(store.append(&alice, vec![]).await.unwrap(), 0);
             assert_eq!(store.wal_stats().appends, 7);
         }
-        let store = DurablePartitionStore::open(dir.path(), schema(), options()).unwrap();
+        let store = DurablePartitionStore::open(dir.path(), options()).unwrap();
         assert_eq!(store.wal_stats().replayed, 7);
         assert_eq!(ids(&store.read(&alice).await.unwrap()), [1, 2, 3]);
         assert_eq!(ids(&store.read(&bob).await.unwrap()), [11]);
@@ -277,14 +274,14 @@ mod tests {
     async fn a_failed_log_write_stores_nothing_and_reports_storage_error() {
         let dir = tempfile::tempdir().unwrap();
         let alice = PartitionKey::User(UserId::new("alice"));
-        let store = DurablePartitionStore::open(dir.path(), schema(), options()).unwrap();
+        let store = DurablePartitionStore::open(dir.path(), options()).unwrap();
         store.append(&alice, vec![rows(&[1])]).await.unwrap();
         store.wal.fail_next_write();
         let err = store.append(&alice, vec![rows(&[2])]).await.unwrap_err();
         assert!(err.to_string().contains("STORAGE_ERROR"), "{err}");
         assert_eq!(ids(&store.read(&alice).await.unwrap()), [1]);
         drop(store);
-        let store = DurablePartitionStore::open(dir.path(), schema(), options()).unwrap();
+        let store = DurablePartitionStore::open(dir.path(), options()).unwrap();
         assert_eq!(ids(&store.read(&alice).await.unwrap()), [1]);
     }
 
@@ -296,7 +293,7 @@ mod tests {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(wal.append(vec![APPEND, 9])).unwrap();
         }
-        let err = DurablePartitionStore::open(dir.path(), schema(), options()).unwrap_err();
+        let err = DurablePartitionStore::open(dir.path(), options()).unwrap_err();
         assert_eq!(err.code(), "DATA_CORRUPTED");
         let message = err.to_string();
         assert!(

@@ -16,7 +16,7 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType as DFTableType};
 use datafusion::physical_plan::ExecutionPlan;
 use tenantfusion_core::{
-    Access, AccessLevel, BaseTableProvider, ChangeListener, TableId, TableProviderCore,
+    Access, AccessLevel, BaseTableProvider, ChangeListener, StorageId, TableId, TableProviderCore,
     TenantError, UserContext, UserId, WatchGuard,
 };
 
@@ -120,6 +120,13 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
         defaults: impl IntoIterator<Item = (String, Expr)>,
     ) -> Self {
         self.column_defaults = defaults.into_iter().collect();
+        self
+    }
+
+    /// Records where the table's rows are stored durably
+    /// ([`TableProviderCore::storage_id`]).
+    pub fn with_storage_id(mut self, storage: StorageId) -> Self {
+        self.core.storage_id = Some(storage);
         self
     }
 

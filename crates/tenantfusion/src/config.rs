@@ -1,10 +1,12 @@
 //! Engine settings.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tenantfusion_core::{Clock, SystemClock, TableType};
+use tenantfusion_core::{Clock, Result, SystemClock, TableType, TenantError};
 use tenantfusion_live::{LiveConfig, PoolConfig, Source};
+use tenantfusion_store::Durability;
 
 use crate::plan_cache::PlanCacheConfig;
 
@@ -58,6 +60,68 @@ pub struct EngineConfig {
     /// Rows kept per topic or user by a stream table that declares neither
     /// `TTL_SECONDS` nor `MAX_ROWS_PER_TOPIC`/`MAX_ROWS_PER_USER`.
     pub stream_default_max_rows: usize,
+    /// Where user and shared tables keep their rows, and the catalog its
+    /// namespaces, tables and users ([`Storage::Memory`] by default: gone
+    /// when the engine is).
+    pub storage: Storage,
+}
+
+/// Where an engine keeps what it stores.
+///
+/// ```
+/// use tenantfusion::{Durability, Storage};
+///
+/// assert_eq!(Storage::from_url("memory").unwrap(), Storage::Memory);
+/// let Storage::Directory { path, durability } = Storage::from_url("file:///var/lib/tf").unwrap() else {
+///     unreachable!()
+/// };
+/// assert_eq!((path.to_str(), durability), (Some("/var/lib/tf"), Durability::Fsync));
+/// assert_eq!(Storage::from_url("ftp://x").unwrap_err().code(), "INVALID_ARGUMENT");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Storage {
+    /// In memory only: nothing survives the engine.
+    #[default]
+    Memory,
+    /// A directory on the local file system: every write is logged there
+    /// before it is acknowledged, and the engine reopens with what it held.
+    /// One engine at a time may have it open.
+    Directory {
+        /// The directory (created if missing).
+        path: PathBuf,
+        /// When a write counts as done.
+        durability: Durability,
+    },
+}
+
+impl Storage {
+    /// Reads a storage URL: `memory`, `file:///absolute/path` or a plain
+    /// path (both [`Durability::Fsync`]).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let url = url.trim();
+        if url == "memory" || url == "memory://" {
+            return Ok(Storage::Memory);
+        }
+        let path = match url.split_once("://") {
+            Some(("file", path)) if !path.is_empty() => path,
+            Some((scheme, _)) => {
+                return Err(TenantError::InvalidArgument(format!(
+                    "storage URL '{url}': scheme '{scheme}' is not supported \
+                     (use memory, file:///path or a path)"
+                )));
+            }
+            None if !url.is_empty() => url,
+            None => {
+                return Err(TenantError::InvalidArgument(
+                    "storage URL must not be empty".into(),
+                ));
+            }
+        };
+        Ok(Storage::Directory {
+            path: PathBuf::from(path),
+            durability: Durability::Fsync,
+        })
+    }
 }
 
 impl Default for EngineConfig {
@@ -75,6 +139,7 @@ impl Default for EngineConfig {
             live_sources: Vec::new(),
             stream_linger: Duration::from_secs(10),
             stream_default_max_rows: 10_000,
+            storage: Storage::Memory,
         }
     }
 }
@@ -109,6 +174,12 @@ impl EngineConfig {
     /// Sets [`stream_linger`](Self::stream_linger).
     pub fn with_stream_linger(mut self, linger: Duration) -> Self {
         self.stream_linger = linger;
+        self
+    }
+
+    /// Sets [`storage`](Self::storage).
+    pub fn with_storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
         self
     }
 

@@ -11,16 +11,15 @@ use datafusion::logical_expr::{CreateMemoryTable, DdlStatement, DropTable, Logic
 use datafusion::physical_plan::collect;
 use datafusion::sql::planner::object_name_to_table_reference;
 use datafusion::sql::sqlparser::ast::ObjectName;
+use datafusion::sql::unparser::expr_to_sql;
 use tenantfusion_core::{
     AccessLevel, BaseTableProvider, Result, Role, TableId, TableType, TenantError, UserContext,
     UserId,
 };
+use tenantfusion_store::{CatalogEvent, TableDef};
 use tenantfusion_tables::{
-    MemoryPartitionStore, PartitionStore, Privilege, Retention, SharedAccess, SharedTableProvider,
-    StreamFeed, StreamTableProvider, UserTableProvider,
+    Privilege, Retention, SharedAccess, SharedTableProvider, StreamFeed, StreamTableProvider,
 };
-
-use tenantfusion_live::LiveConfig;
 
 use crate::config::EngineConfig;
 
@@ -64,12 +63,14 @@ impl TenantSession {
             DdlStatement::CreateMemoryTable(create) => {
                 self.create_table(None, &[], create, state).await
             }
-            DdlStatement::DropTable(drop) => self.drop_table(drop),
+            DdlStatement::DropTable(drop) => self.drop_table(drop).await,
             DdlStatement::CreateCatalogSchema(create) => {
                 self.create_namespace(&create.schema_name, create.if_not_exists)
+                    .await
             }
             DdlStatement::DropCatalogSchema(drop) => {
                 self.drop_namespace(drop.name.schema_name(), drop.if_exists)
+                    .await
             }
             other => Err(TenantError::NotSupported(format!(
                 "{} is not supported; tables are created with CREATE [USER|SHARED] TABLE",
@@ -78,23 +79,25 @@ impl TenantSession {
         }
     }
 
-    pub(crate) fn create_namespace(&self, name: &str, if_not_exists: bool) -> Result<Query> {
+    pub(crate) async fn create_namespace(&self, name: &str, if_not_exists: bool) -> Result<Query> {
         self.require_admin("CREATE NAMESPACE")?;
         validate_namespace(name)?;
-        match self.engine.cache.create_namespace(name) {
+        let event = CatalogEvent::CreateNamespace { name: name.into() };
+        match self.engine.commit(event).await {
             Err(TenantError::NamespaceExists(_)) if if_not_exists => self.done(),
             other => other.and_then(|()| self.done()),
         }
     }
 
-    pub(crate) fn drop_namespace(&self, name: &str, if_exists: bool) -> Result<Query> {
+    pub(crate) async fn drop_namespace(&self, name: &str, if_exists: bool) -> Result<Query> {
         self.require_admin("DROP NAMESPACE")?;
         if name == self.engine.config.default_namespace || name == SYSTEM_NAMESPACE {
             return Err(TenantError::PermissionDenied(format!(
                 "namespace '{name}' is built in and cannot be dropped"
             )));
         }
-        match self.engine.cache.drop_namespace(name) {
+        let event = CatalogEvent::DropNamespace { name: name.into() };
+        match self.engine.commit(event).await {
             Err(TenantError::NamespaceNotFound(_)) if if_exists => self.done(),
             other => other.and_then(|()| self.done()),
         }
@@ -112,27 +115,15 @@ impl TenantSession {
         if create.temporary {
             return Err(TenantError::NotSupported("temporary tables".into()));
         }
-        let options = TableOptions::parse(kind, options, &self.engine.config)?;
+        // Checked here too (commit checks again) so bad options are reported
+        // before anything else about the statement.
+        TableOptions::parse(kind, options, &self.engine.config)?;
         let (namespace, table) = self.resolve_name(&create.name)?;
         if namespace == SYSTEM_NAMESPACE {
             return Err(TenantError::PermissionDenied(
                 "namespace 'system' is reserved for system tables".into(),
             ));
         }
-        if !self.engine.cache.namespace_exists(namespace) {
-            return Err(TenantError::NamespaceNotFound(namespace.to_string()));
-        }
-        if let Some(old) = self.engine.cache.get_provider(namespace, table) {
-            if create.if_not_exists {
-                return self.done();
-            }
-            if !create.or_replace {
-                return Err(TenantError::TableExists(format!("{namespace}.{table}")));
-            }
-            self.engine.cache.invalidate(namespace, table);
-            self.engine.plans.forget_table(&old);
-        }
-
         let schema = Arc::new(create.input.schema().as_arrow().clone());
         let mut seen = HashSet::new();
         if let Some(dup) = schema.fields().iter().find(|f| !seen.insert(f.name())) {
@@ -141,46 +132,39 @@ impl TenantSession {
                 dup.name()
             )));
         }
+        // Defaults are kept as SQL so the catalog log can rebuild them; one
+        // that cannot be written back as SQL is refused now, not on reopen.
+        let defaults = create
+            .column_defaults
+            .iter()
+            .map(|(column, expr)| Ok((column.clone(), expr_to_sql(expr)?.to_string())))
+            .collect::<Result<Vec<_>>>()?;
         let id = TableId::new(namespace, table);
-        let store: Arc<dyn PartitionStore> = Arc::new(MemoryPartitionStore::new());
-        let defaults = create.column_defaults.iter().cloned();
-        let mut stream = None;
-        let provider: Arc<dyn BaseTableProvider> = match (kind, options) {
-            (TableType::Shared, TableOptions::Shared(level)) => Arc::new(
-                SharedTableProvider::new_shared(id, schema, level, store)
-                    .with_column_defaults(defaults),
-            ),
-            (TableType::Stream, TableOptions::Stream(options)) => {
-                let table = Arc::new(
-                    StreamTableProvider::new_stream(
-                        id,
-                        schema,
-                        options.feed,
-                        options.retention,
-                        Arc::clone(&self.engine.config.clock),
-                    )?
-                    .with_column_defaults(defaults),
-                );
-                if table.source().is_some() {
-                    stream = Some((Arc::clone(&table), options.topics));
-                }
-                table
-            }
-            _ => Arc::new(
-                UserTableProvider::new_user(id, schema, store).with_column_defaults(defaults),
-            ),
+        let def = TableDef {
+            namespace: namespace.to_string(),
+            table: table.to_string(),
+            kind,
+            storage: self.engine.new_storage(&id, kind),
+            schema,
+            options: options.to_vec(),
+            defaults,
         };
-        self.engine.cache.insert_provider(Arc::clone(&provider))?;
-        if let Some((stream, topics)) = stream
-            && let Err(err) = self.engine.streams.attach(stream, &topics)
-        {
-            self.engine.cache.invalidate(namespace, table);
-            return Err(err);
+        let event = CatalogEvent::CreateTable {
+            def,
+            replace: create.or_replace,
+        };
+        match self.engine.commit(event).await {
+            Err(TenantError::TableExists(_)) if create.if_not_exists => return self.done(),
+            other => other?,
         }
-
+        let provider = self.engine.lookup(namespace, table)?;
         if let Err(err) = self.fill_from(&provider, &create.input, state).await {
             // CREATE TABLE ... AS is all or nothing.
-            self.engine.cache.invalidate(namespace, table);
+            let drop = CatalogEvent::DropTable {
+                namespace: namespace.to_string(),
+                table: table.to_string(),
+            };
+            self.engine.commit(drop).await?;
             return Err(err);
         }
         self.done()
@@ -204,56 +188,74 @@ impl TenantSession {
         Ok(())
     }
 
-    pub(crate) fn drop_table(&self, drop: &DropTable) -> Result<Query> {
+    pub(crate) async fn drop_table(&self, drop: &DropTable) -> Result<Query> {
         let (namespace, table) = self.resolve_name(&drop.name)?;
-        let cache = &self.engine.cache;
-        let Some(provider) = cache.get_provider(namespace, table) else {
-            if drop.if_exists {
+        let provider = match self.engine.lookup(namespace, table) {
+            Ok(provider) => provider,
+            Err(TenantError::TableNotFound(_) | TenantError::NamespaceNotFound(_))
+                if drop.if_exists =>
+            {
                 return self.done();
             }
-            return Err(if cache.namespace_exists(namespace) {
-                TenantError::TableNotFound(format!("{namespace}.{table}"))
-            } else {
-                TenantError::NamespaceNotFound(namespace.to_string())
-            });
+            Err(e) => return Err(e),
         };
         self.require_table_ddl(provider.core().table_type, "DROP TABLE")?;
-        cache.invalidate(namespace, table);
-        self.engine.streams.detach(provider.table_id());
-        self.engine.plans.forget_table(&provider);
-        self.done()
+        let event = CatalogEvent::DropTable {
+            namespace: namespace.to_string(),
+            table: table.to_string(),
+        };
+        match self.engine.commit(event).await {
+            Err(TenantError::TableNotFound(_)) if drop.if_exists => self.done(),
+            other => other.and_then(|()| self.done()),
+        }
     }
 
-    pub(crate) fn create_user(&self, name: &str, role: Role, if_not_exists: bool) -> Result<Query> {
+    pub(crate) async fn create_user(
+        &self,
+        name: &str,
+        role: Role,
+        if_not_exists: bool,
+    ) -> Result<Query> {
         self.require_admin("CREATE USER")?;
         if name.trim().is_empty() {
             return Err(TenantError::InvalidArgument(
                 "user name must not be empty".into(),
             ));
         }
-        match self.engine.users.create(UserId::new(name), role) {
+        let event = CatalogEvent::CreateUser {
+            name: name.into(),
+            role,
+        };
+        match self.engine.commit(event).await {
             Err(TenantError::UserExists(_)) if if_not_exists => self.done(),
             other => other.and_then(|()| self.done()),
         }
     }
 
     /// Drops a user and everything tables hold for them, so a later user of
-    /// the same name does not inherit their rows or grants.
+    /// the same name does not inherit their rows or grants. Their rows go
+    /// first: if the process stops in between, the user is still there and
+    /// `DROP USER` can be run again.
     pub(crate) async fn drop_user(&self, name: &str, if_exists: bool) -> Result<Query> {
         self.require_admin("DROP USER")?;
-        match self.engine.users.drop_user(name) {
-            Err(TenantError::UserNotFound(_)) if if_exists => return self.done(),
-            Err(e) => return Err(e),
-            Ok(_) => {}
+        if self.engine.users.get(name).is_none() {
+            if if_exists {
+                return self.done();
+            }
+            return Err(TenantError::UserNotFound(name.to_string()));
         }
         let user = UserId::new(name);
         for provider in self.engine.cache.all_providers() {
             provider.forget_user(&user).await?;
         }
-        self.done()
+        let event = CatalogEvent::DropUser { name: name.into() };
+        match self.engine.commit(event).await {
+            Err(TenantError::UserNotFound(_)) if if_exists => self.done(),
+            other => other.and_then(|()| self.done()),
+        }
     }
 
-    pub(crate) fn grant(
+    pub(crate) async fn grant(
         &self,
         privileges: &[Privilege],
         table: ObjectName,
@@ -263,31 +265,14 @@ impl TenantSession {
         self.require_admin(if grant { "GRANT" } else { "REVOKE" })?;
         let provider = self.lookup_object(table)?;
         let id = provider.table_id();
-        let (namespace, name) = (id.namespace_id(), id.table_name());
-        let shared = shared_access(&provider).ok_or_else(|| {
-            TenantError::InvalidArgument(format!(
-                "GRANT and REVOKE apply to shared and source-bound stream tables; \
-                 '{namespace}.{name}' is a {} table",
-                provider.core().table_type
-            ))
-        })?;
-        if shared.level() != AccessLevel::Restricted {
-            return Err(TenantError::InvalidArgument(format!(
-                "grants apply to RESTRICTED tables; '{namespace}.{name}' is {}",
-                shared.level()
-            )));
-        }
-        if self.engine.users.get(user).is_none() {
-            return Err(TenantError::UserNotFound(user.to_string()));
-        }
-        let user = UserId::new(user);
-        for privilege in privileges {
-            if grant {
-                shared.grant(user.clone(), *privilege);
-            } else {
-                shared.revoke(&user, *privilege);
-            }
-        }
+        let event = CatalogEvent::Grant {
+            namespace: id.namespace_id().to_string(),
+            table: id.table_name().to_string(),
+            user: user.into(),
+            privileges: privileges.to_vec(),
+            grant,
+        };
+        self.engine.commit(event).await?;
         self.done()
     }
 
@@ -306,35 +291,27 @@ impl TenantSession {
     }
 
     /// `CREATE SOURCE`: a new upstream in the live pool (started if needed).
-    pub(crate) fn create_source(
+    pub(crate) async fn create_source(
         &self,
         name: &str,
         kind: &str,
         options: &[(String, String)],
     ) -> Result<Query> {
         self.require_admin("CREATE SOURCE")?;
-        let source = LiveConfig::source_from_options(name, kind, options)?;
-        self.engine.streams.pool()?.add_source(source)?;
+        let event = CatalogEvent::CreateSource {
+            name: name.into(),
+            kind: kind.into(),
+            options: options.to_vec(),
+        };
+        self.engine.commit(event).await?;
         self.done()
     }
 
     /// `DROP SOURCE`: refused while a stream table reads from it.
-    pub(crate) fn drop_source(&self, name: &str, if_exists: bool) -> Result<Query> {
+    pub(crate) async fn drop_source(&self, name: &str, if_exists: bool) -> Result<Query> {
         self.require_admin("DROP SOURCE")?;
-        let tables = self.engine.streams.tables_of(name);
-        if !tables.is_empty() {
-            return Err(TenantError::InvalidArgument(format!(
-                "source '{name}' feeds stream table(s) {}; drop them first",
-                tables.join(", ")
-            )));
-        }
-        let removed = match self.engine.streams.started_pool() {
-            Some(pool) => pool.remove_source(name),
-            None => Err(TenantError::SourceNotFound(format!(
-                "no source named '{name}'"
-            ))),
-        };
-        match removed {
+        let event = CatalogEvent::DropSource { name: name.into() };
+        match self.engine.commit(event).await {
             Err(TenantError::SourceNotFound(_)) if if_exists => self.done(),
             other => other.and_then(|()| self.done()),
         }
@@ -342,7 +319,7 @@ impl TenantSession {
 
     /// `ALTER STREAM TABLE t ADD|DROP TOPICS (...)`: topics held upstream
     /// whether or not a live query wants them.
-    pub(crate) fn alter_topics(
+    pub(crate) async fn alter_topics(
         &self,
         table: ObjectName,
         add: bool,
@@ -350,23 +327,14 @@ impl TenantSession {
     ) -> Result<Query> {
         self.require_admin("ALTER STREAM TABLE")?;
         let provider = self.lookup_object(table)?;
-        let feed = self
-            .engine
-            .streams
-            .feed(provider.table_id())
-            .ok_or_else(|| {
-                TenantError::InvalidArgument(format!(
-                    "'{}' is not a stream table with a SOURCE; only those have topics",
-                    provider.table_id()
-                ))
-            })?;
-        for topic in topics {
-            if add {
-                feed.declare(topic)?;
-            } else {
-                feed.undeclare(topic);
-            }
-        }
+        let id = provider.table_id();
+        let event = CatalogEvent::AlterTopics {
+            namespace: id.namespace_id().to_string(),
+            table: id.table_name().to_string(),
+            add,
+            topics: topics.to_vec(),
+        };
+        self.engine.commit(event).await?;
         self.done()
     }
 
@@ -408,22 +376,26 @@ fn validate_namespace(name: &str) -> Result<()> {
 }
 
 /// What `WITH (...)` says about a new table.
-enum TableOptions {
+pub(crate) enum TableOptions {
     User,
     Shared(AccessLevel),
     Stream(StreamOptions),
 }
 
-struct StreamOptions {
-    feed: StreamFeed,
-    retention: Retention,
+pub(crate) struct StreamOptions {
+    pub(crate) feed: StreamFeed,
+    pub(crate) retention: Retention,
     /// Topics held upstream from the start (`TOPICS = 'A,B'`).
-    topics: Vec<String>,
+    pub(crate) topics: Vec<String>,
 }
 
 impl TableOptions {
     /// Reads the options of a `kind` table; rejects those that do not apply.
-    fn parse(kind: TableType, options: &[(String, String)], config: &EngineConfig) -> Result<Self> {
+    pub(crate) fn parse(
+        kind: TableType,
+        options: &[(String, String)],
+        config: &EngineConfig,
+    ) -> Result<Self> {
         let applies_to = |key: &str| match key {
             "ACCESS_LEVEL" => Some("shared and source-bound stream tables"),
             "SOURCE" | "TOPIC_COLUMN" | "TOPICS" | "MAX_ROWS_PER_TOPIC" => {

@@ -10,8 +10,11 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use tenantfusion_core::{BaseTableProvider, Result, SchemaCache, TenantError, UserContext};
 use tenantfusion_live::LivePool;
 
+use tenantfusion_store::{StorageRoot, WalOptions};
+
 use crate::catalog::{CATALOG_NAME, TenantCatalog};
-use crate::config::EngineConfig;
+use crate::changes::{Changes, Durable, replay};
+use crate::config::{EngineConfig, Storage};
 use crate::live_query::LiveQueries;
 use crate::plan_cache::{PlanCache, PlanCacheStats};
 use crate::session::TenantSession;
@@ -44,10 +47,18 @@ pub(crate) struct EngineInner {
     pub(crate) streams: Arc<Streams>,
     /// Running live queries (SUBSCRIBE).
     pub(crate) live_queries: Arc<LiveQueries>,
+    /// The storage root and catalog log, unless storage is in memory.
+    pub(crate) durable: Option<Durable>,
+    /// Held while a change to what exists is applied and logged.
+    pub(crate) ddl: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
-    /// An engine with its default namespace created.
+    /// An engine with its default namespace created. With
+    /// [`Storage::Directory`](crate::Storage::Directory) it opens with the
+    /// namespaces, tables, users and rows the directory holds;
+    /// `DATA_CORRUPTED` names the file when they cannot be read back, and
+    /// `STORAGE_ERROR` says when another engine has the directory open.
     pub fn new(config: EngineConfig) -> Result<Self> {
         let cache = Arc::new(SchemaCache::new());
         cache.create_namespace(config.default_namespace.as_str())?;
@@ -90,9 +101,33 @@ impl Engine {
             .with_catalog_list(catalogs as Arc<dyn CatalogProviderList>)
             .with_default_features()
             .build();
+        let plans = PlanCache::new(config.plan_cache);
+        let durable = match &config.storage {
+            Storage::Memory => None,
+            Storage::Directory { path, durability } => {
+                let options = WalOptions {
+                    durability: *durability,
+                    ..WalOptions::default()
+                };
+                let root = StorageRoot::open(path, options)?;
+                let changes = Changes {
+                    config: &config,
+                    state: &state,
+                    cache: &cache,
+                    users: &users,
+                    streams: &streams,
+                    plans: &plans,
+                    root: Some(&root),
+                };
+                let log = replay(&changes, &root)?;
+                Some(Durable { root, log })
+            }
+        };
         Ok(Self {
             inner: Arc::new(EngineInner {
-                plans: PlanCache::new(config.plan_cache),
+                plans,
+                durable,
+                ddl: tokio::sync::Mutex::new(()),
                 streams,
                 live_queries,
                 default_settings: Arc::from(""),

@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 
 mod catalog;
+mod changes;
 mod config;
 mod ddl;
 mod engine;
@@ -46,7 +47,7 @@ mod users;
 use datafusion::prelude::SessionConfig;
 
 pub use catalog::{CATALOG_NAME, TenantCatalog};
-pub use config::EngineConfig;
+pub use config::{EngineConfig, Storage};
 pub use engine::Engine;
 pub use live_query::{ChangeEvent, LiveQuery};
 pub use plan_cache::{PlanCacheConfig, PlanCacheStats};
@@ -58,6 +59,7 @@ pub use tenantfusion_core::{
     Access, AccessLevel, BaseTableProvider, Clock, ManualClock, NamespaceId, Result, Role,
     SchemaCache, SystemClock, TableId, TableName, TableType, TenantError, UserContext, UserId,
 };
+pub use tenantfusion_store::Durability;
 pub use users::{UserRecord, UserRegistry};
 
 /// Attaches the caller to a DataFusion session configuration (the one

@@ -164,15 +164,15 @@ impl TenantSession {
                 TenantStatement::CreateNamespace {
                     name,
                     if_not_exists,
-                } => self.create_namespace(&name, if_not_exists),
+                } => self.create_namespace(&name, if_not_exists).await,
                 TenantStatement::DropNamespace { name, if_exists } => {
-                    self.drop_namespace(&name, if_exists)
+                    self.drop_namespace(&name, if_exists).await
                 }
                 TenantStatement::CreateUser {
                     name,
                     role,
                     if_not_exists,
-                } => self.create_user(&name, role, if_not_exists),
+                } => self.create_user(&name, role, if_not_exists).await,
                 TenantStatement::DropUser { name, if_exists } => {
                     self.drop_user(&name, if_exists).await
                 }
@@ -180,22 +180,22 @@ impl TenantSession {
                     privileges,
                     table,
                     user,
-                } => self.grant(&privileges, table, &user, true),
+                } => self.grant(&privileges, table, &user, true).await,
                 TenantStatement::Revoke {
                     privileges,
                     table,
                     user,
-                } => self.grant(&privileges, table, &user, false),
+                } => self.grant(&privileges, table, &user, false).await,
                 TenantStatement::CreateSource {
                     name,
                     kind,
                     options,
-                } => self.create_source(&name, &kind, &options),
+                } => self.create_source(&name, &kind, &options).await,
                 TenantStatement::DropSource { name, if_exists } => {
-                    self.drop_source(&name, if_exists)
+                    self.drop_source(&name, if_exists).await
                 }
                 TenantStatement::AlterTopics { table, add, topics } => {
-                    self.alter_topics(table, add, &topics)
+                    self.alter_topics(table, add, &topics).await
                 }
                 TenantStatement::Subscribe { .. } => Err(TenantError::NotSupported(
                     "SUBSCRIBE returns a stream of changes, not rows: call TenantSession::subscribe"

@@ -1,6 +1,7 @@
 //! Integration tests of the engine, as one binary (each links DataFusion).
 
 mod common;
+mod durable;
 mod errors;
 mod host;
 mod isolation;
