@@ -8,6 +8,7 @@ mod live;
 mod plan_reuse;
 mod postgres;
 mod scan_scaling;
+mod storage;
 mod streams;
 
 pub use charts::{Curve, draw_charts};
@@ -16,6 +17,7 @@ pub use live::{live_failover, live_fanout, live_memory};
 pub use plan_reuse::plan_cache;
 pub use postgres::{postgres_installed, postgres_rls};
 pub use scan_scaling::{Stats, latency, loaded_engine, user_scan_scaling};
+pub use storage::durable_insert;
 pub use streams::{idle_subscriptions, live_query_latency, stream_ingest};
 
 use std::hint::black_box;
@@ -506,6 +508,16 @@ mod tests {
         let idle = idle_subscriptions(Size::SMOKE, || 0).await;
         assert!(idle[0].ours > 0.0, "{:?}", idle[0]);
         assert_eq!(idle[1].ours, 0.0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn storage_scenarios_produce_figures() {
+        // Checks inside: every acknowledged row is in the table.
+        let rows = durable_insert(Size::SMOKE).await;
+        assert_eq!(rows.len(), 3);
+        for r in &rows {
+            assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

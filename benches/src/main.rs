@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use indicatif::{ProgressBar, ProgressStyle};
 use tenantfusion::{Role, UserContext};
 use tenantfusion_bench::{
-    Measurement, Size, concurrent_users, draw_charts, engine_with_tables, idle_subscriptions, json,
-    live_failover, live_fanout, live_memory, live_query_latency, markdown, plan_cache,
-    postgres_installed, postgres_rls, provider_lookup, results_section, session_per_request,
-    stream_ingest, update_doc, user_scan_scaling,
+    Measurement, Size, concurrent_users, draw_charts, durable_insert, engine_with_tables,
+    idle_subscriptions, json, live_failover, live_fanout, live_memory, live_query_latency,
+    markdown, plan_cache, postgres_installed, postgres_rls, provider_lookup, results_section,
+    session_per_request, stream_ingest, update_doc, user_scan_scaling,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
@@ -69,6 +69,7 @@ const SCENARIOS: &[&str] = &[
     "stream_ingest",
     "live_query_latency",
     "idle_subscriptions",
+    "durable_insert",
 ];
 
 const USAGE: &str = "usage: tenantfusion-bench [--quick|--smoke] [--with-postgres] \
@@ -203,6 +204,10 @@ async fn main() -> ExitCode {
     if wants("idle_subscriptions") {
         step("idle_subscriptions");
         rows.extend(idle_subscriptions(size, live_bytes).await);
+    }
+    if wants("durable_insert") {
+        step("durable_insert");
+        rows.extend(durable_insert(size).await);
     }
     progress.finish_and_clear();
     print!("{}", markdown(&rows));
