@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
-use tenantfusion::{Engine, EngineConfig};
+use tenantfusion::{Durability, Engine, EngineConfig, Storage};
 
 use crate::common::{admin, rows, run, user};
 
@@ -17,6 +17,9 @@ enum Op {
     CopyAbove { user: usize, above: i64 },
     /// `user` asks for count, sum and the top ids above a bound.
     Query { user: usize, above: i64 },
+    /// The engine is closed and opened again on its directory (durable
+    /// runs only; in memory this does nothing).
+    Reopen,
 }
 
 const USERS: usize = 3;
@@ -30,11 +33,23 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(user, rows)| Op::Insert { user, rows }),
         (0..USERS, 0i64..20).prop_map(|(user, above)| Op::CopyAbove { user, above }),
         (0..USERS, -1i64..20).prop_map(|(user, above)| Op::Query { user, above }),
+        Just(Op::Reopen),
     ]
 }
 
-async fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let engine = Engine::new(EngineConfig::default()).unwrap();
+/// Runs `ops`, on a directory when `durable`.
+async fn check(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = if durable {
+        EngineConfig::default().with_storage(Storage::Directory {
+            path: dir.path().to_path_buf(),
+            // Replay is what is checked here; kill -9 is durable.rs's.
+            durability: Durability::Buffered,
+        })
+    } else {
+        EngineConfig::default()
+    };
+    let mut engine = Engine::new(config.clone()).unwrap();
     run(
         &admin(&engine),
         "CREATE TABLE t (id BIGINT NOT NULL, v BIGINT)",
@@ -112,6 +127,11 @@ async fn check(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let expected: Vec<String> = ids.iter().map(i64::to_string).collect();
                 prop_assert_eq!(got, expected);
             }
+            Op::Reopen if durable => {
+                drop(engine);
+                engine = Engine::new(config.clone()).unwrap();
+            }
+            Op::Reopen => {}
         }
     }
     Ok(())
@@ -123,6 +143,12 @@ proptest! {
     #[test]
     fn users_see_exactly_their_own_rows(ops in prop::collection::vec(op(), 1..12)) {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        runtime.block_on(check(ops))?;
+        runtime.block_on(check(ops, false))?;
+    }
+
+    #[test]
+    fn users_see_exactly_their_own_rows_across_reopens(ops in prop::collection::vec(op(), 1..12)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(check(ops, true))?;
     }
 }
