@@ -13,8 +13,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use hdrhistogram::Histogram;
 use tenantfusion_live::{
     Backoff, GeneratorConfig, GeneratorSource, LiveEvent, LivePool, PoolConfig, Request, Source,
-    SubscribeOptions, Upstream,
+    SubscribeOptions, Subscription, Upstream,
 };
+use tokio::task::JoinHandle;
 
 use crate::{Measurement, Size};
 
@@ -128,14 +129,32 @@ pub(crate) fn generator(
     }))
 }
 
-/// Sums what the consumers received.
-pub(crate) fn merge(parts: Vec<Received>) -> Received {
+/// Waits for every consumer task and adds up what they received.
+pub(crate) async fn join_consumers(tasks: Vec<JoinHandle<Received>>) -> Received {
     let mut all = Received::new(0);
-    for part in parts {
+    for task in tasks {
+        let part = task.await.expect("consumer");
         all.rows += part.rows;
         let _ = all.latency.add(&part.latency);
     }
     all
+}
+
+/// A task taking the rows `sub` delivers until `deadline`.
+pub(crate) fn consume(
+    mut sub: Subscription,
+    from: i64,
+    deadline: tokio::time::Instant,
+) -> JoinHandle<Received> {
+    tokio::spawn(async move {
+        let mut received = Received::new(from);
+        while let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, sub.recv()).await {
+            if let LiveEvent::Rows { batch, .. } = event {
+                received.take(&batch);
+            }
+        }
+        received
+    })
 }
 
 /// `size.live_subscribers` subscribers of 5 topics each out of 100, fed by
@@ -158,31 +177,18 @@ pub async fn live_fanout(size: Size) -> Vec<Measurement> {
                 topics: &refs,
                 ..Request::default()
             };
-            let mut sub = pool
+            let sub = pool
                 .subscribe(&request, SubscribeOptions::default())
                 .expect("subscribe");
-            tokio::spawn(async move {
-                let mut received = Received::new(from);
-                while let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, sub.recv()).await
-                {
-                    if let LiveEvent::Rows { batch, .. } = event {
-                        received.take(&batch);
-                    }
-                }
-                received
-            })
+            consume(sub, from, deadline)
         })
         .collect();
     tokio::time::sleep(WARM_UP).await;
     let cpu = cpu_time();
-    let mut parts = Vec::new();
-    for task in tasks {
-        parts.push(task.await.expect("consumer"));
-    }
+    let ours = join_consumers(tasks).await;
     let ours_cpu = cpu_time().saturating_sub(cpu);
     let ours_connections = pool.snapshot().connections.len();
     drop(pool);
-    let ours = merge(parts);
 
     // Baseline: every subscriber opens its own upstream connection.
     let source = generator("gen", None, FANOUT_INTERVAL);
@@ -204,12 +210,8 @@ pub async fn live_fanout(size: Size) -> Vec<Measurement> {
     }
     tokio::time::sleep(WARM_UP).await;
     let cpu = cpu_time();
-    let mut parts = Vec::new();
-    for task in tasks {
-        parts.push(task.await.expect("consumer"));
-    }
+    let base = join_consumers(tasks).await;
     let base_cpu = cpu_time().saturating_sub(cpu);
-    let base = merge(parts);
 
     let secs = run.as_secs_f64();
     let per_million =

@@ -18,7 +18,7 @@ use tenantfusion::{
 use tenantfusion_live::{LiveEvent, LivePool, PoolConfig, Request, SubscribeOptions};
 use tenantfusion_tables::{Retention, StreamFeed, StreamTableProvider};
 
-use crate::live::{Received, WARM_UP, generator, merge, now_us, window};
+use crate::live::{Received, WARM_UP, consume, generator, join_consumers, now_us, window};
 use crate::{Measurement, Size, run_ours};
 
 /// The generator's tick interval in the ingest scenario: every topic gets a
@@ -380,11 +380,7 @@ async fn stream_fanout(size: Size) -> (Received, Received) {
             })
         })
         .collect();
-    let mut parts = Vec::new();
-    for task in tasks {
-        parts.push(task.await.expect("consumer"));
-    }
-    let ours = merge(parts);
+    let ours = join_consumers(tasks).await;
     drop(engine);
 
     let pool = LivePool::new(PoolConfig::default()).expect("pool");
@@ -393,7 +389,7 @@ async fn stream_fanout(size: Size) -> (Received, Received) {
     let (from, deadline) = window(size.live_run);
     let tasks: Vec<_> = (0..size.live_subscribers)
         .map(|_| {
-            let mut sub = pool
+            let sub = pool
                 .subscribe(
                     &Request {
                         topics: &["HOT"],
@@ -402,23 +398,10 @@ async fn stream_fanout(size: Size) -> (Received, Received) {
                     SubscribeOptions::default(),
                 )
                 .expect("subscribe");
-            tokio::spawn(async move {
-                let mut received = Received::new(from);
-                while let Ok(Ok(Some(event))) = tokio::time::timeout_at(deadline, sub.recv()).await
-                {
-                    if let LiveEvent::Rows { batch, .. } = event {
-                        received.take(&batch);
-                    }
-                }
-                received
-            })
+            consume(sub, from, deadline)
         })
         .collect();
-    let mut parts = Vec::new();
-    for task in tasks {
-        parts.push(task.await.expect("consumer"));
-    }
-    (ours, merge(parts))
+    (ours, join_consumers(tasks).await)
 }
 
 /// `size.idle_queries` live queries across `size.idle_users` users (one per
