@@ -123,6 +123,19 @@ impl SchemaCache {
         tables.get(table).map(|p| Arc::clone(p.value()))
     }
 
+    /// The provider of `namespace.table`, or the precise reason there is
+    /// none: `TABLE_NOT_FOUND`, or `NAMESPACE_NOT_FOUND` when the namespace
+    /// is missing too.
+    pub fn lookup(&self, namespace: &str, table: &str) -> Result<Arc<dyn BaseTableProvider>> {
+        self.get_provider(namespace, table).ok_or_else(|| {
+            if self.namespace_exists(namespace) {
+                TenantError::TableNotFound(format!("{namespace}.{table}"))
+            } else {
+                TenantError::NamespaceNotFound(namespace.to_string())
+            }
+        })
+    }
+
     /// The provider of a table by id.
     pub fn get_provider_by_id(&self, id: &TableId) -> Option<Arc<dyn BaseTableProvider>> {
         self.get_provider(id.namespace_id().as_str(), id.table_name().as_str())

@@ -58,7 +58,7 @@ impl Changes<'_> {
             CatalogEvent::DropNamespace { name } => self.cache.drop_namespace(name),
             CatalogEvent::CreateTable { def, replace } => return self.create_table(def, *replace),
             CatalogEvent::DropTable { namespace, table } => {
-                let old = self.lookup(namespace, table)?;
+                let old = self.cache.lookup(namespace, table)?;
                 return Ok(self.remove(&old));
             }
             CatalogEvent::CreateUser { name, role } => {
@@ -72,7 +72,7 @@ impl Changes<'_> {
                 privileges,
                 grant,
             } => {
-                let provider = self.lookup(namespace, table)?;
+                let provider = self.cache.lookup(namespace, table)?;
                 let shared = shared_access(&provider).ok_or_else(|| {
                     TenantError::InvalidArgument(format!(
                         "GRANT and REVOKE apply to shared and source-bound stream tables; \
@@ -128,7 +128,7 @@ impl Changes<'_> {
                 add,
                 topics,
             } => {
-                let provider = self.lookup(namespace, table)?;
+                let provider = self.cache.lookup(namespace, table)?;
                 let feed = self.streams.feed(provider.table_id()).ok_or_else(|| {
                     TenantError::InvalidArgument(format!(
                         "'{namespace}.{table}' is not a stream table with a SOURCE; \
@@ -146,16 +146,6 @@ impl Changes<'_> {
             }
         }
         .map(|()| Vec::new())
-    }
-
-    fn lookup(&self, namespace: &str, table: &str) -> Result<Arc<dyn BaseTableProvider>> {
-        self.cache.get_provider(namespace, table).ok_or_else(|| {
-            if self.cache.namespace_exists(namespace) {
-                TenantError::TableNotFound(format!("{namespace}.{table}"))
-            } else {
-                TenantError::NamespaceNotFound(namespace.to_string())
-            }
-        })
     }
 
     /// Takes a table out of every place that knows it; its storage, if any.

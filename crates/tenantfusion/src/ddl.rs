@@ -157,7 +157,7 @@ impl TenantSession {
             Err(TenantError::TableExists(_)) if create.if_not_exists => return self.done(),
             other => other?,
         }
-        let provider = self.engine.lookup(namespace, table)?;
+        let provider = self.engine.cache.lookup(namespace, table)?;
         if let Err(err) = self.fill_from(&provider, &create.input, state).await {
             // CREATE TABLE ... AS is all or nothing.
             let drop = CatalogEvent::DropTable {
@@ -190,7 +190,7 @@ impl TenantSession {
 
     pub(crate) async fn drop_table(&self, drop: &DropTable) -> Result<Query> {
         let (namespace, table) = self.resolve_name(&drop.name)?;
-        let provider = match self.engine.lookup(namespace, table) {
+        let provider = match self.engine.cache.lookup(namespace, table) {
             Ok(provider) => provider,
             Err(TenantError::TableNotFound(_) | TenantError::NamespaceNotFound(_))
                 if drop.if_exists =>
@@ -287,7 +287,7 @@ impl TenantSession {
             .enable_ident_normalization;
         let reference = object_name_to_table_reference(table, normalize)?;
         let (namespace, name) = self.resolve_name(&reference)?;
-        self.engine.lookup(namespace, name)
+        self.engine.cache.lookup(namespace, name)
     }
 
     /// `CREATE SOURCE`: a new upstream in the live pool (started if needed).

@@ -7,7 +7,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use tenantfusion_core::{BaseTableProvider, Result, SchemaCache, TenantError, UserContext};
+use tenantfusion_core::{Result, SchemaCache, UserContext};
 use tenantfusion_live::LivePool;
 
 use tenantfusion_store::{StorageRoot, WalOptions};
@@ -184,22 +184,5 @@ impl Engine {
     /// tenantfusion table fails with `NO_USER_CONTEXT`.
     pub fn register_in(&self, ctx: &SessionContext) {
         ctx.register_catalog(CATALOG_NAME, self.catalog());
-    }
-}
-
-impl EngineInner {
-    /// The provider of `namespace.table`, with the precise error when absent.
-    pub(crate) fn lookup(
-        &self,
-        namespace: &str,
-        table: &str,
-    ) -> Result<Arc<dyn BaseTableProvider>> {
-        self.cache.get_provider(namespace, table).ok_or_else(|| {
-            if self.cache.namespace_exists(namespace) {
-                TenantError::TableNotFound(format!("{namespace}.{table}"))
-            } else {
-                TenantError::NamespaceNotFound(namespace.to_string())
-            }
-        })
     }
 }

@@ -449,7 +449,7 @@ impl TenantSession {
                 }
                 continue;
             }
-            let provider = self.engine.lookup(namespace, table)?;
+            let provider = self.engine.cache.lookup(namespace, table)?;
             let access = if is_target && target_access == TargetAccess::Write {
                 Access::Write
             } else {
