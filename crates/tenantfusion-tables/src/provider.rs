@@ -123,10 +123,10 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
         self
     }
 
-    /// Records where the table's rows are stored durably
+    /// Records where the table's rows are stored durably, if anywhere
     /// ([`TableProviderCore::storage_id`]).
-    pub fn with_storage_id(mut self, storage: StorageId) -> Self {
-        self.core.storage_id = Some(storage);
+    pub fn with_storage_id(mut self, storage: Option<StorageId>) -> Self {
+        self.core.storage_id = storage;
         self
     }
 

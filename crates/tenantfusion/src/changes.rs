@@ -194,14 +194,11 @@ impl Changes<'_> {
         };
         let mut stream = None;
         let provider: Arc<dyn BaseTableProvider> = match (def.kind, options) {
-            (TableType::Shared, TableOptions::Shared(level)) => {
-                let mut provider = SharedTableProvider::new_shared(id, schema, level, store)
-                    .with_column_defaults(defaults);
-                if let Some(storage) = storage {
-                    provider = provider.with_storage_id(storage);
-                }
-                Arc::new(provider)
-            }
+            (TableType::Shared, TableOptions::Shared(level)) => Arc::new(
+                SharedTableProvider::new_shared(id, schema, level, store)
+                    .with_column_defaults(defaults)
+                    .with_storage_id(storage),
+            ),
             (TableType::Stream, TableOptions::Stream(options)) => {
                 let provider = Arc::new(
                     StreamTableProvider::new_stream(
@@ -218,14 +215,11 @@ impl Changes<'_> {
                 }
                 provider
             }
-            _ => {
-                let mut provider =
-                    UserTableProvider::new_user(id, schema, store).with_column_defaults(defaults);
-                if let Some(storage) = storage {
-                    provider = provider.with_storage_id(storage);
-                }
-                Arc::new(provider)
-            }
+            _ => Arc::new(
+                UserTableProvider::new_user(id, schema, store)
+                    .with_column_defaults(defaults)
+                    .with_storage_id(storage),
+            ),
         };
         let removed = old.map(|old| self.remove(&old)).unwrap_or_default();
         self.cache.insert_provider(Arc::clone(&provider))?;
