@@ -96,6 +96,11 @@ impl MemoryPartitionStore {
             .unwrap_or(0)
     }
 
+    /// Whether the partition holds rows (a partition exists only while it does).
+    pub fn has_rows(&self, partition: &PartitionKey) -> bool {
+        self.partitions.contains_key(partition)
+    }
+
     /// [`PartitionStore::read`] without waiting.
     pub fn read_now(&self, partition: &PartitionKey) -> Vec<RecordBatch> {
         self.partitions
@@ -159,9 +164,11 @@ mod tests {
         let bob_rows = store.read(&bob).await.unwrap();
         assert_eq!(bob_rows[0].column(0).len(), 2);
         assert!(store.read(&PartitionKey::Shared).await.unwrap().is_empty());
+        assert!(store.has_rows(&alice) && !store.has_rows(&PartitionKey::Shared));
         assert_eq!(store.partition_count(), 2);
         assert_eq!(store.drop_partition(&alice).await.unwrap(), 100);
         assert!(store.read(&alice).await.unwrap().is_empty());
+        assert!(!store.has_rows(&alice));
         assert_eq!(store.read(&bob).await.unwrap()[0].num_rows(), 2);
     }
 }
