@@ -21,6 +21,11 @@ impl Encoder {
         self
     }
 
+    pub(crate) fn u64(&mut self, value: u64) -> &mut Self {
+        self.bytes.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+
     /// A length (u32) then the bytes. Payloads are far below 4 GiB
     /// ([`MAX_PAYLOAD`](crate::MAX_PAYLOAD)).
     pub(crate) fn bytes(&mut self, value: &[u8]) -> &mut Self {
@@ -88,6 +93,13 @@ impl<'a> Decoder<'a> {
         Ok(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))
     }
 
+    pub(crate) fn u64(&mut self, field: &str) -> Result<u64, String> {
+        let raw = self.take(8, field)?;
+        let mut word = [0; 8];
+        word.copy_from_slice(raw);
+        Ok(u64::from_le_bytes(word))
+    }
+
     pub(crate) fn bytes(&mut self, field: &str) -> Result<&'a [u8], String> {
         let len = self.u32(field)? as usize;
         self.take(len, field)
@@ -129,12 +141,14 @@ mod tests {
         let pairs = vec![("A".to_string(), "1".to_string())];
         let bytes = Encoder::default()
             .u8(7)
+            .u64(u64::MAX - 1)
             .str("héllo")
             .pairs(&pairs)
             .strs(&["x".into(), "y".into()])
             .finish();
         let mut d = Decoder::new(&bytes);
         assert_eq!(d.u8("kind"), Ok(7));
+        assert_eq!(d.u64("lsn"), Ok(u64::MAX - 1));
         assert_eq!(d.str("name").as_deref(), Ok("héllo"));
         assert_eq!(d.pairs("options"), Ok(pairs));
         assert_eq!(d.strs("topics"), Ok(vec!["x".to_string(), "y".to_string()]));

@@ -8,21 +8,29 @@
 //!
 //! - [`StorageRoot`]: the directory of an engine's durable state.
 //! - [`CatalogLog`]: namespaces, tables, users, grants and sources.
-//! - [`DurablePartitionStore`]: one table's rows, per user partition.
+//! - [`DurablePartitionStore`]: one table's rows, per user partition: in
+//!   the log and memory until flushed, then in Parquet segments listed by a
+//!   manifest per partition.
 //! - [`Wal`]: the log underneath both.
 
 mod catalog_log;
 mod codec;
+mod files;
+mod flush_policy;
 mod ipc;
+mod manifest;
+mod parquet_segment;
+mod partition;
 mod record;
 mod root;
 mod segment;
-mod table_log;
+mod table_store;
 mod wal;
 
 pub use catalog_log::{CatalogEvent, CatalogLog, TableDef};
+pub use flush_policy::FlushPolicy;
 pub use ipc::{decode_batches, encode_batches};
 pub use record::MAX_PAYLOAD;
 pub use root::StorageRoot;
-pub use table_log::DurablePartitionStore;
+pub use table_store::{DurablePartitionStore, FlushStats, TableStats};
 pub use wal::{Durability, Lsn, Wal, WalOptions, WalStats};

@@ -4,20 +4,25 @@
 //! {root}/LOCK                      held while an engine has the root open
 //! {root}/catalog/*.wal             the catalog's log
 //! {root}/tables/{storage}/wal/     each table's log
+//! {root}/tables/{storage}/data/    its Parquet segments, per partition
 //! ```
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use dashmap::DashMap;
+use object_store::path::Path as ObjectPath;
 use tenantfusion_core::{Result, TableId, TenantError};
 
 use crate::catalog_log::{CatalogEvent, CatalogLog};
+use crate::files::Files;
+use crate::flush_policy::FlushPolicy;
 use crate::segment::io_error;
-use crate::table_log::DurablePartitionStore;
-use crate::wal::WalOptions;
+use crate::table_store::DurablePartitionStore;
+use crate::wal::{Durability, WalOptions};
 
 /// An open storage root: one engine at a time (a second open of the same
 /// directory, in this process or another, is refused).
@@ -37,14 +42,21 @@ use crate::wal::WalOptions;
 pub struct StorageRoot {
     path: PathBuf,
     options: WalOptions,
+    /// Segments and manifests, under the root.
+    files: Arc<Files>,
+    /// The stores of the tables opened, by storage name.
+    tables: DashMap<String, Arc<DurablePartitionStore>>,
     next_table: AtomicU64,
-    /// Holds the lock for as long as the root is open.
-    _lock: File,
 }
+
+/// How long [`StorageRoot::open`] waits for the root's lock: an engine just
+/// dropped in this process may still be finishing a background flush.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl StorageRoot {
     /// Opens (or creates) the root at `path`; `options` apply to every log
-    /// in it. `STORAGE_ERROR` if another engine has it open.
+    /// in it. `STORAGE_ERROR` if another engine has it open (after waiting
+    /// up to two seconds for it to let go).
     pub fn open(path: impl AsRef<Path>, options: WalOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let tables = path.join("tables");
@@ -56,26 +68,35 @@ impl StorageRoot {
             .write(true)
             .open(&lock_path)
             .map_err(|e| io_error(&lock_path, "cannot open", e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(TenantError::Storage(format!(
-                    "the data directory {} is in use by another engine",
-                    path.display()
-                )));
+        let waited_from = std::time::Instant::now();
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if waited_from.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(TenantError::Storage(format!(
+                        "the data directory {} is in use by another engine",
+                        path.display()
+                    )));
+                }
+                Err(TryLockError::Error(e)) => return Err(io_error(&lock_path, "cannot lock", e)),
             }
-            Err(TryLockError::Error(e)) => return Err(io_error(&lock_path, "cannot lock", e)),
         }
         let next_table = table_dirs(&path)?
             .iter()
             .filter_map(|name| name.rsplit('.').next()?.parse::<u64>().ok())
             .max()
             .map_or(1, |n| n + 1);
+        let files =
+            Files::local(path.clone(), options.durability == Durability::Fsync)?.holding(lock);
         Ok(Self {
             path,
             options,
+            files: Arc::new(files),
+            tables: DashMap::new(),
             next_table: AtomicU64::new(next_table),
-            _lock: lock,
         })
     }
 
@@ -111,14 +132,36 @@ impl StorageRoot {
         )
     }
 
-    /// Opens (or creates) the rows of the table stored under `storage`.
-    pub fn table_store(&self, storage: &str) -> Result<Arc<DurablePartitionStore>> {
-        let dir = self.table_dir(storage)?.join("wal");
-        Ok(Arc::new(DurablePartitionStore::open(dir, self.options)?))
+    /// Opens (or creates) the rows of the table stored under `storage`,
+    /// flushed by `policy`. Its log is read when the table is first used.
+    pub fn table_store(
+        &self,
+        storage: &str,
+        policy: FlushPolicy,
+    ) -> Result<Arc<DurablePartitionStore>> {
+        let wal = self.table_dir(storage)?.join("wal");
+        // The directory is made now: names are numbered past those on disk.
+        std::fs::create_dir_all(&wal).map_err(|e| io_error(&wal, "cannot create", e))?;
+        let data = ObjectPath::from_iter(["tables", storage, "data"]);
+        let store = Arc::new(DurablePartitionStore::new(
+            wal,
+            Arc::clone(&self.files),
+            data,
+            self.options,
+            policy,
+        ));
+        self.tables.insert(storage.to_string(), Arc::clone(&store));
+        Ok(store)
+    }
+
+    /// The store of the table under `storage`, if it is open.
+    pub fn table(&self, storage: &str) -> Option<Arc<DurablePartitionStore>> {
+        self.tables.get(storage).map(|t| Arc::clone(&t))
     }
 
     /// Deletes the rows of a dropped table.
     pub fn remove_table(&self, storage: &str) -> Result<()> {
+        self.tables.remove(storage);
         let dir = self.table_dir(storage)?;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -182,8 +225,9 @@ mod tests {
             let kept = root.new_storage_name(&id);
             let orphan = root.new_storage_name(&id);
             assert_eq!(kept, "app.a_b.1");
-            root.table_store(&kept).unwrap();
-            root.table_store(&orphan).unwrap();
+            root.table_store(&kept, FlushPolicy::MANUAL).unwrap();
+            root.table_store(&orphan, FlushPolicy::MANUAL).unwrap();
+            assert!(root.table(&kept).is_some());
             (kept, orphan)
         };
         let root = StorageRoot::open(dir.path(), WalOptions::default()).unwrap();
@@ -192,7 +236,10 @@ mod tests {
         assert_eq!(root.remove_unused(&used).unwrap(), 1);
         assert!(dir.path().join("tables").join(&kept).is_dir());
         assert!(!dir.path().join("tables").join(&orphan).exists());
-        let err = root.table_store("../escape").unwrap_err();
+        assert!(root.table(&orphan).is_none());
+        let err = root
+            .table_store("../escape", FlushPolicy::MANUAL)
+            .unwrap_err();
         assert_eq!(err.code(), "DATA_CORRUPTED");
     }
 }

@@ -26,5 +26,7 @@ pub use provider::{PartitionedTable, SharedTableProvider, UserTableProvider};
 pub use ring::{Retention, RingStore};
 pub use scan::{PartitionScanExec, ScanRequest, leaf_properties, leaf_with_new_children};
 pub use sink::PartitionSink;
-pub use store::{MemoryPartitionStore, PartitionKey, PartitionStore};
+pub use store::{
+    MemoryPartitionStore, PartitionKey, PartitionStore, ReadRequest, append_coalesced,
+};
 pub use stream::{StreamFeed, StreamPolicy, StreamTableProvider, topics_in};

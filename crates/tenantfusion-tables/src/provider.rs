@@ -167,29 +167,50 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let predicate = match conjunction(filters.iter().cloned()) {
-            Some(expr) => {
-                // Pushed-down filters only name this table's columns; the scan
-                // evaluates them on unqualified batches.
-                let expr = expr
-                    .transform(|e| match e {
-                        Expr::Column(c) => Ok(Transformed::yes(Expr::Column(
-                            Column::new_unqualified(c.name),
-                        ))),
-                        other => Ok(Transformed::no(other)),
-                    })?
-                    .data;
-                let df_schema = DFSchema::try_from(self.visible_schema.as_ref().clone())?;
-                Some(state.create_physical_expr(expr, &df_schema)?)
+        let predicate = conjunction(filters.iter().cloned())
+            .map(|expr| {
+                // Pushed-down filters only name this table's columns; the
+                // scan evaluates them on unqualified batches.
+                expr.transform(|e| match e {
+                    Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
+                        c.name,
+                    )))),
+                    other => Ok(Transformed::no(other)),
+                })
+                .map(|t| t.data)
+            })
+            .transpose()?;
+        // Read only the columns returned or filtered on.
+        let (columns, projection) = match projection {
+            None => (None, None),
+            Some(projection) => {
+                let mut columns = projection.clone();
+                for column in predicate.iter().flat_map(Expr::column_refs) {
+                    columns.push(self.visible_schema.index_of(column.name())?);
+                }
+                columns.sort_unstable();
+                columns.dedup();
+                let within = projection
+                    .iter()
+                    .map(|i| columns.binary_search(i).unwrap_or_default())
+                    .collect();
+                (Some(columns), Some(within))
             }
-            None => None,
         };
+        let read_schema = match &columns {
+            Some(columns) => self.visible_schema.project(columns)?,
+            None => self.visible_schema.as_ref().clone(),
+        };
+        let predicate = predicate
+            .map(|expr| state.create_physical_expr(expr, &DFSchema::try_from(read_schema)?))
+            .transpose()?;
         let topics = self
             .policy
             .topic_column()
             .and_then(|column| topics_in(filters, column));
         let request = ScanRequest {
-            projection: projection.cloned(),
+            columns,
+            projection,
             predicate,
             limit,
             topics,

@@ -22,7 +22,7 @@ use tenantfusion_core::TableId;
 
 use crate::binding::IdentityBinding;
 use crate::policy::PartitionPolicy;
-use crate::store::{PartitionKey, PartitionStore};
+use crate::store::{PartitionKey, PartitionStore, ReadRequest};
 
 /// Reads the partition of whoever executes it, then applies the pushed-down
 /// predicate, projection and limit.
@@ -35,9 +35,10 @@ pub struct PartitionScanExec {
     store: Arc<dyn PartitionStore>,
     policy: Arc<dyn PartitionPolicy>,
     binding: IdentityBinding,
+    /// What the store is asked for: the columns read, the predicate over them.
+    read: ReadRequest,
+    /// Of the columns read, those returned (the predicate may need more).
     projection: Option<Vec<usize>>,
-    /// Over the table's full schema; columns it needs may be outside `projection`.
-    predicate: Option<Arc<dyn PhysicalExpr>>,
     limit: Option<usize>,
     topics: Option<Vec<Arc<str>>>,
     properties: Arc<PlanProperties>,
@@ -47,9 +48,13 @@ pub struct PartitionScanExec {
 /// What [`PartitionScanExec`] reads: everything but the table itself.
 #[derive(Debug, Clone, Default)]
 pub struct ScanRequest {
-    /// Columns to return, by index into the table schema (`None` = all).
+    /// Columns read from the store, by index into the table schema,
+    /// ascending (`None` = all).
+    pub columns: Option<Vec<usize>>,
+    /// Columns to return, by index into the columns read (`None` = all).
     pub projection: Option<Vec<usize>>,
-    /// Rows must satisfy this (exactly: filters are pushed down as `Exact`).
+    /// Over the columns read: rows must satisfy this (exactly: filters are
+    /// pushed down as `Exact`).
     pub predicate: Option<Arc<dyn PhysicalExpr>>,
     /// At most this many rows, counted after the predicate.
     pub limit: Option<usize>,
@@ -68,17 +73,25 @@ impl PartitionScanExec {
         binding: IdentityBinding,
         request: ScanRequest,
     ) -> Result<Self> {
-        let schema = match &request.projection {
+        let read_schema = match &request.columns {
             Some(indices) => Arc::new(table_schema.project(indices)?),
             None => Arc::clone(table_schema),
+        };
+        let schema = match &request.projection {
+            Some(indices) => Arc::new(read_schema.project(indices)?),
+            None => Arc::clone(&read_schema),
         };
         Ok(Self {
             table_id,
             store,
             policy,
             binding,
+            read: ReadRequest {
+                columns: request.columns,
+                schema: read_schema,
+                predicate: request.predicate,
+            },
             projection: request.projection,
-            predicate: request.predicate,
             limit: request.limit,
             topics: request.topics,
             properties: leaf_properties(schema),
@@ -92,13 +105,12 @@ impl DisplayAs for PartitionScanExec {
         match t {
             DisplayFormatType::Default | DisplayFormatType::Verbose => {
                 write!(f, "PartitionScanExec: table={}", self.table_id)?;
-                if let Some(p) = &self.projection {
+                if self.read.columns.is_some() || self.projection.is_some() {
                     let schema = self.schema();
                     let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                    debug_assert_eq!(names.len(), p.len());
                     write!(f, ", projection=[{}]", names.join(", "))?;
                 }
-                if let Some(pred) = &self.predicate {
+                if let Some(pred) = &self.read.predicate {
                     write!(f, ", predicate={pred}")?;
                 }
                 if let Some(topics) = &self.topics {
@@ -131,7 +143,7 @@ impl ExecutionPlan for PartitionScanExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        match &self.predicate {
+        match &self.read.predicate {
             Some(predicate) => f(predicate),
             None => Ok(TreeNodeRecursion::Continue),
         }
@@ -152,8 +164,8 @@ impl ExecutionPlan for PartitionScanExec {
             store: Arc::clone(&self.store),
             policy: Arc::clone(&self.policy),
             binding: self.binding.clone(),
+            read: self.read.clone(),
             projection: self.projection.clone(),
-            predicate: self.predicate.clone(),
             limit: self.limit,
             topics: self.topics.clone(),
             properties: Arc::clone(&self.properties),
@@ -185,8 +197,9 @@ impl ExecutionPlan for PartitionScanExec {
             }
         };
         let store = Arc::clone(&self.store);
+        let read = self.read.clone();
         let filter = RowFilter {
-            predicate: self.predicate.clone(),
+            predicate: self.read.predicate.clone(),
             projection: self.projection.clone(),
             remaining: self.limit,
         };
@@ -194,7 +207,7 @@ impl ExecutionPlan for PartitionScanExec {
         let rows = futures::stream::once(async move {
             let mut batches = Vec::new();
             for key in &keys {
-                batches.extend(store.read(key).await?);
+                batches.extend(store.scan(key, &read).await?);
             }
             filter.apply(batches)
         })

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
+use datafusion::physical_expr::PhysicalExpr;
 use parking_lot::RwLock;
 use tenantfusion_core::UserId;
 
@@ -25,6 +27,19 @@ pub enum PartitionKey {
     Topic(Arc<str>),
 }
 
+/// What a scan reads from a partition.
+#[derive(Debug, Clone)]
+pub struct ReadRequest {
+    /// Table columns to return, by index, ascending (`None`: all).
+    pub columns: Option<Vec<usize>>,
+    /// The schema of the batches returned: the table's, projected to `columns`.
+    pub schema: SchemaRef,
+    /// Over `schema`: rows that cannot satisfy it may be left out (stores
+    /// with statistics skip whole files or row groups). Only a hint: the
+    /// scan filters what it gets again.
+    pub predicate: Option<Arc<dyn PhysicalExpr>>,
+}
+
 /// Rows of one table, stored per partition.
 #[async_trait]
 pub trait PartitionStore: Debug + Send + Sync {
@@ -36,6 +51,24 @@ pub trait PartitionStore: Debug + Send + Sync {
     /// that partition), whatever other partitions hold.
     async fn read(&self, partition: &PartitionKey) -> Result<Vec<RecordBatch>>;
 
+    /// The partition's rows that [`ReadRequest::predicate`] may accept,
+    /// with only [`ReadRequest::columns`]. By default [`read`](Self::read)
+    /// then projected.
+    async fn scan(
+        &self,
+        partition: &PartitionKey,
+        request: &ReadRequest,
+    ) -> Result<Vec<RecordBatch>> {
+        let batches = self.read(partition).await?;
+        match &request.columns {
+            Some(columns) => Ok(batches
+                .iter()
+                .map(|b| b.project(columns))
+                .collect::<std::result::Result<_, _>>()?),
+            None => Ok(batches),
+        }
+    }
+
     /// Removes a partition and its rows (DROP USER); returns the rows removed.
     async fn drop_partition(&self, partition: &PartitionKey) -> Result<u64>;
 
@@ -46,9 +79,25 @@ pub trait PartitionStore: Debug + Send + Sync {
     fn keys(&self) -> Vec<PartitionKey>;
 }
 
-/// Small inserts are merged into the last batch up to this many rows, so a
-/// partition filled one row at a time is still scanned as a few batches.
+/// See [`append_coalesced`].
 const COALESCE_ROWS: usize = 8192;
+
+/// Appends `batches` to `rows`, merging small ones into the last batch (up
+/// to 8,192 rows) so a partition filled one row at a time is still scanned
+/// as a few batches. Returns the rows added.
+pub fn append_coalesced(rows: &mut Vec<RecordBatch>, batches: Vec<RecordBatch>) -> Result<u64> {
+    let mut added = 0;
+    for batch in batches.into_iter().filter(|b| b.num_rows() > 0) {
+        added += batch.num_rows() as u64;
+        match rows.last_mut() {
+            Some(last) if last.num_rows() + batch.num_rows() <= COALESCE_ROWS => {
+                *last = concat_batches(&batch.schema(), [&*last, &batch])?;
+            }
+            _ => rows.push(batch),
+        }
+    }
+    Ok(added)
+}
 
 /// The in-memory store: each partition is a list of batches behind its own lock.
 #[derive(Debug, Default)]
@@ -62,14 +111,11 @@ impl MemoryPartitionStore {
         Self::default()
     }
 
-    /// [`PartitionStore::append`] without waiting: what durable stores use
-    /// to apply a write once it is logged, and to replay their log.
+    /// [`PartitionStore::append`] without waiting.
     pub fn append_now(&self, partition: &PartitionKey, batches: Vec<RecordBatch>) -> Result<u64> {
-        let added: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if added == 0 {
+        if batches.iter().all(|b| b.num_rows() == 0) {
             return Ok(0);
         }
-        // Merge before taking the lock: the partition is locked only to swap in results.
         let slot = Arc::clone(
             self.partitions
                 .entry(partition.clone())
@@ -77,15 +123,7 @@ impl MemoryPartitionStore {
                 .value(),
         );
         let mut rows = slot.write();
-        for batch in batches.into_iter().filter(|b| b.num_rows() > 0) {
-            match rows.last_mut() {
-                Some(last) if last.num_rows() + batch.num_rows() <= COALESCE_ROWS => {
-                    *last = concat_batches(&batch.schema(), [&*last, &batch])?;
-                }
-                _ => rows.push(batch),
-            }
-        }
-        Ok(added as u64)
+        append_coalesced(&mut rows, batches)
     }
 
     /// [`PartitionStore::drop_partition`] without waiting.

@@ -186,15 +186,21 @@ impl Changes<'_> {
             .collect::<Result<Vec<_>>>()?;
         let id = TableId::new(namespace, table);
         let schema = Arc::clone(&def.schema);
-        let (store, storage): (Arc<dyn PartitionStore>, _) = match (&def.storage, self.root) {
-            (Some(name), Some(root)) if def.kind != TableType::Stream => {
-                (root.table_store(name)?, Some(StorageId::new(name.as_str())))
-            }
+        let flush = match &options {
+            TableOptions::User(flush) | TableOptions::Shared(_, flush) => Some(*flush),
+            TableOptions::Stream(_) => None,
+        };
+        let (store, storage): (Arc<dyn PartitionStore>, _) = match (&def.storage, self.root, flush)
+        {
+            (Some(name), Some(root), Some(flush)) => (
+                root.table_store(name, flush)?,
+                Some(StorageId::new(name.as_str())),
+            ),
             _ => (Arc::new(MemoryPartitionStore::new()), None),
         };
         let mut stream = None;
         let provider: Arc<dyn BaseTableProvider> = match (def.kind, options) {
-            (TableType::Shared, TableOptions::Shared(level)) => Arc::new(
+            (TableType::Shared, TableOptions::Shared(level, _)) => Arc::new(
                 SharedTableProvider::new_shared(id, schema, level, store)
                     .with_column_defaults(defaults)
                     .with_storage_id(storage),

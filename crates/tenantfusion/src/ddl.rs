@@ -4,6 +4,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::arrow::array::UInt64Array;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::dml::InsertOp;
@@ -16,7 +19,7 @@ use tenantfusion_core::{
     AccessLevel, BaseTableProvider, Result, Role, TableId, TableType, TenantError, UserContext,
     UserId,
 };
-use tenantfusion_store::{CatalogEvent, TableDef};
+use tenantfusion_store::{CatalogEvent, FlushPolicy, TableDef};
 use tenantfusion_tables::{
     Privilege, Retention, SharedAccess, SharedTableProvider, StreamFeed, StreamTableProvider,
 };
@@ -338,6 +341,47 @@ impl TenantSession {
         self.done()
     }
 
+    /// `FLUSH TABLE t`: writes every partition's rows held in memory to a
+    /// Parquet segment of that partition and cuts the table's log. Returns
+    /// one row: `partitions` and `rows` flushed.
+    pub(crate) async fn flush_table(&self, table: ObjectName) -> Result<Query> {
+        let provider = self.lookup_object(table)?;
+        let core = provider.core();
+        self.require_table_ddl(core.table_type, "FLUSH TABLE")?;
+        let store = core
+            .storage_id
+            .as_ref()
+            .zip(self.engine.durable.as_ref())
+            .and_then(|(storage, durable)| durable.root.table(storage.as_str()))
+            .ok_or_else(|| {
+                TenantError::NotSupported(format!(
+                    "table '{}' is kept in memory only (a {} table{}); FLUSH TABLE applies \
+                     to user and shared tables of an engine with durable storage",
+                    core.table_id,
+                    core.table_type,
+                    if self.engine.durable.is_some() {
+                        ""
+                    } else {
+                        " of an engine with Storage::Memory"
+                    }
+                ))
+            })?;
+        let flushed = store.flush().await?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("partitions", DataType::UInt64, false),
+            Field::new("rows", DataType::UInt64, false),
+        ]));
+        let row = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(UInt64Array::from(vec![flushed.partitions])),
+                Arc::new(UInt64Array::from(vec![flushed.rows])),
+            ],
+        )
+        .map_err(|e| TenantError::Internal(e.to_string()))?;
+        Query::rows(row, self.task_context(&self.engine.state))
+    }
+
     /// The session `EXECUTE AS USER` runs its statement in.
     pub(crate) fn impersonate(&self, name: &str) -> Result<TenantSession> {
         self.require_admin("EXECUTE AS USER")?;
@@ -377,8 +421,8 @@ fn validate_namespace(name: &str) -> Result<()> {
 
 /// What `WITH (...)` says about a new table.
 pub(crate) enum TableOptions {
-    User,
-    Shared(AccessLevel),
+    User(FlushPolicy),
+    Shared(AccessLevel, FlushPolicy),
     Stream(StreamOptions),
 }
 
@@ -398,6 +442,7 @@ impl TableOptions {
     ) -> Result<Self> {
         let applies_to = |key: &str| match key {
             "ACCESS_LEVEL" => Some("shared and source-bound stream tables"),
+            "FLUSH_POLICY" => Some("user and shared tables"),
             "SOURCE" | "TOPIC_COLUMN" | "TOPICS" | "MAX_ROWS_PER_TOPIC" => {
                 Some("stream tables with a SOURCE")
             }
@@ -412,13 +457,14 @@ impl TableOptions {
                 "ACCESS_LEVEL" => {
                     kind == TableType::Shared || (kind == TableType::Stream && source.is_some())
                 }
+                "FLUSH_POLICY" => kind != TableType::Stream,
                 "SOURCE" | "TTL_SECONDS" => kind == TableType::Stream,
                 "TOPIC_COLUMN" | "TOPICS" | "MAX_ROWS_PER_TOPIC" => source.is_some(),
                 "MAX_ROWS_PER_USER" => kind == TableType::Stream && source.is_none(),
                 other => {
                     return Err(TenantError::InvalidArgument(format!(
-                        "unknown table option '{other}' (supported: ACCESS_LEVEL; for stream \
-                         tables SOURCE, TOPIC_COLUMN, TOPICS, TTL_SECONDS, MAX_ROWS_PER_TOPIC, \
+                        "unknown table option '{other}' (supported: ACCESS_LEVEL, FLUSH_POLICY; \
+                         for stream tables SOURCE, TOPIC_COLUMN, TOPICS, TTL_SECONDS, MAX_ROWS_PER_TOPIC, \
                          MAX_ROWS_PER_USER)"
                     )));
                 }
@@ -434,9 +480,13 @@ impl TableOptions {
             .map(|v| v.parse())
             .transpose()?
             .unwrap_or_default();
+        let flush = get("FLUSH_POLICY")
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or_default();
         Ok(match kind {
-            TableType::User => Self::User,
-            TableType::Shared => Self::Shared(level),
+            TableType::User => Self::User(flush),
+            TableType::Shared => Self::Shared(level, flush),
             TableType::Stream => {
                 let positive = |key: &str| -> Result<Option<u64>> {
                     get(key)

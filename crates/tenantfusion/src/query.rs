@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{ExecutionPlan, collect, execute_stream};
 use tenantfusion_core::Result;
@@ -32,6 +33,13 @@ impl Query {
             task,
             from_cache,
         }
+    }
+
+    /// A statement that has already run and answers with `batch`.
+    pub(crate) fn rows(batch: RecordBatch, task: Arc<TaskContext>) -> Result<Self> {
+        let schema = batch.schema();
+        let plan = MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None)?;
+        Ok(Self::planned(plan, task, false))
     }
 
     pub(crate) fn done(task: Arc<TaskContext>) -> Self {

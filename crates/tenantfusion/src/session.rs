@@ -197,6 +197,7 @@ impl TenantSession {
                 TenantStatement::AlterTopics { table, add, topics } => {
                     self.alter_topics(table, add, &topics).await
                 }
+                TenantStatement::FlushTable { table } => self.flush_table(table).await,
                 TenantStatement::Subscribe { .. } => Err(TenantError::NotSupported(
                     "SUBSCRIBE returns a stream of changes, not rows: call TenantSession::subscribe"
                         .into(),

@@ -13,6 +13,7 @@
 //! DROP SOURCE [IF EXISTS] name
 //! ALTER STREAM TABLE ns.t ADD|DROP TOPICS ('A', 'B', ...)
 //! SUBSCRIBE TO ns.t [WHERE predicate] [OPTIONS (LAST_ROWS = n)]
+//! FLUSH TABLE ns.t
 //! ```
 
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
@@ -89,6 +90,10 @@ pub(crate) enum TenantStatement {
         predicate: Option<String>,
         options: Vec<(String, String)>,
     },
+    /// `FLUSH TABLE t`: the table's rows in memory to Parquet segments.
+    FlushTable {
+        table: ObjectName,
+    },
     /// Anything else: DataFusion plans it.
     Sql(DFStatement),
 }
@@ -157,6 +162,11 @@ pub(crate) fn parse(sql: &str) -> Result<TenantStatement> {
             let if_exists = p.parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
             let name = identifier(&mut p)?;
             TenantStatement::DropSource { name, if_exists }
+        }
+        (Some(a), Some(b), _) if a == "FLUSH" && b == "TABLE" => {
+            skip(&mut p, 2);
+            let table = p.parser.parse_object_name(false).map_err(syntax)?;
+            TenantStatement::FlushTable { table }
         }
         (Some(a), Some(b), Some(c)) if a == "ALTER" && b == "STREAM" && c == "TABLE" => {
             skip(&mut p, 3);
@@ -493,6 +503,10 @@ mod tests {
                 ..
             }
         ));
+        assert!(matches!(
+            parse("flush table app.notes;").unwrap(),
+            TenantStatement::FlushTable { table } if table.to_string() == "app.notes"
+        ));
         match parse("ALTER STREAM TABLE m.ticks DROP TOPICS ('A', 'B')").unwrap() {
             TenantStatement::AlterTopics { add, topics, .. } => {
                 assert!(!add);
@@ -516,6 +530,8 @@ mod tests {
             "ALTER STREAM TABLE t ADD ('A')",
             "ALTER STREAM TABLE t ADD TOPICS (A)",
             "SUBSCRIBE m.ticks",
+            "FLUSH TABLE",
+            "FLUSH TABLE a.b c",
             "SUBSCRIBE TO m.ticks WHERE",
         ] {
             assert_eq!(parse(sql).unwrap_err().code(), "SYNTAX_ERROR", "{sql}");

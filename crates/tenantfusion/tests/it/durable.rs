@@ -156,23 +156,236 @@ async fn rows_tables_users_and_grants_come_back_after_reopen() {
     assert!(tables.iter().all(|t| !t.starts_with("app.dropped")));
 }
 
+/// The Parquet segment files of `user` in the table stored as `storage`.
+fn segments(dir: &Path, storage: &str, user: &str) -> Vec<String> {
+    let partition = dir
+        .join("tables")
+        .join(storage)
+        .join("data")
+        .join(format!("u-{user}"));
+    let mut names: Vec<String> = std::fs::read_dir(partition)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".parquet"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// What every query below must answer for alice and bob, whether their
+/// rows are in Parquet segments, in memory, or both.
+async fn check_notes(engine: &Engine, alice_ids: i64) {
+    let alice = user(engine, "alice");
+    let bob = user(engine, "bob");
+    assert_eq!(
+        count(&alice, "SELECT count(*) FROM app.notes").await,
+        alice_ids
+    );
+    assert_eq!(count(&bob, "SELECT count(*) FROM app.notes").await, 21);
+    assert_eq!(
+        rows(&bob, "SELECT sum(id) FROM app.notes").await,
+        [(100..=120).sum::<i64>().to_string()]
+    );
+    assert_eq!(
+        rows(&alice, "SELECT id FROM app.notes WHERE id > 47 ORDER BY id").await,
+        (48..=alice_ids).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    // Bob's ids are not alice's, even through a subquery of the same table.
+    assert_eq!(
+        count(
+            &alice,
+            "SELECT count(*) FROM app.notes WHERE id IN (SELECT id + 99 FROM app.notes WHERE id < 3)"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &bob,
+            "SELECT count(*) FROM app.notes WHERE id IN (SELECT id + 1 FROM app.notes)"
+        )
+        .await,
+        20
+    );
+    // A join of the caller's rows with a shared table.
+    assert_eq!(
+        rows(
+            &alice,
+            "SELECT n.body, p.price FROM app.notes n JOIN app.prices p ON p.id = n.id ORDER BY n.id"
+        )
+        .await,
+        ["a1 1.5", "a2 2.5"]
+    );
+    assert_eq!(
+        rows(
+            &bob,
+            "SELECT n.body, p.price FROM app.notes n JOIN app.prices p ON p.id = n.id - 100 \
+             ORDER BY n.id"
+        )
+        .await,
+        ["b101 1.5", "b102 2.5"]
+    );
+    let plan = rows(&alice, "EXPLAIN SELECT body FROM app.notes WHERE id = 3").await;
+    assert!(
+        plan.iter()
+            .any(|line| line.contains("PartitionScanExec: table=app.notes, projection=[body]")),
+        "{plan:?}"
+    );
+}
+
 #[tokio::test]
-async fn a_damaged_log_is_reported_with_its_file() {
+async fn flushed_rows_are_read_from_parquet_per_user_and_come_back_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = "app.notes.1";
+    {
+        let engine = open(dir.path());
+        let admin = admin(&engine);
+        for sql in [
+            "CREATE NAMESPACE app",
+            "CREATE USER 'alice'",
+            "CREATE USER 'bob'",
+            "CREATE TABLE app.notes (id BIGINT NOT NULL, body TEXT) WITH (FLUSH_POLICY = 'none')",
+            "CREATE SHARED TABLE app.prices (id BIGINT, price DOUBLE)",
+            "INSERT INTO app.prices VALUES (1, 1.5), (2, 2.5)",
+        ] {
+            run(&admin, sql).await;
+        }
+        let (alice, bob) = (user(&engine, "alice"), user(&engine, "bob"));
+        for id in 1..=50 {
+            run(
+                &alice,
+                &format!("INSERT INTO app.notes VALUES ({id}, 'a{id}')"),
+            )
+            .await;
+        }
+        let values: Vec<String> = (100..=120).map(|id| format!("({id}, 'b{id}')")).collect();
+        run(
+            &bob,
+            &format!("INSERT INTO app.notes VALUES {}", values.join(", ")),
+        )
+        .await;
+        check_notes(&engine, 50).await;
+
+        assert_eq!(
+            rows(&admin, "FLUSH TABLE app.notes").await,
+            ["2 71"],
+            "partitions and rows flushed"
+        );
+        assert_eq!(segments(dir.path(), storage, "alice"), ["seg-0.parquet"]);
+        assert_eq!(segments(dir.path(), storage, "bob"), ["seg-0.parquet"]);
+        check_notes(&engine, 50).await;
+        // Some rows in a segment, one in memory.
+        run(&alice, "INSERT INTO app.notes VALUES (51, 'a51')").await;
+        check_notes(&engine, 51).await;
+        // INSERT ... SELECT with a subquery reads the caller's segment rows.
+        run(
+            &alice,
+            "INSERT INTO app.notes SELECT id + 1000, body FROM app.notes \
+             WHERE id IN (SELECT max(id) - 1 FROM app.notes)",
+        )
+        .await;
+        assert_eq!(
+            rows(&alice, "SELECT body FROM app.notes WHERE id > 1000").await,
+            ["a50"]
+        );
+        run(&alice, "INSERT INTO app.notes SELECT 52, 'a52'").await;
+        run(&alice, "INSERT INTO app.notes VALUES (53, 'a53')").await;
+    }
+    let engine = open(dir.path());
+    let admin = admin(&engine);
+    assert_eq!(
+        count(&user(&engine, "alice"), "SELECT count(*) FROM app.notes").await,
+        54
+    );
+    assert_eq!(rows(&admin, "FLUSH TABLE app.notes").await, ["1 4"]);
+    assert_eq!(
+        segments(dir.path(), storage, "alice"),
+        ["seg-0.parquet", "seg-1.parquet"]
+    );
+    // DROP USER takes bob's segments with his rows.
+    run(&admin, "DROP USER 'bob'").await;
+    assert!(segments(dir.path(), storage, "bob").is_empty());
+    run(&admin, "CREATE USER 'bob'").await;
+    assert_eq!(
+        count(&user(&engine, "bob"), "SELECT count(*) FROM app.notes").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn flush_statements_and_policies_refuse_what_does_not_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let admin = admin(&engine);
+    run(&admin, "CREATE USER 'alice'").await;
+    run(&admin, "CREATE TABLE notes (id BIGINT)").await;
+    run(
+        &admin,
+        "CREATE STREAM TABLE events (kind TEXT) WITH (TTL_SECONDS = 60)",
+    )
+    .await;
+    let alice = user(&engine, "alice");
+    run(&alice, "INSERT INTO notes VALUES (1)").await;
+    for (session, sql, code) in [
+        (&alice, "FLUSH TABLE notes", "PERMISSION_DENIED"),
+        (&admin, "FLUSH TABLE nope", "TABLE_NOT_FOUND"),
+        (&admin, "FLUSH TABLE events", "NOT_SUPPORTED"),
+        (&admin, "FLUSH notes", "SYNTAX_ERROR"),
+        (
+            &admin,
+            "CREATE TABLE t1 (id BIGINT) WITH (FLUSH_POLICY = 'rows:x')",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            &admin,
+            "CREATE TABLE t2 (id BIGINT) WITH (FLUSH_POLICY = 'bytes:10')",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            &admin,
+            "CREATE STREAM TABLE t3 (id BIGINT) WITH (FLUSH_POLICY = 'rows:10')",
+            "INVALID_ARGUMENT",
+        ),
+    ] {
+        assert_eq!(error_code(session, sql).await, code, "{sql}");
+    }
+    // Nothing was flushed or created by the failures.
+    assert!(segments(dir.path(), "default.notes.1", "alice").is_empty());
+    assert_eq!(
+        error_code(&admin, "SELECT * FROM t1").await,
+        "TABLE_NOT_FOUND"
+    );
+    // On an engine without durable storage there is nothing to flush to.
+    let memory = crate::common::engine().await;
+    run(
+        &crate::common::admin(&memory),
+        "CREATE TABLE notes (id BIGINT)",
+    )
+    .await;
+    assert_eq!(
+        error_code(&crate::common::admin(&memory), "FLUSH TABLE notes").await,
+        "NOT_SUPPORTED"
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_log_fails_only_its_table_and_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     {
         let engine = open(dir.path());
-        run(&admin(&engine), "CREATE TABLE notes (id BIGINT)").await;
+        let admin = admin(&engine);
+        run(&admin, "CREATE TABLE notes (id BIGINT)").await;
+        run(&admin, "CREATE TABLE other (id BIGINT)").await;
         let alice = user(&engine, "alice");
         for id in 0..3 {
             run(&alice, &format!("INSERT INTO notes VALUES ({id})")).await;
         }
+        run(&alice, "INSERT INTO other VALUES (7)").await;
     }
-    let table = std::fs::read_dir(dir.path().join("tables"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let table = dir.path().join("tables").join("default.notes.1");
     let segment = std::fs::read_dir(table.join("wal"))
         .unwrap()
         .next()
@@ -184,12 +397,20 @@ async fn a_damaged_log_is_reported_with_its_file() {
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[30] ^= 0xff;
     std::fs::write(&segment, bytes).unwrap();
-    let err = Engine::new(on(dir.path())).unwrap_err();
-    assert_eq!(err.code(), "DATA_CORRUPTED", "{err}");
-    assert!(
-        err.to_string().contains(&segment.display().to_string()),
-        "{err}"
-    );
+    let engine = open(dir.path());
+    let alice = user(&engine, "alice");
+    for sql in ["SELECT * FROM notes", "INSERT INTO notes VALUES (9)"] {
+        let err = alice.sql(sql).await.unwrap().collect().await.unwrap_err();
+        assert_eq!(err.code(), "DATA_CORRUPTED", "{sql}: {err}");
+        assert!(
+            err.to_string()
+                .contains(&table.join("wal").display().to_string()),
+            "{err}"
+        );
+    }
+    // The other table, and the catalog, are unaffected.
+    assert_eq!(rows(&alice, "SELECT id FROM other").await, ["7"]);
+    run(&admin(&engine), "CREATE TABLE more (id BIGINT)").await;
 }
 
 const CRASH_DIR: &str = "TENANTFUSION_CRASH_DIR";

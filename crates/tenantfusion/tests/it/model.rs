@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 use tenantfusion::{Durability, Engine, EngineConfig, Storage};
 
-use crate::common::{admin, rows, run, user};
+use crate::common::{admin, error_code, rows, run, user};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -20,6 +20,8 @@ enum Op {
     /// The engine is closed and opened again on its directory (durable
     /// runs only; in memory this does nothing).
     Reopen,
+    /// `FLUSH TABLE` of both tables (durable runs; in memory it is refused).
+    Flush,
 }
 
 const USERS: usize = 3;
@@ -34,6 +36,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0..USERS, 0i64..20).prop_map(|(user, above)| Op::CopyAbove { user, above }),
         (0..USERS, -1i64..20).prop_map(|(user, above)| Op::Query { user, above }),
         Just(Op::Reopen),
+        Just(Op::Flush),
     ]
 }
 
@@ -50,9 +53,10 @@ async fn check(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
         EngineConfig::default()
     };
     let mut engine = Engine::new(config.clone()).unwrap();
+    // Small enough that inserts flush on their own too, between FLUSHes.
     run(
         &admin(&engine),
-        "CREATE TABLE t (id BIGINT NOT NULL, v BIGINT)",
+        "CREATE TABLE t (id BIGINT NOT NULL, v BIGINT) WITH (FLUSH_POLICY = 'rows:5')",
     )
     .await;
     run(&admin(&engine), "CREATE TABLE marks (id BIGINT)").await;
@@ -132,6 +136,15 @@ async fn check(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
                 engine = Engine::new(config.clone()).unwrap();
             }
             Op::Reopen => {}
+            Op::Flush if durable => {
+                for table in ["t", "marks"] {
+                    run(&admin(&engine), &format!("FLUSH TABLE {table}")).await;
+                }
+            }
+            Op::Flush => {
+                let code = error_code(&admin(&engine), "FLUSH TABLE t").await;
+                prop_assert_eq!(code, "NOT_SUPPORTED");
+            }
         }
     }
     Ok(())
