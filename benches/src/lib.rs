@@ -17,7 +17,7 @@ pub use live::{live_failover, live_fanout, live_memory};
 pub use plan_reuse::plan_cache;
 pub use postgres::{postgres_installed, postgres_rls};
 pub use scan_scaling::{Stats, latency, loaded_engine, user_scan_scaling};
-pub use storage::durable_insert;
+pub use storage::{durable_insert, parquet_scan_200k, storage_scan_scaling};
 pub use streams::{idle_subscriptions, live_query_latency, stream_ingest};
 
 use std::hint::black_box;
@@ -156,6 +156,10 @@ pub struct Size {
     pub idle_users: usize,
     /// Live queries in `idle_subscriptions` (at most ten per user).
     pub idle_queries: usize,
+    /// Users of the big side of `storage_scan_scaling` (100 rows each).
+    pub storage_users: usize,
+    /// Rows per segment in `parquet_scan_200k` (20 segments).
+    pub segment_rows: usize,
 }
 
 impl Size {
@@ -174,6 +178,8 @@ impl Size {
         stream_appends: 2_000_000,
         idle_users: 10_000,
         idle_queries: 100_000,
+        storage_users: 100_000,
+        segment_rows: 10_000,
     };
     /// Reduced sizes for `--quick`.
     pub const QUICK: Size = Size {
@@ -190,6 +196,8 @@ impl Size {
         stream_appends: 500_000,
         idle_users: 2_000,
         idle_queries: 20_000,
+        storage_users: 10_000,
+        segment_rows: 10_000,
     };
     /// Tiny sizes for the smoke test.
     pub const SMOKE: Size = Size {
@@ -206,6 +214,8 @@ impl Size {
         stream_appends: 2_000,
         idle_users: 20,
         idle_queries: 100,
+        storage_users: 30,
+        segment_rows: 100,
     };
 }
 
@@ -513,8 +523,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn storage_scenarios_produce_figures() {
         // Checks inside: every acknowledged row is in the table.
-        let rows = durable_insert(Size::SMOKE).await;
+        let mut rows = durable_insert(Size::SMOKE).await;
         assert_eq!(rows.len(), 3);
+        // Checks inside: the user's query answers the same at both sizes,
+        // and both readers of the segments return the same rows.
+        let scaling = storage_scan_scaling(Size::SMOKE).await;
+        assert_eq!(scaling.len(), 2);
+        rows.extend(scaling);
+        let parquet = parquet_scan_200k(Size::SMOKE).await;
+        assert_eq!(parquet.len(), 3);
+        rows.extend(parquet);
         for r in &rows {
             assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");
         }

@@ -13,8 +13,9 @@ use tenantfusion::{Role, UserContext};
 use tenantfusion_bench::{
     Measurement, Size, concurrent_users, draw_charts, durable_insert, engine_with_tables,
     idle_subscriptions, json, live_failover, live_fanout, live_memory, live_query_latency,
-    markdown, plan_cache, postgres_installed, postgres_rls, provider_lookup, results_section,
-    session_per_request, stream_ingest, update_doc, user_scan_scaling,
+    markdown, parquet_scan_200k, plan_cache, postgres_installed, postgres_rls, provider_lookup,
+    results_section, session_per_request, storage_scan_scaling, stream_ingest, update_doc,
+    user_scan_scaling,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
@@ -70,6 +71,8 @@ const SCENARIOS: &[&str] = &[
     "live_query_latency",
     "idle_subscriptions",
     "durable_insert",
+    "storage_scan_scaling",
+    "parquet_scan_200k",
 ];
 
 const USAGE: &str = "usage: tenantfusion-bench [--quick|--smoke] [--with-postgres] \
@@ -208,6 +211,14 @@ async fn main() -> ExitCode {
     if wants("durable_insert") {
         step("durable_insert");
         rows.extend(durable_insert(size).await);
+    }
+    if wants("storage_scan_scaling") {
+        step("storage_scan_scaling");
+        rows.extend(storage_scan_scaling(size).await);
+    }
+    if wants("parquet_scan_200k") {
+        step("parquet_scan_200k");
+        rows.extend(parquet_scan_200k(size).await);
     }
     progress.finish_and_clear();
     print!("{}", markdown(&rows));

@@ -1,15 +1,25 @@
 //! Durable storage: what acknowledging a write only once it is fsynced
-//! costs, beside DataFusion's `MemTable` (no durability) as the ceiling.
+//! costs, beside DataFusion's `MemTable` (no durability) as the ceiling;
+//! one user's scan of flushed rows as users grow; and scans of Parquet
+//! segments beside DataFusion's own Parquet reader on the same files.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use datafusion::arrow::array::{
+    Float64Array, Int64Array, RecordBatch, StringViewArray, UInt64Array,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
-use datafusion::prelude::SessionContext;
-use tenantfusion::{Durability, Engine, EngineConfig, Role, Storage, UserContext};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use tenantfusion::{
+    Durability, Engine, EngineConfig, PlanCacheConfig, Role, Storage, UserContext, UserId,
+};
+use tenantfusion_tables::{PartitionKey, UserTableProvider};
 
-use crate::{Measurement, Size, latency, run_datafusion, run_ours};
+use crate::scan_scaling::{QUERIES, ROWS_PER_USER};
+use crate::{Measurement, Size, latency, loaded_engine, run_datafusion, run_ours};
 
 /// Concurrent writers in the group-commit figure.
 const WRITERS: usize = 16;
@@ -21,6 +31,22 @@ fn values(first: usize, rows: usize) -> String {
         .map(|i| format!("({i}, 'note {i}')"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A directory for an engine, removed when dropped. In the workspace's
+/// target/ rather than /tmp: on a tmpfs fsync is free.
+fn bench_dir() -> tempfile::TempDir {
+    let parent = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
+    std::fs::create_dir_all(parent).expect("target dir");
+    tempfile::tempdir_in(parent).expect("temp dir")
+}
+
+/// An engine configuration on `dir`.
+fn on_disk(dir: &tempfile::TempDir, durability: Durability) -> EngineConfig {
+    EngineConfig::default().with_storage(Storage::Directory {
+        path: dir.path().to_path_buf(),
+        durability,
+    })
 }
 
 /// Rows/s of [`WRITERS`] tasks each running `statements` single-row
@@ -53,15 +79,8 @@ where
 /// batched INSERTs; each on an engine whose directory is fsynced before a
 /// statement is acknowledged, beside the same statements into a `MemTable`.
 pub async fn durable_insert(size: Size) -> Vec<Measurement> {
-    // In the workspace's target/ rather than /tmp: on a tmpfs fsync is free.
-    let parent = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
-    std::fs::create_dir_all(parent).expect("target dir");
-    let dir = tempfile::tempdir_in(parent).expect("temp dir");
-    let engine = Engine::new(EngineConfig::default().with_storage(Storage::Directory {
-        path: dir.path().to_path_buf(),
-        durability: Durability::Fsync,
-    }))
-    .expect("engine");
+    let dir = bench_dir();
+    let engine = Engine::new(on_disk(&dir, Durability::Fsync)).expect("engine");
     let admin = engine.session(UserContext::new("admin", Role::Dba));
     run_ours(&admin, "CREATE TABLE notes (id BIGINT, body TEXT)").await;
     let ctx = SessionContext::new();
@@ -165,4 +184,181 @@ pub async fn durable_insert(size: Size) -> Vec<Measurement> {
         "alice's rows"
     );
     rows
+}
+
+/// `storage_scan_scaling`: one user's queries over their 100 rows, all
+/// flushed to Parquet, in a table of `size.storage_users` users beside the
+/// same with 10 users. Flat means the ratio stays near 1.
+pub async fn storage_scan_scaling(size: Size) -> Vec<Measurement> {
+    let mut by_users = Vec::new();
+    for users in [10, size.storage_users] {
+        let dir = bench_dir();
+        // Loading is not timed; the log need not be synced for it.
+        let config = on_disk(&dir, Durability::Buffered).with_plan_cache(PlanCacheConfig::DISABLED);
+        let (engine, own) = loaded_engine(users, config).await;
+        let admin = engine.session(UserContext::new("admin", Role::Dba));
+        let flushed = run_ours(&admin, "FLUSH TABLE t").await;
+        assert_eq!(first_u64(&flushed, 1), (users * own.num_rows()) as u64);
+        let session = engine.session(UserContext::new(format!("u{}", users / 2), Role::User));
+        let answer = run_ours(&session, QUERIES[0].1).await;
+        let mut stats = Vec::new();
+        for (_, sql, _) in QUERIES {
+            stats.push(
+                latency(size, || {
+                    let session = &session;
+                    async move {
+                        run_ours(session, sql).await;
+                    }
+                })
+                .await,
+            );
+        }
+        by_users.push((users, answer, stats));
+    }
+    let (small, small_answer, small_stats) = &by_users[0];
+    let (big, big_answer, big_stats) = &by_users[1];
+    assert_eq!(
+        big_answer, small_answer,
+        "one user's rows, whoever else exists"
+    );
+    QUERIES
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, _))| {
+            Measurement::latency(
+                "storage_scan_scaling",
+                format!(
+                    "{name}: one user's {ROWS_PER_USER} rows in Parquet, {big} users vs {small} users"
+                ),
+                big_stats[i],
+                small_stats[i],
+            )
+        })
+        .collect()
+}
+
+/// `parquet_scan_200k`: one user's 20 Parquet segments of
+/// `size.segment_rows` rows (200,000 in the full run): a full scan, an
+/// aggregate and a lookup of one id, beside DataFusion's own Parquet reader
+/// (a listing table) over the very same files.
+pub async fn parquet_scan_200k(size: Size) -> Vec<Measurement> {
+    const SEGMENTS: usize = 20;
+    let dir = bench_dir();
+    let engine = Engine::new(on_disk(&dir, Durability::Buffered)).expect("engine");
+    let admin = engine.session(UserContext::new("admin", Role::Dba));
+    run_ours(
+        &admin,
+        "CREATE TABLE t (id BIGINT NOT NULL, v DOUBLE, payload TEXT) WITH (FLUSH_POLICY = 'none')",
+    )
+    .await;
+    let provider = engine
+        .schema_cache()
+        .get_provider("default", "t")
+        .expect("t");
+    let table = (provider.as_ref() as &dyn TableProvider)
+        .downcast_ref::<UserTableProvider>()
+        .expect("a user table");
+    let alice = PartitionKey::User(UserId::new("alice"));
+    let rows = size.segment_rows;
+    for segment in 0..SEGMENTS {
+        let ids: Vec<i64> = (segment * rows..(segment + 1) * rows)
+            .map(|i| i as i64)
+            .collect();
+        let batch = RecordBatch::try_new(
+            provider.schema(),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(Float64Array::from_iter_values(
+                    ids.iter().map(|i| *i as f64 * 0.5),
+                )),
+                Arc::new(StringViewArray::from_iter_values(
+                    ids.iter().map(|i| format!("payload {i}")),
+                )),
+            ],
+        )
+        .expect("batch");
+        table
+            .store()
+            .append(&alice, vec![batch])
+            .await
+            .expect("append");
+        run_ours(&admin, "FLUSH TABLE t").await;
+    }
+    let files = dir
+        .path()
+        .join("tables")
+        .join("default.t.1")
+        .join("data")
+        .join("u-alice");
+    let ctx = SessionContext::new();
+    ctx.register_parquet(
+        "t",
+        files.to_str().expect("a UTF-8 path"),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .expect("listing table");
+    let session = engine.session(UserContext::new("alice", Role::User));
+    let total = SEGMENTS * rows;
+    let queries = [
+        ("full scan", "SELECT * FROM t".to_string()),
+        (
+            "aggregate",
+            "SELECT count(*), sum(v), avg(v), max(payload) FROM t".to_string(),
+        ),
+        (
+            "lookup of one id",
+            format!("SELECT * FROM t WHERE id = {}", total / 2 + 7),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, sql) in &queries {
+        let ours_rows = run_ours(&session, sql).await;
+        let theirs_rows = run_datafusion(&ctx, sql).await;
+        assert_eq!(
+            row_count(&ours_rows),
+            row_count(&theirs_rows),
+            "{sql}: both read the same segments"
+        );
+        let ours = latency(size, || {
+            let session = &session;
+            async move {
+                run_ours(session, sql).await;
+            }
+        })
+        .await;
+        let theirs = latency(size, || {
+            let ctx = &ctx;
+            async move {
+                run_datafusion(ctx, sql).await;
+            }
+        })
+        .await;
+        out.push(Measurement::latency(
+            "parquet_scan_200k",
+            format!("{name}, {total} rows in {SEGMENTS} segments, vs DataFusion's Parquet reader"),
+            ours,
+            theirs,
+        ));
+    }
+    assert_eq!(
+        row_count(&run_ours(&session, &queries[0].1).await),
+        total,
+        "every row"
+    );
+    out
+}
+
+fn row_count(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+/// Column `column` of the first row, as u64.
+fn first_u64(batches: &[RecordBatch], column: usize) -> u64 {
+    batches[0]
+        .column(column)
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .expect("a UInt64 column")
+        .value(0)
 }
