@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, StringViewArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use tenantfusion::{Engine, EngineConfig, PlanCacheConfig, Role, UserContext, UserId};
-use tenantfusion_tables::{PartitionKey, UserTableProvider};
+use tenantfusion_tables::{PartitionKey, PartitionStore, UserTableProvider};
 
 use crate::{Measurement, Size, run_datafusion, run_ours};
 
@@ -143,25 +143,28 @@ pub async fn loaded_engine(users: usize, config: EngineConfig) -> (Engine, Recor
         .sql("CREATE TABLE t (id BIGINT NOT NULL, payload TEXT)")
         .await
         .expect("create");
-    let provider = engine
-        .schema_cache()
-        .get_provider("default", "t")
-        .expect("t");
-    let table = (provider.as_ref() as &dyn TableProvider)
-        .downcast_ref::<UserTableProvider>()
-        .expect("a user table");
-    let own = user_rows(&provider.schema());
+    let (schema, store) = user_table_store(&engine, "t");
+    let own = user_rows(&schema);
     // Bulk load through the store: loading 10 million rows with SQL INSERTs
     // would measure the loader, not the scan.
     for u in 0..users {
         let key = PartitionKey::User(UserId::new(format!("u{u}")));
-        table
-            .store()
-            .append(&key, vec![own.clone()])
-            .await
-            .expect("append");
+        store.append(&key, vec![own.clone()]).await.expect("append");
     }
     (engine, own)
+}
+
+/// The schema and the rows' store of the user table `default.{table}`,
+/// for loading rows without SQL.
+pub fn user_table_store(engine: &Engine, table: &str) -> (SchemaRef, Arc<dyn PartitionStore>) {
+    let provider = engine
+        .schema_cache()
+        .get_provider("default", table)
+        .expect("the table");
+    let user_table = (provider.as_ref() as &dyn TableProvider)
+        .downcast_ref::<UserTableProvider>()
+        .expect("a user table");
+    (provider.schema(), Arc::clone(user_table.store()))
 }
 
 /// Runs the scenario; returns its rows.

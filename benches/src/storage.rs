@@ -10,15 +10,14 @@ use datafusion::arrow::array::{
     Float64Array, Int64Array, RecordBatch, StringViewArray, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use tenantfusion::{
     Durability, Engine, EngineConfig, PlanCacheConfig, Role, Storage, UserContext, UserId,
 };
-use tenantfusion_tables::{PartitionKey, UserTableProvider};
+use tenantfusion_tables::PartitionKey;
 
-use crate::scan_scaling::{QUERIES, ROWS_PER_USER};
+use crate::scan_scaling::{QUERIES, ROWS_PER_USER, user_table_store};
 use crate::{Measurement, Size, latency, loaded_engine, run_datafusion, run_ours};
 
 /// Concurrent writers in the group-commit figure.
@@ -251,13 +250,7 @@ pub async fn parquet_scan_200k(size: Size) -> Vec<Measurement> {
         "CREATE TABLE t (id BIGINT NOT NULL, v DOUBLE, payload TEXT) WITH (FLUSH_POLICY = 'none')",
     )
     .await;
-    let provider = engine
-        .schema_cache()
-        .get_provider("default", "t")
-        .expect("t");
-    let table = (provider.as_ref() as &dyn TableProvider)
-        .downcast_ref::<UserTableProvider>()
-        .expect("a user table");
+    let (schema, store) = user_table_store(&engine, "t");
     let alice = PartitionKey::User(UserId::new("alice"));
     let rows = size.segment_rows;
     for segment in 0..SEGMENTS {
@@ -265,7 +258,7 @@ pub async fn parquet_scan_200k(size: Size) -> Vec<Measurement> {
             .map(|i| i as i64)
             .collect();
         let batch = RecordBatch::try_new(
-            provider.schema(),
+            Arc::clone(&schema),
             vec![
                 Arc::new(Int64Array::from(ids.clone())),
                 Arc::new(Float64Array::from_iter_values(
@@ -277,11 +270,7 @@ pub async fn parquet_scan_200k(size: Size) -> Vec<Measurement> {
             ],
         )
         .expect("batch");
-        table
-            .store()
-            .append(&alice, vec![batch])
-            .await
-            .expect("append");
+        store.append(&alice, vec![batch]).await.expect("append");
         run_ours(&admin, "FLUSH TABLE t").await;
     }
     let files = dir
