@@ -22,5 +22,5 @@ pub use error::{Result, TenantError};
 pub use ids::{NamespaceId, StorageId, TableId, TableName, UserId};
 pub use role::Role;
 pub use schema_cache::SchemaCache;
-pub use table::{Access, AccessLevel, BaseTableProvider, TableProviderCore, TableType};
+pub use table::{Access, AccessLevel, BaseTableProvider, Mutation, TableProviderCore, TableType};
 pub use user::UserContext;

@@ -138,6 +138,25 @@ impl TableProviderCore {
     }
 }
 
+/// What an UPDATE or DELETE does with the rows its input plan yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutation {
+    /// Each input row (the table's columns) is a row to remove.
+    Delete,
+    /// Each input row holds the table's columns twice: a row's current
+    /// values, then the values it gets.
+    Update,
+}
+
+impl fmt::Display for Mutation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mutation::Delete => "DELETE",
+            Mutation::Update => "UPDATE",
+        })
+    }
+}
+
 /// A tenantfusion table: one instance per table, shared by all users; the
 /// caller is passed to every call.
 ///
@@ -181,6 +200,23 @@ pub trait BaseTableProvider: TableProvider + Send + Sync {
         input: Arc<dyn ExecutionPlan>,
         op: InsertOp,
     ) -> DFResult<Arc<dyn ExecutionPlan>>;
+
+    /// A plan applying `mutation` to the rows `input` yields, in the
+    /// partition of whoever executes it. The input is a query over this
+    /// table (so any `WHERE`, subqueries and joins included, has been
+    /// answered by it); nothing changes until the plan runs.
+    fn mutate(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        mutation: Mutation,
+    ) -> Result<Arc<dyn ExecutionPlan>, TenantError> {
+        let _ = input;
+        Err(TenantError::NotSupported(format!(
+            "{mutation} is not supported on {} table '{}'",
+            self.core().table_type,
+            self.table_id()
+        )))
+    }
 
     /// Registers a live query of `user`: `listener` gets the rows `user`
     /// may read now, then every row added to them, until the guard is

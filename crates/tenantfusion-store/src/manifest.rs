@@ -68,17 +68,6 @@ pub(crate) struct SegmentEntry {
 }
 
 impl Manifest {
-    /// This manifest with `segment` added, reaching `flushed_through`.
-    pub(crate) fn with_segment(&self, segment: SegmentEntry, flushed_through: u64) -> Self {
-        let mut segments = self.segments.clone();
-        segments.push(Arc::new(segment));
-        Self {
-            flushed_through,
-            next_segment: self.next_segment + 1,
-            segments,
-        }
-    }
-
     /// An empty manifest after a drop logged at `lsn`.
     pub(crate) fn dropped(&self, lsn: u64) -> Self {
         Self {
@@ -247,9 +236,11 @@ mod tests {
     #[test]
     fn manifests_round_trip_and_damage_or_a_wrong_owner_is_an_error() {
         let alice = PartitionKey::User(UserId::new("alice"));
-        let manifest = Manifest::default()
-            .with_segment(entry(0), 9)
-            .with_segment(entry(1), 19);
+        let manifest = Manifest {
+            flushed_through: 19,
+            next_segment: 2,
+            segments: vec![Arc::new(entry(0)), Arc::new(entry(1))],
+        };
         let bytes = manifest.encode(&alice).unwrap();
         let back = Manifest::decode(&bytes, &alice).unwrap();
         assert_eq!((back.flushed_through, back.next_segment), (19, 2));

@@ -22,25 +22,33 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::error::Result as DFResult;
-use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use object_store::path::Path as ObjectPath;
 use parking_lot::RwLock;
 use tenantfusion_core::{Result, TenantError};
-use tenantfusion_tables::{PartitionKey, PartitionStore, ReadRequest, append_coalesced};
+use tenantfusion_tables::{
+    PartitionKey, PartitionStore, ReadRequest, RowMatcher, append_coalesced, rows_at,
+};
 
 use crate::codec::{Decoder, Encoder};
 use crate::files::Files;
 use crate::flush_policy::FlushPolicy;
 use crate::ipc::{decode_batches, encode_batches};
-use crate::manifest::{MANIFEST, Manifest};
+use crate::manifest::{MANIFEST, Manifest, SegmentEntry};
 use crate::parquet_segment;
 use crate::partition::{decode_key, dir_name, encode_key};
 use crate::wal::{Durability, Lsn, Wal, WalOptions, WalStats};
 
 const APPEND: u8 = 1;
 const DROP_PARTITION: u8 = 2;
+const REPLACE: u8 = 3;
+
+/// A partition flushed on the policy's interval while it has this many
+/// segments is compacted into one.
+const COMPACT_AT_SEGMENTS: usize = 8;
 
 /// A [`PartitionStore`] whose writes survive a crash and whose rows move to
 /// Parquet segments per partition.
@@ -173,10 +181,17 @@ struct PartitionState {
     /// Rows logged but not flushed, oldest first.
     hot: Vec<RecordBatch>,
     hot_rows: u64,
-    /// First and last LSN of the writes in `hot`.
+    /// Rows of the segments that UPDATE or DELETE took out since the last
+    /// flush (by value, as [`RowMatcher`] finds them); scans leave them
+    /// out, the next flush rewrites the segments without them.
+    pending: Vec<RecordBatch>,
+    /// First and last LSN of the writes not in the manifest yet (rows in
+    /// `hot`, rows in `pending`).
     hot_lsns: Option<(u64, u64)>,
-    /// When `hot` got its oldest row (since this process started).
+    /// When the oldest of those writes was applied (in this process).
     hot_since: Option<Instant>,
+    /// Segments no manifest lists any more, deleted once no scan reads them.
+    retired: Vec<Arc<SegmentEntry>>,
 }
 
 impl PartitionState {
@@ -187,20 +202,57 @@ impl PartitionState {
         }
     }
 
+    fn logged(&mut self, lsn: u64) {
+        let first = self.hot_lsns.map_or(lsn, |(first, _)| first);
+        self.hot_lsns = Some((first, lsn));
+        self.hot_since.get_or_insert_with(Instant::now);
+    }
+
     fn append(&mut self, lsn: u64, batches: Vec<RecordBatch>) -> DFResult<u64> {
         let added = append_coalesced(&mut self.hot, batches)?;
         if added > 0 {
             self.hot_rows += added;
-            let first = self.hot_lsns.map_or(lsn, |(first, _)| first);
-            self.hot_lsns = Some((first, lsn));
-            self.hot_since.get_or_insert_with(Instant::now);
+            self.logged(lsn);
         }
         Ok(added)
     }
 
-    fn clear_hot(&mut self) {
+    /// Takes `removed` out (from the rows in memory first, the rest from
+    /// the segments) and adds `added`: the effect of a logged UPDATE or
+    /// DELETE, the same when it is replayed.
+    fn replace(
+        &mut self,
+        lsn: u64,
+        removed: &RecordBatch,
+        added: Option<RecordBatch>,
+    ) -> DFResult<()> {
+        let mut matcher = RowMatcher::new(std::slice::from_ref(removed))?;
+        let mut kept = Vec::with_capacity(self.hot.len());
+        for batch in &self.hot {
+            let keep = matcher.take_from(batch)?;
+            let batch = filter_record_batch(batch, &keep)?;
+            if batch.num_rows() > 0 {
+                kept.push(batch);
+            }
+        }
+        self.hot = kept;
+        self.hot_rows -= matcher.found().len() as u64;
+        if !matcher.is_done() {
+            self.pending.push(rows_at(removed, &matcher.missing())?);
+        }
+        if let Some(added) = added {
+            self.hot_rows += append_coalesced(&mut self.hot, vec![added])?;
+        }
+        self.logged(lsn);
+        Ok(())
+    }
+
+    /// Forgets what the manifest now holds.
+    fn flushed(&mut self, manifest: Manifest) {
+        self.manifest = Arc::new(manifest);
         self.hot.clear();
         self.hot_rows = 0;
+        self.pending.clear();
         self.hot_lsns = None;
         self.hot_since = None;
     }
@@ -208,14 +260,25 @@ impl PartitionState {
     /// Empties the partition for a drop logged at `lsn`; returns the rows
     /// it held.
     fn drop_rows(&mut self, lsn: u64) -> u64 {
-        let rows = self.hot_rows + self.manifest.rows();
-        self.clear_hot();
-        self.manifest = Arc::new(self.manifest.dropped(lsn));
+        let pending: u64 = self.pending.iter().map(|b| b.num_rows() as u64).sum();
+        let rows = self.hot_rows + self.manifest.rows() - pending;
+        let old = Arc::clone(&self.manifest);
+        self.retired.extend(old.segments.iter().cloned());
+        self.flushed(old.dropped(lsn));
         rows
     }
 
     fn has_rows(&self) -> bool {
         self.hot_rows > 0 || !self.manifest.segments.is_empty()
+    }
+
+    /// Retired segments no scan holds any more, taken out of the list.
+    fn unreferenced(&mut self) -> Vec<Arc<SegmentEntry>> {
+        let (free, busy) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|segment| Arc::strong_count(segment) == 1);
+        self.retired = busy;
+        free
     }
 }
 
@@ -295,31 +358,44 @@ impl DurablePartitionStore {
     }
 
     /// Flushes every partition's rows in memory to a new segment of that
-    /// partition, then drops the log records no longer needed
-    /// (`FLUSH TABLE`). Writes wait only while their own partition flushes.
+    /// partition (rewriting segments UPDATE or DELETE took rows out of),
+    /// then drops the log records no longer needed (`FLUSH TABLE`). Writes
+    /// wait only while their own partition flushes.
     pub async fn flush(&self) -> Result<FlushStats> {
-        let loaded = self.inner.load().await?;
-        let partitions: Vec<_> = loaded
-            .partitions
-            .iter()
-            .map(|e| (e.key().clone(), Arc::clone(e.value())))
-            .collect();
-        let mut stats = FlushStats::default();
-        for (key, partition) in partitions {
-            let rows = self.inner.flush_partition(&key, &partition).await?;
-            if rows > 0 {
-                stats.partitions += 1;
-                stats.rows += rows;
-            }
-        }
-        stats.log_segments_removed = self.inner.cut_log(loaded).await? as u64;
-        Ok(stats)
+        self.inner.flush_all(false).await
+    }
+
+    /// Rewrites each partition holding more than one segment (or rows in
+    /// memory beside a segment) as one segment, leaving out the rows
+    /// UPDATE and DELETE replaced (`COMPACT TABLE`).
+    pub async fn compact(&self) -> Result<FlushStats> {
+        self.inner.flush_all(true).await
     }
 }
 
 impl Inner {
     async fn load(self: &Arc<Self>) -> Result<&Loaded> {
         self.loaded.get_or_try_init(|| self.replay()).await
+    }
+
+    async fn flush_all(self: &Arc<Self>, merge: bool) -> Result<FlushStats> {
+        let loaded = self.load().await?;
+        let partitions: Vec<_> = loaded
+            .partitions
+            .iter()
+            .filter(|p| p.damaged.is_none())
+            .map(|e| (e.key().clone(), Arc::clone(e.value())))
+            .collect();
+        let mut stats = FlushStats::default();
+        for (key, partition) in partitions {
+            let rows = self.flush_partition(&key, &partition, merge).await?;
+            if rows > 0 {
+                stats.partitions += 1;
+                stats.rows += rows;
+            }
+        }
+        stats.log_segments_removed = self.cut_log(loaded).await? as u64;
+        Ok(stats)
     }
 
     fn corrupted(&self, lsn: u64, detail: String) -> TenantError {
@@ -393,9 +469,16 @@ impl Inner {
                 DROP_PARTITION => {
                     record.end().map_err(|detail| self.corrupted(lsn, detail))?;
                     if !state.manifest.segments.is_empty() {
-                        dropped.push((key.clone(), Arc::clone(&state.manifest)));
+                        dropped.push(key.clone());
                     }
                     state.drop_rows(lsn);
+                }
+                REPLACE => {
+                    let (removed, added) = decode_replace(&mut record)
+                        .map_err(|detail| self.corrupted(lsn, detail))?;
+                    state.replace(lsn, &removed, added).map_err(|e| {
+                        self.corrupted(lsn, format!("rows do not fit the table: {e}"))
+                    })?;
                 }
                 other => return Err(self.corrupted(lsn, format!("unknown record kind {other}"))),
             }
@@ -403,13 +486,16 @@ impl Inner {
         })?;
         // Drops logged before the process stopped but whose segments were
         // still listed: finish them now.
-        for (key, old) in dropped {
-            let now = partitions
-                .get(&key)
-                .map(|p| Arc::clone(&p.state.read().manifest))
-                .unwrap_or_default();
+        for key in dropped {
+            let Some(partition) = partitions.get(&key).map(|p| Arc::clone(&p)) else {
+                continue;
+            };
+            let (now, free) = {
+                let mut state = partition.state.write();
+                (Arc::clone(&state.manifest), state.unreferenced())
+            };
             self.write_manifest(&key, &now).await?;
-            self.delete_segments(&key, &old).await?;
+            self.delete_segments(&key, &free).await?;
         }
         self.start_interval_flushes();
         Ok(Loaded {
@@ -441,9 +527,13 @@ impl Inner {
         self.files.put(&path, manifest.encode(key)?).await
     }
 
-    async fn delete_segments(&self, key: &PartitionKey, manifest: &Manifest) -> Result<()> {
+    async fn delete_segments(
+        &self,
+        key: &PartitionKey,
+        segments: &[Arc<SegmentEntry>],
+    ) -> Result<()> {
         let dir = self.partition_dir(key);
-        for segment in &manifest.segments {
+        for segment in segments {
             self.files
                 .delete(&dir.clone().join(segment.file.as_str()))
                 .await?;
@@ -467,32 +557,136 @@ impl Inner {
         Ok(Arc::clone(&entry))
     }
 
-    /// Writes the partition's rows in memory as a new segment and swaps in
-    /// its new manifest; returns the rows flushed.
-    async fn flush_partition(&self, key: &PartitionKey, partition: &Partition) -> Result<u64> {
+    /// Writes the partition's rows in memory as a new segment, rewrites the
+    /// segments UPDATE or DELETE took rows out of, and swaps in the new
+    /// manifest. With `merge`, all of the partition's rows go to one new
+    /// segment instead (compaction). Returns the rows written.
+    async fn flush_partition(
+        &self,
+        key: &PartitionKey,
+        partition: &Partition,
+        merge: bool,
+    ) -> Result<u64> {
         let _writer = partition.writer.lock().await;
-        let (manifest, hot, lsns) = {
+        let (manifest, hot, pending, lsns) = {
             let state = partition.state.read();
             (
                 Arc::clone(&state.manifest),
                 state.hot.clone(),
+                state.pending.clone(),
                 state.hot_lsns,
             )
         };
-        let Some(seq) = lsns else {
+        let worth_merging = manifest.segments.len() + usize::from(!hot.is_empty()) > 1;
+        if lsns.is_none() && !(merge && worth_merging) {
             return Ok(0);
+        }
+        let dir = self.partition_dir(key);
+        let mut next_segment = manifest.next_segment;
+        let mut write = |rows: Vec<RecordBatch>, seq: (u64, u64)| {
+            let file = format!("seg-{next_segment}.parquet");
+            next_segment += 1;
+            let dir = &dir;
+            async move {
+                let segment = parquet_segment::write(&self.files, dir, file, &rows, seq).await?;
+                self.segments_written.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, TenantError>(Arc::new(segment))
+            }
         };
-        let file = format!("seg-{}.parquet", manifest.next_segment);
-        let segment =
-            parquet_segment::write(&self.files, &self.partition_dir(key), file, &hot, seq).await?;
-        let rows = segment.rows;
-        let next = manifest.with_segment(segment, seq.1);
+        let mut taken = match pending.is_empty() {
+            true => None,
+            false => Some(RowMatcher::new(&pending)?),
+        };
+        let mut segments = Vec::new();
+        let mut retired = Vec::new();
+        let mut merged = Vec::new();
+        let mut written = 0;
+        for segment in &manifest.segments {
+            let must_read = merge || taken.as_ref().is_some_and(|t| !t.is_done());
+            if !must_read {
+                segments.push(Arc::clone(segment));
+                continue;
+            }
+            let rows = self.read_segment(key, segment, None, None).await?;
+            let (rows, changed) = match taken.as_mut() {
+                Some(taken) => without(rows, taken)?,
+                None => (rows, false),
+            };
+            if merge {
+                merged.extend(rows);
+                retired.push(Arc::clone(segment));
+            } else if changed {
+                retired.push(Arc::clone(segment));
+                if !rows.is_empty() {
+                    written += row_count(&rows);
+                    segments.push(write(rows, segment.seq).await?);
+                }
+            } else {
+                segments.push(Arc::clone(segment));
+            }
+        }
+        let seq = lsns.unwrap_or((manifest.flushed_through, manifest.flushed_through));
+        let first_seq = manifest.segments.first().map_or(seq.0, |s| s.seq.0);
+        let (rows, seq) = match merge {
+            true => (
+                merged.into_iter().chain(hot).collect::<Vec<_>>(),
+                (first_seq, seq.1),
+            ),
+            false => (hot, seq),
+        };
+        if row_count(&rows) > 0 {
+            written += row_count(&rows);
+            segments.push(write(rows, seq).await?);
+        }
+        let next = Manifest {
+            flushed_through: seq.1.max(manifest.flushed_through),
+            next_segment,
+            segments,
+        };
         self.write_manifest(key, &next).await?;
-        let mut state = partition.state.write();
-        state.manifest = Arc::new(next);
-        state.clear_hot();
-        self.segments_written.fetch_add(1, Ordering::Relaxed);
-        Ok(rows)
+        drop(manifest);
+        let free = {
+            let mut state = partition.state.write();
+            state.flushed(next);
+            state.retired.extend(retired);
+            state.unreferenced()
+        };
+        self.delete_segments(key, &free).await?;
+        Ok(written)
+    }
+
+    /// Reads a segment's rows: `columns` of them (all when `None`), in
+    /// the row groups `pruning` cannot rule out.
+    async fn read_segment(
+        &self,
+        key: &PartitionKey,
+        segment: &SegmentEntry,
+        columns: Option<&[usize]>,
+        pruning: Option<&PruningPredicate>,
+    ) -> Result<Vec<RecordBatch>> {
+        let groups = segment.row_group_rows.len();
+        let keep = match pruning {
+            Some(pruning) => pruning
+                .prune(segment)
+                .unwrap_or_else(|_| vec![true; groups]),
+            None => vec![true; groups],
+        };
+        let kept: Vec<usize> = (0..groups).filter(|&g| keep[g]).collect();
+        self.row_groups_skipped
+            .fetch_add((groups - kept.len()) as u64, Ordering::Relaxed);
+        if kept.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.row_groups_read
+            .fetch_add(kept.len() as u64, Ordering::Relaxed);
+        parquet_segment::read(
+            &self.files,
+            &self.partition_dir(key),
+            segment,
+            columns,
+            kept,
+        )
+        .await
     }
 
     /// Removes the log segments holding only records every partition has
@@ -526,7 +720,7 @@ impl Inner {
         {
             return;
         }
-        let flushed = self.flush_partition(key, partition).await;
+        let flushed = self.flush_partition(key, partition, false).await;
         partition.flush_queued.store(false, Ordering::Release);
         if flushed.is_err() || self.cut_log(loaded).await.is_err() {
             self.background_flush_failures
@@ -576,7 +770,9 @@ impl Inner {
             return Ok(());
         }
         for (key, partition) in due {
-            self.flush_partition(&key, &partition).await?;
+            // A partition flushed many times is compacted on the way.
+            let merge = partition.state.read().manifest.segments.len() >= COMPACT_AT_SEGMENTS;
+            self.flush_partition(&key, &partition, merge).await?;
         }
         self.cut_log(loaded).await.map(drop)
     }
@@ -633,58 +829,123 @@ impl PartitionStore for DurablePartitionStore {
         let inner = &self.inner;
         let loaded = inner.load().await?;
         let partition = inner.partition(loaded, key).await?;
-        let (manifest, hot) = {
+        let (manifest, hot, pending) = {
             let state = partition.state.read();
-            (Arc::clone(&state.manifest), state.hot.clone())
+            (
+                Arc::clone(&state.manifest),
+                state.hot.clone(),
+                state.pending.clone(),
+            )
+        };
+        let project = |batch: RecordBatch| match &request.columns {
+            Some(columns) => batch.project(columns),
+            None => Ok(batch),
         };
         let mut out = Vec::new();
         if !manifest.segments.is_empty() {
-            // Statistics that cannot be used for this predicate prune nothing.
-            let pruning = request.predicate.as_ref().and_then(|predicate| {
-                PruningPredicateBuilder::new()
-                    .with_file_schema(Arc::clone(&request.schema))
-                    .try_build(Arc::clone(predicate))
-                    .ok()
-            });
-            let dir = inner.partition_dir(key);
-            for segment in &manifest.segments {
-                let groups = segment.row_group_rows.len();
-                let keep = match &pruning {
-                    Some(pruning) => pruning
-                        .prune(segment.as_ref())
-                        .unwrap_or_else(|_| vec![true; groups]),
-                    None => vec![true; groups],
-                };
-                let kept: Vec<usize> = (0..groups).filter(|&g| keep[g]).collect();
-                inner
-                    .row_groups_skipped
-                    .fetch_add((groups - kept.len()) as u64, Ordering::Relaxed);
-                if kept.is_empty() {
-                    continue;
+            if pending.is_empty() {
+                // Statistics that cannot serve this predicate prune nothing.
+                let pruning = request.predicate.as_ref().and_then(|predicate| {
+                    PruningPredicateBuilder::new()
+                        .with_file_schema(Arc::clone(&request.schema))
+                        .try_build(Arc::clone(predicate))
+                        .ok()
+                });
+                for segment in &manifest.segments {
+                    let rows = inner
+                        .read_segment(key, segment, request.columns.as_deref(), pruning.as_ref())
+                        .await?;
+                    for batch in rows {
+                        out.push(conform(batch, &request.schema)?);
+                    }
                 }
-                inner
-                    .row_groups_read
-                    .fetch_add(kept.len() as u64, Ordering::Relaxed);
-                let batches = parquet_segment::read(
-                    &inner.files,
-                    &dir,
-                    segment,
-                    request.columns.as_deref(),
-                    kept,
-                )
-                .await?;
-                for batch in batches {
-                    out.push(conform(batch, &request.schema)?);
+            } else {
+                // Rows taken out are matched on every column.
+                let mut taken = RowMatcher::new(&pending)?;
+                for segment in &manifest.segments {
+                    let rows = inner.read_segment(key, segment, None, None).await?;
+                    let (rows, _) = without(rows, &mut taken)?;
+                    for batch in rows {
+                        out.push(conform(project(batch)?, &request.schema)?);
+                    }
                 }
             }
         }
         for batch in hot {
-            out.push(match &request.columns {
-                Some(columns) => batch.project(columns)?,
-                None => batch,
-            });
+            out.push(project(batch)?);
         }
         Ok(out)
+    }
+
+    async fn replace(
+        &self,
+        key: &PartitionKey,
+        old: RecordBatch,
+        new: Option<RecordBatch>,
+    ) -> DFResult<u64> {
+        let inner = &self.inner;
+        let loaded = inner.load().await?;
+        let partition = inner.partition(loaded, key).await?;
+        let _writer = partition.writer.lock().await;
+        // Which rows of `old` are still here, looked for as the logged
+        // change will take them: in memory first, then in the segments.
+        let (manifest, hot, pending) = {
+            let state = partition.state.read();
+            (
+                Arc::clone(&state.manifest),
+                state.hot.clone(),
+                state.pending.clone(),
+            )
+        };
+        let mut wanted = RowMatcher::new(std::slice::from_ref(&old))?;
+        for batch in &hot {
+            wanted.take_from(batch)?;
+        }
+        if !wanted.is_done() && !manifest.segments.is_empty() {
+            let mut taken = (!pending.is_empty())
+                .then(|| RowMatcher::new(&pending))
+                .transpose()?;
+            for segment in &manifest.segments {
+                let rows = inner.read_segment(key, segment, None, None).await?;
+                let rows = match taken.as_mut() {
+                    Some(taken) => without(rows, taken)?.0,
+                    None => rows,
+                };
+                for batch in &rows {
+                    wanted.take_from(batch)?;
+                }
+                if wanted.is_done() {
+                    break;
+                }
+            }
+        }
+        let found = wanted.found();
+        if found.is_empty() {
+            return Ok(0);
+        }
+        let removed = rows_at(&old, &found)?;
+        let added = new.map(|new| rows_at(&new, &found)).transpose()?;
+        let mut record = Encoder::default();
+        record.u8(REPLACE);
+        encode_key(&mut record, key);
+        record.bytes(&encode_batches(
+            &removed.schema(),
+            std::slice::from_ref(&removed),
+        )?);
+        match &added {
+            Some(added) => record.u8(1).bytes(&encode_batches(
+                &added.schema(),
+                std::slice::from_ref(added),
+            )?),
+            None => record.u8(0),
+        };
+        let record = record.finish();
+        {
+            let _applying = loaded.applying.read().await;
+            let lsn = loaded.log(record).await?;
+            partition.state.write().replace(lsn, &removed, added)?;
+        }
+        Ok(found.len() as u64)
     }
 
     async fn drop_partition(&self, key: &PartitionKey) -> DFResult<u64> {
@@ -702,7 +963,7 @@ impl PartitionStore for DurablePartitionStore {
         encode_key(&mut record, key);
         let record = record.finish();
         let old = Arc::clone(&partition.state.read().manifest);
-        let rows = {
+        let (rows, free) = {
             // The emptied manifest is written before the log may be cut
             // past the drop.
             let _applying = loaded.applying.read().await;
@@ -710,11 +971,13 @@ impl PartitionStore for DurablePartitionStore {
             if !old.segments.is_empty() {
                 inner.write_manifest(key, &old.dropped(lsn)).await?;
             }
-            partition.state.write().drop_rows(lsn)
+            drop(old);
+            let mut state = partition.state.write();
+            (state.drop_rows(lsn), state.unreferenced())
         };
-        // The manifest no longer lists them; one left behind by a failure
-        // here is never read again.
-        inner.delete_segments(key, &old).await?;
+        // The manifest no longer lists them; one a scan still reads goes
+        // at the partition's next flush.
+        inner.delete_segments(key, &free).await?;
         Ok(rows)
     }
 
@@ -738,6 +1001,47 @@ impl PartitionStore for DurablePartitionStore {
                 .collect()
         })
     }
+}
+
+/// `rows` without those `taken` finds; whether any were taken.
+fn without(rows: Vec<RecordBatch>, taken: &mut RowMatcher) -> DFResult<(Vec<RecordBatch>, bool)> {
+    let mut kept = Vec::with_capacity(rows.len());
+    let mut changed = false;
+    for batch in rows {
+        let keep = taken.take_from(&batch)?;
+        if keep.false_count() > 0 {
+            changed = true;
+            let batch = filter_record_batch(&batch, &keep)?;
+            if batch.num_rows() > 0 {
+                kept.push(batch);
+            }
+        } else {
+            kept.push(batch);
+        }
+    }
+    Ok((kept, changed))
+}
+
+fn row_count(rows: &[RecordBatch]) -> u64 {
+    rows.iter().map(|b| b.num_rows() as u64).sum()
+}
+
+/// The rows an UPDATE or DELETE record took out, and those it put in.
+fn decode_replace(record: &mut Decoder<'_>) -> Result<(RecordBatch, Option<RecordBatch>), String> {
+    let one = |bytes: &[u8]| -> Result<RecordBatch, String> {
+        let batches = decode_batches(bytes).map_err(|e| e.to_string())?;
+        match <[RecordBatch; 1]>::try_from(batches) {
+            Ok([batch]) => Ok(batch),
+            Err(batches) => Err(format!("{} batches where one was written", batches.len())),
+        }
+    };
+    let removed = one(record.bytes("removed")?)?;
+    let added = match record.u8("added")? {
+        0 => None,
+        _ => Some(one(record.bytes("added")?)?),
+    };
+    record.end()?;
+    Ok((removed, added))
 }
 
 /// `batch` under `schema` (a segment's columns come back as Parquet stored
@@ -883,6 +1187,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn changes_to_flushed_rows_survive_reopen_flush_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, bob) = (user("alice"), user("bob"));
+        let sorted = |batches: Vec<RecordBatch>| {
+            let mut ids = ids(&batches);
+            ids.sort_unstable();
+            ids
+        };
+        {
+            let store = open(dir.path(), FlushPolicy::MANUAL);
+            store.append(&alice, vec![rows(&[1, 2, 3])]).await.unwrap();
+            store.append(&bob, vec![rows(&[2])]).await.unwrap();
+            store.flush().await.unwrap();
+            store.append(&alice, vec![rows(&[4])]).await.unwrap();
+            // A flushed row updated, a row in memory deleted, a row that is
+            // not there left alone.
+            assert_eq!(
+                store
+                    .replace(&alice, rows(&[2]), Some(rows(&[20])))
+                    .await
+                    .unwrap(),
+                1
+            );
+            assert_eq!(store.replace(&alice, rows(&[4]), None).await.unwrap(), 1);
+            assert_eq!(store.replace(&alice, rows(&[99]), None).await.unwrap(), 0);
+            assert_eq!(
+                store.replace(&alice, rows(&[2]), None).await.unwrap(),
+                0,
+                "gone"
+            );
+            assert_eq!(sorted(store.read(&alice).await.unwrap()), [1, 3, 20]);
+            assert_eq!(sorted(store.read(&bob).await.unwrap()), [2]);
+        }
+        let store = open(dir.path(), FlushPolicy::MANUAL);
+        assert_eq!(sorted(store.read(&alice).await.unwrap()), [1, 3, 20]);
+        assert_eq!(sorted(store.read(&bob).await.unwrap()), [2]);
+        // The flush rewrites the segment the update took a row out of.
+        store.flush().await.unwrap();
+        assert_eq!(
+            segment_files(dir.path(), "u-alice"),
+            ["seg-1.parquet", "seg-2.parquet"]
+        );
+        assert_eq!(sorted(store.read(&alice).await.unwrap()), [1, 3, 20]);
+        let compacted = store.compact().await.unwrap();
+        assert_eq!((compacted.partitions, compacted.rows), (1, 3));
+        assert_eq!(segment_files(dir.path(), "u-alice"), ["seg-3.parquet"]);
+        assert_eq!(segment_files(dir.path(), "u-bob"), ["seg-0.parquet"]);
+        drop(store);
+        let store = open(dir.path(), FlushPolicy::MANUAL);
+        assert_eq!(sorted(store.read(&alice).await.unwrap()), [1, 3, 20]);
+        assert_eq!(sorted(store.read(&bob).await.unwrap()), [2]);
+    }
+
+    #[tokio::test]
     async fn a_flush_cuts_the_log_up_to_the_oldest_unflushed_write() {
         let dir = tempfile::tempdir().unwrap();
         let small = WalOptions {
@@ -908,19 +1266,13 @@ mod tests {
                 store.append(&alice, vec![rows(&[i])]).await.unwrap();
             }
             let segments = store.log_segment_count();
+            let loaded = store.inner.load().await.unwrap();
+            let partition = store.inner.partition(loaded, &alice).await.unwrap();
             store
                 .inner
-                .flush_partition(
-                    &alice,
-                    &store
-                        .inner
-                        .partition(store.inner.load().await.unwrap(), &alice)
-                        .await
-                        .unwrap(),
-                )
+                .flush_partition(&alice, &partition, false)
                 .await
                 .unwrap();
-            let loaded = store.inner.load().await.unwrap();
             assert_eq!(store.inner.cut_log(loaded).await.unwrap(), 0);
             assert_eq!(store.log_segment_count(), segments);
         }

@@ -11,6 +11,7 @@
 
 mod binding;
 mod feed;
+mod matching;
 mod policy;
 mod provider;
 mod ring;
@@ -21,12 +22,13 @@ mod stream;
 
 pub use binding::IdentityBinding;
 pub use feed::{ChangeFeed, Watch};
+pub use matching::{RowMatcher, rows_at};
 pub use policy::{PartitionPolicy, Privilege, SharedAccess, UserPartitions};
 pub use provider::{PartitionedTable, SharedTableProvider, UserTableProvider};
 pub use ring::{Retention, RingStore};
 pub use scan::{PartitionScanExec, ScanRequest, leaf_properties, leaf_with_new_children};
-pub use sink::PartitionSink;
+pub use sink::{MutationSink, PartitionSink};
 pub use store::{
-    MemoryPartitionStore, PartitionKey, PartitionStore, ReadRequest, append_coalesced,
+    MemoryPartitionStore, PartitionKey, PartitionStore, ReadRequest, append_coalesced, take_rows,
 };
 pub use stream::{StreamFeed, StreamPolicy, StreamTableProvider, topics_in};

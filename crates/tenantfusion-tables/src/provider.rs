@@ -16,15 +16,15 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType as DFTableType};
 use datafusion::physical_plan::ExecutionPlan;
 use tenantfusion_core::{
-    Access, AccessLevel, BaseTableProvider, ChangeListener, StorageId, TableId, TableProviderCore,
-    TenantError, UserContext, UserId, WatchGuard,
+    Access, AccessLevel, BaseTableProvider, ChangeListener, Mutation, StorageId, TableId,
+    TableProviderCore, TenantError, UserContext, UserId, WatchGuard,
 };
 
 use crate::binding::IdentityBinding;
 use crate::feed::ChangeFeed;
 use crate::policy::{PartitionPolicy, SharedAccess, UserPartitions};
 use crate::scan::{PartitionScanExec, ScanRequest};
-use crate::sink::PartitionSink;
+use crate::sink::{MutationSink, PartitionSink};
 use crate::store::{PartitionKey, PartitionStore};
 use crate::stream::topics_in;
 
@@ -238,7 +238,13 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
             ))
             .into());
         }
-        let sink = PartitionSink::new(
+        let sink = self.sink(binding);
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+
+    /// Writes of the caller `binding` resolves to.
+    fn sink(&self, binding: IdentityBinding) -> PartitionSink {
+        PartitionSink::new(
             Arc::clone(&self.core.table_id),
             Arc::clone(&self.core.schema),
             Arc::clone(&self.visible_schema),
@@ -246,8 +252,7 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
             Arc::clone(&self.feed),
             Arc::clone(&self.policy) as Arc<dyn PartitionPolicy>,
             binding,
-        );
-        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+        )
     }
 }
 
@@ -345,6 +350,15 @@ impl<P: PartitionPolicy> BaseTableProvider for PartitionedTable<P> {
         op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         self.build_insert(IdentityBinding::Bound(Arc::new(user.clone())), input, op)
+    }
+
+    fn mutate(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        mutation: Mutation,
+    ) -> Result<Arc<dyn ExecutionPlan>, TenantError> {
+        let sink = MutationSink::new(self.sink(IdentityBinding::Task), mutation, input.schema());
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 
     async fn watch_user(

@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::sink::DataSink;
@@ -11,7 +13,7 @@ use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::TryStreamExt;
-use tenantfusion_core::{TableId, TenantError};
+use tenantfusion_core::{Mutation, TableId, TenantError};
 
 use crate::binding::IdentityBinding;
 use crate::feed::ChangeFeed;
@@ -61,7 +63,7 @@ impl PartitionSink {
 
     /// Re-labels a batch with the table's schema, enforcing column count,
     /// types and NOT NULL (DataFusion checks types but not nullability).
-    fn conform(&self, batch: RecordBatch) -> Result<RecordBatch, TenantError> {
+    pub(crate) fn conform(&self, batch: RecordBatch) -> Result<RecordBatch, TenantError> {
         let fields = self.declared.fields();
         if batch.num_columns() != fields.len() {
             return Err(TenantError::SchemaMismatch(format!(
@@ -121,5 +123,93 @@ impl DataSink for PartitionSink {
             .map(|b| self.conform(b))
             .collect::<Result<Vec<_>, _>>()?;
         self.feed.append(self.store.as_ref(), &key, batches).await
+    }
+}
+
+/// Applies an UPDATE or DELETE to the partition of whoever executes the
+/// plan: its input yields the rows to change (see [`Mutation`]), and they
+/// are changed in one step when the input is exhausted, so an error leaves
+/// the table as it was and `EXPLAIN` changes nothing.
+#[derive(Debug)]
+pub struct MutationSink {
+    rows: PartitionSink,
+    mutation: Mutation,
+    /// What the input yields (for UPDATE, twice the table's width).
+    input: SchemaRef,
+}
+
+impl MutationSink {
+    /// Applies `mutation` through `rows`' table, store and caller, to the
+    /// rows of an input of schema `input`.
+    pub fn new(rows: PartitionSink, mutation: Mutation, input: SchemaRef) -> Self {
+        Self {
+            rows,
+            mutation,
+            input,
+        }
+    }
+}
+
+impl DisplayAs for MutationSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "MutationSink: {} table={}",
+            self.mutation, self.rows.table_id
+        )
+    }
+}
+
+#[async_trait]
+impl DataSink for MutationSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.input
+    }
+
+    async fn write_all(
+        &self,
+        data: SendableRecordBatchStream,
+        context: &Arc<TaskContext>,
+    ) -> Result<u64> {
+        let rows = &self.rows;
+        let user = rows.binding.resolve(context)?;
+        let key = rows.policy.write_partition(&rows.table_id, &user)?;
+        let table = rows.table_id.to_string();
+        let input: Vec<RecordBatch> = data
+            .try_collect()
+            .await
+            .map_err(|e| TenantError::from_insert(&table, e))?;
+        let Some(first) = input.first() else {
+            return Ok(0);
+        };
+        let input = concat_batches(&first.schema(), &input)?;
+        if input.num_rows() == 0 {
+            return Ok(0);
+        }
+        let width = rows.schema.fields().len();
+        let as_stored = |columns: &[ArrayRef]| {
+            RecordBatch::try_new(Arc::clone(&rows.schema), columns.to_vec())
+                .map_err(|e| TenantError::SchemaMismatch(e.to_string()))
+        };
+        let (old, new) = match self.mutation {
+            Mutation::Delete => (as_stored(input.columns())?, None),
+            Mutation::Update => {
+                if input.num_columns() != 2 * width {
+                    return Err(TenantError::Internal(format!(
+                        "UPDATE of '{table}' got {} columns, not {}",
+                        input.num_columns(),
+                        2 * width
+                    ))
+                    .into());
+                }
+                let (old, new) = input.columns().split_at(width);
+                let new_schema = input
+                    .schema()
+                    .project(&(width..2 * width).collect::<Vec<_>>())?;
+                let new = RecordBatch::try_new(Arc::new(new_schema), new.to_vec())?;
+                (as_stored(old)?, Some(rows.conform(new)?))
+            }
+        };
+        rows.store.replace(&key, old, new).await
     }
 }

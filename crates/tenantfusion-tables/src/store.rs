@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use parking_lot::RwLock;
 use tenantfusion_core::UserId;
+
+use crate::matching::{RowMatcher, rows_at};
 
 /// One partition of a table: a user's rows, or the shared rows.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -69,6 +71,23 @@ pub trait PartitionStore: Debug + Send + Sync {
         }
     }
 
+    /// UPDATE and DELETE: each row of `old` still in the partition is taken
+    /// out (one stored row with equal values per row of `old`) and, when
+    /// `new` is given, row `i` of `new` put in for row `i` of `old`. Rows of
+    /// `old` no longer there (changed by a statement in between) are left
+    /// out, with their `new` rows. All or nothing; returns the rows changed.
+    async fn replace(
+        &self,
+        partition: &PartitionKey,
+        old: RecordBatch,
+        new: Option<RecordBatch>,
+    ) -> Result<u64> {
+        let _ = (partition, old, new);
+        Err(DataFusionError::NotImplemented(
+            "the rows of this table cannot be updated or deleted".into(),
+        ))
+    }
+
     /// Removes a partition and its rows (DROP USER); returns the rows removed.
     async fn drop_partition(&self, partition: &PartitionKey) -> Result<u64>;
 
@@ -99,6 +118,24 @@ pub fn append_coalesced(rows: &mut Vec<RecordBatch>, batches: Vec<RecordBatch>) 
     Ok(added)
 }
 
+/// `batches` without the rows of `wanted` (one equal row each), and the
+/// indices of the wanted rows found.
+pub fn take_rows(
+    batches: &[RecordBatch],
+    wanted: &RecordBatch,
+) -> Result<(Vec<RecordBatch>, Vec<u32>)> {
+    let mut matcher = RowMatcher::new(std::slice::from_ref(wanted))?;
+    let mut kept = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let keep = matcher.take_from(batch)?;
+        let batch = filter_record_batch(batch, &keep)?;
+        if batch.num_rows() > 0 {
+            kept.push(batch);
+        }
+    }
+    Ok((kept, matcher.found()))
+}
+
 /// The in-memory store: each partition is a list of batches behind its own lock.
 #[derive(Debug, Default)]
 pub struct MemoryPartitionStore {
@@ -124,6 +161,33 @@ impl MemoryPartitionStore {
         );
         let mut rows = slot.write();
         append_coalesced(&mut rows, batches)
+    }
+
+    /// [`PartitionStore::replace`] without waiting.
+    pub fn replace_now(
+        &self,
+        partition: &PartitionKey,
+        old: RecordBatch,
+        new: Option<RecordBatch>,
+    ) -> Result<u64> {
+        let Some(slot) = self.partitions.get(partition).map(|s| Arc::clone(&s)) else {
+            return Ok(0);
+        };
+        let mut rows = slot.write();
+        let (kept, found) = take_rows(&rows, &old)?;
+        let changed = found.len() as u64;
+        if changed == 0 {
+            return Ok(0);
+        }
+        *rows = kept;
+        if let Some(new) = new {
+            append_coalesced(&mut rows, vec![rows_at(&new, &found)?])?;
+        }
+        if rows.is_empty() {
+            drop(rows);
+            self.partitions.remove(partition);
+        }
+        Ok(changed)
     }
 
     /// [`PartitionStore::drop_partition`] without waiting.
@@ -156,6 +220,15 @@ impl PartitionStore for MemoryPartitionStore {
 
     async fn read(&self, partition: &PartitionKey) -> Result<Vec<RecordBatch>> {
         Ok(self.read_now(partition))
+    }
+
+    async fn replace(
+        &self,
+        partition: &PartitionKey,
+        old: RecordBatch,
+        new: Option<RecordBatch>,
+    ) -> Result<u64> {
+        self.replace_now(partition, old, new)
     }
 
     async fn drop_partition(&self, partition: &PartitionKey) -> Result<u64> {

@@ -342,12 +342,19 @@ impl TenantSession {
     }
 
     /// `FLUSH TABLE t`: writes every partition's rows held in memory to a
-    /// Parquet segment of that partition and cuts the table's log. Returns
-    /// one row: `partitions` and `rows` flushed.
-    pub(crate) async fn flush_table(&self, table: ObjectName) -> Result<Query> {
+    /// Parquet segment of that partition and cuts the table's log.
+    /// `COMPACT TABLE t` (`compact`): rewrites each partition's segments
+    /// and rows in memory as one segment. Returns one row: `partitions`
+    /// and `rows` written.
+    pub(crate) async fn flush_table(&self, table: ObjectName, compact: bool) -> Result<Query> {
+        let statement = if compact {
+            "COMPACT TABLE"
+        } else {
+            "FLUSH TABLE"
+        };
         let provider = self.lookup_object(table)?;
         let core = provider.core();
-        self.require_table_ddl(core.table_type, "FLUSH TABLE")?;
+        self.require_table_ddl(core.table_type, statement)?;
         let store = core
             .storage_id
             .as_ref()
@@ -355,7 +362,7 @@ impl TenantSession {
             .and_then(|(storage, durable)| durable.root.table(storage.as_str()))
             .ok_or_else(|| {
                 TenantError::NotSupported(format!(
-                    "table '{}' is kept in memory only (a {} table{}); FLUSH TABLE applies \
+                    "table '{}' is kept in memory only (a {} table{}); {statement} applies \
                      to user and shared tables of an engine with durable storage",
                     core.table_id,
                     core.table_type,
@@ -366,7 +373,11 @@ impl TenantSession {
                     }
                 ))
             })?;
-        let flushed = store.flush().await?;
+        let flushed = if compact {
+            store.compact().await?
+        } else {
+            store.flush().await?
+        };
         let schema = Arc::new(Schema::new(vec![
             Field::new("partitions", DataType::UInt64, false),
             Field::new("rows", DataType::UInt64, false),

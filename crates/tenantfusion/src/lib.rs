@@ -35,6 +35,7 @@ mod config;
 mod ddl;
 mod engine;
 mod live_query;
+mod mutation;
 mod plan_cache;
 mod prepared;
 mod query;

@@ -13,13 +13,16 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::planner::object_name_to_table_reference;
-use datafusion::sql::sqlparser::ast::{Insert, SetExpr, Statement as SqlStatement, TableObject};
+use datafusion::sql::sqlparser::ast::{
+    FromTable, Insert, SetExpr, Statement as SqlStatement, TableFactor, TableObject,
+};
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use tenantfusion_core::{Access, Result, TableProviderCore, TenantError, UserContext};
 
 use crate::catalog::CATALOG_NAME;
 use crate::engine::EngineInner;
+use crate::mutation::as_mutation;
 use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, is_deterministic, is_reusable};
 use crate::prepared::Prepared;
 use crate::query::Query;
@@ -197,7 +200,9 @@ impl TenantSession {
                 TenantStatement::AlterTopics { table, add, topics } => {
                     self.alter_topics(table, add, &topics).await
                 }
-                TenantStatement::FlushTable { table } => self.flush_table(table).await,
+                TenantStatement::FlushTable { table, compact } => {
+                    self.flush_table(table, compact).await
+                }
                 TenantStatement::Subscribe { .. } => Err(TenantError::NotSupported(
                     "SUBSCRIBE returns a stream of changes, not rows: call TenantSession::subscribe"
                         .into(),
@@ -331,7 +336,19 @@ impl TenantSession {
         to_cache: Option<CacheSlot>,
     ) -> datafusion::error::Result<Result<Query>> {
         let plan = state.statement_to_plan(statement).await?;
+        if let Some((dml, mutation)) = as_mutation(&plan) {
+            return Ok(self.run_mutation(dml, mutation, state).await);
+        }
         Ok(match &plan {
+            LogicalPlan::Explain(explain) => match as_mutation(&explain.plan) {
+                Some((dml, mutation)) => self.explain_mutation(dml, mutation, state).await,
+                None => Ok(self.plan_physical(&plan, state, to_cache).await?),
+            },
+            LogicalPlan::Analyze(analyze) if as_mutation(&analyze.input).is_some() => {
+                Err(TenantError::NotSupported(
+                    "EXPLAIN ANALYZE of UPDATE or DELETE would change rows; use EXPLAIN".into(),
+                ))
+            }
             LogicalPlan::Ddl(ddl) => self.run_ddl(ddl, state).await,
             LogicalPlan::Statement(Statement::SetVariable(set)) => {
                 self.set_variable(&set.variable, Some(&set.value))
@@ -567,6 +584,18 @@ fn sql_target(
             TableObject::TableFunction(_) | TableObject::TableQuery(_) => None,
         },
         SqlStatement::CreateTable(create) => Some((create.name.clone(), TargetAccess::Create)),
+        SqlStatement::Delete(delete) => {
+            let (FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables)) =
+                &delete.from;
+            match &tables.first()?.relation {
+                TableFactor::Table { name, .. } => Some((name.clone(), TargetAccess::Write)),
+                _ => None,
+            }
+        }
+        SqlStatement::Update(update) => match &update.table.relation {
+            TableFactor::Table { name, .. } => Some((name.clone(), TargetAccess::Write)),
+            _ => None,
+        },
         SqlStatement::Explain { statement, .. } | SqlStatement::Prepare { statement, .. } => {
             sql_target(statement)
         }

@@ -13,7 +13,7 @@
 //! DROP SOURCE [IF EXISTS] name
 //! ALTER STREAM TABLE ns.t ADD|DROP TOPICS ('A', 'B', ...)
 //! SUBSCRIBE TO ns.t [WHERE predicate] [OPTIONS (LAST_ROWS = n)]
-//! FLUSH TABLE ns.t
+//! FLUSH TABLE ns.t                            COMPACT TABLE ns.t
 //! ```
 
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
@@ -90,9 +90,11 @@ pub(crate) enum TenantStatement {
         predicate: Option<String>,
         options: Vec<(String, String)>,
     },
-    /// `FLUSH TABLE t`: the table's rows in memory to Parquet segments.
+    /// `FLUSH TABLE t`: the table's rows in memory to Parquet segments;
+    /// `COMPACT TABLE t` (`compact`): each partition's rows to one segment.
     FlushTable {
         table: ObjectName,
+        compact: bool,
     },
     /// Anything else: DataFusion plans it.
     Sql(DFStatement),
@@ -163,10 +165,13 @@ pub(crate) fn parse(sql: &str) -> Result<TenantStatement> {
             let name = identifier(&mut p)?;
             TenantStatement::DropSource { name, if_exists }
         }
-        (Some(a), Some(b), _) if a == "FLUSH" && b == "TABLE" => {
+        (Some(a), Some(b), _) if (a == "FLUSH" || a == "COMPACT") && b == "TABLE" => {
             skip(&mut p, 2);
             let table = p.parser.parse_object_name(false).map_err(syntax)?;
-            TenantStatement::FlushTable { table }
+            TenantStatement::FlushTable {
+                table,
+                compact: a == "COMPACT",
+            }
         }
         (Some(a), Some(b), Some(c)) if a == "ALTER" && b == "STREAM" && c == "TABLE" => {
             skip(&mut p, 3);
@@ -505,7 +510,11 @@ mod tests {
         ));
         assert!(matches!(
             parse("flush table app.notes;").unwrap(),
-            TenantStatement::FlushTable { table } if table.to_string() == "app.notes"
+            TenantStatement::FlushTable { table, compact: false } if table.to_string() == "app.notes"
+        ));
+        assert!(matches!(
+            parse("COMPACT TABLE t").unwrap(),
+            TenantStatement::FlushTable { compact: true, .. }
         ));
         match parse("ALTER STREAM TABLE m.ticks DROP TOPICS ('A', 'B')").unwrap() {
             TenantStatement::AlterTopics { add, topics, .. } => {

@@ -189,22 +189,147 @@ async fn concurrent_users_stay_isolated() {
     assert_eq!(engine.schema_cache().provider_count(), 1);
 }
 
+/// Each user's rows of `app.notes`, as `id body` lines in order.
+async fn notes_of(engine: &tenantfusion::Engine, name: &str) -> Vec<String> {
+    rows(
+        &user(engine, name),
+        "SELECT id, body FROM app.notes ORDER BY id, body",
+    )
+    .await
+}
+
 #[tokio::test]
-async fn delete_and_update_are_refused_without_touching_rows() {
-    // UPDATE/DELETE arrive with the storage work; until then they must fail
-    // cleanly, including the subquery form that reaches providers unfiltered.
+async fn update_and_delete_change_only_the_callers_rows() {
     let engine = notes_for_alice_and_bob().await;
-    let alice = user(&engine, "alice");
-    for sql in [
-        "DELETE FROM app.notes WHERE id IN (SELECT id FROM app.notes WHERE id = 1)",
-        "DELETE FROM app.notes",
-        "UPDATE app.notes SET body = 'x' WHERE id = 1",
-    ] {
-        assert_eq!(error_code(&alice, sql).await, "NOT_SUPPORTED", "{sql}");
-    }
-    assert_eq!(count(&alice, "SELECT count(*) FROM app.notes").await, 2);
+    let admin = admin(&engine);
+    run(&admin, "CREATE SHARED TABLE app.tags (id BIGINT, tag TEXT)").await;
+    run(
+        &admin,
+        "INSERT INTO app.tags VALUES (1, 'one'), (2, 'drop')",
+    )
+    .await;
+    let (alice, bob) = (user(&engine, "alice"), user(&engine, "bob"));
+    run(&alice, "INSERT INTO app.notes VALUES (3, 'a3'), (3, 'a3')").await;
+    run(&bob, "INSERT INTO app.notes VALUES (2, 'b2'), (3, 'b3')").await;
+
+    // A plain WHERE: alice's row 1 only, bob's row 1 untouched.
     assert_eq!(
-        count(&user(&engine, "bob"), "SELECT count(*) FROM app.notes").await,
-        1
+        rows(
+            &alice,
+            "UPDATE app.notes SET body = body || '!' WHERE id = 1"
+        )
+        .await,
+        ["1"]
     );
+    assert_eq!(
+        notes_of(&engine, "alice").await,
+        ["1 a1!", "2 a2", "3 a3", "3 a3"]
+    );
+    assert_eq!(notes_of(&engine, "bob").await, ["1 b1", "2 b2", "3 b3"]);
+
+    // EXPLAIN plans the change and makes none.
+    let plan = rows(&bob, "EXPLAIN DELETE FROM app.notes").await;
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("MutationSink: DELETE table=app.notes")),
+        "{plan:?}"
+    );
+    let plan = rows(&bob, "EXPLAIN UPDATE app.notes SET body = 'x'").await;
+    assert!(
+        plan.iter().any(|l| l.contains("UPDATE table=app.notes")),
+        "{plan:?}"
+    );
+    assert_eq!(notes_of(&engine, "bob").await, ["1 b1", "2 b2", "3 b3"]);
+    assert_eq!(
+        error_code(&bob, "EXPLAIN ANALYZE DELETE FROM app.notes").await,
+        "NOT_SUPPORTED"
+    );
+
+    // A subquery over the same table (DataFusion turns it into a join and
+    // would hand a provider no filter): the caller's matching rows only.
+    assert_eq!(
+        rows(
+            &alice,
+            "DELETE FROM app.notes WHERE id IN (SELECT id FROM app.notes WHERE body = 'a2')"
+        )
+        .await,
+        ["1"]
+    );
+    assert_eq!(notes_of(&engine, "alice").await, ["1 a1!", "3 a3", "3 a3"]);
+    assert_eq!(notes_of(&engine, "bob").await, ["1 b1", "2 b2", "3 b3"]);
+    // A subquery over a shared table, and EXISTS.
+    assert_eq!(
+        rows(
+            &bob,
+            "DELETE FROM app.notes WHERE id IN (SELECT id FROM app.tags WHERE tag = 'drop')"
+        )
+        .await,
+        ["1"]
+    );
+    assert_eq!(
+        rows(
+            &bob,
+            "UPDATE app.notes SET body = 'tagged' WHERE EXISTS \
+             (SELECT 1 FROM app.tags t WHERE t.id = app.notes.id)"
+        )
+        .await,
+        ["1"]
+    );
+    assert_eq!(notes_of(&engine, "bob").await, ["1 tagged", "3 b3"]);
+    assert_eq!(notes_of(&engine, "alice").await, ["1 a1!", "3 a3", "3 a3"]);
+    // New values from a correlated subquery over a shared table (a join).
+    assert_eq!(
+        rows(
+            &alice,
+            "UPDATE app.notes SET body = (SELECT max(tag) FROM app.tags t WHERE t.id = app.notes.id) \
+             WHERE id < 3"
+        )
+        .await,
+        ["1"]
+    );
+    assert_eq!(notes_of(&engine, "alice").await, ["1 one", "3 a3", "3 a3"]);
+    // Equal rows are all changed.
+    assert_eq!(
+        rows(&alice, "DELETE FROM app.notes WHERE id = 3").await,
+        ["2"]
+    );
+    assert_eq!(notes_of(&engine, "alice").await, ["1 one"]);
+
+    // Errors change nothing.
+    for (sql, code) in [
+        ("UPDATE app.notes SET id = NULL", "NOT_NULL_VIOLATION"),
+        ("UPDATE app.notes SET nope = 1", "PLAN_ERROR"),
+        ("UPDATE app.notes SET id = 'x'", "SCHEMA_MISMATCH"),
+        ("DELETE FROM system.users", "PERMISSION_DENIED"),
+        ("DELETE FROM app.tags", "PERMISSION_DENIED"),
+        ("DELETE FROM app.nope", "TABLE_NOT_FOUND"),
+        (
+            "UPDATE app.notes SET body = t.tag FROM app.tags t WHERE app.notes.id = t.id",
+            "NOT_SUPPORTED",
+        ),
+    ] {
+        assert_eq!(error_code(&alice, sql).await, code, "{sql}");
+    }
+    assert_eq!(notes_of(&engine, "alice").await, ["1 one"]);
+    assert_eq!(count(&admin, "SELECT count(*) FROM app.tags").await, 2);
+    run(
+        &admin,
+        "CREATE STREAM TABLE app.events (kind TEXT) WITH (TTL_SECONDS = 60)",
+    )
+    .await;
+    run(&alice, "INSERT INTO app.events VALUES ('x')").await;
+    assert_eq!(
+        error_code(&alice, "DELETE FROM app.events").await,
+        "NOT_SUPPORTED"
+    );
+    // An admin may change a shared table; nobody else's user rows move.
+    assert_eq!(
+        rows(&admin, "DELETE FROM app.tags WHERE id = 2").await,
+        ["1"]
+    );
+    assert_eq!(count(&admin, "SELECT count(*) FROM app.tags").await, 1);
+    // No WHERE: every row of the caller, none of anybody else's.
+    assert_eq!(rows(&bob, "DELETE FROM app.notes").await, ["2"]);
+    assert!(notes_of(&engine, "bob").await.is_empty());
+    assert_eq!(notes_of(&engine, "alice").await, ["1 one"]);
 }

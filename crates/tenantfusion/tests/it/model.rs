@@ -20,8 +20,15 @@ enum Op {
     /// The engine is closed and opened again on its directory (durable
     /// runs only; in memory this does nothing).
     Reopen,
+    /// `user` adds `add` to `v` of their rows with `id > above`.
+    Update { user: usize, above: i64, add: i64 },
+    /// `user` deletes their rows with this id (through a subquery when
+    /// the id is odd).
+    Delete { user: usize, id: i64 },
     /// `FLUSH TABLE` of both tables (durable runs; in memory it is refused).
     Flush,
+    /// `COMPACT TABLE t` (durable runs; in memory it is refused).
+    Compact,
 }
 
 const USERS: usize = 3;
@@ -36,7 +43,14 @@ fn op() -> impl Strategy<Value = Op> {
         (0..USERS, 0i64..20).prop_map(|(user, above)| Op::CopyAbove { user, above }),
         (0..USERS, -1i64..20).prop_map(|(user, above)| Op::Query { user, above }),
         Just(Op::Reopen),
+        (0..USERS, 0i64..20, -5i64..5).prop_map(|(user, above, add)| Op::Update {
+            user,
+            above,
+            add
+        }),
+        (0..USERS, 0i64..20).prop_map(|(user, id)| Op::Delete { user, id }),
         Just(Op::Flush),
+        Just(Op::Compact),
     ]
 }
 
@@ -145,6 +159,41 @@ async fn check(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
                 let code = error_code(&admin(&engine), "FLUSH TABLE t").await;
                 prop_assert_eq!(code, "NOT_SUPPORTED");
             }
+            Op::Update {
+                user: u,
+                above,
+                add,
+            } => {
+                let sql = format!("UPDATE t SET v = v + {add} WHERE id > {above}");
+                let changed = rows(&user(&engine, &name(u)), &sql).await;
+                let mine = model.entry(u).or_default();
+                let mut expected = 0;
+                for (id, v) in mine.iter_mut().filter(|(id, _)| *id > above) {
+                    let _ = id;
+                    *v += add;
+                    expected += 1;
+                }
+                prop_assert_eq!(changed, vec![expected.to_string()]);
+            }
+            Op::Delete { user: u, id } => {
+                let sql = if id % 2 == 1 {
+                    format!("DELETE FROM t WHERE id IN (SELECT id FROM t WHERE id = {id})")
+                } else {
+                    format!("DELETE FROM t WHERE id = {id}")
+                };
+                let changed = rows(&user(&engine, &name(u)), &sql).await;
+                let mine = model.entry(u).or_default();
+                let before = mine.len();
+                mine.retain(|(row, _)| *row != id);
+                prop_assert_eq!(changed, vec![(before - mine.len()).to_string()]);
+            }
+            Op::Compact if durable => {
+                run(&admin(&engine), "COMPACT TABLE t").await;
+            }
+            Op::Compact => {
+                let code = error_code(&admin(&engine), "COMPACT TABLE t").await;
+                prop_assert_eq!(code, "NOT_SUPPORTED");
+            }
         }
     }
     Ok(())
@@ -154,13 +203,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn users_see_exactly_their_own_rows(ops in prop::collection::vec(op(), 1..12)) {
+    fn users_see_exactly_their_own_rows(ops in prop::collection::vec(op(), 1..16)) {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(check(ops, false))?;
     }
 
     #[test]
-    fn users_see_exactly_their_own_rows_across_reopens(ops in prop::collection::vec(op(), 1..12)) {
+    fn users_see_exactly_their_own_rows_across_reopens(ops in prop::collection::vec(op(), 1..16)) {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(check(ops, true))?;
     }
