@@ -415,6 +415,37 @@ async fn a_damaged_log_fails_only_its_table_and_names_the_file() {
 
 const CRASH_DIR: &str = "TENANTFUSION_CRASH_DIR";
 
+/// What statement `n` of the crash writer does (by `n % 8`): inserts 3
+/// rows of statement `n`, or sets `ver = 1` on those of an earlier one,
+/// or deletes those of an earlier one (through a subquery). Statement `n`
+/// runs as alice when even, bob when odd; `7` is bob's UPDATE of alice's
+/// statement 6, which must change nothing.
+fn crash_statement(n: i64) -> String {
+    match n % 8 {
+        3 => format!("UPDATE log SET ver = 1 WHERE id / 3 = {}", n - 2),
+        7 => format!("UPDATE log SET ver = 1 WHERE id / 3 = {}", n - 1),
+        5 => format!(
+            "DELETE FROM log WHERE id IN (SELECT id FROM log WHERE id / 3 = {})",
+            n - 4
+        ),
+        _ => format!(
+            "INSERT INTO log VALUES ({a}, '{who}', 0), ({b}, '{who}', 0), ({c}, '{who}', 0)",
+            a = n * 3,
+            b = n * 3 + 1,
+            c = n * 3 + 2,
+            who = crash_user(n),
+        ),
+    }
+}
+
+fn crash_user(n: i64) -> &'static str {
+    if n % 2 == 0 { "alice" } else { "bob" }
+}
+
+fn is_insert(n: i64) -> bool {
+    !matches!(n % 8, 3 | 5 | 7)
+}
+
 /// Not a test on its own: the child process of
 /// [`acknowledged_writes_survive_kill_9`], run by it with `CRASH_DIR` set.
 /// It writes until killed, printing each statement once acknowledged.
@@ -425,36 +456,28 @@ async fn crash_writer_child_process() {
     };
     let engine = open(Path::new(&dir));
     let admin = admin(&engine);
+    // Flushed every few statements, so kills land in flushes too.
     run(
         &admin,
-        "CREATE TABLE IF NOT EXISTS log (id BIGINT NOT NULL, who TEXT)",
+        "CREATE TABLE IF NOT EXISTS log (id BIGINT NOT NULL, who TEXT, ver BIGINT) \
+         WITH (FLUSH_POLICY = 'rows:24')",
     )
     .await;
     for name in ["alice", "bob"] {
         run(&admin, &format!("CREATE USER IF NOT EXISTS '{name}'")).await;
     }
     let sessions = [user(&engine, "alice"), user(&engine, "bob")];
-    // Continue after the highest id any user wrote before.
+    // Continue after the last insert any user made (a change after it
+    // may run again: each is idempotent).
     let mut next = 0;
     for session in &sessions {
         next = next.max(count(session, "SELECT coalesce(max(id) / 3 + 1, 0) FROM log").await);
     }
     println!("ready");
     loop {
-        // Three rows per statement: after a crash, all or none are there.
-        let (who, session) = if next % 2 == 0 {
-            ("alice", &sessions[0])
-        } else {
-            ("bob", &sessions[1])
-        };
-        let sql = format!(
-            "INSERT INTO log VALUES ({a}, '{who}'), ({b}, '{who}'), ({c}, '{who}')",
-            a = next * 3,
-            b = next * 3 + 1,
-            c = next * 3 + 2,
-        );
-        run(session, &sql).await;
-        println!("ack {who} {next}");
+        let session = &sessions[(next % 2) as usize];
+        run(session, &crash_statement(next)).await;
+        println!("ack {} {next}", crash_user(next));
         next += 1;
     }
 }
@@ -465,10 +488,10 @@ fn ack(line: &str) -> Option<(i64, String)> {
     Some((n.parse().ok()?, who.to_string()))
 }
 
-/// A writer process is killed (SIGKILL) at random points, 20 times; after
-/// each kill the directory is reopened and every acknowledged statement's
-/// rows are there, for the user who wrote them, and no statement is there
-/// in part.
+/// A writer process inserting, updating and deleting (and flushing on its
+/// table's policy) is killed (SIGKILL) at random points, 20 times; after
+/// each kill the directory is reopened and every acknowledged change is
+/// there, for the user who made it, and no statement is there in part.
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
@@ -522,26 +545,72 @@ async fn acknowledged_writes_survive_kill_9() {
         child.wait().unwrap();
 
         let engine = open(dir.path());
-        let mut stored: BTreeMap<i64, (String, usize)> = BTreeMap::new();
+        // Statement -> (its rows' user, how many, their versions).
+        let mut stored: BTreeMap<i64, (String, usize, BTreeSet<i64>)> = BTreeMap::new();
         for name in ["alice", "bob"] {
-            for row in rows(&user(&engine, name), "SELECT id, who FROM log").await {
-                let (id, who) = row.split_once(' ').unwrap();
+            for row in rows(&user(&engine, name), "SELECT id, who, ver FROM log").await {
+                let mut cells = row.split(' ');
+                let (id, who, ver) = (
+                    cells.next().unwrap(),
+                    cells.next().unwrap(),
+                    cells.next().unwrap(),
+                );
                 assert_eq!(who, name, "round {round}: {name} sees a row of {who}");
                 let statement = id.parse::<i64>().unwrap() / 3;
-                let entry = stored.entry(statement).or_insert((who.to_string(), 0));
+                let entry =
+                    stored
+                        .entry(statement)
+                        .or_insert((who.to_string(), 0, BTreeSet::new()));
                 entry.1 += 1;
+                entry.2.insert(ver.parse().unwrap());
             }
         }
-        for (n, who) in &acked {
-            assert_eq!(
-                stored.get(n),
-                Some(&(who.clone(), 3)),
-                "round {round}: acknowledged statement {n} of {who} is not whole"
+        let last_acked = acked.keys().next_back().copied().unwrap_or(-1);
+        // A change may be stored without its acknowledgement only if it was
+        // the one in flight: at most one past the last acknowledged.
+        let may_be_applied = |n: i64| acked.contains_key(&n) || n <= last_acked + 1;
+        for (n, who) in acked.iter().filter(|(n, _)| is_insert(**n)) {
+            if *n % 8 == 1 && may_be_applied(n + 4) {
+                continue; // deleted by statement n + 4
+            }
+            assert!(
+                stored.get(n).is_some_and(|s| s.0 == *who && s.1 == 3),
+                "round {round}: acknowledged statement {n} of {who} is not whole: {:?}",
+                stored.get(n)
             );
         }
         let mut new_unacked = 0;
-        for (n, (_, rows)) in &stored {
+        for (n, (_, rows, versions)) in &stored {
+            assert!(
+                is_insert(*n),
+                "round {round}: rows of statement {n}, which inserts none"
+            );
             assert_eq!(*rows, 3, "round {round}: statement {n} is there in part");
+            assert_eq!(
+                versions.len(),
+                1,
+                "round {round}: statement {n} updated in part"
+            );
+            let ver = *versions.first().unwrap();
+            if *n % 8 == 1 {
+                assert!(
+                    !acked.contains_key(&(n + 4)),
+                    "round {round}: {n} was deleted"
+                );
+                if acked.contains_key(&(n + 2)) {
+                    assert_eq!(ver, 1, "round {round}: the update of {n} is lost");
+                } else {
+                    assert!(
+                        ver == 0 || may_be_applied(n + 2),
+                        "round {round}: {n} at {ver}"
+                    );
+                }
+            } else {
+                assert_eq!(
+                    ver, 0,
+                    "round {round}: statement {n} changed by another user"
+                );
+            }
             if !acked.contains_key(n) && unacked.insert(*n) {
                 new_unacked += 1;
             }
@@ -553,4 +622,10 @@ async fn acknowledged_writes_survive_kill_9() {
         );
     }
     assert!(acked.len() >= 20, "{} statements acknowledged", acked.len());
+    // The rounds did update, delete and flush.
+    assert!(acked.keys().any(|n| n % 8 == 3) && acked.keys().any(|n| n % 8 == 5));
+    assert!(
+        !segments(dir.path(), "default.log.1", "alice").is_empty(),
+        "no flush happened"
+    );
 }
