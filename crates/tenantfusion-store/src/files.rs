@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tenantfusion_core::{Result, TenantError};
 
@@ -23,6 +26,8 @@ pub(crate) struct Files {
     /// objects are synced to disk once written (the local object store
     /// renames a finished file into place but does not sync it).
     sync_under: Option<PathBuf>,
+    /// Whether the objects are files of this machine.
+    local: bool,
     /// The storage root's lock: held until the last user of these files
     /// (a table's background flush included) is gone, so an engine opened
     /// after this one never sees its late writes.
@@ -39,6 +44,7 @@ impl Files {
             store: Arc::new(store),
             shown_as: dir.display().to_string(),
             sync_under: sync.then_some(dir),
+            local: true,
             _lock: None,
         })
     }
@@ -47,6 +53,60 @@ impl Files {
     pub(crate) fn holding(mut self, lock: std::fs::File) -> Self {
         self._lock = Some(lock);
         self
+    }
+
+    /// Objects in the S3 bucket (and prefix) of `url` (`s3://bucket/prefix`),
+    /// set up from the `AWS_*` environment and then `options` (names of
+    /// object_store's S3 settings: `endpoint`, `access_key_id`, ...).
+    pub(crate) fn s3(url: &str, options: &[(String, String)]) -> Result<Self> {
+        let invalid =
+            |why: String| TenantError::InvalidArgument(format!("storage URL '{url}': {why}"));
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| invalid("not an s3:// URL".into()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid("no bucket".into()));
+        }
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for (key, value) in options {
+            let key: AmazonS3ConfigKey = key
+                .to_ascii_lowercase()
+                .parse()
+                .map_err(|e| invalid(format!("unknown S3 option '{key}': {e}")))?;
+            builder = builder.with_config(key, value);
+        }
+        let bucket_store = builder
+            .build()
+            .map_err(|e| invalid(format!("cannot set up S3: {e}")))?;
+        let prefix = prefix.trim_matches('/');
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(bucket_store)
+        } else {
+            Arc::new(PrefixStore::new(bucket_store, prefix))
+        };
+        Ok(Self {
+            store,
+            shown_as: url.trim_end_matches('/').to_string(),
+            sync_under: None,
+            local: false,
+            _lock: None,
+        })
+    }
+
+    /// Whether the objects are files of this machine.
+    pub(crate) fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// Deletes every object under `prefix`.
+    pub(crate) async fn delete_all(&self, prefix: &Path) -> Result<()> {
+        let mut listed = self.store.list(Some(prefix));
+        while let Some(object) = listed.next().await {
+            let object = object.map_err(|e| self.failed("cannot list", prefix, e))?;
+            self.delete(&object.location).await?;
+        }
+        Ok(())
     }
 
     /// The store itself, for readers that fetch ranges of an object.

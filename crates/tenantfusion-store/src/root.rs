@@ -58,7 +58,23 @@ impl StorageRoot {
     /// in it. `STORAGE_ERROR` if another engine has it open (after waiting
     /// up to two seconds for it to let go).
     pub fn open(path: impl AsRef<Path>, options: WalOptions) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_with(path.as_ref(), options, None)
+    }
+
+    /// [`StorageRoot::open`], with the tables' Parquet segments and
+    /// manifests in the S3 bucket of `url` (`s3://bucket/prefix`, set up by
+    /// `s3_options`) instead of under `path`; the logs stay in `path`.
+    pub fn open_s3(
+        path: impl AsRef<Path>,
+        options: WalOptions,
+        url: &str,
+        s3_options: &[(String, String)],
+    ) -> Result<Self> {
+        Self::open_with(path.as_ref(), options, Some(Files::s3(url, s3_options)?))
+    }
+
+    fn open_with(path: &Path, options: WalOptions, remote: Option<Files>) -> Result<Self> {
+        let path = path.to_path_buf();
         let tables = path.join("tables");
         std::fs::create_dir_all(&tables).map_err(|e| io_error(&tables, "cannot create", e))?;
         let lock_path = path.join("LOCK");
@@ -89,8 +105,11 @@ impl StorageRoot {
             .filter_map(|name| name.rsplit('.').next()?.parse::<u64>().ok())
             .max()
             .map_or(1, |n| n + 1);
-        let files =
-            Files::local(path.clone(), options.durability == Durability::Fsync)?.holding(lock);
+        let files = match remote {
+            Some(remote) => remote,
+            None => Files::local(path.clone(), options.durability == Durability::Fsync)?,
+        }
+        .holding(lock);
         Ok(Self {
             path,
             options,
@@ -159,10 +178,19 @@ impl StorageRoot {
         self.tables.get(storage).map(|t| Arc::clone(&t))
     }
 
-    /// Deletes the rows of a dropped table.
+    /// Deletes the rows of a dropped table. Objects in a remote store are
+    /// deleted by a background task (when called inside a tokio runtime):
+    /// no table refers to them any more.
     pub fn remove_table(&self, storage: &str) -> Result<()> {
         self.tables.remove(storage);
         let dir = self.table_dir(storage)?;
+        if !self.files.is_local()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let files = Arc::clone(&self.files);
+            let prefix = ObjectPath::from_iter(["tables", storage]);
+            runtime.spawn(async move { files.delete_all(&prefix).await });
+        }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -92,11 +92,27 @@ pub enum Storage {
         /// When a write counts as done.
         durability: Durability,
     },
+    /// Flushed rows (Parquet segments and their manifests) in an S3 bucket
+    /// (or any S3-compatible store); the write-ahead logs and the catalog
+    /// in the local directory `path`, where writes are acknowledged.
+    S3 {
+        /// `s3://bucket` or `s3://bucket/prefix`.
+        url: String,
+        /// The local directory of the logs (created if missing).
+        path: PathBuf,
+        /// When a write counts as done.
+        durability: Durability,
+        /// Settings of object_store's `AmazonS3Builder` by name, on top of
+        /// the `AWS_*` environment: `endpoint`, `access_key_id`,
+        /// `secret_access_key`, `region`, `allow_http`, ...
+        options: Vec<(String, String)>,
+    },
 }
 
 impl Storage {
     /// Reads a storage URL: `memory`, `file:///absolute/path` or a plain
-    /// path (both [`Durability::Fsync`]).
+    /// path (both [`Durability::Fsync`]), or `s3://bucket/prefix` (its
+    /// logs in the local directory `data`; see [`Storage::with_s3_option`]).
     pub fn from_url(url: &str) -> Result<Self> {
         let url = url.trim();
         if url == "memory" || url == "memory://" {
@@ -104,10 +120,18 @@ impl Storage {
         }
         let path = match url.split_once("://") {
             Some(("file", path)) if !path.is_empty() => path,
+            Some(("s3", bucket)) if !bucket.is_empty() => {
+                return Ok(Storage::S3 {
+                    url: url.to_string(),
+                    path: PathBuf::from("data"),
+                    durability: Durability::Fsync,
+                    options: Vec::new(),
+                });
+            }
             Some((scheme, _)) => {
                 return Err(TenantError::InvalidArgument(format!(
                     "storage URL '{url}': scheme '{scheme}' is not supported \
-                     (use memory, file:///path or a path)"
+                     (use memory, file:///path, a path or s3://bucket/prefix)"
                 )));
             }
             None if !url.is_empty() => url,
@@ -121,6 +145,26 @@ impl Storage {
             path: PathBuf::from(path),
             durability: Durability::Fsync,
         })
+    }
+
+    /// An S3 setting (e.g. `endpoint`, `access_key_id`), for [`Storage::S3`];
+    /// other storage is returned as it is.
+    ///
+    /// ```
+    /// use tenantfusion::Storage;
+    ///
+    /// let storage = Storage::from_url("s3://bucket/tenants")
+    ///     .unwrap()
+    ///     .with_s3_option("endpoint", "http://127.0.0.1:9010")
+    ///     .with_s3_option("allow_http", "true");
+    /// let Storage::S3 { options, .. } = &storage else { unreachable!() };
+    /// assert_eq!(options.len(), 2);
+    /// ```
+    pub fn with_s3_option(mut self, key: &str, value: &str) -> Self {
+        if let Storage::S3 { options, .. } = &mut self {
+            options.push((key.to_string(), value.to_string()));
+        }
+        self
     }
 }
 

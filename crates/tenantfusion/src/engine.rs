@@ -102,14 +102,31 @@ impl Engine {
             .with_default_features()
             .build();
         let plans = PlanCache::new(config.plan_cache);
-        let durable = match &config.storage {
+        let root = match &config.storage {
             Storage::Memory => None,
             Storage::Directory { path, durability } => {
                 let options = WalOptions {
                     durability: *durability,
                     ..WalOptions::default()
                 };
-                let root = StorageRoot::open(path, options)?;
+                Some(StorageRoot::open(path, options)?)
+            }
+            Storage::S3 {
+                url,
+                path,
+                durability,
+                options,
+            } => {
+                let wal = WalOptions {
+                    durability: *durability,
+                    ..WalOptions::default()
+                };
+                Some(StorageRoot::open_s3(path, wal, url, options)?)
+            }
+        };
+        let durable = match root {
+            None => None,
+            Some(root) => {
                 let changes = Changes {
                     config: &config,
                     state: &state,

@@ -5,7 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
+use futures::StreamExt;
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
 use tenantfusion::{Durability, Engine, EngineConfig, Storage};
 
 use crate::common::{admin, count, error_code, rows, run, user};
@@ -156,23 +163,64 @@ async fn rows_tables_users_and_grants_come_back_after_reopen() {
     assert!(tables.iter().all(|t| !t.starts_with("app.dropped")));
 }
 
-/// The Parquet segment files of `user` in the table stored as `storage`.
-fn segments(dir: &Path, storage: &str, user: &str) -> Vec<String> {
-    let partition = dir
-        .join("tables")
-        .join(storage)
-        .join("data")
-        .join(format!("u-{user}"));
-    let mut names: Vec<String> = std::fs::read_dir(partition)
-        .map(|entries| {
-            entries
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|name| name.ends_with(".parquet"))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+/// Where a durable engine of these tests keeps its rows: a directory, or
+/// a directory for the logs and an S3 bucket for the segments.
+pub struct Backend {
+    pub config: EngineConfig,
+    /// Where the segments are, to check which files a flush wrote.
+    objects: Arc<dyn ObjectStore>,
+}
+
+impl Backend {
+    pub fn local(dir: &Path) -> Self {
+        Self {
+            config: on(dir),
+            objects: Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap()),
+        }
+    }
+
+    /// Logs in `dir`, segments under `prefix` of the bucket at `endpoint`.
+    pub fn s3(dir: &Path, endpoint: &str, bucket: &str, prefix: &str) -> Self {
+        let options = [
+            ("endpoint", endpoint),
+            ("allow_http", "true"),
+            ("access_key_id", "test"),
+            ("secret_access_key", "test"),
+            ("region", "us-east-1"),
+        ];
+        let mut storage = Storage::from_url(&format!("s3://{bucket}/{prefix}")).unwrap();
+        let mut objects = AmazonS3Builder::new().with_bucket_name(bucket);
+        for (key, value) in options {
+            storage = storage.with_s3_option(key, value);
+            objects = objects.with_config(key.parse().unwrap(), value);
+        }
+        let Storage::S3 { path, .. } = &mut storage else {
+            unreachable!()
+        };
+        *path = dir.to_path_buf();
+        Self {
+            config: EngineConfig::default().with_storage(storage),
+            objects: Arc::new(PrefixStore::new(objects.build().unwrap(), prefix)),
+        }
+    }
+
+    pub fn open(&self) -> Engine {
+        Engine::new(self.config.clone()).unwrap()
+    }
+
+    /// The Parquet segments of `user` in the table stored as `storage`.
+    pub async fn segments(&self, storage: &str, user: &str) -> Vec<String> {
+        let prefix = ObjectPath::from_iter(["tables", storage, "data", &format!("u-{user}")]);
+        let mut names: Vec<String> = self
+            .objects
+            .list(Some(&prefix))
+            .map(|object| object.unwrap().location.filename().unwrap().to_string())
+            .filter(|name| std::future::ready(name.ends_with(".parquet")))
+            .collect()
+            .await;
+        names.sort();
+        names
+    }
 }
 
 /// What every query below must answer for alice and bob, whether their
@@ -239,9 +287,15 @@ async fn check_notes(engine: &Engine, alice_ids: i64) {
 #[tokio::test]
 async fn flushed_rows_are_read_from_parquet_per_user_and_come_back_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
+    flush_suite(&Backend::local(dir.path())).await;
+}
+
+/// Rows flushed to Parquet segments, read, changed, reopened and dropped
+/// with their user; the same on every backend.
+pub async fn flush_suite(backend: &Backend) {
     let storage = "app.notes.1";
     {
-        let engine = open(dir.path());
+        let engine = backend.open();
         let admin = admin(&engine);
         for sql in [
             "CREATE NAMESPACE app",
@@ -274,8 +328,8 @@ async fn flushed_rows_are_read_from_parquet_per_user_and_come_back_after_reopen(
             ["2 71"],
             "partitions and rows flushed"
         );
-        assert_eq!(segments(dir.path(), storage, "alice"), ["seg-0.parquet"]);
-        assert_eq!(segments(dir.path(), storage, "bob"), ["seg-0.parquet"]);
+        assert_eq!(backend.segments(storage, "alice").await, ["seg-0.parquet"]);
+        assert_eq!(backend.segments(storage, "bob").await, ["seg-0.parquet"]);
         check_notes(&engine, 50).await;
         // Some rows in a segment, one in memory.
         run(&alice, "INSERT INTO app.notes VALUES (51, 'a51')").await;
@@ -294,7 +348,7 @@ async fn flushed_rows_are_read_from_parquet_per_user_and_come_back_after_reopen(
         run(&alice, "INSERT INTO app.notes SELECT 52, 'a52'").await;
         run(&alice, "INSERT INTO app.notes VALUES (53, 'a53')").await;
     }
-    let engine = open(dir.path());
+    let engine = backend.open();
     let admin = admin(&engine);
     assert_eq!(
         count(&user(&engine, "alice"), "SELECT count(*) FROM app.notes").await,
@@ -302,12 +356,12 @@ async fn flushed_rows_are_read_from_parquet_per_user_and_come_back_after_reopen(
     );
     assert_eq!(rows(&admin, "FLUSH TABLE app.notes").await, ["1 4"]);
     assert_eq!(
-        segments(dir.path(), storage, "alice"),
+        backend.segments(storage, "alice").await,
         ["seg-0.parquet", "seg-1.parquet"]
     );
     // DROP USER takes bob's segments with his rows.
     run(&admin, "DROP USER 'bob'").await;
-    assert!(segments(dir.path(), storage, "bob").is_empty());
+    assert!(backend.segments(storage, "bob").await.is_empty());
     run(&admin, "CREATE USER 'bob'").await;
     assert_eq!(
         count(&user(&engine, "bob"), "SELECT count(*) FROM app.notes").await,
@@ -353,7 +407,12 @@ async fn flush_statements_and_policies_refuse_what_does_not_apply() {
         assert_eq!(error_code(session, sql).await, code, "{sql}");
     }
     // Nothing was flushed or created by the failures.
-    assert!(segments(dir.path(), "default.notes.1", "alice").is_empty());
+    assert!(
+        Backend::local(dir.path())
+            .segments("default.notes.1", "alice")
+            .await
+            .is_empty()
+    );
     assert_eq!(
         error_code(&admin, "SELECT * FROM t1").await,
         "TABLE_NOT_FOUND"
@@ -624,8 +683,8 @@ async fn acknowledged_writes_survive_kill_9() {
     assert!(acked.len() >= 20, "{} statements acknowledged", acked.len());
     // The rounds did update, delete and flush.
     assert!(acked.keys().any(|n| n % 8 == 3) && acked.keys().any(|n| n % 8 == 5));
-    assert!(
-        !segments(dir.path(), "default.log.1", "alice").is_empty(),
-        "no flush happened"
-    );
+    let flushed = Backend::local(dir.path())
+        .segments("default.log.1", "alice")
+        .await;
+    assert!(!flushed.is_empty(), "no flush happened");
 }

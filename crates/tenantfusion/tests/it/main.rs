@@ -8,6 +8,7 @@ mod isolation;
 mod live_queries;
 mod model;
 mod plan_cache;
+mod s3;
 mod shared;
 mod streams;
 // Shared with the live crate's tests; this crate uses only the WebSocket half.

@@ -10,7 +10,7 @@ use tenantfusion::{Durability, Engine, EngineConfig, Storage};
 use crate::common::{admin, error_code, rows, run, user};
 
 #[derive(Debug, Clone)]
-enum Op {
+pub enum Op {
     /// `user` inserts these `(id, v)` rows in one statement.
     Insert { user: usize, rows: Vec<(i64, i64)> },
     /// `user` copies their own rows with `id > above` (INSERT ... SELECT with a subquery).
@@ -33,7 +33,7 @@ enum Op {
 
 const USERS: usize = 3;
 
-fn op() -> impl Strategy<Value = Op> {
+pub fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (
             0..USERS,
@@ -54,7 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Runs `ops`, on a directory when `durable`.
+/// Runs `ops` in memory, or on a directory when `durable`.
 async fn check(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let config = if durable {
@@ -66,6 +66,13 @@ async fn check(ops: Vec<Op>, durable: bool) -> Result<(), TestCaseError> {
     } else {
         EngineConfig::default()
     };
+    check_on(ops, config).await
+}
+
+/// Runs `ops` on an engine of `config`, reopened on `Op::Reopen` when its
+/// storage is durable.
+pub async fn check_on(ops: Vec<Op>, config: EngineConfig) -> Result<(), TestCaseError> {
+    let durable = config.storage != Storage::Memory;
     let mut engine = Engine::new(config.clone()).unwrap();
     // Small enough that inserts flush on their own too, between FLUSHes.
     run(
