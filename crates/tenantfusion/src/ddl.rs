@@ -313,6 +313,8 @@ impl TenantSession {
     /// `DROP SOURCE`: refused while a stream table reads from it.
     pub(crate) async fn drop_source(&self, name: &str, if_exists: bool) -> Result<Query> {
         self.require_admin("DROP SOURCE")?;
+        // Topics of tables dropped just before are still being let go.
+        self.engine.streams.settle().await;
         let event = CatalogEvent::DropSource { name: name.into() };
         match self.engine.commit(event).await {
             Err(TenantError::SourceNotFound(_)) if if_exists => self.done(),

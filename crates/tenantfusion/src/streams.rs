@@ -40,6 +40,9 @@ pub(crate) struct Streams {
     pool: Mutex<Option<Arc<LivePool>>>,
     linger: Duration,
     feeds: DashMap<TableId, Arc<TableFeed>>,
+    /// Feeders of dropped tables, told to stop: each gives up its pool
+    /// subscription when it has stopped.
+    stopping: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Streams {
@@ -55,6 +58,7 @@ impl Streams {
             pool: Mutex::new(None),
             linger,
             feeds: DashMap::new(),
+            stopping: Mutex::default(),
         };
         for source in sources {
             streams.pool()?.add_source(Arc::clone(source))?;
@@ -113,10 +117,21 @@ impl Streams {
         Ok(())
     }
 
-    /// Stops feeding a dropped table: its upstream topics are released.
+    /// Stops feeding a dropped table: its upstream topics are released
+    /// (see [`Streams::settle`]).
     pub(crate) fn detach(&self, table: &TableId) {
         if let Some((_, feed)) = self.feeds.remove(table) {
-            feed.stop();
+            self.stopping.lock().extend(feed.stop());
+        }
+    }
+
+    /// Waits until the feeders of dropped tables have stopped, so the
+    /// topics they held are released in the pool (before `DROP SOURCE`).
+    pub(crate) async fn settle(&self) {
+        let stopping = std::mem::take(&mut *self.stopping.lock());
+        for feeder in stopping {
+            // Aborted: the error says so, and nothing else is to be had.
+            let _ = feeder.await;
         }
     }
 
@@ -188,7 +203,8 @@ struct Demand {
     queries: usize,
     /// Declared by `TOPICS` / `ADD TOPICS`: held until dropped.
     declared: bool,
-    feeder: JoinHandle<()>,
+    /// Taken out when the table is dropped, to wait for it to end.
+    feeder: Option<JoinHandle<()>>,
     /// The pending release after the last live query left.
     release: Option<JoinHandle<()>>,
 }
@@ -196,7 +212,9 @@ struct Demand {
 impl Drop for Demand {
     fn drop(&mut self) {
         // The feeder owns the pool subscription: ending it unsubscribes.
-        self.feeder.abort();
+        if let Some(feeder) = &self.feeder {
+            feeder.abort();
+        }
         if let Some(release) = &self.release {
             release.abort();
         }
@@ -269,7 +287,7 @@ impl TableFeed {
         let mut demand = Demand {
             queries: 0,
             declared: false,
-            feeder,
+            feeder: Some(feeder),
             release: None,
         };
         mark(&mut demand);
@@ -350,8 +368,16 @@ impl TableFeed {
         }));
     }
 
-    fn stop(&self) {
-        self.topics.lock().clear();
+    /// Stops every feeder; returns them, aborted, to be waited for.
+    fn stop(&self) -> Vec<JoinHandle<()>> {
+        let mut feeders = Vec::new();
+        for (_, mut demand) in self.topics.lock().drain() {
+            if let Some(feeder) = demand.feeder.take() {
+                feeder.abort();
+                feeders.push(feeder);
+            }
+        }
+        feeders
     }
 }
 
