@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::error::Result as DFResult;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
@@ -227,15 +226,7 @@ impl PartitionState {
         added: Option<RecordBatch>,
     ) -> DFResult<()> {
         let mut matcher = RowMatcher::new(std::slice::from_ref(removed))?;
-        let mut kept = Vec::with_capacity(self.hot.len());
-        for batch in &self.hot {
-            let keep = matcher.take_from(batch)?;
-            let batch = filter_record_batch(batch, &keep)?;
-            if batch.num_rows() > 0 {
-                kept.push(batch);
-            }
-        }
-        self.hot = kept;
+        (self.hot, _) = matcher.take_all(std::mem::take(&mut self.hot))?;
         self.hot_rows -= matcher.found().len() as u64;
         if !matcher.is_done() {
             self.pending.push(rows_at(removed, &matcher.missing())?);
@@ -270,6 +261,16 @@ impl PartitionState {
 
     fn has_rows(&self) -> bool {
         self.hot_rows > 0 || !self.manifest.segments.is_empty()
+    }
+
+    /// What a reader needs, without holding the lock: the manifest, the
+    /// rows in memory and the segment rows taken out.
+    fn snapshot(&self) -> (Arc<Manifest>, Vec<RecordBatch>, Vec<RecordBatch>) {
+        (
+            Arc::clone(&self.manifest),
+            self.hot.clone(),
+            self.pending.clone(),
+        )
     }
 
     /// Retired segments no scan holds any more, taken out of the list.
@@ -568,14 +569,9 @@ impl Inner {
         merge: bool,
     ) -> Result<u64> {
         let _writer = partition.writer.lock().await;
-        let (manifest, hot, pending, lsns) = {
+        let ((manifest, hot, pending), lsns) = {
             let state = partition.state.read();
-            (
-                Arc::clone(&state.manifest),
-                state.hot.clone(),
-                state.pending.clone(),
-                state.hot_lsns,
-            )
+            (state.snapshot(), state.hot_lsns)
         };
         let worth_merging = manifest.segments.len() + usize::from(!hot.is_empty()) > 1;
         if lsns.is_none() && !(merge && worth_merging) {
@@ -609,7 +605,7 @@ impl Inner {
             }
             let rows = self.read_segment(key, segment, None, None).await?;
             let (rows, changed) = match taken.as_mut() {
-                Some(taken) => without(rows, taken)?,
+                Some(taken) => taken.take_all(rows)?,
                 None => (rows, false),
             };
             if merge {
@@ -829,14 +825,7 @@ impl PartitionStore for DurablePartitionStore {
         let inner = &self.inner;
         let loaded = inner.load().await?;
         let partition = inner.partition(loaded, key).await?;
-        let (manifest, hot, pending) = {
-            let state = partition.state.read();
-            (
-                Arc::clone(&state.manifest),
-                state.hot.clone(),
-                state.pending.clone(),
-            )
-        };
+        let (manifest, hot, pending) = partition.state.read().snapshot();
         let project = |batch: RecordBatch| match &request.columns {
             Some(columns) => batch.project(columns),
             None => Ok(batch),
@@ -864,7 +853,7 @@ impl PartitionStore for DurablePartitionStore {
                 let mut taken = RowMatcher::new(&pending)?;
                 for segment in &manifest.segments {
                     let rows = inner.read_segment(key, segment, None, None).await?;
-                    let (rows, _) = without(rows, &mut taken)?;
+                    let (rows, _) = taken.take_all(rows)?;
                     for batch in rows {
                         out.push(conform(project(batch)?, &request.schema)?);
                     }
@@ -889,14 +878,7 @@ impl PartitionStore for DurablePartitionStore {
         let _writer = partition.writer.lock().await;
         // Which rows of `old` are still here, looked for as the logged
         // change will take them: in memory first, then in the segments.
-        let (manifest, hot, pending) = {
-            let state = partition.state.read();
-            (
-                Arc::clone(&state.manifest),
-                state.hot.clone(),
-                state.pending.clone(),
-            )
-        };
+        let (manifest, hot, pending) = partition.state.read().snapshot();
         let mut wanted = RowMatcher::new(std::slice::from_ref(&old))?;
         for batch in &hot {
             wanted.take_from(batch)?;
@@ -908,7 +890,7 @@ impl PartitionStore for DurablePartitionStore {
             for segment in &manifest.segments {
                 let rows = inner.read_segment(key, segment, None, None).await?;
                 let rows = match taken.as_mut() {
-                    Some(taken) => without(rows, taken)?.0,
+                    Some(taken) => taken.take_all(rows)?.0,
                     None => rows,
                 };
                 for batch in &rows {
@@ -982,13 +964,7 @@ impl PartitionStore for DurablePartitionStore {
     }
 
     fn partition_count(&self) -> usize {
-        self.inner.loaded.get().map_or(0, |loaded| {
-            loaded
-                .partitions
-                .iter()
-                .filter(|p| p.state.read().has_rows())
-                .count()
-        })
+        self.keys().len()
     }
 
     fn keys(&self) -> Vec<PartitionKey> {
@@ -1001,25 +977,6 @@ impl PartitionStore for DurablePartitionStore {
                 .collect()
         })
     }
-}
-
-/// `rows` without those `taken` finds; whether any were taken.
-fn without(rows: Vec<RecordBatch>, taken: &mut RowMatcher) -> DFResult<(Vec<RecordBatch>, bool)> {
-    let mut kept = Vec::with_capacity(rows.len());
-    let mut changed = false;
-    for batch in rows {
-        let keep = taken.take_from(&batch)?;
-        if keep.false_count() > 0 {
-            changed = true;
-            let batch = filter_record_batch(&batch, &keep)?;
-            if batch.num_rows() > 0 {
-                kept.push(batch);
-            }
-        } else {
-            kept.push(batch);
-        }
-    }
-    Ok((kept, changed))
 }
 
 fn row_count(rows: &[RecordBatch]) -> u64 {

@@ -29,6 +29,6 @@ pub use ring::{Retention, RingStore};
 pub use scan::{PartitionScanExec, ScanRequest, leaf_properties, leaf_with_new_children};
 pub use sink::{MutationSink, PartitionSink};
 pub use store::{
-    MemoryPartitionStore, PartitionKey, PartitionStore, ReadRequest, append_coalesced, take_rows,
+    MemoryPartitionStore, PartitionKey, PartitionStore, ReadRequest, append_coalesced,
 };
 pub use stream::{StreamFeed, StreamPolicy, StreamTableProvider, topics_in};

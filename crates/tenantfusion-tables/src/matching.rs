@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use datafusion::arrow::array::{BooleanArray, UInt32Array};
-use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::error::{DataFusionError, Result};
@@ -95,6 +95,25 @@ impl RowMatcher {
         Ok(BooleanArray::from(keep))
     }
 
+    /// `batches` without the wanted rows found in them; whether any were.
+    pub fn take_all(&mut self, batches: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, bool)> {
+        let mut kept = Vec::with_capacity(batches.len());
+        let mut taken = false;
+        for batch in batches {
+            let keep = self.take_from(&batch)?;
+            if keep.false_count() == 0 {
+                kept.push(batch);
+                continue;
+            }
+            taken = true;
+            let batch = filter_record_batch(&batch, &keep)?;
+            if batch.num_rows() > 0 {
+                kept.push(batch);
+            }
+        }
+        Ok((kept, taken))
+    }
+
     /// Whether every wanted row has been found.
     pub fn is_done(&self) -> bool {
         self.left == 0
@@ -127,7 +146,6 @@ pub fn rows_at(batch: &RecordBatch, indices: &[u32]) -> Result<RecordBatch> {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
-    use datafusion::arrow::compute::filter_record_batch;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
 
@@ -157,10 +175,10 @@ mod tests {
             (1, Some("a")),
             (2, Some("b")),
         ]);
-        let keep = matcher.take_from(&stored).unwrap();
-        let left = filter_record_batch(&stored, &keep).unwrap();
+        let (left, taken) = matcher.take_all(vec![stored]).unwrap();
         // Two of the three equal rows go, the NULL row goes, (2, 'b') stays.
-        assert_eq!(left, batch(&[(1, Some("a")), (2, Some("b"))]));
+        assert!(taken);
+        assert_eq!(left, [batch(&[(1, Some("a")), (2, Some("b"))])]);
         assert_eq!(matcher.found(), [0, 1, 2]);
         assert_eq!(matcher.missing(), [3]);
         assert!(!matcher.is_done());

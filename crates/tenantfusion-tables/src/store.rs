@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use datafusion::arrow::compute::{concat_batches, filter_record_batch};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
@@ -118,24 +118,6 @@ pub fn append_coalesced(rows: &mut Vec<RecordBatch>, batches: Vec<RecordBatch>) 
     Ok(added)
 }
 
-/// `batches` without the rows of `wanted` (one equal row each), and the
-/// indices of the wanted rows found.
-pub fn take_rows(
-    batches: &[RecordBatch],
-    wanted: &RecordBatch,
-) -> Result<(Vec<RecordBatch>, Vec<u32>)> {
-    let mut matcher = RowMatcher::new(std::slice::from_ref(wanted))?;
-    let mut kept = Vec::with_capacity(batches.len());
-    for batch in batches {
-        let keep = matcher.take_from(batch)?;
-        let batch = filter_record_batch(batch, &keep)?;
-        if batch.num_rows() > 0 {
-            kept.push(batch);
-        }
-    }
-    Ok((kept, matcher.found()))
-}
-
 /// The in-memory store: each partition is a list of batches behind its own lock.
 #[derive(Debug, Default)]
 pub struct MemoryPartitionStore {
@@ -174,11 +156,13 @@ impl MemoryPartitionStore {
             return Ok(0);
         };
         let mut rows = slot.write();
-        let (kept, found) = take_rows(&rows, &old)?;
-        let changed = found.len() as u64;
-        if changed == 0 {
+        let mut wanted = RowMatcher::new(std::slice::from_ref(&old))?;
+        let (kept, _) = wanted.take_all(rows.clone())?;
+        let found = wanted.found();
+        if found.is_empty() {
             return Ok(0);
         }
+        let changed = found.len() as u64;
         *rows = kept;
         if let Some(new) = new {
             append_coalesced(&mut rows, vec![rows_at(&new, &found)?])?;

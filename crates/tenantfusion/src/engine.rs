@@ -10,7 +10,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use tenantfusion_core::{Result, SchemaCache, UserContext};
 use tenantfusion_live::LivePool;
 
-use tenantfusion_store::{StorageRoot, WalOptions};
+use tenantfusion_store::{Durability, StorageRoot, WalOptions};
 
 use crate::catalog::{CATALOG_NAME, TenantCatalog};
 use crate::changes::{Changes, Durable, replay};
@@ -102,27 +102,21 @@ impl Engine {
             .with_default_features()
             .build();
         let plans = PlanCache::new(config.plan_cache);
+        let logs = |durability: &Durability| WalOptions {
+            durability: *durability,
+            ..WalOptions::default()
+        };
         let root = match &config.storage {
             Storage::Memory => None,
             Storage::Directory { path, durability } => {
-                let options = WalOptions {
-                    durability: *durability,
-                    ..WalOptions::default()
-                };
-                Some(StorageRoot::open(path, options)?)
+                Some(StorageRoot::open(path, logs(durability))?)
             }
             Storage::S3 {
                 url,
                 path,
                 durability,
                 options,
-            } => {
-                let wal = WalOptions {
-                    durability: *durability,
-                    ..WalOptions::default()
-                };
-                Some(StorageRoot::open_s3(path, wal, url, options)?)
-            }
+            } => Some(StorageRoot::open_s3(path, logs(durability), url, options)?),
         };
         let durable = match root {
             None => None,
