@@ -87,6 +87,9 @@ async fn follow(
         let batches = match event.ok_or("the live query ended")? {
             ChangeEvent::Snapshot(batches) => batches,
             ChangeEvent::Insert(batch) => vec![batch],
+            // Ticks age out of a stream table without an event; nothing
+            // here updates or deletes them.
+            ChangeEvent::Delete(_) => continue,
             ChangeEvent::Lagged { missed } => {
                 println!("{who}: missed {missed} event(s)");
                 continue;

@@ -17,7 +17,7 @@ pub use live::{live_failover, live_fanout, live_memory};
 pub use plan_reuse::plan_cache;
 pub use postgres::{postgres_installed, postgres_rls};
 pub use scan_scaling::{Stats, latency, loaded_engine, user_scan_scaling};
-pub use storage::{durable_insert, parquet_scan_200k, storage_scan_scaling};
+pub use storage::{durable_insert, parquet_scan_200k, point_lookup, storage_scan_scaling};
 pub use streams::{idle_subscriptions, live_query_latency, stream_ingest};
 
 use std::hint::black_box;
@@ -533,6 +533,10 @@ mod tests {
         let parquet = parquet_scan_200k(Size::SMOKE).await;
         assert_eq!(parquet.len(), 3);
         rows.extend(parquet);
+        // Checks inside: one row found by key, a flushed key refused again.
+        let lookup = point_lookup(Size::SMOKE).await;
+        assert_eq!(lookup.len(), 2);
+        rows.extend(lookup);
         for r in &rows {
             assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");
         }

@@ -13,9 +13,9 @@ use tenantfusion::{Role, UserContext};
 use tenantfusion_bench::{
     Measurement, Size, concurrent_users, draw_charts, durable_insert, engine_with_tables,
     idle_subscriptions, json, live_failover, live_fanout, live_memory, live_query_latency,
-    markdown, parquet_scan_200k, plan_cache, postgres_installed, postgres_rls, provider_lookup,
-    results_section, session_per_request, storage_scan_scaling, stream_ingest, update_doc,
-    user_scan_scaling,
+    markdown, parquet_scan_200k, plan_cache, point_lookup, postgres_installed, postgres_rls,
+    provider_lookup, results_section, session_per_request, storage_scan_scaling, stream_ingest,
+    update_doc, user_scan_scaling,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
@@ -73,6 +73,7 @@ const SCENARIOS: &[&str] = &[
     "durable_insert",
     "storage_scan_scaling",
     "parquet_scan_200k",
+    "point_lookup",
 ];
 
 const USAGE: &str = "usage: tenantfusion-bench [--quick|--smoke] [--with-postgres] \
@@ -219,6 +220,10 @@ async fn main() -> ExitCode {
     if wants("parquet_scan_200k") {
         step("parquet_scan_200k");
         rows.extend(parquet_scan_200k(size).await);
+    }
+    if wants("point_lookup") {
+        step("point_lookup");
+        rows.extend(point_lookup(size).await);
     }
     progress.finish_and_clear();
     print!("{}", markdown(&rows));

@@ -244,49 +244,15 @@ pub async fn parquet_scan_200k(size: Size) -> Vec<Measurement> {
     const SEGMENTS: usize = 20;
     let dir = bench_dir();
     let engine = Engine::new(on_disk(&dir, Durability::Buffered)).expect("engine");
-    let admin = engine.session(UserContext::new("admin", Role::Dba));
-    run_ours(
-        &admin,
+    let rows = size.segment_rows;
+    let ctx = flushed_segments(
+        &engine,
+        &dir,
         "CREATE TABLE t (id BIGINT NOT NULL, v DOUBLE, payload TEXT) WITH (FLUSH_POLICY = 'none')",
+        SEGMENTS,
+        rows,
     )
     .await;
-    let (schema, store) = user_table_store(&engine, "t");
-    let alice = PartitionKey::User(UserId::new("alice"));
-    let rows = size.segment_rows;
-    for segment in 0..SEGMENTS {
-        let ids: Vec<i64> = (segment * rows..(segment + 1) * rows)
-            .map(|i| i as i64)
-            .collect();
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![
-                Arc::new(Int64Array::from(ids.clone())),
-                Arc::new(Float64Array::from_iter_values(
-                    ids.iter().map(|i| *i as f64 * 0.5),
-                )),
-                Arc::new(StringViewArray::from_iter_values(
-                    ids.iter().map(|i| format!("payload {i}")),
-                )),
-            ],
-        )
-        .expect("batch");
-        store.append(&alice, vec![batch]).await.expect("append");
-        run_ours(&admin, "FLUSH TABLE t").await;
-    }
-    let files = dir
-        .path()
-        .join("tables")
-        .join("default.t.1")
-        .join("data")
-        .join("u-alice");
-    let ctx = SessionContext::new();
-    ctx.register_parquet(
-        "t",
-        files.to_str().expect("a UTF-8 path"),
-        ParquetReadOptions::default(),
-    )
-    .await
-    .expect("listing table");
     let session = engine.session(UserContext::new("alice", Role::User));
     let total = SEGMENTS * rows;
     let queries = [
@@ -335,6 +301,142 @@ pub async fn parquet_scan_200k(size: Size) -> Vec<Measurement> {
         total,
         "every row"
     );
+    out
+}
+
+/// Creates table `t` by `create` (columns `id BIGINT, v DOUBLE, payload
+/// TEXT`) and gives alice `segments` flushed Parquet segments of `rows`
+/// rows each, ids ascending from 0 (loaded past SQL: the load is not what
+/// is measured). Returns a DataFusion context with those very files as its
+/// Parquet table `t`.
+async fn flushed_segments(
+    engine: &Engine,
+    dir: &tempfile::TempDir,
+    create: &str,
+    segments: usize,
+    rows: usize,
+) -> SessionContext {
+    let admin = engine.session(UserContext::new("admin", Role::Dba));
+    run_ours(&admin, create).await;
+    let (schema, store) = user_table_store(engine, "t");
+    let alice = PartitionKey::User(UserId::new("alice"));
+    for segment in 0..segments {
+        let ids: Vec<i64> = (segment * rows..(segment + 1) * rows)
+            .map(|i| i as i64)
+            .collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(Float64Array::from_iter_values(
+                    ids.iter().map(|i| *i as f64 * 0.5),
+                )),
+                Arc::new(StringViewArray::from_iter_values(
+                    ids.iter().map(|i| format!("payload {i}")),
+                )),
+            ],
+        )
+        .expect("batch");
+        store.append(&alice, vec![batch]).await.expect("append");
+        run_ours(&admin, "FLUSH TABLE t").await;
+    }
+    let files = dir
+        .path()
+        .join("tables")
+        .join("default.t.1")
+        .join("data")
+        .join("u-alice");
+    let ctx = SessionContext::new();
+    ctx.register_parquet(
+        "t",
+        files.to_str().expect("a UTF-8 path"),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .expect("listing table");
+    ctx
+}
+
+/// `point_lookup`: one row by PRIMARY KEY from one user's 10 flushed
+/// segments of `size.segment_rows` rows, beside DataFusion's Parquet reader
+/// on the same files; and what checking the key costs a single-row INSERT,
+/// beside the same INSERT into the same rows without a key.
+pub async fn point_lookup(size: Size) -> Vec<Measurement> {
+    const SEGMENTS: usize = 10;
+    let rows = size.segment_rows;
+    let total = SEGMENTS * rows;
+    let mut tables = Vec::new();
+    for key in ["PRIMARY KEY", "NOT NULL"] {
+        let dir = bench_dir();
+        // Buffered: an fsync would bury what the key check costs.
+        let engine = Engine::new(on_disk(&dir, Durability::Buffered)).expect("engine");
+        let create = format!(
+            "CREATE TABLE t (id BIGINT {key}, v DOUBLE, payload TEXT) WITH (FLUSH_POLICY = 'none')"
+        );
+        let ctx = flushed_segments(&engine, &dir, &create, SEGMENTS, rows).await;
+        tables.push((dir, engine, ctx));
+    }
+    let (_, keyed, ctx) = &tables[0];
+    let alice = keyed.session(UserContext::new("alice", Role::User));
+    let sql = format!("SELECT * FROM t WHERE id = {}", total / 2 + 7);
+    assert_eq!(row_count(&run_ours(&alice, &sql).await), 1);
+    assert_eq!(row_count(&run_datafusion(ctx, &sql).await), 1);
+    let ours = latency(size, || {
+        let (alice, sql) = (&alice, &sql);
+        async move {
+            run_ours(alice, sql).await;
+        }
+    })
+    .await;
+    let theirs = latency(size, || {
+        let sql = &sql;
+        async move {
+            run_datafusion(ctx, sql).await;
+        }
+    })
+    .await;
+    let mut out = vec![Measurement::latency(
+        "point_lookup",
+        format!(
+            "lookup by primary key, {total} rows in {SEGMENTS} segments, vs DataFusion's Parquet reader"
+        ),
+        ours,
+        theirs,
+    )];
+    let mut inserts = Vec::new();
+    for (_, engine, _) in &tables {
+        let alice = engine.session(UserContext::new("alice", Role::User));
+        let mut next = total;
+        inserts.push(
+            latency(size, || {
+                next += 1;
+                let sql = format!("INSERT INTO t VALUES ({next}, 0.5, 'new')");
+                let alice = &alice;
+                async move {
+                    run_ours(alice, &sql).await;
+                }
+            })
+            .await,
+        );
+    }
+    let duplicate = format!("INSERT INTO t VALUES ({}, 0.5, 'again')", total / 2);
+    let refused = match alice.sql(&duplicate).await {
+        Ok(query) => query.collect().await.map(|_| ()),
+        Err(err) => Err(err),
+    };
+    assert_eq!(
+        refused.map_err(|e| e.code()),
+        Err("PRIMARY_KEY_VIOLATION"),
+        "a key in a flushed segment is found"
+    );
+    out.push(Measurement::latency(
+        "point_lookup",
+        format!(
+            "single-row INSERT, buffered log, key checked against {total} flushed rows, vs no key"
+        ),
+        inserts[0],
+        inserts[1],
+    ));
     out
 }
 

@@ -6,7 +6,8 @@ use std::fmt;
 use datafusion::arrow::record_batch::RecordBatch;
 
 /// Told about the rows a live query watches: first what is there, then
-/// what is added.
+/// what is added and removed (an UPDATE removes rows' old values and adds
+/// their new ones).
 pub trait ChangeListener: fmt::Debug + Send + Sync {
     /// The rows present when the listener was registered. Called once,
     /// before any [`on_rows`](Self::on_rows), with the table's writers held
@@ -17,6 +18,10 @@ pub trait ChangeListener: fmt::Debug + Send + Sync {
     /// Rows just added to what the listener watches (the table's schema).
     /// `false` when the listener is gone for good; it is then removed.
     fn on_rows(&self, rows: &[RecordBatch]) -> bool;
+
+    /// Rows just removed from what the listener watches (by DELETE, or an
+    /// UPDATE's old values); `false` when the listener is gone for good.
+    fn on_removed(&self, rows: &[RecordBatch]) -> bool;
 }
 
 /// Keeps a listener registered with a table; dropping it unregisters.

@@ -104,6 +104,17 @@ pub enum TenantError {
         /// The NOT NULL column.
         column: String,
     },
+    /// A write would leave two rows of a partition with the same PRIMARY
+    /// KEY values; nothing of the statement was written.
+    #[error("PRIMARY_KEY_VIOLATION: key {key} of table '{table}' {detail}")]
+    PrimaryKeyViolation {
+        /// The table written to.
+        table: String,
+        /// The key, as `(columns)=(values)`.
+        key: String,
+        /// Why it clashes: already present, or twice in the statement.
+        detail: String,
+    },
     /// Durable storage failed (a write, an fsync, a read): the statement
     /// that met it was not acknowledged.
     #[error("STORAGE_ERROR: {0}")]
@@ -162,6 +173,7 @@ impl TenantError {
             TenantError::NotNullViolation { .. } => "NOT_NULL_VIOLATION",
             TenantError::Storage(_) => "STORAGE_ERROR",
             TenantError::Corrupted { .. } => "DATA_CORRUPTED",
+            TenantError::PrimaryKeyViolation { .. } => "PRIMARY_KEY_VIOLATION",
             TenantError::NotSupported(_) => "NOT_SUPPORTED",
             TenantError::Syntax(_) => "SYNTAX_ERROR",
             TenantError::Plan(_) => "PLAN_ERROR",

@@ -30,6 +30,8 @@ pub struct TableDef {
     /// The directory (under the storage root) of its rows, for tables whose
     /// rows are durable.
     pub storage: Option<String>,
+    /// Its `PRIMARY KEY` columns (empty: none).
+    pub primary_key: Vec<String>,
 }
 
 /// One change to what exists.
@@ -186,7 +188,8 @@ fn encode(event: &CatalogEvent) -> Result<Vec<u8>> {
             .bytes(&encode_schema(&def.schema)?)
             .pairs(&def.options)
             .pairs(&def.defaults)
-            .str(def.storage.as_deref().unwrap_or("")),
+            .str(def.storage.as_deref().unwrap_or(""))
+            .strs(&def.primary_key),
         CatalogEvent::DropTable { namespace, table } => {
             out.u8(DROP_TABLE).str(namespace).str(table)
         }
@@ -255,6 +258,7 @@ fn decode(payload: &[u8]) -> Result<CatalogEvent, String> {
                 options: d.pairs("options")?,
                 defaults: d.pairs("defaults")?,
                 storage: Some(d.str("storage")?).filter(|s| !s.is_empty()),
+                primary_key: d.strs("primary key")?,
             },
         },
         DROP_TABLE => CatalogEvent::DropTable {
@@ -326,6 +330,7 @@ mod tests {
                     options: vec![("ACCESS_LEVEL".into(), "restricted".into())],
                     defaults: vec![("ts".into(), "now()".into())],
                     storage: Some("app.notes.1".into()),
+                    primary_key: vec!["id".into()],
                 },
             },
             CatalogEvent::CreateUser {

@@ -871,7 +871,7 @@ impl PartitionStore for DurablePartitionStore {
         key: &PartitionKey,
         old: RecordBatch,
         new: Option<RecordBatch>,
-    ) -> DFResult<u64> {
+    ) -> DFResult<Vec<u32>> {
         let inner = &self.inner;
         let loaded = inner.load().await?;
         let partition = inner.partition(loaded, key).await?;
@@ -903,7 +903,7 @@ impl PartitionStore for DurablePartitionStore {
         }
         let found = wanted.found();
         if found.is_empty() {
-            return Ok(0);
+            return Ok(found);
         }
         let removed = rows_at(&old, &found)?;
         let added = new.map(|new| rows_at(&new, &found)).transpose()?;
@@ -927,7 +927,7 @@ impl PartitionStore for DurablePartitionStore {
             let lsn = loaded.log(record).await?;
             partition.state.write().replace(lsn, &removed, added)?;
         }
-        Ok(found.len() as u64)
+        Ok(found)
     }
 
     async fn drop_partition(&self, key: &PartitionKey) -> DFResult<u64> {
@@ -1165,13 +1165,22 @@ mod tests {
                     .replace(&alice, rows(&[2]), Some(rows(&[20])))
                     .await
                     .unwrap(),
-                1
+                [0]
             );
-            assert_eq!(store.replace(&alice, rows(&[4]), None).await.unwrap(), 1);
-            assert_eq!(store.replace(&alice, rows(&[99]), None).await.unwrap(), 0);
-            assert_eq!(
-                store.replace(&alice, rows(&[2]), None).await.unwrap(),
-                0,
+            assert_eq!(store.replace(&alice, rows(&[4]), None).await.unwrap(), [0]);
+            assert!(
+                store
+                    .replace(&alice, rows(&[99]), None)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert!(
+                store
+                    .replace(&alice, rows(&[2]), None)
+                    .await
+                    .unwrap()
+                    .is_empty(),
                 "gone"
             );
             assert_eq!(sorted(store.read(&alice).await.unwrap()), [1, 3, 20]);

@@ -15,7 +15,15 @@ use parking_lot::RwLock;
 use tenantfusion_core::ChangeListener;
 use tokio::sync::RwLock as AsyncRwLock;
 
+use crate::matching::rows_at;
 use crate::store::{PartitionKey, PartitionStore};
+
+/// Which way rows told to listeners went.
+#[derive(Debug, Clone, Copy)]
+enum Published {
+    Added,
+    Removed,
+}
 
 type Listeners = HashMap<PartitionKey, Vec<(u64, Arc<dyn ChangeListener>)>>;
 
@@ -61,8 +69,31 @@ impl ChangeFeed {
             return store.append(partition, batches).await;
         }
         let added = store.append(partition, batches.clone()).await?;
-        self.publish(partition, &batches);
+        self.publish(partition, &batches, Published::Added);
         Ok(added)
+    }
+
+    /// [`PartitionStore::replace`] (UPDATE, DELETE), telling the partition's
+    /// listeners which rows went and which came; returns the rows changed.
+    pub(crate) async fn replace(
+        &self,
+        store: &dyn PartitionStore,
+        partition: &PartitionKey,
+        old: RecordBatch,
+        new: Option<RecordBatch>,
+    ) -> Result<u64> {
+        let _writing = self.gate.read().await;
+        if self.count.load(Ordering::SeqCst) == 0 {
+            return Ok(store.replace(partition, old, new).await?.len() as u64);
+        }
+        let found = store.replace(partition, old.clone(), new.clone()).await?;
+        if !found.is_empty() {
+            self.publish(partition, &[rows_at(&old, &found)?], Published::Removed);
+            if let Some(new) = new {
+                self.publish(partition, &[rows_at(&new, &found)?], Published::Added);
+            }
+        }
+        Ok(found.len() as u64)
     }
 
     /// Registers `listener` for `keys` after handing it the rows of the
@@ -100,7 +131,7 @@ impl ChangeFeed {
 
     /// Tells the listeners of `partition` (and, for a topic, those of every
     /// topic) about `rows`.
-    fn publish(&self, partition: &PartitionKey, rows: &[RecordBatch]) {
+    fn publish(&self, partition: &PartitionKey, rows: &[RecordBatch], what: Published) {
         if self.count.load(Ordering::SeqCst) == 0 || rows.is_empty() {
             return;
         }
@@ -116,7 +147,11 @@ impl ChangeFeed {
                 .chain(all_topics)
                 .flatten()
             {
-                if !listener.on_rows(rows) {
+                let listening = match what {
+                    Published::Added => listener.on_rows(rows),
+                    Published::Removed => listener.on_removed(rows),
+                };
+                if !listening {
                     gone.push(*id);
                 }
             }

@@ -23,6 +23,7 @@ use tenantfusion_core::{
 use crate::binding::IdentityBinding;
 use crate::feed::ChangeFeed;
 use crate::policy::{PartitionPolicy, SharedAccess, UserPartitions};
+use crate::primary_key::PrimaryKey;
 use crate::scan::{PartitionScanExec, ScanRequest};
 use crate::sink::{MutationSink, PartitionSink};
 use crate::store::{PartitionKey, PartitionStore};
@@ -45,6 +46,7 @@ pub struct PartitionedTable<P> {
     column_defaults: HashMap<String, Expr>,
     /// Live queries of this table, told by every write.
     feed: Arc<ChangeFeed>,
+    primary_key: Option<Arc<PrimaryKey>>,
 }
 
 /// A user table: each caller reads and writes only their own rows.
@@ -111,7 +113,25 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
             policy: Arc::new(policy),
             column_defaults: HashMap::new(),
             feed: Arc::default(),
+            primary_key: None,
         }
+    }
+
+    /// Declares columns `columns` (NOT NULL) the table's primary key: a
+    /// write that would leave two rows of a partition with equal key values
+    /// fails with `PRIMARY_KEY_VIOLATION` (see [`PrimaryKey`]). No columns:
+    /// no key.
+    pub fn with_primary_key(mut self, columns: Vec<usize>) -> Result<Self, TenantError> {
+        self.primary_key = match columns.is_empty() {
+            true => None,
+            false => Some(Arc::new(PrimaryKey::new(&self.core.schema, columns)?)),
+        };
+        Ok(self)
+    }
+
+    /// The table's primary key, if it has one.
+    pub fn primary_key(&self) -> Option<&PrimaryKey> {
+        self.primary_key.as_deref()
     }
 
     /// Sets `DEFAULT` expressions used by INSERTs that omit columns.
@@ -253,6 +273,7 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
             Arc::clone(&self.policy) as Arc<dyn PartitionPolicy>,
             binding,
         )
+        .with_primary_key(self.primary_key.clone())
     }
 }
 

@@ -18,7 +18,8 @@ use tenantfusion_core::{Mutation, TableId, TenantError};
 use crate::binding::IdentityBinding;
 use crate::feed::ChangeFeed;
 use crate::policy::PartitionPolicy;
-use crate::store::PartitionStore;
+use crate::primary_key::PrimaryKey;
+use crate::store::{PartitionKey, PartitionStore};
 
 /// Appends rows to the partition of whoever executes the plan.
 ///
@@ -36,6 +37,7 @@ pub struct PartitionSink {
     feed: Arc<ChangeFeed>,
     policy: Arc<dyn PartitionPolicy>,
     binding: IdentityBinding,
+    primary_key: Option<Arc<PrimaryKey>>,
 }
 
 impl PartitionSink {
@@ -58,6 +60,46 @@ impl PartitionSink {
             feed,
             policy,
             binding,
+            primary_key: None,
+        }
+    }
+
+    /// Checks `key` on every write (see [`PrimaryKey`]).
+    pub fn with_primary_key(mut self, key: Option<Arc<PrimaryKey>>) -> Self {
+        self.primary_key = key;
+        self
+    }
+
+    /// Stores `added` in `partition` in place of the rows of `replaced`
+    /// still there (an UPDATE or DELETE) or after the partition's rows (an
+    /// INSERT), first checking the primary key if there is one.
+    async fn store(
+        &self,
+        partition: &PartitionKey,
+        added: Vec<RecordBatch>,
+        replaced: Option<RecordBatch>,
+    ) -> Result<u64> {
+        let (store, feed) = (self.store.as_ref(), &self.feed);
+        let _held = match (&self.primary_key, added.as_slice()) {
+            (Some(key), [first, ..]) => {
+                let added = concat_batches(&first.schema(), &added)?;
+                Some(
+                    key.admit(&self.table_id, store, partition, &added, replaced.as_ref())
+                        .await?,
+                )
+            }
+            _ => None,
+        };
+        match replaced {
+            None => feed.append(store, partition, added).await,
+            Some(old) => {
+                let new = match added.as_slice() {
+                    [] => None,
+                    [one] => Some(one.clone()),
+                    many => Some(concat_batches(&many[0].schema(), many)?),
+                };
+                feed.replace(store, partition, old, new).await
+            }
         }
     }
 
@@ -122,7 +164,7 @@ impl DataSink for PartitionSink {
             .into_iter()
             .map(|b| self.conform(b))
             .collect::<Result<Vec<_>, _>>()?;
-        self.feed.append(self.store.as_ref(), &key, batches).await
+        self.store(&key, batches, None).await
     }
 }
 
@@ -210,6 +252,6 @@ impl DataSink for MutationSink {
                 (as_stored(old)?, Some(rows.conform(new)?))
             }
         };
-        rows.store.replace(&key, old, new).await
+        rows.store(&key, new.into_iter().collect(), Some(old)).await
     }
 }

@@ -75,13 +75,14 @@ pub trait PartitionStore: Debug + Send + Sync {
     /// out (one stored row with equal values per row of `old`) and, when
     /// `new` is given, row `i` of `new` put in for row `i` of `old`. Rows of
     /// `old` no longer there (changed by a statement in between) are left
-    /// out, with their `new` rows. All or nothing; returns the rows changed.
+    /// out, with their `new` rows. All or nothing; returns the indices of
+    /// the rows of `old` changed, ascending.
     async fn replace(
         &self,
         partition: &PartitionKey,
         old: RecordBatch,
         new: Option<RecordBatch>,
-    ) -> Result<u64> {
+    ) -> Result<Vec<u32>> {
         let _ = (partition, old, new);
         Err(DataFusionError::NotImplemented(
             "the rows of this table cannot be updated or deleted".into(),
@@ -151,18 +152,17 @@ impl MemoryPartitionStore {
         partition: &PartitionKey,
         old: RecordBatch,
         new: Option<RecordBatch>,
-    ) -> Result<u64> {
+    ) -> Result<Vec<u32>> {
         let Some(slot) = self.partitions.get(partition).map(|s| Arc::clone(&s)) else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         let mut rows = slot.write();
         let mut wanted = RowMatcher::new(std::slice::from_ref(&old))?;
         let (kept, _) = wanted.take_all(rows.clone())?;
         let found = wanted.found();
         if found.is_empty() {
-            return Ok(0);
+            return Ok(found);
         }
-        let changed = found.len() as u64;
         *rows = kept;
         if let Some(new) = new {
             append_coalesced(&mut rows, vec![rows_at(&new, &found)?])?;
@@ -171,7 +171,7 @@ impl MemoryPartitionStore {
             drop(rows);
             self.partitions.remove(partition);
         }
-        Ok(changed)
+        Ok(found)
     }
 
     /// [`PartitionStore::drop_partition`] without waiting.
@@ -211,7 +211,7 @@ impl PartitionStore for MemoryPartitionStore {
         partition: &PartitionKey,
         old: RecordBatch,
         new: Option<RecordBatch>,
-    ) -> Result<u64> {
+    ) -> Result<Vec<u32>> {
         self.replace_now(partition, old, new)
     }
 

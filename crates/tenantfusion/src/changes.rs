@@ -198,12 +198,24 @@ impl Changes<'_> {
             ),
             _ => (Arc::new(MemoryPartitionStore::new()), None),
         };
+        let key = def
+            .primary_key
+            .iter()
+            .map(|name| {
+                schema.index_of(name).map_err(|_| {
+                    TenantError::InvalidArgument(format!(
+                        "primary key column '{name}' is not a column of table '{namespace}.{table}'"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut stream = None;
         let provider: Arc<dyn BaseTableProvider> = match (def.kind, options) {
             (TableType::Shared, TableOptions::Shared(level, _)) => Arc::new(
                 SharedTableProvider::new_shared(id, schema, level, store)
                     .with_column_defaults(defaults)
-                    .with_storage_id(storage),
+                    .with_storage_id(storage)
+                    .with_primary_key(key)?,
             ),
             (TableType::Stream, TableOptions::Stream(options)) => {
                 let provider = Arc::new(
@@ -224,7 +236,8 @@ impl Changes<'_> {
             _ => Arc::new(
                 UserTableProvider::new_user(id, schema, store)
                     .with_column_defaults(defaults)
-                    .with_storage_id(storage),
+                    .with_storage_id(storage)
+                    .with_primary_key(key)?,
             ),
         };
         let removed = old.map(|old| self.remove(&old)).unwrap_or_default();

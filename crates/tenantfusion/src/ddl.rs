@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::UInt64Array;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
+use datafusion::common::Constraint;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{CreateMemoryTable, DdlStatement, DropTable, LogicalPlan};
@@ -127,7 +128,7 @@ impl TenantSession {
                 "namespace 'system' is reserved for system tables".into(),
             ));
         }
-        let schema = Arc::new(create.input.schema().as_arrow().clone());
+        let (schema, primary_key) = keyed_schema(kind, create)?;
         let mut seen = HashSet::new();
         if let Some(dup) = schema.fields().iter().find(|f| !seen.insert(f.name())) {
             return Err(TenantError::InvalidArgument(format!(
@@ -151,6 +152,7 @@ impl TenantSession {
             schema,
             options: options.to_vec(),
             defaults,
+            primary_key,
         };
         let event = CatalogEvent::CreateTable {
             def,
@@ -407,6 +409,56 @@ impl TenantSession {
             UserContext::impersonated(target.user_id, target.role, self.user.user_id().clone());
         Ok(TenantSession::new(Arc::clone(&self.engine), user))
     }
+}
+
+/// The declared columns of `create`, its PRIMARY KEY columns made NOT
+/// NULL (as SQL has them), and the key's column names.
+fn keyed_schema(kind: TableType, create: &CreateMemoryTable) -> Result<(SchemaRef, Vec<String>)> {
+    let schema = create.input.schema().as_arrow();
+    let mut key = Vec::new();
+    for constraint in create.constraints.iter() {
+        match constraint {
+            Constraint::PrimaryKey(columns) if key.is_empty() => key.clone_from(columns),
+            Constraint::PrimaryKey(_) => {
+                return Err(TenantError::InvalidArgument(format!(
+                    "table '{}' declares more than one primary key",
+                    create.name
+                )));
+            }
+            Constraint::Unique(_) => {
+                return Err(TenantError::NotSupported(format!(
+                    "UNIQUE constraints (table '{}'); declare a PRIMARY KEY",
+                    create.name
+                )));
+            }
+        }
+    }
+    if key.is_empty() {
+        return Ok((Arc::new(schema.clone()), Vec::new()));
+    }
+    if kind == TableType::Stream {
+        return Err(TenantError::NotSupported(
+            "a PRIMARY KEY on a stream table (its rows expire)".into(),
+        ));
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            f.as_ref()
+                .clone()
+                .with_nullable(f.is_nullable() && !key.contains(&i))
+        })
+        .collect();
+    let names = key
+        .iter()
+        .map(|&i| schema.field(i).name().clone())
+        .collect();
+    Ok((
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+        names,
+    ))
 }
 
 /// The access level and grants of a table read like a shared table.

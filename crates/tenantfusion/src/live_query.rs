@@ -105,6 +105,10 @@ pub enum ChangeEvent {
     Snapshot(Vec<RecordBatch>),
     /// Rows added since, in the table's schema, filtered by the query's WHERE.
     Insert(RecordBatch),
+    /// Rows removed since (by DELETE; an UPDATE is the `Delete` of the
+    /// rows' old values, then the `Insert` of their new ones), filtered by
+    /// the query's WHERE. Rows are told apart by value.
+    Delete(RecordBatch),
     /// The queue was full and this many events were dropped, oldest first.
     Lagged {
         /// Events dropped.
@@ -117,6 +121,7 @@ pub enum ChangeEvent {
 enum Change {
     Snapshot(Vec<RecordBatch>),
     Insert(RecordBatch),
+    Delete(RecordBatch),
     /// The query ends with this error (read access taken away, a WHERE
     /// that fails on some row).
     Ended(TenantError),
@@ -166,6 +171,7 @@ impl LiveQuery {
                 Ok(Some(ChangeEvent::Snapshot(rows)))
             }
             Ok(Some(Delivery::Item(Change::Insert(rows)))) => Ok(Some(ChangeEvent::Insert(rows))),
+            Ok(Some(Delivery::Item(Change::Delete(rows)))) => Ok(Some(ChangeEvent::Delete(rows))),
             Ok(Some(Delivery::Lagged(missed))) => Ok(Some(ChangeEvent::Lagged { missed })),
             Ok(Some(Delivery::Item(Change::Ended(err)))) => {
                 self.ended = true;
@@ -377,6 +383,31 @@ impl Listener {
         Ok(kept)
     }
 
+    /// Queues the rows of `rows` the query matches as one `change`; `false`
+    /// when the query ended.
+    fn tell(&self, rows: &[RecordBatch], change: fn(RecordBatch) -> Change) -> bool {
+        // Access can be taken away while the query runs (REVOKE, a lower
+        // access level): it then ends instead of reading on.
+        if let Some(table) = self.table.upgrade()
+            && let Err(err) = table.authorize(&self.user, Access::Read)
+        {
+            return self.end(err);
+        }
+        let matching = match self.matching(rows) {
+            Ok(matching) => matching,
+            Err(err) => return self.end(err),
+        };
+        let batch = match matching.as_slice() {
+            [] => return true,
+            [one] => one.clone(),
+            many => match concat_batches(&many[0].schema(), many) {
+                Ok(batch) => batch,
+                Err(err) => return self.end(TenantError::Internal(err.to_string())),
+            },
+        };
+        self.queue.push(change(batch))
+    }
+
     /// Ends the query with `err`; `false`, for the feed to forget it.
     fn end(&self, err: TenantError) -> bool {
         self.queue.push(Change::Ended(err));
@@ -411,25 +442,10 @@ impl ChangeListener for Listener {
     }
 
     fn on_rows(&self, rows: &[RecordBatch]) -> bool {
-        // Access can be taken away while the query runs (REVOKE, a lower
-        // access level): it then ends instead of reading on.
-        if let Some(table) = self.table.upgrade()
-            && let Err(err) = table.authorize(&self.user, Access::Read)
-        {
-            return self.end(err);
-        }
-        let matching = match self.matching(rows) {
-            Ok(matching) => matching,
-            Err(err) => return self.end(err),
-        };
-        let batch = match matching.as_slice() {
-            [] => return true,
-            [one] => one.clone(),
-            many => match concat_batches(&many[0].schema(), many) {
-                Ok(batch) => batch,
-                Err(err) => return self.end(TenantError::Internal(err.to_string())),
-            },
-        };
-        self.queue.push(Change::Insert(batch))
+        self.tell(rows, Change::Insert)
+    }
+
+    fn on_removed(&self, rows: &[RecordBatch]) -> bool {
+        self.tell(rows, Change::Delete)
     }
 }

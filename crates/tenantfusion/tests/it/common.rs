@@ -2,11 +2,16 @@
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::array_value_to_string;
-use tenantfusion::{Engine, EngineConfig, Role, TenantSession, UserContext};
+use tenantfusion::{Engine, EngineConfig, Role, TenantError, TenantSession, UserContext};
 
 /// An engine with namespace `app` and users alice, bob (role user).
 pub async fn engine() -> Engine {
-    let engine = Engine::new(EngineConfig::default()).unwrap();
+    engine_on(EngineConfig::default()).await
+}
+
+/// [`engine`] with `config` (durable storage, say).
+pub async fn engine_on(config: EngineConfig) -> Engine {
+    let engine = Engine::new(config).unwrap();
     let admin = admin(&engine);
     for sql in [
         "CREATE NAMESPACE app",
@@ -51,16 +56,20 @@ pub async fn rows(session: &TenantSession, sql: &str) -> Vec<String> {
     out
 }
 
-/// The error code of a statement that must fail, at planning or execution.
-pub async fn error_code(session: &TenantSession, sql: &str) -> &'static str {
-    let err = match session.sql(sql).await {
+/// The error of a statement that must fail, at planning or execution.
+pub async fn error(session: &TenantSession, sql: &str) -> TenantError {
+    match session.sql(sql).await {
         Ok(q) => match q.collect().await {
             Ok(_) => panic!("{sql}: expected an error"),
             Err(e) => e,
         },
         Err(e) => e,
-    };
-    err.code()
+    }
+}
+
+/// The error code of a statement that must fail, at planning or execution.
+pub async fn error_code(session: &TenantSession, sql: &str) -> &'static str {
+    error(session, sql).await.code()
 }
 
 /// A single integer result.

@@ -15,9 +15,10 @@ use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use tenantfusion::{Durability, Engine, EngineConfig, Storage};
 
-use crate::common::{admin, count, error_code, rows, run, user};
+use crate::common::{admin, count, error, error_code, rows, run, user};
 
-fn on(dir: &Path) -> EngineConfig {
+/// A durable engine's configuration on `dir`, fsync per commit group.
+pub fn on(dir: &Path) -> EngineConfig {
     EngineConfig::default().with_storage(Storage::Directory {
         path: dir.to_path_buf(),
         durability: Durability::Fsync,
@@ -470,6 +471,141 @@ async fn a_damaged_log_fails_only_its_table_and_names_the_file() {
     // The other table, and the catalog, are unaffected.
     assert_eq!(rows(&alice, "SELECT id FROM other").await, ["7"]);
     run(&admin(&engine), "CREATE TABLE more (id BIGINT)").await;
+}
+
+/// How a flushed file of alice's is damaged.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    /// Her Parquet segment loses its footer's magic (as a torn upload).
+    Segment,
+    /// A byte inside her manifest is flipped.
+    Manifest,
+}
+
+#[tokio::test]
+async fn a_damaged_segment_or_manifest_fails_only_its_partition_and_loses_nothing() {
+    for damage in [Damage::Segment, Damage::Manifest] {
+        damaged_partition(damage).await;
+    }
+}
+
+async fn damaged_partition(damage: Damage) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        run(&admin(&engine), "CREATE TABLE notes (id BIGINT)").await;
+        let (alice, bob) = (user(&engine, "alice"), user(&engine, "bob"));
+        run(&alice, "INSERT INTO notes VALUES (1), (2), (3)").await;
+        run(&bob, "INSERT INTO notes VALUES (10), (20)").await;
+        run(&admin(&engine), "FLUSH TABLE notes").await;
+        // Acknowledged after the flush: only in the log.
+        run(&alice, "INSERT INTO notes VALUES (4)").await;
+    }
+    let partition = dir
+        .path()
+        .join("tables")
+        .join("default.notes.1")
+        .join("data")
+        .join("u-alice");
+    let file = match damage {
+        Damage::Segment => partition.join("seg-0.parquet"),
+        Damage::Manifest => partition.join("manifest"),
+    };
+    let whole = std::fs::read(&file).unwrap();
+    let mut bytes = whole.clone();
+    match damage {
+        Damage::Segment => {
+            let end = bytes.len();
+            bytes[end - 4..].copy_from_slice(b"XXXX");
+        }
+        Damage::Manifest => bytes[whole.len() / 2] ^= 0xff,
+    }
+    std::fs::write(&file, bytes).unwrap();
+    {
+        let engine = open(dir.path());
+        let (alice, bob) = (user(&engine, "alice"), user(&engine, "bob"));
+        // Every query that needs the segment; one its statistics rule out
+        // (id = 4) may still be answered.
+        for sql in [
+            "SELECT count(*) FROM notes",
+            "SELECT id FROM notes WHERE id = 2",
+        ] {
+            let err = error(&alice, sql).await;
+            assert_eq!(err.code(), "DATA_CORRUPTED", "{damage:?} {sql}: {err}");
+            let name = file.file_name().unwrap().to_str().unwrap();
+            assert!(
+                err.to_string().contains(&format!("u-alice/{name}")),
+                "{damage:?}: {err}"
+            );
+        }
+        // Bob's partition, and the table's other statements, are unaffected.
+        assert_eq!(
+            rows(&bob, "SELECT id FROM notes ORDER BY id").await,
+            ["10", "20"]
+        );
+        run(&bob, "INSERT INTO notes VALUES (30)").await;
+        assert_eq!(count(&bob, "SELECT count(*) FROM notes").await, 3);
+    }
+    // The file put back, every acknowledged row is there: the damage cost
+    // reads, not rows.
+    std::fs::write(&file, whole).unwrap();
+    let engine = open(dir.path());
+    assert_eq!(
+        rows(&user(&engine, "alice"), "SELECT id FROM notes ORDER BY id").await,
+        ["1", "2", "3", "4"]
+    );
+    assert_eq!(
+        rows(&user(&engine, "bob"), "SELECT id FROM notes ORDER BY id").await,
+        ["10", "20", "30"]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_flush_fails_the_statement_and_keeps_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir
+        .path()
+        .join("tables")
+        .join("default.notes.1")
+        .join("data");
+    {
+        let engine = open(dir.path());
+        let admin = admin(&engine);
+        run(
+            &admin,
+            "CREATE TABLE notes (id BIGINT) WITH (FLUSH_POLICY = 'none')",
+        )
+        .await;
+        let (alice, bob) = (user(&engine, "alice"), user(&engine, "bob"));
+        run(&alice, "INSERT INTO notes VALUES (1), (2)").await;
+        run(&bob, "INSERT INTO notes VALUES (10)").await;
+        // A file where alice's partition directory goes: her segment cannot
+        // be written (as on a full or failing disk).
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("u-alice"), b"in the way").unwrap();
+        let err = error(&admin, "FLUSH TABLE notes").await;
+        assert_eq!(err.code(), "STORAGE_ERROR", "{err}");
+        assert!(err.to_string().contains("u-alice"), "{err}");
+        // Nothing is lost and writing goes on.
+        run(&alice, "INSERT INTO notes VALUES (3)").await;
+        assert_eq!(
+            rows(&alice, "SELECT id FROM notes ORDER BY id").await,
+            ["1", "2", "3"]
+        );
+        assert_eq!(rows(&bob, "SELECT id FROM notes").await, ["10"]);
+        std::fs::remove_file(data.join("u-alice")).unwrap();
+        assert_eq!(rows(&admin, "FLUSH TABLE notes").await.len(), 1);
+    }
+    assert!(data.join("u-alice").join("seg-0.parquet").exists());
+    let engine = open(dir.path());
+    assert_eq!(
+        rows(&user(&engine, "alice"), "SELECT id FROM notes ORDER BY id").await,
+        ["1", "2", "3"]
+    );
+    assert_eq!(
+        rows(&user(&engine, "bob"), "SELECT id FROM notes").await,
+        ["10"]
+    );
 }
 
 const CRASH_DIR: &str = "TENANTFUSION_CRASH_DIR";

@@ -1,11 +1,11 @@
 //! Live queries (SUBSCRIBE) on user and shared tables: snapshot, then
-//! inserts, each caller seeing only what they may read.
+//! inserts, updates and deletes, each caller seeing only what they may read.
 
 use std::time::Duration;
 
 use tenantfusion::{ChangeEvent, LiveQuery};
 
-use crate::common::{admin, column_values, count, engine, error_code, rows, run, user};
+use crate::common::{admin, column_values, count, engine, engine_on, error_code, rows, run, user};
 
 /// The next event, with a bound against hanging.
 async fn next(live: &mut LiveQuery) -> ChangeEvent {
@@ -27,6 +27,21 @@ async fn inserted(live: &mut LiveQuery, column: &str) -> Vec<String> {
     match next(live).await {
         ChangeEvent::Insert(rows) => column_values(&[rows], column),
         other => panic!("expected an insert, got {other:?}"),
+    }
+}
+
+async fn deleted(live: &mut LiveQuery, column: &str) -> Vec<String> {
+    match next(live).await {
+        ChangeEvent::Delete(rows) => column_values(&[rows], column),
+        other => panic!("expected a delete, got {other:?}"),
+    }
+}
+
+/// No event is queued (after a moment for one to arrive).
+async fn quiet(live: &mut LiveQuery) {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    if let Some(event) = live.try_recv().unwrap() {
+        panic!("expected no event, got {event:?}");
     }
 }
 
@@ -96,6 +111,84 @@ async fn each_user_is_told_only_about_their_own_rows() {
         count(&admin, "SELECT count(*) FROM system.live_subscriptions").await,
         1
     );
+}
+
+#[tokio::test]
+async fn updates_and_deletes_reach_only_their_owners_live_queries_in_memory() {
+    updates_and_deletes_reach_their_owners(engine().await, false).await;
+}
+
+#[tokio::test]
+async fn updates_and_deletes_reach_only_their_owners_live_queries_on_flushed_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_on(crate::durable::on(dir.path())).await;
+    updates_and_deletes_reach_their_owners(engine, true).await;
+}
+
+async fn updates_and_deletes_reach_their_owners(engine: tenantfusion::Engine, flush: bool) {
+    run(
+        &admin(&engine),
+        "CREATE USER TABLE app.notes (id BIGINT, body TEXT)",
+    )
+    .await;
+    let (alice, bob) = (user(&engine, "alice"), user(&engine, "bob"));
+    run(&alice, "INSERT INTO app.notes VALUES (1, 'a1'), (2, 'a2')").await;
+    run(&bob, "INSERT INTO app.notes VALUES (1, 'b1'), (2, 'b2')").await;
+    if flush {
+        // The changed rows then sit in Parquet segments, not the hot set.
+        run(&admin(&engine), "FLUSH TABLE app.notes").await;
+    }
+    let mut a = alice.subscribe("SUBSCRIBE TO app.notes").await.unwrap();
+    let mut first = alice
+        .subscribe("SUBSCRIBE TO app.notes WHERE id = 1")
+        .await
+        .unwrap();
+    let mut b = bob.subscribe("SUBSCRIBE TO app.notes").await.unwrap();
+    assert_eq!(snapshot(&mut a, "body").await, ["a1", "a2"]);
+    assert_eq!(snapshot(&mut first, "body").await, ["a1"]);
+    assert_eq!(snapshot(&mut b, "body").await, ["b1", "b2"]);
+
+    // An UPDATE: the old values go, the new ones come; bob's row 1 is not
+    // alice's.
+    run(&alice, "UPDATE app.notes SET body = 'a1-new' WHERE id = 1").await;
+    assert_eq!(deleted(&mut a, "body").await, ["a1"]);
+    assert_eq!(inserted(&mut a, "body").await, ["a1-new"]);
+    assert_eq!(deleted(&mut first, "body").await, ["a1"]);
+    assert_eq!(inserted(&mut first, "body").await, ["a1-new"]);
+    quiet(&mut b).await;
+
+    // A DELETE through a subquery (it reaches the table with no filters).
+    run(
+        &bob,
+        "DELETE FROM app.notes WHERE id IN (SELECT id FROM app.notes WHERE body = 'b2')",
+    )
+    .await;
+    assert_eq!(deleted(&mut b, "body").await, ["b2"]);
+    quiet(&mut a).await;
+    quiet(&mut first).await;
+
+    // A row updated out of a WHERE only leaves it.
+    run(&alice, "UPDATE app.notes SET id = 3 WHERE id = 1").await;
+    assert_eq!(deleted(&mut a, "id").await, ["1"]);
+    assert_eq!(inserted(&mut a, "id").await, ["3"]);
+    assert_eq!(deleted(&mut first, "id").await, ["1"]);
+    quiet(&mut first).await;
+
+    // Nothing changed, nothing told: no match, EXPLAIN, a failed statement.
+    run(&alice, "DELETE FROM app.notes WHERE id = 99").await;
+    run(&alice, "EXPLAIN DELETE FROM app.notes").await;
+    run(&alice, "EXPLAIN UPDATE app.notes SET body = 'x'").await;
+    assert_eq!(
+        error_code(&alice, "UPDATE app.notes SET missing = 1").await,
+        "PLAN_ERROR"
+    );
+    quiet(&mut a).await;
+    assert_eq!(
+        rows(&alice, "SELECT id, body FROM app.notes ORDER BY id").await,
+        ["2 a2", "3 a1-new"]
+    );
+    assert_eq!(rows(&bob, "SELECT id, body FROM app.notes").await, ["1 b1"]);
+    quiet(&mut b).await;
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod isolation;
 mod live_queries;
 mod model;
 mod plan_cache;
+mod primary_key;
 mod s3;
 mod shared;
 mod streams;
