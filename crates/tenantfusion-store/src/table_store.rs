@@ -832,14 +832,14 @@ impl PartitionStore for DurablePartitionStore {
         };
         let mut out = Vec::new();
         if !manifest.segments.is_empty() {
+            // Statistics that cannot serve this predicate prune nothing.
+            let pruning = request.predicate.as_ref().and_then(|predicate| {
+                PruningPredicateBuilder::new()
+                    .with_file_schema(Arc::clone(&request.schema))
+                    .try_build(Arc::clone(predicate))
+                    .ok()
+            });
             if pending.is_empty() {
-                // Statistics that cannot serve this predicate prune nothing.
-                let pruning = request.predicate.as_ref().and_then(|predicate| {
-                    PruningPredicateBuilder::new()
-                        .with_file_schema(Arc::clone(&request.schema))
-                        .try_build(Arc::clone(predicate))
-                        .ok()
-                });
                 for segment in &manifest.segments {
                     let rows = inner
                         .read_segment(key, segment, request.columns.as_deref(), pruning.as_ref())
@@ -849,10 +849,16 @@ impl PartitionStore for DurablePartitionStore {
                     }
                 }
             } else {
-                // Rows taken out are matched on every column.
+                // Rows taken out are matched on every column. Pruning still
+                // holds: a taken-out row in a skipped row group fails the
+                // predicate, so if it matches an equal row elsewhere
+                // instead, that row fails it too and the scan's own filter
+                // drops it either way.
                 let mut taken = RowMatcher::new(&pending)?;
                 for segment in &manifest.segments {
-                    let rows = inner.read_segment(key, segment, None, None).await?;
+                    let rows = inner
+                        .read_segment(key, segment, None, pruning.as_ref())
+                        .await?;
                     let (rows, _) = taken.take_all(rows)?;
                     for batch in rows {
                         out.push(conform(project(batch)?, &request.schema)?);
@@ -1295,6 +1301,20 @@ mod tests {
         let all = store.read(&alice).await.unwrap();
         assert_eq!(ids(&all).len(), 31);
         assert_eq!(ids(&all)[..3], [0, 1, 2]);
+        // Rows taken out of segments (not yet rewritten) still leave the
+        // other segments' row groups to pruning, and stay hidden.
+        assert_eq!(
+            store.replace(&alice, rows(&[206]), None).await.unwrap(),
+            [0]
+        );
+        assert_eq!(store.replace(&alice, rows(&[3]), None).await.unwrap(), [0]);
+        let skipped = store.stats().row_groups_skipped;
+        let got = store.scan(&alice, &request(None, schema())).await.unwrap();
+        assert_eq!(
+            ids(&got),
+            [200, 201, 202, 203, 204, 205, 207, 208, 209, 300]
+        );
+        assert_eq!(store.stats().row_groups_skipped, skipped + 2);
     }
 
     #[tokio::test]
