@@ -14,6 +14,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::TryStreamExt;
 use tenantfusion_core::{Mutation, TableId, TenantError};
+use tokio::sync::MutexGuard;
 
 use crate::binding::IdentityBinding;
 use crate::feed::ChangeFeed;
@@ -70,37 +71,24 @@ impl PartitionSink {
         self
     }
 
-    /// Stores `added` in `partition` in place of the rows of `replaced`
-    /// still there (an UPDATE or DELETE) or after the partition's rows (an
-    /// INSERT), first checking the primary key if there is one.
-    async fn store(
+    /// With a primary key, holds off the partition's other writes and
+    /// checks that storing `added` in place of the rows of `replaced` keeps
+    /// every key once; keep the guard until the write is stored.
+    async fn hold(
         &self,
         partition: &PartitionKey,
-        added: Vec<RecordBatch>,
-        replaced: Option<RecordBatch>,
-    ) -> Result<u64> {
-        let (store, feed) = (self.store.as_ref(), &self.feed);
-        let _held = match (&self.primary_key, added.as_slice()) {
-            (Some(key), [first, ..]) => {
-                let added = concat_batches(&first.schema(), &added)?;
-                Some(
-                    key.admit(&self.table_id, store, partition, &added, replaced.as_ref())
-                        .await?,
-                )
-            }
-            _ => None,
+        added: &[RecordBatch],
+        replaced: Option<&RecordBatch>,
+    ) -> Result<Option<MutexGuard<'_, ()>>> {
+        let (Some(key), [first, ..]) = (&self.primary_key, added) else {
+            return Ok(None);
         };
-        match replaced {
-            None => feed.append(store, partition, added).await,
-            Some(old) => {
-                let new = match added.as_slice() {
-                    [] => None,
-                    [one] => Some(one.clone()),
-                    many => Some(concat_batches(&many[0].schema(), many)?),
-                };
-                feed.replace(store, partition, old, new).await
-            }
-        }
+        let added = concat_batches(&first.schema(), added)?;
+        let store = self.store.as_ref();
+        Ok(Some(
+            key.admit(&self.table_id, store, partition, &added, replaced)
+                .await?,
+        ))
     }
 
     /// Re-labels a batch with the table's schema, enforcing column count,
@@ -164,7 +152,8 @@ impl DataSink for PartitionSink {
             .into_iter()
             .map(|b| self.conform(b))
             .collect::<Result<Vec<_>, _>>()?;
-        self.store(&key, batches, None).await
+        let _held = self.hold(&key, &batches, None).await?;
+        self.feed.append(self.store.as_ref(), &key, batches).await
     }
 }
 
@@ -252,6 +241,7 @@ impl DataSink for MutationSink {
                 (as_stored(old)?, Some(rows.conform(new)?))
             }
         };
-        rows.store(&key, new.into_iter().collect(), Some(old)).await
+        let _held = rows.hold(&key, new.as_slice(), Some(&old)).await?;
+        rows.feed.replace(rows.store.as_ref(), &key, old, new).await
     }
 }
