@@ -90,13 +90,83 @@ impl FromStr for AccessLevel {
     }
 }
 
-/// What a caller wants to do with a table.
+/// What a statement does to a table: the operation a plan performs, and
+/// the privilege a `GRANT` gives on a `RESTRICTED` table (the same word for
+/// both, as in SQL).
+///
+/// ```
+/// use tenantfusion_core::Access;
+/// assert_eq!("delete".parse::<Access>().unwrap(), Access::Delete);
+/// assert_eq!(Access::Update.as_str(), "UPDATE");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Access {
-    /// Read rows (SELECT, and the source side of any statement).
-    Read,
-    /// Add rows (INSERT).
-    Write,
+    /// Read rows: SELECT, and every table a statement reads from
+    /// (UPDATE and DELETE read the rows they change).
+    Select,
+    /// Add rows.
+    Insert,
+    /// Change rows.
+    Update,
+    /// Remove rows.
+    Delete,
+}
+
+impl Access {
+    /// Every kind of access, in SQL's order (what `GRANT ALL` gives).
+    pub const ALL: [Access; 4] = [
+        Access::Select,
+        Access::Insert,
+        Access::Update,
+        Access::Delete,
+    ];
+
+    /// The SQL keyword.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Select => "SELECT",
+            Access::Insert => "INSERT",
+            Access::Update => "UPDATE",
+            Access::Delete => "DELETE",
+        }
+    }
+
+    /// "SELECT from", "INSERT into", "UPDATE", "DELETE from": how an error
+    /// message names the operation on a table.
+    pub fn phrase(self) -> &'static str {
+        match self {
+            Access::Select => "SELECT from",
+            Access::Insert => "INSERT into",
+            Access::Update => "UPDATE",
+            Access::Delete => "DELETE from",
+        }
+    }
+
+    /// Whether the access changes rows.
+    pub fn is_write(self) -> bool {
+        self != Access::Select
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Access {
+    type Err = TenantError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Access::ALL
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                TenantError::InvalidArgument(format!(
+                    "unknown privilege '{s}' (expected SELECT, INSERT, UPDATE, DELETE or ALL)"
+                ))
+            })
+    }
 }
 
 /// The definition every provider carries, created once when the table is
@@ -148,12 +218,19 @@ pub enum Mutation {
     Update,
 }
 
+impl Mutation {
+    /// The access the mutation needs.
+    pub fn access(self) -> Access {
+        match self {
+            Mutation::Delete => Access::Delete,
+            Mutation::Update => Access::Update,
+        }
+    }
+}
+
 impl fmt::Display for Mutation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mutation::Delete => "DELETE",
-            Mutation::Update => "UPDATE",
-        })
+        f.write_str(self.access().as_str())
     }
 }
 
@@ -174,8 +251,8 @@ pub trait BaseTableProvider: TableProvider + Send + Sync {
         &self.core().table_id
     }
 
-    /// Whether `user` may read or write this table at all; the same decision
-    /// the table's plans make again when they execute.
+    /// Whether `user` may perform `access` on this table at all; the same
+    /// decision the table's plans make again when they execute.
     fn authorize(&self, user: &UserContext, access: Access) -> Result<(), TenantError>;
 
     /// Removes everything this table holds for `user` (their rows, their

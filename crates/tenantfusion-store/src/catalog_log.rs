@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use tenantfusion_core::{Result, Role, TableType, TenantError};
-use tenantfusion_tables::Privilege;
+use tenantfusion_core::{Access, Result, Role, TableType, TenantError};
 
 use crate::codec::{Decoder, Encoder};
 use crate::ipc::{decode_schema, encode_schema};
@@ -82,7 +81,7 @@ pub enum CatalogEvent {
         /// Who is granted (or revoked).
         user: String,
         /// What.
-        privileges: Vec<Privilege>,
+        privileges: Vec<Access>,
         /// `true` for GRANT, `false` for REVOKE.
         grant: bool,
     },
@@ -279,11 +278,7 @@ fn decode(payload: &[u8]) -> Result<CatalogEvent, String> {
             privileges: d
                 .strs("privileges")?
                 .iter()
-                .map(|p| match p.as_str() {
-                    "SELECT" => Ok(Privilege::Select),
-                    "INSERT" => Ok(Privilege::Insert),
-                    other => Err(format!("unknown privilege '{other}'")),
-                })
+                .map(|p| p.parse().map_err(|_| format!("unknown privilege '{p}'")))
                 .collect::<Result<_, _>>()?,
             grant: d.u8("grant")? != 0,
         },
@@ -341,7 +336,7 @@ mod tests {
                 namespace: "app".into(),
                 table: "notes".into(),
                 user: "alice".into(),
-                privileges: vec![Privilege::Select, Privilege::Insert],
+                privileges: Access::ALL.to_vec(),
                 grant: true,
             },
             CatalogEvent::CreateSource {

@@ -49,6 +49,14 @@ pub(crate) enum Decoded<'a> {
     BadChecksum { len: usize },
 }
 
+/// The LSN field of a record header at the start of `buf`, unchecked.
+pub(crate) fn peek_lsn(buf: &[u8]) -> Option<u64> {
+    let bytes = buf.get(8..HEADER)?;
+    let mut lsn = [0u8; 8];
+    lsn.copy_from_slice(bytes);
+    Some(u64::from_le_bytes(lsn))
+}
+
 /// Reads the record at the start of `buf`.
 pub(crate) fn decode(buf: &[u8]) -> Decoded<'_> {
     if buf.is_empty() {

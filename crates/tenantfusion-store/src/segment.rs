@@ -4,16 +4,18 @@
 //! (`00000000000000000001.wal`), each starting with [`MAGIC`]. Records are
 //! numbered without gaps across segments, so a missing or reordered file is
 //! noticed. Only the newest segment is written to; a record cut short or
-//! failing its checksum at its end is a write that was never acknowledged
-//! (acknowledgement waits for the fsync) and is cut off. Damage anywhere
-//! else is reported, naming the file: it would lose acknowledged writes.
+//! failing its checksum with no good record anywhere after it is a write
+//! that was never acknowledged (acknowledgement waits for the fsync) and is
+//! cut off. Anything else is damage, reported as `DATA_CORRUPTED` naming
+//! the file and offset, and the file is left exactly as it was: cutting it
+//! would lose acknowledged writes.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use tenantfusion_core::{Result, TenantError};
 
-use crate::record::{Decoded, decode};
+use crate::record::{Decoded, HEADER, decode, peek_lsn};
 
 /// The first bytes of every segment: format name and version.
 pub(crate) const MAGIC: &[u8; 8] = b"TFWAL001";
@@ -123,25 +125,29 @@ pub(crate) fn scan(dir: &Path, mut each: impl FnMut(u64, &[u8]) -> Result<()>) -
                 }
                 Decoded::End => break,
                 Decoded::Short => "cut short",
-                Decoded::BadChecksum { len } => {
-                    // A torn write leaves nothing good after it; a good
-                    // record after a bad one means the bad one was damaged
-                    // in place, and acknowledged rows may be lost.
-                    let after = bytes.get(offset + len..).unwrap_or_default();
-                    if newest && !matches!(decode(after), Decoded::Record { .. }) {
-                        "checksum mismatch"
-                    } else {
-                        return Err(corrupted(
-                            path,
-                            format!("record {next_lsn} at byte {offset} fails its checksum"),
-                        ));
-                    }
-                }
+                Decoded::BadChecksum { .. } => "failing its checksum",
             };
-            if !newest {
+            // Torn only if nothing good follows: a torn write is the last
+            // thing in the newest segment. A good record after the bad one
+            // means the bad one was damaged in place (its length field may
+            // be what is damaged, so the search does not trust it), and
+            // cutting there would lose acknowledged records.
+            let after = offset + 1;
+            let following = bytes
+                .get(after..)
+                .and_then(|rest| find_record_after(rest, next_lsn))
+                .map(|(at, lsn)| (after + at, lsn));
+            if !newest || following.is_some() {
+                let next = match following {
+                    Some((at, lsn)) => format!("; record {lsn} follows intact at byte {at}"),
+                    None => String::new(),
+                };
                 return Err(corrupted(
                     path,
-                    format!("record {next_lsn} at byte {offset} is {damage}"),
+                    format!(
+                        "record {next_lsn} at byte {offset} is {damage}{next}: the log is \
+                         damaged, not cut short by a crash, and was left as it is"
+                    ),
                 ));
             }
             break;
@@ -155,6 +161,20 @@ pub(crate) fn scan(dir: &Path, mut each: impl FnMut(u64, &[u8]) -> Result<()>) -
         next_lsn,
         valid_len,
         torn_bytes,
+    })
+}
+
+/// The first good record in `bytes` numbered after `lsn`, at any byte
+/// offset: its offset and LSN. Records numbered beyond what `bytes` could
+/// hold are not looked at, so a random header almost never costs a
+/// checksum, and the search is linear in `bytes`.
+fn find_record_after(bytes: &[u8], lsn: u64) -> Option<(usize, u64)> {
+    let most = (bytes.len() / HEADER) as u64;
+    (0..bytes.len()).find_map(|at| {
+        let candidate = peek_lsn(&bytes[at..])?;
+        let plausible = candidate > lsn && candidate - lsn <= most;
+        (plausible && matches!(decode(&bytes[at..]), Decoded::Record { .. }))
+            .then_some((at, candidate))
     })
 }
 

@@ -872,6 +872,10 @@ impl PartitionStore for DurablePartitionStore {
         Ok(out)
     }
 
+    fn supports_replace(&self) -> bool {
+        true
+    }
+
     async fn replace(
         &self,
         key: &PartitionKey,

@@ -560,6 +560,67 @@ mod tests {
         assert!(err.to_string().contains("a segment is missing"), "{err}");
     }
 
+    /// Every kind of damage to any record but the last of one segment:
+    /// the log refuses to open, naming the file, and leaves it byte for
+    /// byte as it was (it used to read a damaged length field as a torn
+    /// end and cut the five intact records after it).
+    #[tokio::test]
+    async fn damage_inside_the_newest_segment_is_reported_and_nothing_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = open(dir.path(), WalOptions::default());
+        for n in 1..=6 {
+            wal.append(payload(n)).await.unwrap();
+        }
+        drop(wal);
+        let path = newest(dir.path());
+        let good = std::fs::read(&path).unwrap();
+        let record = 16 + payload(1).len();
+        let start = |i: usize| MAGIC.len() + i * record;
+        let mut damaged = Vec::new();
+        for i in 0..5 {
+            let at = start(i);
+            // Every bit of the length field, and a byte each of the
+            // checksum, the LSN and the payload.
+            for bit in 0..32 {
+                let mut bytes = good.clone();
+                bytes[at + bit / 8] ^= 1 << (bit % 8);
+                damaged.push((format!("record {i}: length bit {bit}"), bytes));
+            }
+            for (what, offset) in [("checksum", 5), ("lsn", 9), ("payload", 20)] {
+                let mut bytes = good.clone();
+                bytes[at + offset] ^= 0x40;
+                damaged.push((format!("record {i}: {what}"), bytes));
+            }
+            let mut missing = good.clone();
+            missing.drain(at + 20..at + 25);
+            damaged.push((format!("record {i}: five bytes missing"), missing));
+            let mut doubled = good.clone();
+            let copy = doubled[at + 20..at + 25].to_vec();
+            doubled.splice(at + 20..at + 20, copy);
+            damaged.push((format!("record {i}: five bytes doubled"), doubled));
+        }
+        for (what, bytes) in damaged {
+            std::fs::write(&path, &bytes).unwrap();
+            let mut replayed = 0;
+            let err = Wal::open(dir.path(), WalOptions::default(), |_, _| {
+                replayed += 1;
+                Ok(())
+            })
+            .unwrap_err();
+            assert_eq!(err.code(), "DATA_CORRUPTED", "{what}: {err}");
+            assert!(
+                err.to_string().contains(&path.display().to_string()),
+                "{err}"
+            );
+            assert!(replayed < 6, "{what}");
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: file changed");
+        }
+        // Put back, everything is there.
+        std::fs::write(&path, &good).unwrap();
+        let (_, seen) = open(dir.path(), WalOptions::default());
+        assert_eq!(seen.len(), 6);
+    }
+
     #[tokio::test]
     async fn truncation_removes_only_segments_wholly_stored_elsewhere() {
         let dir = tempfile::tempdir().unwrap();

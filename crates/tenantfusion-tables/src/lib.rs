@@ -24,7 +24,7 @@ mod stream;
 pub use binding::IdentityBinding;
 pub use feed::{ChangeFeed, Watch};
 pub use matching::{RowMatcher, rows_at};
-pub use policy::{PartitionPolicy, Privilege, SharedAccess, UserPartitions};
+pub use policy::{PartitionPolicy, SharedAccess, UserPartitions};
 pub use primary_key::PrimaryKey;
 pub use provider::{PartitionedTable, SharedTableProvider, UserTableProvider};
 pub use ring::{Retention, RingStore};

@@ -3,7 +3,9 @@
 use std::fmt::Debug;
 
 use dashmap::DashMap;
-use tenantfusion_core::{AccessLevel, Role, TableId, TableType, TenantError, UserContext, UserId};
+use tenantfusion_core::{
+    Access, AccessLevel, Role, TableId, TableType, TenantError, UserContext, UserId,
+};
 
 use crate::store::PartitionKey;
 
@@ -19,11 +21,13 @@ pub trait PartitionPolicy: Debug + Send + Sync + 'static {
         user: &UserContext,
     ) -> Result<PartitionKey, TenantError>;
 
-    /// The partition `user` writes, or why they may not.
+    /// The partition `user` changes with `access` (INSERT, UPDATE or
+    /// DELETE), or why they may not.
     fn write_partition(
         &self,
         table: &TableId,
         user: &UserContext,
+        access: Access,
     ) -> Result<PartitionKey, TenantError>;
 
     /// The partition holding only `user`'s rows, if the table has one.
@@ -77,6 +81,7 @@ impl PartitionPolicy for UserPartitions {
         &self,
         table: &TableId,
         user: &UserContext,
+        _access: Access,
     ) -> Result<PartitionKey, TenantError> {
         Self::own_partition(table, user)
     }
@@ -88,29 +93,18 @@ impl PartitionPolicy for UserPartitions {
     fn forget_user(&self, _user: &UserId) {}
 }
 
-/// A privilege that can be granted on a restricted shared table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Privilege {
-    /// Read rows.
-    Select,
-    /// Insert rows.
-    Insert,
-}
+/// The accesses granted to one user, one bit each.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Grants(u8);
 
-impl Privilege {
-    /// The privilege's SQL spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Privilege::Select => "SELECT",
-            Privilege::Insert => "INSERT",
-        }
+impl Grants {
+    fn bit(access: Access) -> u8 {
+        1 << (access as u8)
     }
-}
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Grants {
-    select: bool,
-    insert: bool,
+    fn has(self, access: Access) -> bool {
+        self.0 & Self::bit(access) != 0
+    }
 }
 
 /// Shared tables: one partition, guarded by an access level and, for
@@ -135,44 +129,39 @@ impl SharedAccess {
         self.level
     }
 
-    /// Grants `privilege` to `user` (meaningful for `RESTRICTED` tables only).
-    pub fn grant(&self, user: UserId, privilege: Privilege) {
-        let mut grants = self.grants.entry(user).or_default();
-        match privilege {
-            Privilege::Select => grants.select = true,
-            Privilege::Insert => grants.insert = true,
-        }
+    /// Grants `access` on the table to `user` (meaningful for `RESTRICTED`
+    /// tables only).
+    pub fn grant(&self, user: UserId, access: Access) {
+        self.grants.entry(user).or_default().0 |= Grants::bit(access);
     }
 
-    /// Takes `privilege` back from `user`.
-    pub fn revoke(&self, user: &UserId, privilege: Privilege) {
+    /// Takes `access` back from `user`.
+    pub fn revoke(&self, user: &UserId, access: Access) {
         if let Some(mut grants) = self.grants.get_mut(user) {
-            match privilege {
-                Privilege::Select => grants.select = false,
-                Privilege::Insert => grants.insert = false,
-            }
+            grants.0 &= !Grants::bit(access);
         }
-        self.grants.remove_if(user, |_, g| !g.select && !g.insert);
+        self.grants.remove_if(user, |_, g| g.0 == 0);
     }
 
-    /// Whether `user` holds `privilege` explicitly.
-    pub fn is_granted(&self, user: &UserId, privilege: Privilege) -> bool {
-        self.grants.get(user).is_some_and(|g| match privilege {
-            Privilege::Select => g.select,
-            Privilege::Insert => g.insert,
-        })
+    /// Whether `user` was granted `access` explicitly.
+    pub fn is_granted(&self, user: &UserId, access: Access) -> bool {
+        self.grants.get(user).is_some_and(|g| g.has(access))
     }
 
-    /// Whether `user` may use the table for `privilege`.
-    pub fn allows(&self, user: &UserContext, privilege: Privilege) -> bool {
+    /// Whether `user` may perform `access` on the table:
+    ///
+    /// | level      | SELECT                      | INSERT, UPDATE, DELETE      |
+    /// |------------|-----------------------------|-----------------------------|
+    /// | PUBLIC     | everyone                    | service, dba, system        |
+    /// | PRIVATE    | service, dba, system        | service, dba, system        |
+    /// | RESTRICTED | dba, system, users granted SELECT | dba, system, users granted that access |
+    pub fn allows(&self, user: &UserContext, access: Access) -> bool {
         let role = user.role();
-        match (self.level, privilege) {
-            (AccessLevel::Public, Privilege::Select) => true,
-            (AccessLevel::Public, Privilege::Insert) | (AccessLevel::Private, _) => {
-                role.is_trusted()
-            }
+        match (self.level, access) {
+            (AccessLevel::Public, Access::Select) => true,
+            (AccessLevel::Public, _) | (AccessLevel::Private, _) => role.is_trusted(),
             (AccessLevel::Restricted, _) => {
-                role.is_admin() || self.is_granted(user.user_id(), privilege)
+                role.is_admin() || self.is_granted(user.user_id(), access)
             }
         }
     }
@@ -181,20 +170,16 @@ impl SharedAccess {
         &self,
         table: &TableId,
         user: &UserContext,
-        privilege: Privilege,
+        access: Access,
     ) -> Result<PartitionKey, TenantError> {
-        if self.allows(user, privilege) {
+        if self.allows(user, access) {
             Ok(PartitionKey::Shared)
         } else {
             Err(TenantError::PermissionDenied(format!(
-                "user '{}' (role {}) may not {} {} shared table '{table}'",
+                "user '{}' (role {}) may not {} shared table '{table}'",
                 user.user_id(),
                 user.role(),
-                privilege.as_str(),
-                match privilege {
-                    Privilege::Select => "from",
-                    Privilege::Insert => "into",
-                },
+                access.phrase(),
             )))
         }
     }
@@ -210,15 +195,16 @@ impl PartitionPolicy for SharedAccess {
         table: &TableId,
         user: &UserContext,
     ) -> Result<PartitionKey, TenantError> {
-        self.check(table, user, Privilege::Select)
+        self.check(table, user, Access::Select)
     }
 
     fn write_partition(
         &self,
         table: &TableId,
         user: &UserContext,
+        access: Access,
     ) -> Result<PartitionKey, TenantError> {
-        self.check(table, user, Privilege::Insert)
+        self.check(table, user, access)
     }
 
     fn owned_partition(&self, _user: &UserId) -> Option<PartitionKey> {
@@ -251,8 +237,17 @@ mod tests {
                 .read_partition(&t, &who("a", Role::Anonymous))
                 .is_ok()
         );
-        assert!(public.write_partition(&t, &who("a", Role::User)).is_err());
-        assert!(public.write_partition(&t, &who("s", Role::Service)).is_ok());
+        let insert = Access::Insert;
+        assert!(
+            public
+                .write_partition(&t, &who("a", Role::User), insert)
+                .is_err()
+        );
+        assert!(
+            public
+                .write_partition(&t, &who("s", Role::Service), insert)
+                .is_ok()
+        );
 
         let private = SharedAccess::new(AccessLevel::Private);
         assert!(private.read_partition(&t, &who("a", Role::User)).is_err());
@@ -267,10 +262,10 @@ mod tests {
                 .is_err()
         );
         assert!(restricted.read_partition(&t, &who("d", Role::Dba)).is_ok());
-        restricted.grant(UserId::new("alice"), Privilege::Select);
+        restricted.grant(UserId::new("alice"), Access::Select);
         assert!(restricted.read_partition(&t, &alice).is_ok());
-        assert!(restricted.write_partition(&t, &alice).is_err());
-        restricted.revoke(&UserId::new("alice"), Privilege::Select);
+        assert!(restricted.write_partition(&t, &alice, insert).is_err());
+        restricted.revoke(&UserId::new("alice"), Access::Select);
         let err = restricted.read_partition(&t, &alice).unwrap_err();
         assert_eq!(err.code(), "PERMISSION_DENIED");
     }
@@ -283,6 +278,30 @@ mod tests {
             p.read_partition(&t, &who("alice", Role::Dba)).unwrap(),
             PartitionKey::User(UserId::new("alice"))
         );
-        assert!(p.write_partition(&t, &who("x", Role::Anonymous)).is_err());
+        assert!(
+            p.write_partition(&t, &who("x", Role::Anonymous), Access::Insert)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn restricted_grants_are_per_access() {
+        let t = TableId::new("app", "t");
+        let table = SharedAccess::new(AccessLevel::Restricted);
+        let alice = who("alice", Role::User);
+        table.grant(UserId::new("alice"), Access::Insert);
+        assert!(table.write_partition(&t, &alice, Access::Insert).is_ok());
+        for access in [Access::Update, Access::Delete] {
+            let err = table.write_partition(&t, &alice, access).unwrap_err();
+            assert_eq!(err.code(), "PERMISSION_DENIED", "{access}");
+        }
+        assert!(table.read_partition(&t, &alice).is_err());
+        table.grant(UserId::new("alice"), Access::Delete);
+        assert!(table.write_partition(&t, &alice, Access::Delete).is_ok());
+        assert!(table.write_partition(&t, &alice, Access::Update).is_err());
+        table.revoke(&UserId::new("alice"), Access::Insert);
+        table.revoke(&UserId::new("alice"), Access::Delete);
+        assert!(!table.is_granted(&UserId::new("alice"), Access::Delete));
+        assert!(table.grants.is_empty());
     }
 }

@@ -338,8 +338,8 @@ impl<P: PartitionPolicy> BaseTableProvider for PartitionedTable<P> {
     fn authorize(&self, user: &UserContext, access: Access) -> Result<(), TenantError> {
         let id = &self.core.table_id;
         match access {
-            Access::Read => self.policy.read_partition(id, user).map(drop),
-            Access::Write => self.policy.write_partition(id, user).map(drop),
+            Access::Select => self.policy.read_partition(id, user).map(drop),
+            write => self.policy.write_partition(id, user, write).map(drop),
         }
     }
 
@@ -378,6 +378,12 @@ impl<P: PartitionPolicy> BaseTableProvider for PartitionedTable<P> {
         input: Arc<dyn ExecutionPlan>,
         mutation: Mutation,
     ) -> Result<Arc<dyn ExecutionPlan>, TenantError> {
+        if !self.store.supports_replace() {
+            return Err(TenantError::NotSupported(format!(
+                "{mutation} is not supported on {} table '{}'",
+                self.core.table_type, self.core.table_id
+            )));
+        }
         let sink = MutationSink::new(self.sink(IdentityBinding::Task), mutation, input.schema());
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }

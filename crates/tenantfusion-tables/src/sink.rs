@@ -13,7 +13,7 @@ use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::TryStreamExt;
-use tenantfusion_core::{Mutation, TableId, TenantError};
+use tenantfusion_core::{Access, Mutation, TableId, TenantError};
 use tokio::sync::MutexGuard;
 
 use crate::binding::IdentityBinding;
@@ -143,7 +143,9 @@ impl DataSink for PartitionSink {
         context: &Arc<TaskContext>,
     ) -> Result<u64> {
         let user = self.binding.resolve(context)?;
-        let key = self.policy.write_partition(&self.table_id, &user)?;
+        let key = self
+            .policy
+            .write_partition(&self.table_id, &user, Access::Insert)?;
         let batches: Vec<RecordBatch> = data
             .try_collect()
             .await
@@ -204,7 +206,8 @@ impl DataSink for MutationSink {
     ) -> Result<u64> {
         let rows = &self.rows;
         let user = rows.binding.resolve(context)?;
-        let key = rows.policy.write_partition(&rows.table_id, &user)?;
+        let access = self.mutation.access();
+        let key = rows.policy.write_partition(&rows.table_id, &user, access)?;
         let table = rows.table_id.to_string();
         let input: Vec<RecordBatch> = data
             .try_collect()

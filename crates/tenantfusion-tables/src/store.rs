@@ -71,6 +71,13 @@ pub trait PartitionStore: Debug + Send + Sync {
         }
     }
 
+    /// Whether [`replace`](Self::replace) is implemented: UPDATE and DELETE
+    /// are refused when planned on a store without it, whether or not any
+    /// row would match (the answer must not tell).
+    fn supports_replace(&self) -> bool {
+        false
+    }
+
     /// UPDATE and DELETE: each row of `old` still in the partition is taken
     /// out (one stored row with equal values per row of `old`) and, when
     /// `new` is given, row `i` of `new` put in for row `i` of `old`. Rows of
@@ -204,6 +211,10 @@ impl PartitionStore for MemoryPartitionStore {
 
     async fn read(&self, partition: &PartitionKey) -> Result<Vec<RecordBatch>> {
         Ok(self.read_now(partition))
+    }
+
+    fn supports_replace(&self) -> bool {
+        true
     }
 
     async fn replace(

@@ -9,7 +9,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, Operator};
-use tenantfusion_core::{AccessLevel, Clock, TableId, TableType, TenantError, UserContext, UserId};
+use tenantfusion_core::{
+    Access, AccessLevel, Clock, TableId, TableType, TenantError, UserContext, UserId,
+};
 
 use crate::policy::{PartitionPolicy, SharedAccess, UserPartitions};
 use crate::provider::PartitionedTable;
@@ -68,11 +70,12 @@ impl PartitionPolicy for StreamPolicy {
         &self,
         table: &TableId,
         user: &UserContext,
+        access: Access,
     ) -> Result<PartitionKey, TenantError> {
         match self {
-            StreamPolicy::Users(users) => users.write_partition(table, user),
+            StreamPolicy::Users(users) => users.write_partition(table, user, access),
             StreamPolicy::Source { source, .. } => Err(TenantError::NotSupported(format!(
-                "stream table '{table}' is fed by source '{source}'; it takes no INSERT"
+                "stream table '{table}' is fed by source '{source}'; it takes no {access}"
             ))),
         }
     }

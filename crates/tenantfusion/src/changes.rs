@@ -51,12 +51,25 @@ pub(crate) struct Changes<'a> {
 impl Changes<'_> {
     /// Applies `event` to the engine's state, checking that it can be made
     /// (the table exists, the user is registered, ...). Returns the storage
-    /// of tables it removed: deleted once the change is logged.
-    pub(crate) fn apply(&self, event: &CatalogEvent) -> Result<Vec<String>> {
+    /// of tables it removed: deleted once the change is logged. A
+    /// `CreateTable` installs `built` when given (a table built and filled
+    /// beforehand), else builds the table from its definition.
+    pub(crate) fn apply(
+        &self,
+        event: &CatalogEvent,
+        built: Option<BuiltTable>,
+    ) -> Result<Vec<String>> {
         match event {
             CatalogEvent::CreateNamespace { name } => self.cache.create_namespace(name.as_str()),
             CatalogEvent::DropNamespace { name } => self.cache.drop_namespace(name),
-            CatalogEvent::CreateTable { def, replace } => return self.create_table(def, *replace),
+            CatalogEvent::CreateTable { def, replace } => {
+                self.check_create(def, *replace)?;
+                let built = match built {
+                    Some(built) => built,
+                    None => self.build_table(def)?,
+                };
+                return self.install(built);
+            }
             CatalogEvent::DropTable { namespace, table } => {
                 let old = self.cache.lookup(namespace, table)?;
                 return Ok(self.remove(&old));
@@ -163,15 +176,23 @@ impl Changes<'_> {
             .collect()
     }
 
-    fn create_table(&self, def: &TableDef, replace: bool) -> Result<Vec<String>> {
+    /// Whether a table of `def` can be created now: its namespace exists
+    /// and, unless `replace`, the name is free.
+    pub(crate) fn check_create(&self, def: &TableDef, replace: bool) -> Result<()> {
         let (namespace, table) = (def.namespace.as_str(), def.table.as_str());
         if !self.cache.namespace_exists(namespace) {
             return Err(TenantError::NamespaceNotFound(namespace.to_string()));
         }
-        let old = self.cache.get_provider(namespace, table);
-        if old.is_some() && !replace {
+        if !replace && self.cache.get_provider(namespace, table).is_some() {
             return Err(TenantError::TableExists(format!("{namespace}.{table}")));
         }
+        Ok(())
+    }
+
+    /// The table `def` describes, with its storage opened, known to nothing
+    /// yet: what `CREATE TABLE ... AS` fills before it replaces anything.
+    pub(crate) fn build_table(&self, def: &TableDef) -> Result<BuiltTable> {
+        let (namespace, table) = (def.namespace.as_str(), def.table.as_str());
         let options = TableOptions::parse(def.kind, &def.options, self.config)?;
         let columns = DFSchema::try_from(def.schema.as_ref().clone())?;
         let defaults = def
@@ -190,14 +211,6 @@ impl Changes<'_> {
             TableOptions::User(flush) | TableOptions::Shared(_, flush) => Some(*flush),
             TableOptions::Stream(_) => None,
         };
-        let (store, storage): (Arc<dyn PartitionStore>, _) = match (&def.storage, self.root, flush)
-        {
-            (Some(name), Some(root), Some(flush)) => (
-                root.table_store(name, flush)?,
-                Some(StorageId::new(name.as_str())),
-            ),
-            _ => (Arc::new(MemoryPartitionStore::new()), None),
-        };
         let key = def
             .primary_key
             .iter()
@@ -209,6 +222,14 @@ impl Changes<'_> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let (store, storage): (Arc<dyn PartitionStore>, _) = match (&def.storage, self.root, flush)
+        {
+            (Some(name), Some(root), Some(flush)) => (
+                root.table_store(name, flush)?,
+                Some(StorageId::new(name.as_str())),
+            ),
+            _ => (Arc::new(MemoryPartitionStore::new()), None),
+        };
         let mut stream = None;
         let provider: Arc<dyn BaseTableProvider> = match (def.kind, options) {
             (TableType::Shared, TableOptions::Shared(level, _)) => Arc::new(
@@ -240,8 +261,18 @@ impl Changes<'_> {
                     .with_primary_key(key)?,
             ),
         };
+        Ok(BuiltTable { provider, stream })
+    }
+
+    /// Makes a built table the one its name means, in place of any table
+    /// of that name (whose storage is returned, to delete once logged).
+    fn install(&self, built: BuiltTable) -> Result<Vec<String>> {
+        let BuiltTable { provider, stream } = built;
+        let id = Arc::clone(provider.table_id());
+        let (namespace, table) = (id.namespace_id().as_str(), id.table_name().as_str());
+        let old = self.cache.get_provider(namespace, table);
         let removed = old.map(|old| self.remove(&old)).unwrap_or_default();
-        self.cache.insert_provider(Arc::clone(&provider))?;
+        self.cache.insert_provider(provider)?;
         if let Some((stream, topics)) = stream
             && let Err(err) = self.streams.attach(stream, &topics)
         {
@@ -250,6 +281,15 @@ impl Changes<'_> {
         }
         Ok(removed)
     }
+}
+
+/// A table built from its definition and not yet installed (see
+/// [`Changes::build_table`]).
+pub(crate) struct BuiltTable {
+    /// The table.
+    pub(crate) provider: Arc<dyn BaseTableProvider>,
+    /// Its feed, for a stream table bound to a source: attached on install.
+    stream: Option<(Arc<StreamTableProvider>, Vec<String>)>,
 }
 
 impl EngineInner {
@@ -268,8 +308,28 @@ impl EngineInner {
     /// Applies `event` and, with durable storage, logs it; returns once it
     /// is durable. Changes are made one at a time.
     pub(crate) async fn commit(&self, event: CatalogEvent) -> Result<()> {
+        self.commit_built(event, None).await
+    }
+
+    /// [`commit`](Self::commit) of a `CreateTable` whose table was built
+    /// (and filled) beforehand; see [`Changes::apply`].
+    pub(crate) async fn commit_built(
+        &self,
+        event: CatalogEvent,
+        built: Option<BuiltTable>,
+    ) -> Result<()> {
         let _one_at_a_time = self.ddl.lock().await;
-        let removed = self.changes().apply(&event)?;
+        let staged = built.as_ref().map(|b| Arc::clone(&b.provider));
+        let removed = match self.changes().apply(&event, built) {
+            Ok(removed) => removed,
+            Err(err) => {
+                if let Some(staged) = staged {
+                    self.discard_storage_of(&staged);
+                }
+                return Err(err);
+            }
+        };
+        drop(staged);
         if let Some(durable) = &self.durable {
             // The change stays applied in this process if it cannot be
             // logged; the log refuses every later write, so the engine must
@@ -280,6 +340,19 @@ impl EngineInner {
             }
         }
         Ok(())
+    }
+
+    /// Throws away a table built but never installed, and its storage.
+    pub(crate) fn discard(&self, built: BuiltTable) {
+        self.discard_storage_of(&built.provider);
+    }
+
+    fn discard_storage_of(&self, provider: &Arc<dyn BaseTableProvider>) {
+        if let (Some(durable), Some(storage)) = (&self.durable, &provider.core().storage_id) {
+            // Best effort: a directory left behind is one the catalog does
+            // not list, removed when the engine next opens.
+            let _ = durable.root.remove_table(storage.as_str());
+        }
     }
 
     /// A storage name for a new table's rows, when they are durable.
@@ -293,7 +366,7 @@ impl EngineInner {
 /// removes table storage no table uses.
 pub(crate) fn replay(changes: &Changes<'_>, root: &StorageRoot) -> Result<CatalogLog> {
     let log = root.catalog(|event| {
-        for storage in changes.apply(&event)? {
+        for storage in changes.apply(&event, None)? {
             root.remove_table(&storage)?;
         }
         Ok(())

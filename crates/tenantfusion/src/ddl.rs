@@ -12,17 +12,18 @@ use datafusion::common::Constraint;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{CreateMemoryTable, DdlStatement, DropTable, LogicalPlan};
-use datafusion::physical_plan::collect;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::{ExecutionPlanProperties, collect};
 use datafusion::sql::planner::object_name_to_table_reference;
 use datafusion::sql::sqlparser::ast::ObjectName;
 use datafusion::sql::unparser::expr_to_sql;
 use tenantfusion_core::{
-    AccessLevel, BaseTableProvider, Result, Role, TableId, TableType, TenantError, UserContext,
-    UserId,
+    Access, AccessLevel, BaseTableProvider, Result, Role, TableId, TableType, TenantError,
+    UserContext, UserId,
 };
 use tenantfusion_store::{CatalogEvent, FlushPolicy, TableDef};
 use tenantfusion_tables::{
-    Privilege, Retention, SharedAccess, SharedTableProvider, StreamFeed, StreamTableProvider,
+    Retention, SharedAccess, SharedTableProvider, StreamFeed, StreamTableProvider,
 };
 
 use crate::config::EngineConfig;
@@ -154,38 +155,47 @@ impl TenantSession {
             defaults,
             primary_key,
         };
-        let event = CatalogEvent::CreateTable {
-            def,
-            replace: create.or_replace,
+        let replace = create.or_replace;
+        let has_rows =
+            !matches!(create.input.as_ref(), LogicalPlan::EmptyRelation(e) if !e.produce_one_row);
+        let built = if has_rows {
+            // CREATE TABLE ... AS is all or nothing: the new table is built
+            // and filled aside, and replaces the old one (or takes its name)
+            // only once every row is in. A failure leaves what was there.
+            let changes = self.engine.changes();
+            match changes.check_create(&def, replace) {
+                Err(TenantError::TableExists(_)) if create.if_not_exists => return self.done(),
+                other => other?,
+            }
+            let built = changes.build_table(&def)?;
+            if let Err(err) = self.fill_from(&built.provider, &create.input, state).await {
+                self.engine.discard(built);
+                return Err(err);
+            }
+            Some(built)
+        } else {
+            None
         };
-        match self.engine.commit(event).await {
-            Err(TenantError::TableExists(_)) if create.if_not_exists => return self.done(),
-            other => other?,
+        let event = CatalogEvent::CreateTable { def, replace };
+        match self.engine.commit_built(event, built).await {
+            Err(TenantError::TableExists(_)) if create.if_not_exists => self.done(),
+            other => other.and_then(|()| self.done()),
         }
-        let provider = self.engine.cache.lookup(namespace, table)?;
-        if let Err(err) = self.fill_from(&provider, &create.input, state).await {
-            // CREATE TABLE ... AS is all or nothing.
-            let drop = CatalogEvent::DropTable {
-                namespace: namespace.to_string(),
-                table: table.to_string(),
-            };
-            self.engine.commit(drop).await?;
-            return Err(err);
-        }
-        self.done()
     }
 
-    /// Inserts the rows of `CREATE TABLE ... AS SELECT/VALUES` as the creator.
+    /// Inserts the rows of `CREATE TABLE ... AS SELECT/VALUES` as the
+    /// creator, from every partition of the input.
     async fn fill_from(
         &self,
         provider: &Arc<dyn BaseTableProvider>,
         input: &LogicalPlan,
         state: &SessionState,
     ) -> Result<()> {
-        if matches!(input, LogicalPlan::EmptyRelation(e) if !e.produce_one_row) {
-            return Ok(());
+        let mut source = state.create_physical_plan(input).await?;
+        // The sink writes the one stream it is given: all the partitions.
+        if source.output_partitioning().partition_count() > 1 {
+            source = Arc::new(CoalescePartitionsExec::new(source));
         }
-        let source = state.create_physical_plan(input).await?;
         let insert = provider
             .insert_user(&self.user, state, source, InsertOp::Append)
             .await?;
@@ -262,7 +272,7 @@ impl TenantSession {
 
     pub(crate) async fn grant(
         &self,
-        privileges: &[Privilege],
+        privileges: &[Access],
         table: ObjectName,
         user: &str,
         grant: bool,

@@ -36,6 +36,7 @@ mod ddl;
 mod engine;
 mod live_query;
 mod mutation;
+mod plan_access;
 mod plan_cache;
 mod prepared;
 mod query;

@@ -63,7 +63,7 @@ impl TenantSession {
         };
         let options = LiveOptions::parse(&options)?;
         let provider = self.lookup_object(table)?;
-        provider.authorize(&self.user, Access::Read)?;
+        provider.authorize(&self.user, Access::Select)?;
         let schema = provider.schema();
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let predicate = match predicate {
@@ -389,7 +389,7 @@ impl Listener {
         // Access can be taken away while the query runs (REVOKE, a lower
         // access level): it then ends instead of reading on.
         if let Some(table) = self.table.upgrade()
-            && let Err(err) = table.authorize(&self.user, Access::Read)
+            && let Err(err) = table.authorize(&self.user, Access::Select)
         {
             return self.end(err);
         }

@@ -123,6 +123,7 @@ impl TenantSession {
         let text = body.to_string();
         let tables = self.check_references(&source)?;
         let (name, logical, types) = plan_source(&source, &self.planning_state()).await?;
+        self.check_plan(&logical)?;
         let prepared = Prepared {
             source,
             text,
@@ -204,8 +205,13 @@ impl TenantSession {
             return self.run_cached(plan);
         }
         let state = self.planning_state();
+        let planning = |err| planning_error(prepared.insert_into.as_deref(), err);
+        let logical = prepared
+            .logical_plan(&tables, &state)
+            .await
+            .map_err(planning)?;
+        self.check_plan(&logical)?;
         let result = async {
-            let logical = prepared.logical_plan(&tables, &state).await?;
             let bound = logical.with_param_values(ParamValues::from(params))?;
             let to_cache = key.map(|key| CacheSlot {
                 key,
@@ -216,7 +222,7 @@ impl TenantSession {
             self.plan_physical(&bound, &state, to_cache).await
         }
         .await;
-        result.map_err(|err| planning_error(prepared.insert_into.as_deref(), err))
+        result.map_err(planning)
     }
 }
 

@@ -154,6 +154,7 @@ impl TenantSession {
                     self.check_references(&statement)?;
                     let state = self.planning_state();
                     let plan = state.statement_to_plan(statement).await?;
+                    self.check_plan(&plan)?;
                     match plan {
                         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
                             self.create_table(kind, &options, &create, &state).await
@@ -223,6 +224,9 @@ impl TenantSession {
             match sql.as_ref() {
                 SqlStatement::Prepare { .. } => return self.prepare_named(statement).await,
                 SqlStatement::Execute { .. } | SqlStatement::Deallocate { .. } => {
+                    // EXECUTE's values are planned: a subquery among them
+                    // is checked like any other before anything is planned.
+                    self.check_references(&statement)?;
                     return self.run_prepared_sql(statement).await;
                 }
                 _ => {}
@@ -293,7 +297,7 @@ impl TenantSession {
                 return Ok(None);
             }
             // Cached statements are queries: every table is only read.
-            table.authorize(&self.user, Access::Read)?;
+            table.authorize(&self.user, Access::Select)?;
         }
         cache.record_hit();
         self.run_cached(plan).map(Some)
@@ -336,6 +340,9 @@ impl TenantSession {
         to_cache: Option<CacheSlot>,
     ) -> datafusion::error::Result<Result<Query>> {
         let plan = state.statement_to_plan(statement).await?;
+        if let Err(denied) = self.check_plan(&plan) {
+            return Ok(Err(denied));
+        }
         if let Some((dml, mutation)) = as_mutation(&plan) {
             return Ok(self.run_mutation(dml, mutation, state).await);
         }
@@ -360,9 +367,6 @@ impl TenantSession {
                 "{} statements are not supported",
                 s.name()
             ))),
-            LogicalPlan::Copy(_) => Err(TenantError::NotSupported(
-                "COPY writes files on the server and is not available to tenants".into(),
-            )),
             _ => Ok(self.plan_physical(&plan, state, to_cache).await?),
         })
     }
@@ -385,12 +389,11 @@ impl TenantSession {
         ))
     }
 
-    /// `SET`/`RESET` of a per-session setting. Settings of the catalog
-    /// (e.g. `information_schema`, which would list every tenant's tables) and
-    /// of the runtime (e.g. the memory limit) are engine-wide.
+    /// `SET`/`RESET` of a per-session setting; see [`is_engine_wide`] for
+    /// those a session cannot change.
     fn set_variable(&self, variable: &str, value: Option<&str>) -> Result<Query> {
         let key = variable.to_ascii_lowercase();
-        if key.starts_with("datafusion.catalog.") || key.starts_with("datafusion.runtime.") {
+        if is_engine_wide(&key) {
             return Err(TenantError::PermissionDenied(format!(
                 "'{variable}' is an engine-wide setting and cannot be changed by a session"
             )));
@@ -468,13 +471,12 @@ impl TenantSession {
                 continue;
             }
             let provider = self.engine.cache.lookup(namespace, table)?;
-            let access = if is_target && target_access == TargetAccess::Write {
-                Access::Write
-            } else {
-                Access::Read
+            let access = match target_access {
+                TargetAccess::Write(access) if is_target => access,
+                _ => Access::Select,
             };
             provider.authorize(&self.user, access)?;
-            if access == Access::Write
+            if access == Access::Insert
                 && let Some(insert) = find_insert(statement)
             {
                 check_insert_shape(insert, provider.core(), normalize)?;
@@ -503,11 +505,23 @@ impl TenantSession {
     }
 }
 
+/// Settings one value of which serves every session: those of the catalog
+/// (e.g. `information_schema`, which would list every tenant's tables), of
+/// the runtime (e.g. the memory limit), and identifier normalisation, which
+/// decides what table a name means: the engine's checks, its plan cache and
+/// DROP read names under the engine's setting, so a session planning under
+/// another would reach tables none of them looked at.
+fn is_engine_wide(key: &str) -> bool {
+    key.starts_with("datafusion.catalog.")
+        || key.starts_with("datafusion.runtime.")
+        || key == "datafusion.sql_parser.enable_ident_normalization"
+}
+
 /// What the statement does to its target table, if it has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TargetAccess {
     Read,
-    Write,
+    Write(Access),
     Create,
 }
 
@@ -580,7 +594,9 @@ fn sql_target(
 ) -> Option<(datafusion::sql::sqlparser::ast::ObjectName, TargetAccess)> {
     match statement {
         SqlStatement::Insert(insert) => match &insert.table {
-            TableObject::TableName(name) => Some((name.clone(), TargetAccess::Write)),
+            TableObject::TableName(name) => {
+                Some((name.clone(), TargetAccess::Write(Access::Insert)))
+            }
             TableObject::TableFunction(_) | TableObject::TableQuery(_) => None,
         },
         SqlStatement::CreateTable(create) => Some((create.name.clone(), TargetAccess::Create)),
@@ -588,12 +604,16 @@ fn sql_target(
             let (FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables)) =
                 &delete.from;
             match &tables.first()?.relation {
-                TableFactor::Table { name, .. } => Some((name.clone(), TargetAccess::Write)),
+                TableFactor::Table { name, .. } => {
+                    Some((name.clone(), TargetAccess::Write(Access::Delete)))
+                }
                 _ => None,
             }
         }
         SqlStatement::Update(update) => match &update.table.relation {
-            TableFactor::Table { name, .. } => Some((name.clone(), TargetAccess::Write)),
+            TableFactor::Table { name, .. } => {
+                Some((name.clone(), TargetAccess::Write(Access::Update)))
+            }
             _ => None,
         },
         SqlStatement::Explain { statement, .. } | SqlStatement::Prepare { statement, .. } => {

@@ -6,8 +6,8 @@
 //! CREATE [USER|SHARED|STREAM] TABLE ns.t (...) [WITH (ACCESS_LEVEL = 'public')]
 //! CREATE USER [IF NOT EXISTS] 'name' [WITH ROLE user|service|dba|system|anonymous]
 //! DROP USER [IF EXISTS] 'name'
-//! GRANT SELECT|INSERT [, ...] ON [TABLE] ns.t TO 'name'
-//! REVOKE SELECT|INSERT [, ...] ON [TABLE] ns.t FROM 'name'
+//! GRANT SELECT|INSERT|UPDATE|DELETE [, ...] | ALL [PRIVILEGES] ON [TABLE] ns.t TO 'name'
+//! REVOKE SELECT|INSERT|UPDATE|DELETE [, ...] | ALL [PRIVILEGES] ON [TABLE] ns.t FROM 'name'
 //! EXECUTE AS USER 'name' ( statement )
 //! CREATE SOURCE name TYPE generator|websocket|stomp|rest [WITH (URL = '...', ...)]
 //! DROP SOURCE [IF EXISTS] name
@@ -24,8 +24,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token};
-use tenantfusion_core::{Result, Role, TableType, TenantError};
-use tenantfusion_tables::Privilege;
+use tenantfusion_core::{Access, Result, Role, TableType, TenantError};
 
 /// One parsed statement.
 #[derive(Debug)]
@@ -48,12 +47,12 @@ pub(crate) enum TenantStatement {
         if_exists: bool,
     },
     Grant {
-        privileges: Vec<Privilege>,
+        privileges: Vec<Access>,
         table: ObjectName,
         user: String,
     },
     Revoke {
-        privileges: Vec<Privilege>,
+        privileges: Vec<Access>,
         table: ObjectName,
         user: String,
     },
@@ -247,16 +246,23 @@ pub(crate) fn parse(sql: &str) -> Result<TenantStatement> {
         }
         (Some(a), _, _) if a == "GRANT" || a == "REVOKE" => {
             skip(&mut p, 1);
-            let privileges = p
-                .parser
-                .parse_comma_separated(|parser| match parser.next_token().token {
-                    Token::Word(w) if w.keyword == Keyword::SELECT => Ok(Privilege::Select),
-                    Token::Word(w) if w.keyword == Keyword::INSERT => Ok(Privilege::Insert),
-                    other => Err(ParserError::ParserError(format!(
-                        "expected SELECT or INSERT privilege, found {other}"
-                    ))),
-                })
-                .map_err(syntax)?;
+            let privileges = if p.parser.parse_keyword(Keyword::ALL) {
+                let _ = p.parser.parse_keyword(Keyword::PRIVILEGES);
+                Access::ALL.to_vec()
+            } else {
+                p.parser
+                    .parse_comma_separated(|parser| match parser.next_token().token {
+                        Token::Word(w) if w.keyword == Keyword::SELECT => Ok(Access::Select),
+                        Token::Word(w) if w.keyword == Keyword::INSERT => Ok(Access::Insert),
+                        Token::Word(w) if w.keyword == Keyword::UPDATE => Ok(Access::Update),
+                        Token::Word(w) if w.keyword == Keyword::DELETE => Ok(Access::Delete),
+                        other => Err(ParserError::ParserError(format!(
+                            "expected a privilege (SELECT, INSERT, UPDATE, DELETE or ALL), \
+                             found {other}"
+                        ))),
+                    })
+                    .map_err(syntax)?
+            };
             p.parser.expect_keyword_is(Keyword::ON).map_err(syntax)?;
             // `ON TABLE t` and `ON t` mean the same.
             let _ = p.parser.parse_keyword(Keyword::TABLE);
@@ -357,19 +363,32 @@ fn user_name(p: &mut DFParser<'_>) -> Result<String> {
     identifier(p)
 }
 
-/// `EXECUTE AS USER 'name' ( inner )`: the inner statement is cut from the
-/// original text so it is parsed exactly as if sent on its own.
+/// `EXECUTE AS USER 'name' ( inner )`: the inner statement is the text
+/// between the parentheses, found by tokens (so parentheses in strings,
+/// quoted names and comments do not count), and parsed exactly as if it
+/// had been sent on its own.
 fn execute_as(sql: &str, p: &mut DFParser<'_>, user: String) -> Result<TenantStatement> {
     let open = p.parser.expect_token(&Token::LParen).map_err(syntax)?;
-    let start = byte_offset(sql, open.span.end)
+    let mut depth = 1usize;
+    let close = loop {
+        let token = p.parser.next_token();
+        match token.token {
+            Token::LParen => depth += 1,
+            Token::RParen if depth == 1 => break token,
+            Token::RParen => depth -= 1,
+            Token::EOF => {
+                return Err(TenantError::Syntax(
+                    "EXECUTE AS USER needs ( statement ): the ')' is missing".into(),
+                ));
+            }
+            _ => {}
+        }
+    };
+    expect_end(p)?;
+    let inner = byte_offset(sql, open.span.end)
+        .zip(byte_offset(sql, close.span.start))
+        .and_then(|(start, end)| sql.get(start..end))
         .ok_or_else(|| TenantError::Syntax("EXECUTE AS USER needs ( statement )".into()))?;
-    let trimmed = sql.trim_end().trim_end_matches(';').trim_end();
-    let inner = trimmed
-        .strip_suffix(')')
-        .and_then(|body| body.get(start..))
-        .ok_or_else(|| {
-            TenantError::Syntax("EXECUTE AS USER needs ( statement ) at the end".into())
-        })?;
     if inner.trim().is_empty() {
         return Err(TenantError::Syntax(
             "EXECUTE AS USER has an empty statement".into(),
@@ -560,6 +579,34 @@ mod tests {
             TenantStatement::ExecuteAs { sql, .. } => assert_eq!(sql.trim(), "SELECT 1"),
             other => panic!("unexpected {other:?}"),
         }
+        // Comments after the statement, and parentheses inside it.
+        for (sql, inner) in [
+            ("EXECUTE AS USER 'b' (SELECT 1) -- note", "SELECT 1"),
+            ("EXECUTE AS USER 'b' (SELECT (1)) /* ) */ ;", "SELECT (1)"),
+            (
+                "EXECUTE AS USER 'b' (SELECT f((2), ')') -- )\n)",
+                "SELECT f((2), ')') -- )\n",
+            ),
+        ] {
+            match parse(sql).unwrap() {
+                TenantStatement::ExecuteAs { sql, .. } => assert_eq!(sql, inner),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn grant_takes_each_privilege_and_all() {
+        match parse("GRANT UPDATE, DELETE ON t TO 'bob'").unwrap() {
+            TenantStatement::Grant { privileges, .. } => {
+                assert_eq!(privileges, [Access::Update, Access::Delete]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match parse("REVOKE ALL PRIVILEGES ON t FROM 'bob'").unwrap() {
+            TenantStatement::Revoke { privileges, .. } => assert_eq!(privileges, Access::ALL),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]
@@ -567,7 +614,9 @@ mod tests {
         for sql in [
             "SELEC 1",
             "CREATE NAMESPACE",
-            "GRANT DELETE ON t TO bob",
+            "GRANT DROP ON t TO bob",
+            "EXECUTE AS USER 'bob' (SELECT 1",
+            "EXECUTE AS USER 'bob' (SELECT 1) SELECT 2",
             "EXECUTE AS USER 'bob' SELECT 1",
             "EXECUTE AS USER 'bob' ()",
             "SELECT 1; SELECT 2",

@@ -119,7 +119,7 @@ fn tables_table(cache: Arc<SchemaCache>) -> SystemTable {
         let mut level = StringBuilder::new();
         let mut created = TimestampMicrosecondBuilder::new().with_timezone("UTC");
         for provider in cache.all_providers() {
-            if !user.role().is_trusted() && provider.authorize(user, Access::Read).is_err() {
+            if !user.role().is_trusted() && provider.authorize(user, Access::Select).is_err() {
                 continue;
             }
             let core = provider.core();

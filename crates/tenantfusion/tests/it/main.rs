@@ -4,6 +4,7 @@ mod common;
 mod durable;
 mod errors;
 mod host;
+mod hostile;
 mod isolation;
 mod live_queries;
 mod model;

@@ -1,0 +1,140 @@
+//! The access decision for a planned statement: what its final logical plan
+//! does, checked against what its caller may do.
+//!
+//! Checking the statement's outer form is how a check and a plan drift
+//! apart: `EXPLAIN ANALYZE COPY (...) TO 'file'` is an EXPLAIN on the
+//! outside and a file write when it runs. So every plan about to be run
+//! (or explained, or prepared) is walked here, every subquery included, and
+//! refused with `PERMISSION_DENIED` when it
+//! - writes server files (`COPY ... TO`): administrators' only, and not yet
+//!   offered to them either (`NOT_SUPPORTED`);
+//! - holds DDL or a session statement anywhere but at its root (the root
+//!   is run by the engine itself, which checks it there);
+//! - reads a table the caller may not read, or changes one in a way the
+//!   caller may not (INSERT, UPDATE, DELETE each on its own).
+//!
+//! Tables are judged by the provider the plan actually resolved: the name
+//! in the plan is looked up in the schema cache and must give that very
+//! provider, so a plan made against a table since dropped (or a name read
+//! differently from the way the planner read it) fails closed. The checks
+//! made before planning (`check_references`) give precise errors early;
+//! this walk is what decides. Scans and sinks check the caller again when
+//! they execute.
+
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::source_as_provider;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::dml::{InsertOp, WriteOp};
+use tenantfusion_core::{Access, Result, TenantError};
+
+use crate::session::TenantSession;
+use crate::system_tables::SYSTEM_NAMESPACE;
+
+impl TenantSession {
+    /// Refuses `plan` unless this session's caller may do everything it
+    /// does. `plan`'s root may be DDL (its input is checked); nested DDL is
+    /// refused.
+    pub(crate) fn check_plan(&self, plan: &LogicalPlan) -> Result<()> {
+        let mut denied = None;
+        let mut root = true;
+        plan.apply_with_subqueries(|node| {
+            let at_root = std::mem::take(&mut root);
+            match self.check_node(node, at_root) {
+                Ok(()) => Ok(TreeNodeRecursion::Continue),
+                Err(err) => {
+                    denied = Some(err);
+                    Ok(TreeNodeRecursion::Stop)
+                }
+            }
+        })?;
+        denied.map_or(Ok(()), Err)
+    }
+
+    fn check_node(&self, node: &LogicalPlan, at_root: bool) -> Result<()> {
+        match node {
+            LogicalPlan::TableScan(scan) => {
+                let provider = source_as_provider(&scan.source)?;
+                self.check_table(&scan.table_name, &provider, &[Access::Select])
+            }
+            LogicalPlan::Dml(dml) => {
+                let accesses: &[Access] = match &dml.op {
+                    WriteOp::Insert(InsertOp::Append) | WriteOp::Ctas => &[Access::Insert],
+                    // Overwriting takes the old rows out.
+                    WriteOp::Insert(InsertOp::Overwrite | InsertOp::Replace) => {
+                        &[Access::Insert, Access::Delete]
+                    }
+                    WriteOp::Update => &[Access::Update],
+                    WriteOp::Delete | WriteOp::Truncate => &[Access::Delete],
+                    other => {
+                        return Err(TenantError::NotSupported(other.name().to_string()));
+                    }
+                };
+                let provider = source_as_provider(&dml.target)?;
+                self.check_table(&dml.table_name, &provider, accesses)
+            }
+            LogicalPlan::Copy(_) => {
+                if self.user.role().is_admin() {
+                    Err(TenantError::NotSupported(
+                        "COPY ... TO writes files on the server and is not offered yet".into(),
+                    ))
+                } else {
+                    Err(TenantError::PermissionDenied(format!(
+                        "COPY ... TO writes files on the server: only roles dba and system \
+                         may, and user '{}' has role {}",
+                        self.user.user_id(),
+                        self.user.role()
+                    )))
+                }
+            }
+            LogicalPlan::Ddl(ddl) if !at_root => Err(TenantError::PermissionDenied(format!(
+                "{} cannot be part of another statement",
+                ddl.name()
+            ))),
+            LogicalPlan::Statement(statement) if !at_root => Err(TenantError::PermissionDenied(
+                format!("{} cannot be part of another statement", statement.name()),
+            )),
+            LogicalPlan::Extension(extension) => Err(TenantError::NotSupported(format!(
+                "plan node '{}'",
+                extension.node.name()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the caller may perform every one of `accesses` on the table
+    /// the plan resolved as `name` to `provider`.
+    fn check_table(
+        &self,
+        name: &TableReference,
+        provider: &Arc<dyn TableProvider>,
+        accesses: &[Access],
+    ) -> Result<()> {
+        let (namespace, table) = self.resolve_name(name)?;
+        if namespace == SYSTEM_NAMESPACE {
+            // System tables show each caller only what they may see.
+            return match accesses.iter().find(|a| a.is_write()) {
+                None => Ok(()),
+                Some(_) => Err(TenantError::PermissionDenied(format!(
+                    "system table '{name}' is read-only"
+                ))),
+            };
+        }
+        let current = self.engine.cache.lookup(namespace, table)?;
+        // Compare data pointers: the plan holds the provider as a
+        // `dyn TableProvider`, the cache as a `dyn BaseTableProvider`.
+        let same = std::ptr::addr_eq(Arc::as_ptr(&current), Arc::as_ptr(provider));
+        if !same {
+            return Err(TenantError::TableNotFound(format!(
+                "{name} (the table was replaced while the statement was planned; run it again)"
+            )));
+        }
+        for access in accesses {
+            current.authorize(&self.user, *access)?;
+        }
+        Ok(())
+    }
+}
