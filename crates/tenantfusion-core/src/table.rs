@@ -206,6 +206,14 @@ impl TableProviderCore {
     pub fn table_name(&self) -> &TableName {
         self.table_id.table_name()
     }
+
+    /// The error for a `mutation` this table does not take.
+    pub fn refuses(&self, mutation: Mutation) -> TenantError {
+        TenantError::NotSupported(format!(
+            "{mutation} is not supported on {} table '{}'",
+            self.table_type, self.table_id
+        ))
+    }
 }
 
 /// What an UPDATE or DELETE does with the rows its input plan yields.
@@ -288,11 +296,7 @@ pub trait BaseTableProvider: TableProvider + Send + Sync {
         mutation: Mutation,
     ) -> Result<Arc<dyn ExecutionPlan>, TenantError> {
         let _ = input;
-        Err(TenantError::NotSupported(format!(
-            "{mutation} is not supported on {} table '{}'",
-            self.core().table_type,
-            self.table_id()
-        )))
+        Err(self.core().refuses(mutation))
     }
 
     /// Registers a live query of `user`: `listener` gets the rows `user`

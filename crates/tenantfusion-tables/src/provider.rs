@@ -379,10 +379,7 @@ impl<P: PartitionPolicy> BaseTableProvider for PartitionedTable<P> {
         mutation: Mutation,
     ) -> Result<Arc<dyn ExecutionPlan>, TenantError> {
         if !self.store.supports_replace() {
-            return Err(TenantError::NotSupported(format!(
-                "{mutation} is not supported on {} table '{}'",
-                self.core.table_type, self.core.table_id
-            )));
+            return Err(self.core.refuses(mutation));
         }
         let sink = MutationSink::new(self.sink(IdentityBinding::Task), mutation, input.schema());
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
