@@ -12,7 +12,7 @@ mod storage;
 mod streams;
 
 pub use charts::{Curve, draw_charts};
-pub use concurrency::concurrent_users;
+pub use concurrency::{concurrent_users, noisy_neighbour};
 pub use live::{live_failover, live_fanout, live_memory};
 pub use plan_reuse::plan_cache;
 pub use postgres::{postgres_installed, postgres_rls};

@@ -13,9 +13,9 @@ use tenantfusion::{Role, UserContext};
 use tenantfusion_bench::{
     Measurement, Size, concurrent_users, draw_charts, durable_insert, engine_with_tables,
     idle_subscriptions, json, live_failover, live_fanout, live_memory, live_query_latency,
-    markdown, parquet_scan_200k, plan_cache, point_lookup, postgres_installed, postgres_rls,
-    provider_lookup, results_section, session_per_request, storage_scan_scaling, stream_ingest,
-    update_doc, user_scan_scaling,
+    markdown, noisy_neighbour, parquet_scan_200k, plan_cache, point_lookup, postgres_installed,
+    postgres_rls, provider_lookup, results_section, session_per_request, storage_scan_scaling,
+    stream_ingest, update_doc, user_scan_scaling,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
@@ -62,6 +62,7 @@ const SCENARIOS: &[&str] = &[
     "session_per_request",
     "user_scan_scaling",
     "concurrent_users",
+    "noisy_neighbour",
     "plan_cache",
     "postgres_rls",
     "live_fanout",
@@ -170,6 +171,10 @@ async fn main() -> ExitCode {
     if wants("concurrent_users") {
         step("concurrent_users");
         rows.extend(concurrent_users(size).await);
+    }
+    if wants("noisy_neighbour") {
+        step("noisy_neighbour");
+        rows.extend(noisy_neighbour(size).await);
     }
     if wants("plan_cache") {
         step("plan_cache");

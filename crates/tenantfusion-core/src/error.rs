@@ -142,6 +142,12 @@ pub enum TenantError {
     /// A memory or other resource limit was reached.
     #[error("RESOURCES_EXHAUSTED: {0}")]
     ResourcesExhausted(String),
+    /// The statement was cancelled while it ran.
+    #[error("CANCELLED: {0}")]
+    Cancelled(String),
+    /// The statement ran longer than its time limit.
+    #[error("TIMEOUT: {0}")]
+    Timeout(String),
     /// A bug: an invariant did not hold.
     #[error("INTERNAL: {0}")]
     Internal(String),
@@ -179,6 +185,8 @@ impl TenantError {
             TenantError::Plan(_) => "PLAN_ERROR",
             TenantError::Execution(_) => "EXECUTION_ERROR",
             TenantError::ResourcesExhausted(_) => "RESOURCES_EXHAUSTED",
+            TenantError::Cancelled(_) => "CANCELLED",
+            TenantError::Timeout(_) => "TIMEOUT",
             TenantError::Internal(_) => "INTERNAL",
         }
     }

@@ -10,6 +10,7 @@
 mod change;
 mod clock;
 mod error;
+mod fuzz;
 mod ids;
 mod role;
 mod schema_cache;
@@ -19,6 +20,7 @@ mod user;
 pub use change::{ChangeListener, WatchGuard};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, TenantError};
+pub use fuzz::fuzz_cases;
 pub use ids::{NamespaceId, StorageId, TableId, TableName, UserId};
 pub use role::Role;
 pub use schema_cache::SchemaCache;

@@ -229,6 +229,7 @@ fn own_keys(kind: SourceKind) -> &'static [&'static str] {
             "destination_prefix",
             "heartbeat_ms",
             "reply_timeout_ms",
+            "max_frame_bytes",
         ],
         SourceKind::Rest => &[
             "base_url",
@@ -614,6 +615,7 @@ fn source(name: &str, kind: SourceKind, s: &mut Settings<'_>) -> Result<Arc<dyn 
                 config.heartbeat = Duration::from_millis(beat);
             }
             s.set_millis("reply_timeout_ms", &mut config.reply_timeout)?;
+            s.set_usize("max_frame_bytes", 1_024, &mut config.max_frame_bytes)?;
             Arc::new(StompSource::new(config).map_err(named)?)
         }
         SourceKind::Rest => {

@@ -81,8 +81,59 @@ impl JsonRows {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::generator::tick_schema;
+
+    /// JSON an upstream might send: objects keyed mostly by the tick
+    /// schema's columns, with values of every JSON type, nested.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,10}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            let key = prop_oneof![
+                Just("topic".to_string()),
+                Just("seq".to_string()),
+                Just("price".to_string()),
+                Just("volume".to_string()),
+                Just("ts".to_string()),
+                "[a-z]{1,4}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(key, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(tenantfusion_core::fuzz_cases(256)))]
+
+        /// Whatever arrives is rows or counted as malformed, never a panic,
+        /// and a good message decodes right after it.
+        #[test]
+        fn any_message_is_rows_or_malformed_and_leaves_the_decoder_clean(
+            value in json(),
+            noise in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut rows = JsonRows::new(&tick_schema()).unwrap();
+            if let Upstream::Rows(batch) = rows.decode(value.to_string().as_bytes()) {
+                prop_assert_eq!(batch.schema(), tick_schema());
+            }
+            let _ = rows.decode(&noise);
+            let good = br#"{"topic":"A","seq":1,"price":1.5,"volume":2,"ts":10}"#;
+            prop_assert!(matches!(rows.decode(good), Upstream::Rows(b) if b.num_rows() == 1));
+        }
+    }
 
     #[test]
     fn objects_and_arrays_decode_and_bad_rows_are_refused_whole() {

@@ -288,40 +288,81 @@ impl Route {
 
     /// Drops rows already delivered (a topic can briefly be carried by two
     /// connections while it moves) and counts sequence numbers skipped.
-    fn sequence(&self, part: RecordBatch, column: Option<usize>) -> Option<RecordBatch> {
+    /// A row without a usable number (null, or negative in an `Int64`
+    /// column) is malformed: it is dropped and moves nothing, since taking
+    /// `-1` for `u64::MAX` would make every later row look delivered.
+    fn sequence(&self, part: RecordBatch, column: Option<usize>) -> Sequenced {
         let Some(column) = column else {
-            return Some(part);
+            return Sequenced::whole(part);
         };
         let array = part.column(column);
-        let numbers: Vec<u64> = if let Some(a) = array.as_primitive_opt::<UInt64Type>() {
-            a.values().to_vec()
+        let numbers: Vec<Option<u64>> = if let Some(a) = array.as_primitive_opt::<UInt64Type>() {
+            a.iter().collect()
         } else if let Some(a) = array.as_primitive_opt::<Int64Type>() {
-            a.values().iter().map(|v| *v as u64).collect()
+            a.iter()
+                .map(|v| v.and_then(|v| u64::try_from(v).ok()))
+                .collect()
         } else {
-            return Some(part);
+            return Sequenced::whole(part);
         };
         let mut last = self.last_sequence.lock();
         let mut keep = Vec::with_capacity(numbers.len());
+        let mut malformed = 0;
+        let mut duplicates = 0;
         for n in numbers {
+            let Some(n) = n else {
+                malformed += 1;
+                keep.push(false);
+                continue;
+            };
             let fresh = last.is_none_or(|l| n > l);
             if fresh {
                 if let Some(l) = *last {
                     self.gaps.add(n - l - 1);
                 }
                 *last = Some(n);
+            } else {
+                duplicates += 1;
             }
             keep.push(fresh);
         }
         drop(last);
-        let duplicates = keep.iter().filter(|k| !**k).count();
-        if duplicates == 0 {
-            return Some(part);
+        self.duplicates.add(duplicates);
+        let all = part.num_rows() as u64;
+        let rows = if malformed + duplicates == 0 {
+            Ok(Some(part))
+        } else if malformed + duplicates == keep.len() as u64 {
+            Ok(None)
+        } else {
+            filter_record_batch(&part, &BooleanArray::from(keep)).map(Some)
+        };
+        match rows {
+            Ok(rows) => Sequenced { rows, malformed },
+            // Filtering a batch by a mask of its own length does not fail;
+            // if it ever did, the rows are dropped and counted, not hidden.
+            Err(_) => Sequenced {
+                rows: None,
+                malformed: all,
+            },
         }
-        self.duplicates.add(duplicates as u64);
-        if duplicates == keep.len() {
-            return None;
+    }
+}
+
+/// What [`Route::sequence`] kept of a batch.
+#[derive(Debug)]
+struct Sequenced {
+    /// The rows to deliver, if any.
+    rows: Option<RecordBatch>,
+    /// Rows dropped for having no usable sequence number.
+    malformed: u64,
+}
+
+impl Sequenced {
+    fn whole(part: RecordBatch) -> Self {
+        Self {
+            rows: Some(part),
+            malformed: 0,
         }
-        filter_record_batch(&part, &BooleanArray::from(keep)).ok()
     }
 }
 
@@ -363,56 +404,31 @@ impl LivePool {
         Ok(Self { inner })
     }
 
-    /// Registers a source. Errors if the name is taken or its declared
-    /// schema does not fit (topic column first, as `Utf8`; sequence column
-    /// an integer; timestamp column a timestamp).
-    pub fn add_source(&self, source: Arc<dyn Source>) -> Result<()> {
+    /// Whether `source` can be added now: what [`add_source`](Self::add_source)
+    /// checks, changing nothing.
+    pub fn check_source(&self, source: &dyn Source) -> Result<()> {
         let spec = source.spec();
-        let schema = &spec.capabilities.schema;
-        let name = spec.name.clone();
-        if name.is_empty() {
-            return Err(TenantError::InvalidArgument("a source needs a name".into()));
-        }
-        if schema.fields().first().map(|f| f.data_type()) != Some(&DataType::Utf8) {
-            return Err(TenantError::SchemaMismatch(format!(
-                "source '{name}': the first column must be the topic, as Utf8"
-            )));
-        }
-        let column = |what: &str, wanted: &Option<String>| -> Result<Option<(usize, DataType)>> {
-            let Some(column) = wanted else {
-                return Ok(None);
-            };
-            let (index, field) = schema.column_with_name(column).ok_or_else(|| {
-                TenantError::SchemaMismatch(format!(
-                    "source '{name}': {what} column '{column}' is not in its schema"
-                ))
-            })?;
-            Ok(Some((index, field.data_type().clone())))
-        };
-        let sequence_column = match column("sequence", &spec.capabilities.sequence_column)? {
-            Some((i, DataType::UInt64 | DataType::Int64)) => Some(i),
-            Some((_, other)) => {
-                return Err(TenantError::SchemaMismatch(format!(
-                    "source '{name}': the sequence column must be UInt64 or Int64, not {other}"
-                )));
-            }
-            None => None,
-        };
-        let timestamp_column = match column("timestamp", &spec.capabilities.timestamp_column)? {
-            Some((i, DataType::Timestamp(unit, _))) => Some((i, unit)),
-            Some((_, other)) => {
-                return Err(TenantError::SchemaMismatch(format!(
-                    "source '{name}': the timestamp column must be a Timestamp, not {other}"
-                )));
-            }
-            None => None,
-        };
-        let mut sources = self.inner.sources.write();
-        if sources.contains_key(&name) {
+        source_columns(spec)?;
+        self.refuse_taken(&spec.name, &self.inner.sources.read())
+    }
+
+    fn refuse_taken(&self, name: &str, sources: &BTreeMap<String, Arc<SourceEntry>>) -> Result<()> {
+        if sources.contains_key(name) {
             return Err(TenantError::InvalidArgument(format!(
                 "a source named '{name}' is already registered"
             )));
         }
+        Ok(())
+    }
+
+    /// Registers a source. Errors if the name is taken or its declared
+    /// schema does not fit (topic column first, as `Utf8`; sequence column
+    /// an integer; timestamp column a timestamp).
+    pub fn add_source(&self, source: Arc<dyn Source>) -> Result<()> {
+        let (sequence_column, timestamp_column) = source_columns(source.spec())?;
+        let name = source.spec().name.clone();
+        let mut sources = self.inner.sources.write();
+        self.refuse_taken(&name, &sources)?;
         sources.insert(
             name,
             Arc::new(SourceEntry {
@@ -787,7 +803,12 @@ impl PoolInner {
             let Some(route) = routes.get(topic) else {
                 continue;
             };
-            let Some(part) = route.sequence(part, source.sequence_column) else {
+            let sequenced = route.sequence(part, source.sequence_column);
+            if sequenced.malformed > 0 {
+                traffic.malformed.add(1);
+                source.malformed.add(1);
+            }
+            let Some(part) = sequenced.rows else {
                 continue;
             };
             if let Some(at) = source.event_time_us(&part) {
@@ -1212,5 +1233,120 @@ impl ConnectionTask {
                 }
             }
         }
+    }
+}
+
+/// Where a source's rows carry their sequence number and event time.
+type SourceColumns = (Option<usize>, Option<(usize, TimeUnit)>);
+
+/// A source's sequence and timestamp columns, checked against its schema
+/// (and its name checked present).
+fn source_columns(spec: &SourceSpec) -> Result<SourceColumns> {
+    let schema = &spec.capabilities.schema;
+    let name = spec.name.clone();
+    if name.is_empty() {
+        return Err(TenantError::InvalidArgument("a source needs a name".into()));
+    }
+    if schema.fields().first().map(|f| f.data_type()) != Some(&DataType::Utf8) {
+        return Err(TenantError::SchemaMismatch(format!(
+            "source '{name}': the first column must be the topic, as Utf8"
+        )));
+    }
+    let column = |what: &str, wanted: &Option<String>| -> Result<Option<(usize, DataType)>> {
+        let Some(column) = wanted else {
+            return Ok(None);
+        };
+        let (index, field) = schema.column_with_name(column).ok_or_else(|| {
+            TenantError::SchemaMismatch(format!(
+                "source '{name}': {what} column '{column}' is not in its schema"
+            ))
+        })?;
+        Ok(Some((index, field.data_type().clone())))
+    };
+    let sequence_column = match column("sequence", &spec.capabilities.sequence_column)? {
+        Some((i, DataType::UInt64 | DataType::Int64)) => Some(i),
+        Some((_, other)) => {
+            return Err(TenantError::SchemaMismatch(format!(
+                "source '{name}': the sequence column must be UInt64 or Int64, not {other}"
+            )));
+        }
+        None => None,
+    };
+    let timestamp_column = match column("timestamp", &spec.capabilities.timestamp_column)? {
+        Some((i, DataType::Timestamp(unit, _))) => Some((i, unit)),
+        Some((_, other)) => {
+            return Err(TenantError::SchemaMismatch(format!(
+                "source '{name}': the timestamp column must be a Timestamp, not {other}"
+            )));
+        }
+        None => None,
+    };
+    Ok((sequence_column, timestamp_column))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray, UInt64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(seqs: Vec<Option<i64>>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("topic", DataType::Utf8, false),
+            Field::new("seq", DataType::Int64, true),
+        ]));
+        let topics = StringArray::from(vec!["T"; seqs.len()]);
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(topics), Arc::new(Int64Array::from(seqs))],
+        )
+        .unwrap()
+    }
+
+    fn kept(sequenced: &Sequenced) -> Vec<i64> {
+        sequenced.rows.as_ref().map_or_else(Vec::new, |rows| {
+            rows.column(1).as_primitive::<Int64Type>().values().to_vec()
+        })
+    }
+
+    #[test]
+    fn a_negative_or_null_sequence_number_is_malformed_and_moves_nothing() {
+        let route = Route::new(Arc::from("T"));
+        let first = route.sequence(batch(vec![Some(5), Some(-1), None, Some(6)]), Some(1));
+        assert_eq!(kept(&first), [5, 6]);
+        assert_eq!(first.malformed, 2);
+        // Read as u64, -1 was u64::MAX: every later row was a "duplicate".
+        let next = route.sequence(batch(vec![Some(7), Some(9)]), Some(1));
+        assert_eq!(kept(&next), [7, 9]);
+        assert_eq!(next.malformed, 0);
+        assert_eq!(route.gaps.get(), 1, "8 skipped");
+        assert_eq!(route.duplicates.get(), 0);
+        let only_bad = route.sequence(batch(vec![Some(-5)]), Some(1));
+        assert!(only_bad.rows.is_none());
+        assert_eq!(only_bad.malformed, 1);
+        let replayed = route.sequence(batch(vec![Some(9), Some(10)]), Some(1));
+        assert_eq!(kept(&replayed), [10]);
+        assert_eq!(route.duplicates.get(), 1);
+    }
+
+    #[test]
+    fn unsigned_sequence_numbers_keep_their_nulls_out() {
+        let route = Route::new(Arc::from("T"));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("topic", DataType::Utf8, false),
+            Field::new("seq", DataType::UInt64, true),
+        ]));
+        let part = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["T"; 3])),
+                Arc::new(UInt64Array::from(vec![Some(1), None, Some(2)])),
+            ],
+        )
+        .unwrap();
+        let sequenced = route.sequence(part, Some(1));
+        assert_eq!(sequenced.malformed, 1);
+        assert_eq!(sequenced.rows.unwrap().num_rows(), 2);
     }
 }

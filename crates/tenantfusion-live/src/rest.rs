@@ -15,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tenantfusion_core::{Result, TenantError};
 use tokio::time::Instant;
 
@@ -72,6 +73,13 @@ impl RestConfig {
         }
     }
 }
+
+/// What a topic name keeps unencoded in a URL: RFC 3986's unreserved set.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A token bucket: `rate` requests a second, bursts of at most `rate`.
 #[derive(Debug)]
@@ -148,9 +156,16 @@ impl Shared {
         }
     }
 
+    /// The request URI for `topics`: each name percent-encoded (all but
+    /// RFC 3986's unreserved characters), so any topic — a space, a comma,
+    /// a `/` or a `?` in it — makes a valid request for just that topic.
     fn uri(&self, topics: &[&Topic]) -> Result<Uri> {
         let names: Vec<&str> = topics.iter().map(|t| &***t).collect();
-        let path = self.config.path.replace("{topics}", &names.join(","));
+        let encoded: Vec<String> = names
+            .iter()
+            .map(|name| utf8_percent_encode(name, COMPONENT).to_string())
+            .collect();
+        let path = self.config.path.replace("{topics}", &encoded.join(","));
         format!("{}{path}", self.config.base_url)
             .parse()
             .map_err(|e| {
@@ -315,6 +330,40 @@ impl Connection for RestPoller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_topic_name_makes_a_valid_request_for_just_itself() {
+        let config = RestConfig::new(
+            "quotes",
+            "http://127.0.0.1:9",
+            "/quotes?symbols={topics}",
+            crate::tick_schema(),
+        );
+        let source = RestSource::new(config).unwrap();
+        let topics: Vec<Topic> = ["BRK A", "a,b", "x/y?z=1#f", "ümlaut", "plain-1.2_~"]
+            .into_iter()
+            .map(Topic::from)
+            .collect();
+        let refs: Vec<&Topic> = topics.iter().collect();
+        let uri = source.shared.uri(&refs).unwrap();
+        assert_eq!(
+            uri.to_string(),
+            "http://127.0.0.1:9/quotes?symbols=BRK%20A,a%2Cb,x%2Fy%3Fz%3D1%23f,%C3%BCmlaut,plain-1.2_~"
+        );
+        // Each name decodes back to itself.
+        let query = uri.query().unwrap().strip_prefix("symbols=").unwrap();
+        let decoded: Vec<String> = query
+            .split(',')
+            .map(|part| {
+                percent_encoding::percent_decode_str(part)
+                    .decode_utf8()
+                    .unwrap()
+                    .into_owned()
+            })
+            .collect();
+        let expected: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        assert_eq!(decoded, expected);
+    }
 
     #[test]
     fn the_rate_limit_spaces_requests_after_a_burst() {

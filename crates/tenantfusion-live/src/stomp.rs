@@ -39,12 +39,19 @@ pub struct StompConfig {
     pub heartbeat: Duration,
     /// How long to wait for CONNECTED and for a RECEIPT.
     pub reply_timeout: Duration,
+    /// The largest frame (headers and body) taken from the broker; a
+    /// larger one, or a `content-length` above it, fails the connection
+    /// instead of growing the read buffer without end.
+    pub max_frame_bytes: usize,
 }
+
+/// Frames up to 8 MiB: far above a row message, far below a memory risk.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 8 << 20;
 
 impl StompConfig {
     /// A configuration for `address` with RabbitMQ's defaults: `guest` /
     /// `guest`, virtual host `/`, destinations `/topic/<topic>`, 10 s
-    /// heart-beats, 5 s for replies.
+    /// heart-beats, 5 s for replies; frames up to 8 MiB.
     pub fn new(name: impl Into<String>, address: impl Into<String>, schema: SchemaRef) -> Self {
         Self {
             source: SourceSettings::new(name, schema),
@@ -55,6 +62,7 @@ impl StompConfig {
             destination_prefix: "/topic/".into(),
             heartbeat: Duration::from_secs(10),
             reply_timeout: Duration::from_secs(5),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         }
     }
 }
@@ -121,7 +129,7 @@ impl Source for StompSource {
             config: Arc::clone(config),
             wire: Wire {
                 stream,
-                buffer: Vec::new(),
+                frames: FrameBuffer::new(config.max_frame_bytes),
                 last_seen: Instant::now(),
             },
             pending: VecDeque::new(),
@@ -219,32 +227,121 @@ impl Frame {
         out.push(0);
         out
     }
+}
 
-    /// Parses one frame from the start of `buffer` (after any heart-beat
-    /// EOLs): the frame and the bytes it used, `None` when incomplete.
-    fn parse(buffer: &[u8]) -> std::result::Result<Option<(Frame, usize)>, String> {
-        let start = buffer
-            .iter()
-            .position(|b| *b != b'\n' && *b != b'\r')
-            .unwrap_or(buffer.len());
-        let rest = &buffer[start..];
-        let Some(head_end) = find(rest, b"\n\n")
-            .map(|i| (i, 2))
-            .or_else(|| find(rest, b"\r\n\r\n").map(|i| (i, 4)))
+/// Bytes read from the broker and not yet taken as frames.
+///
+/// Each byte is looked at once: the search for the blank line that ends a
+/// frame's headers, and for the NUL that ends a body without
+/// `content-length`, goes on where the last read left it. The end of the
+/// headers is the *first* empty line, whichever line ending it uses, so a
+/// body holding `\n\n` does not end a CRLF frame's headers early.
+#[derive(Debug)]
+struct FrameBuffer {
+    bytes: Vec<u8>,
+    /// How far `bytes` has been searched (for the headers' end, or once
+    /// `head` is known, for the body's NUL).
+    searched: usize,
+    /// The frame whose headers are parsed and whose body is incomplete.
+    head: Option<Head>,
+    max_frame: usize,
+}
+
+/// A frame's parsed headers and where its body starts.
+#[derive(Debug)]
+struct Head {
+    frame: Frame,
+    body_start: usize,
+    content_length: Option<usize>,
+}
+
+impl FrameBuffer {
+    fn new(max_frame: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            searched: 0,
+            head: None,
+            max_frame,
+        }
+    }
+
+    fn extend(&mut self, chunk: &[u8]) {
+        self.bytes.extend_from_slice(chunk);
+    }
+
+    /// The next whole frame, `None` until one is complete; an error for a
+    /// frame that breaks the protocol or is over the size limit.
+    fn next_frame(&mut self) -> std::result::Result<Option<Frame>, String> {
+        if self.head.is_none() && !self.read_head()? {
+            return Ok(None);
+        }
+        let Some(head) = &self.head else {
+            return Ok(None);
+        };
+        let body_end = match head.content_length {
+            Some(length) => {
+                // `length` is at most `max_frame`: no overflow.
+                let end = head.body_start + length;
+                if self.bytes.len() <= end {
+                    return Ok(None);
+                }
+                if self.bytes[end] != 0 {
+                    return Err("frame body longer than its content-length".into());
+                }
+                end
+            }
+            None => match self.bytes[self.searched..].iter().position(|b| *b == 0) {
+                Some(i) => {
+                    // Whether the frame came in one read or many.
+                    self.check_size(self.searched + i + 1)?;
+                    self.searched + i
+                }
+                None => {
+                    self.searched = self.bytes.len();
+                    self.check_size(self.bytes.len())?;
+                    return Ok(None);
+                }
+            },
+        };
+        let Some(Head {
+            mut frame,
+            body_start,
+            ..
+        }) = self.head.take()
         else {
             return Ok(None);
         };
-        let head = std::str::from_utf8(&rest[..head_end.0])
+        frame.body = self.bytes[body_start..body_end].to_vec();
+        self.bytes.drain(..=body_end);
+        self.searched = 0;
+        Ok(Some(frame))
+    }
+
+    /// Parses the headers once the blank line ending them is in; `false`
+    /// while it is not.
+    fn read_head(&mut self) -> std::result::Result<bool, String> {
+        // Heart-beats are bare EOLs between frames.
+        let start = self
+            .bytes
+            .iter()
+            .position(|b| *b != b'\n' && *b != b'\r')
+            .unwrap_or(self.bytes.len());
+        if start > 0 {
+            self.bytes.drain(..start);
+            self.searched = self.searched.saturating_sub(start);
+        }
+        let Some((head_end, body_start)) = self.head_end() else {
+            // The last two bytes may start the blank line: look again.
+            self.searched = self.bytes.len().saturating_sub(2);
+            self.check_size(self.bytes.len())?;
+            return Ok(false);
+        };
+        self.check_size(body_start)?;
+        let head = std::str::from_utf8(&self.bytes[..head_end])
             .map_err(|_| "frame headers are not UTF-8".to_string())?;
-        let mut lines = head.lines();
-        let command = lines
-            .next()
-            .unwrap_or_default()
-            .trim_end_matches('\r')
-            .to_string();
-        let mut frame = Frame::new(&command);
+        let mut lines = head.split('\n').map(|line| line.trim_end_matches('\r'));
+        let mut frame = Frame::new(lines.next().unwrap_or_default());
         for line in lines {
-            let line = line.trim_end_matches('\r');
             let (name, value) = line
                 .split_once(':')
                 .ok_or_else(|| format!("header without ':': {line:?}"))?;
@@ -252,30 +349,49 @@ impl Frame {
                 .headers
                 .push((unescape_header(name)?, unescape_header(value)?));
         }
-        let body_start = head_end.0 + head_end.1;
-        let body_end = match frame.get("content-length") {
+        let content_length = match frame.get("content-length") {
             Some(length) => {
                 let length: usize = length
                     .parse()
                     .map_err(|_| format!("bad content-length {length:?}"))?;
-                if rest.len() < body_start + length + 1 {
-                    return Ok(None);
-                }
-                if rest[body_start + length] != 0 {
-                    return Err("frame body longer than its content-length".into());
-                }
-                body_start + length
+                self.check_size(body_start.saturating_add(length))?;
+                Some(length)
             }
-            None => match rest[body_start..].iter().position(|b| *b == 0) {
-                Some(i) => body_start + i,
-                None => return Ok(None),
-            },
+            None => None,
         };
-        frame.body = rest[body_start..body_end].to_vec();
-        Ok(Some((frame, start + body_end + 1)))
+        self.searched = body_start;
+        self.head = Some(Head {
+            frame,
+            body_start,
+            content_length,
+        });
+        Ok(true)
+    }
+
+    /// `(end of the headers, start of the body)` at the first empty line.
+    fn head_end(&self) -> Option<(usize, usize)> {
+        let bytes = &self.bytes;
+        (self.searched..bytes.len())
+            .filter(|i| bytes[*i] == b'\n')
+            .find_map(|i| match (bytes.get(i + 1), bytes.get(i + 2)) {
+                (Some(b'\n'), _) => Some((i, i + 2)),
+                (Some(b'\r'), Some(b'\n')) => Some((i, i + 3)),
+                _ => None,
+            })
+    }
+
+    fn check_size(&self, size: usize) -> std::result::Result<(), String> {
+        if size > self.max_frame {
+            return Err(format!(
+                "a frame of more than {} bytes (max_frame_bytes)",
+                self.max_frame
+            ));
+        }
+        Ok(())
     }
 }
 
+#[cfg(test)]
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -321,7 +437,7 @@ fn unescape_header(text: &str) -> std::result::Result<String, String> {
 /// The socket and what was read from it but not parsed yet.
 struct Wire {
     stream: TcpStream,
-    buffer: Vec<u8>,
+    frames: FrameBuffer,
     last_seen: Instant,
 }
 
@@ -330,10 +446,11 @@ impl Wire {
     /// they are read.
     async fn read_frame(&mut self) -> std::result::Result<Frame, String> {
         loop {
-            if let Some((frame, used)) =
-                Frame::parse(&self.buffer).map_err(|why| format!("bad frame: {why}"))?
+            if let Some(frame) = self
+                .frames
+                .next_frame()
+                .map_err(|why| format!("bad frame: {why}"))?
             {
-                self.buffer.drain(..used);
                 return Ok(frame);
             }
             let mut chunk = [0u8; 16 * 1024];
@@ -346,7 +463,7 @@ impl Wire {
                 return Err("the broker closed the connection".into());
             }
             self.last_seen = Instant::now();
-            self.buffer.extend_from_slice(&chunk[..n]);
+            self.frames.extend(&chunk[..n]);
         }
     }
 }
@@ -531,45 +648,164 @@ impl Connection for StompConnection {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Every whole frame in `bytes`, fed `step` bytes at a time.
+    fn frames(bytes: &[u8], step: usize) -> std::result::Result<Vec<Frame>, String> {
+        let mut buffer = FrameBuffer::new(1 << 10);
+        let mut out = Vec::new();
+        for chunk in bytes.chunks(step) {
+            buffer.extend(chunk);
+            while let Some(frame) = buffer.next_frame()? {
+                out.push(frame);
+            }
+        }
+        Ok(out)
+    }
+
+    fn one(bytes: &[u8]) -> std::result::Result<Frame, String> {
+        let mut all = frames(bytes, bytes.len().max(1))?;
+        assert_eq!(all.len(), 1, "{all:?}");
+        Ok(all.remove(0))
+    }
 
     #[test]
     fn frames_round_trip_with_escapes_bodies_and_heartbeats() {
-        let frame = Frame::new("SEND")
+        let mut frame = Frame::new("SEND")
             .header("destination", "/topic/a:b")
             .header("note", "line\nbreak \\ slash");
-        let mut frame = frame;
         frame.body = b"{\"x\":1}\0inside".to_vec();
         let bytes = frame.encode();
         // Heart-beat EOLs before a frame are skipped.
         let mut stream = b"\n\r\n".to_vec();
         stream.extend_from_slice(&bytes);
-        stream.extend_from_slice(b"MESSAGE\nsubscription:1\n\nplain body\0");
-        let (parsed, used) = Frame::parse(&stream).unwrap().unwrap();
-        assert_eq!(parsed.command, "SEND");
-        assert_eq!(parsed.get("destination"), Some("/topic/a:b"));
-        assert_eq!(parsed.get("note"), Some("line\nbreak \\ slash"));
-        assert_eq!(
-            parsed.body, frame.body,
-            "content-length carries a NUL in the body"
-        );
-        let (next, rest) = Frame::parse(&stream[used..]).unwrap().unwrap();
-        assert_eq!(
-            (next.command.as_str(), next.body.as_slice()),
-            ("MESSAGE", &b"plain body"[..])
-        );
-        assert_eq!(used + rest, stream.len());
+        stream.extend_from_slice(b"\nMESSAGE\nsubscription:1\n\nplain body\0");
+        // Whole, and a byte at a time: the same frames.
+        for step in [stream.len(), 1, 7] {
+            let parsed = frames(&stream, step).unwrap();
+            assert_eq!(parsed.len(), 2, "step {step}");
+            assert_eq!(parsed[0].command, "SEND");
+            assert_eq!(parsed[0].get("destination"), Some("/topic/a:b"));
+            assert_eq!(parsed[0].get("note"), Some("line\nbreak \\ slash"));
+            assert_eq!(
+                parsed[0].body, frame.body,
+                "content-length carries a NUL in the body"
+            );
+            assert_eq!(
+                (parsed[1].command.as_str(), parsed[1].body.as_slice()),
+                ("MESSAGE", &b"plain body"[..])
+            );
+        }
         // Incomplete frames wait for more bytes.
         for cut in [3, 10, bytes.len() - 1] {
-            assert_eq!(Frame::parse(&bytes[..cut]).unwrap(), None);
+            assert!(frames(&bytes[..cut], 1).unwrap().is_empty());
         }
         // Broken ones are errors, not panics.
-        assert!(Frame::parse(b"MESSAGE\nno colon\n\n\0").is_err());
-        assert!(Frame::parse(b"MESSAGE\nx:\\q\n\n\0").is_err());
-        assert!(Frame::parse(b"MESSAGE\ncontent-length:2\n\nabc\0").is_err());
-        assert!(Frame::parse(b"MESSAGE\ncontent-length:zz\n\n\0").is_err());
+        assert!(one(b"MESSAGE\nno colon\n\n\0").is_err());
+        assert!(one(b"MESSAGE\nx:\\q\n\n\0").is_err());
+        assert!(one(b"MESSAGE\ncontent-length:2\n\nabc\0").is_err());
+        assert!(one(b"MESSAGE\ncontent-length:zz\n\n\0").is_err());
         // CONNECT headers are sent as they are.
         let connect = Frame::new("CONNECT").header("passcode", "a:b").encode();
         assert!(find(&connect, b"passcode:a:b\n").is_some());
+    }
+
+    /// Bytes that look like STOMP often enough to reach past the first
+    /// line: fragments of frames mixed with noise.
+    fn wire_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"MESSAGE\n".to_vec()),
+            Just(b"CONNECTED\r\n".to_vec()),
+            Just(b"content-length:".to_vec()),
+            Just(b"destination:/topic/a\n".to_vec()),
+            Just(b"\n\n".to_vec()),
+            Just(b"\r\n\r\n".to_vec()),
+            Just(b"\0".to_vec()),
+            Just(b"\\c\\n\\q".to_vec()),
+            (0u64..3_000).prop_map(|n| n.to_string().into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(tenantfusion_core::fuzz_cases(256)))]
+
+        /// Any bytes from the broker: no panic, and the same frames (or the
+        /// same refusal) however the reads cut them.
+        #[test]
+        fn any_bytes_give_the_same_frames_however_they_arrive(
+            bytes in wire_bytes(),
+            step in 1usize..50,
+        ) {
+            let whole = frames(&bytes, bytes.len().max(1));
+            let cut = frames(&bytes, step);
+            prop_assert_eq!(whole.is_ok(), cut.is_ok());
+            if let (Ok(whole), Ok(cut)) = (whole, cut) {
+                prop_assert_eq!(whole, cut);
+            }
+        }
+
+        /// A frame we encode comes back as it was, among heart-beats.
+        #[test]
+        fn encoded_frames_decode_to_themselves(
+            headers in proptest::collection::vec(("[a-z:\\\\\n\r]{1,8}", ".{0,12}"), 0..4),
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+            step in 1usize..50,
+        ) {
+            let mut frame = Frame::new("MESSAGE");
+            for (name, value) in &headers {
+                frame = frame.header(name, value);
+            }
+            frame.body = body;
+            let mut bytes = b"\n\n".to_vec();
+            bytes.extend_from_slice(&frame.encode());
+            let mut parsed = frames(&bytes, step).unwrap();
+            // The encoder adds content-length to a body.
+            if !frame.body.is_empty() {
+                let length = frame.body.len().to_string();
+                frame = frame.header("content-length", &length);
+            }
+            prop_assert_eq!(parsed.len(), 1);
+            prop_assert_eq!(parsed.remove(0), frame);
+        }
+    }
+
+    #[test]
+    fn a_crlf_frame_ends_its_headers_at_the_first_blank_line() {
+        // The body holds "\n\n": the headers end at the CRLF blank line
+        // before it, not inside the body.
+        let frame = one(b"MESSAGE\r\ndestination:/topic/a\r\n\r\n{\"a\":\n\n1}\0").unwrap();
+        assert_eq!(frame.get("destination"), Some("/topic/a"));
+        assert_eq!(frame.body, b"{\"a\":\n\n1}");
+        let frame = one(b"MESSAGE\r\nx:1\r\n\r\nbody\r\n\r\nmore\0").unwrap();
+        assert_eq!(frame.headers, [("x".to_string(), "1".to_string())]);
+        assert_eq!(frame.body, b"body\r\n\r\nmore");
+    }
+
+    #[test]
+    fn an_upstream_cannot_make_a_frame_without_bound() {
+        // A content-length that would overflow, or is over the limit.
+        for length in ["18446744073709551615", "18446744073709551000", "2000"] {
+            let bytes = format!("MESSAGE\ncontent-length:{length}\n\nx\0");
+            let err = one(bytes.as_bytes()).unwrap_err();
+            assert!(err.contains("max_frame_bytes"), "{length}: {err}");
+        }
+        // Headers that never end, and a body that never ends.
+        let endless_head = [b"MESSAGE\n".as_slice(), &[b'a'; 2_000]].concat();
+        assert!(frames(&endless_head, 100).is_err());
+        let endless_body = [b"MESSAGE\n\n".as_slice(), &[b'a'; 2_000]].concat();
+        assert!(frames(&endless_body, 100).is_err());
+        // Just under the limit is taken.
+        let body = vec![b'b'; 900];
+        let bytes = [
+            format!("MESSAGE\ncontent-length:{}\n\n", body.len()).as_bytes(),
+            &body,
+            b"\0",
+        ]
+        .concat();
+        assert_eq!(one(&bytes).unwrap().body, body);
     }
 }

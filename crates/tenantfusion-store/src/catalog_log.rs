@@ -67,8 +67,16 @@ pub enum CatalogEvent {
         /// Their role.
         role: Role,
     },
-    /// `DROP USER` (their rows were dropped from each table's log first).
+    /// `DROP USER`: the user is gone and their rows are to go. Logged
+    /// before any table lets go of them; [`CatalogEvent::UserForgotten`]
+    /// follows once every table has. A log that ends between the two tells
+    /// the opener to finish the job.
     DropUser {
+        /// The user's name.
+        name: String,
+    },
+    /// Every table has dropped the rows of a user dropped before.
+    UserForgotten {
         /// The user's name.
         name: String,
     },
@@ -156,6 +164,13 @@ impl CatalogLog {
         Ok(Self { wal })
     }
 
+    /// Makes the next append fail half-written, as a full disk would: for
+    /// tests of a change that cannot be logged.
+    #[doc(hidden)]
+    pub fn fail_next_append(&self) {
+        self.wal.fail_next_write();
+    }
+
     /// Logs `event`; resolves once it is durable.
     pub async fn append(&self, event: &CatalogEvent) -> Result<()> {
         self.wal.append(encode(event)?).await.map(|_| ())
@@ -172,6 +187,7 @@ const GRANT: u8 = 7;
 const CREATE_SOURCE: u8 = 8;
 const DROP_SOURCE: u8 = 9;
 const ALTER_TOPICS: u8 = 10;
+const USER_FORGOTTEN: u8 = 11;
 
 fn encode(event: &CatalogEvent) -> Result<Vec<u8>> {
     let mut out = Encoder::default();
@@ -196,6 +212,7 @@ fn encode(event: &CatalogEvent) -> Result<Vec<u8>> {
             out.u8(CREATE_USER).str(name).str(&role.to_string())
         }
         CatalogEvent::DropUser { name } => out.u8(DROP_USER).str(name),
+        CatalogEvent::UserForgotten { name } => out.u8(USER_FORGOTTEN).str(name),
         CatalogEvent::Grant {
             namespace,
             table,
@@ -269,6 +286,9 @@ fn decode(payload: &[u8]) -> Result<CatalogEvent, String> {
             role: d.str("role")?.parse().map_err(|e| format!("role: {e}"))?,
         },
         DROP_USER => CatalogEvent::DropUser {
+            name: d.str("name")?,
+        },
+        USER_FORGOTTEN => CatalogEvent::UserForgotten {
             name: d.str("name")?,
         },
         GRANT => CatalogEvent::Grant {
@@ -354,6 +374,9 @@ mod tests {
                 name: "feed".into(),
             },
             CatalogEvent::DropUser {
+                name: "alice".into(),
+            },
+            CatalogEvent::UserForgotten {
                 name: "alice".into(),
             },
             CatalogEvent::DropTable {

@@ -6,11 +6,18 @@
 //! new one. It is framed like a log record: a checksum covers it, so a
 //! damaged manifest is reported, naming the file, never half read.
 //!
+//! Each segment's entry carries the CRC-32 of the segment file's bytes
+//! (version 2 on; version 1 manifests, written before, have none): Parquet
+//! checks little of its own, and a flipped bit in a data page can decode
+//! to a wrong value, so a segment is read only once its bytes are proven
+//! to be the ones written.
+//!
 //! ```text
 //! record(lsn = flushed_through, payload):
 //!   version: u8 | partition | flushed_through: u64 | next_segment: u64 |
 //!   segments: u32, each: file | rows: u64 | bytes: u64 | seq_min: u64 |
-//!   seq_max: u64 | row groups: u32, each rows: u64 | stats: Arrow IPC (mins, maxes)
+//!   seq_max: u64 | row groups: u32, each rows: u64 | stats: Arrow IPC (mins, maxes) |
+//!   has crc32: u8 | crc32: u32 (version 2)
 //! ```
 
 use std::sync::Arc;
@@ -28,7 +35,8 @@ use crate::ipc::{decode_batches, encode_batches};
 use crate::partition::{decode_key, encode_key};
 use crate::record::{Decoded, decode, encode};
 
-const VERSION: u8 = 1;
+/// What this build writes; it reads 1 (segments without checksums) too.
+const VERSION: u8 = 2;
 
 /// The object name of a partition's manifest, inside its directory.
 pub(crate) const MANIFEST: &str = "manifest";
@@ -63,6 +71,11 @@ pub(crate) struct SegmentEntry {
     /// value, null where unknown. Over the table's schema.
     pub(crate) mins: RecordBatch,
     pub(crate) maxes: RecordBatch,
+    /// CRC-32 of the file's bytes, `None` in a version 1 manifest.
+    pub(crate) checksum: Option<u32>,
+    /// Set once the file's bytes were read and matched `checksum`: a file
+    /// is checked on its first read in the process, not on every one.
+    pub(crate) verified: tokio::sync::OnceCell<()>,
     /// The file's footer once read, so repeated scans do not fetch it.
     pub(crate) footer: tokio::sync::OnceCell<ArrowReaderMetadata>,
 }
@@ -104,6 +117,10 @@ impl Manifest {
                 &[segment.mins.clone(), segment.maxes.clone()],
             )?;
             out.bytes(&stats);
+            // Every segment this build writes has one; an entry carried
+            // over from a version 1 manifest keeps having none.
+            out.u8(u8::from(segment.checksum.is_some()))
+                .u32(segment.checksum.unwrap_or(0));
         }
         let mut framed = Vec::new();
         encode(self.flushed_through, &out.finish(), &mut framed);
@@ -123,7 +140,7 @@ impl Manifest {
         };
         let mut input = Decoder::new(payload);
         let version = input.u8("version")?;
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(format!("manifest version {version} is not known"));
         }
         let owner = decode_key(&mut input)?;
@@ -149,6 +166,14 @@ impl Manifest {
             if mins.num_rows() != row_group_rows.len() || maxes.num_rows() != mins.num_rows() {
                 return Err(format!("statistics of {file} do not match its row groups"));
             }
+            let checksum = match version {
+                1 => None,
+                _ => {
+                    let known = input.u8("has checksum")? != 0;
+                    let crc = input.u32("checksum")?;
+                    known.then_some(crc)
+                }
+            };
             segments.push(Arc::new(SegmentEntry {
                 file,
                 rows,
@@ -157,6 +182,8 @@ impl Manifest {
                 row_group_rows,
                 mins,
                 maxes,
+                checksum,
+                verified: Default::default(),
                 footer: Default::default(),
             }));
         }
@@ -229,6 +256,8 @@ mod tests {
             row_group_rows: vec![20, 10],
             mins: stats(&[1, 50]),
             maxes: stats(&[40, 90]),
+            checksum: n.is_multiple_of(2).then_some(0xdead_0000 + n as u32),
+            verified: Default::default(),
             footer: Default::default(),
         }
     }
@@ -250,6 +279,10 @@ mod tests {
         assert_eq!(back.segments[1].seq, (10, 19));
         assert_eq!(back.segments[1].maxes, stats(&[40, 90]));
         assert_eq!(back.segments[1].num_containers(), 2);
+        // A checksum, and the lack of one (a segment from a version 1
+        // manifest), both come back as they were.
+        assert_eq!(back.segments[0].checksum, Some(0xdead_0000));
+        assert_eq!(back.segments[1].checksum, None);
 
         let dropped = back.dropped(25);
         assert_eq!(

@@ -56,6 +56,7 @@ pub(crate) async fn write(
     }
     let metadata = writer.close().map_err(failed)?;
     let size = bytes.len() as u64;
+    let checksum = crc32fast::hash(&bytes);
     files.put(&path, bytes).await?;
     let (mins, maxes) = statistics(&schema, &metadata)?;
     let row_group_rows: Vec<u64> = metadata
@@ -71,6 +72,9 @@ pub(crate) async fn write(
         row_group_rows,
         mins,
         maxes,
+        checksum: Some(checksum),
+        // What this process wrote is what it would check against.
+        verified: tokio::sync::OnceCell::new_with(Some(())),
         footer: Default::default(),
     })
 }
@@ -139,6 +143,12 @@ pub(crate) async fn read(
             },
         }
     };
+    if let Some(expected) = entry.checksum {
+        entry
+            .verified
+            .get_or_try_init(|| verify(files, &path, entry.bytes, expected))
+            .await?;
+    }
     let reader = || SegmentReader {
         store: Arc::clone(files.store()),
         path: path.clone(),
@@ -166,6 +176,39 @@ pub(crate) async fn read(
         .try_collect()
         .await
         .map_err(corrupted)
+}
+
+/// Reads the whole segment `path` and checks it is the `size` bytes with
+/// CRC-32 `expected` that were written: a flipped bit in a data page can
+/// decode to a wrong value without Parquet noticing.
+async fn verify(files: &Files, path: &Path, size: u64, expected: u32) -> Result<()> {
+    let corrupted = |detail: String| TenantError::Corrupted {
+        file: files.name(path),
+        detail,
+    };
+    let bytes = match files.store().get(path).await {
+        Ok(found) => found.bytes().await,
+        Err(e) => Err(e),
+    }
+    .map_err(|e| match e {
+        object_store::Error::NotFound { .. } => {
+            corrupted("listed in the partition's manifest but missing".into())
+        }
+        e => TenantError::Storage(format!("cannot read {}: {e}", files.name(path))),
+    })?;
+    if bytes.len() as u64 != size {
+        return Err(corrupted(format!(
+            "{} bytes where {size} were written",
+            bytes.len()
+        )));
+    }
+    let found = crc32fast::hash(&bytes);
+    if found != expected {
+        return Err(corrupted(format!(
+            "its bytes are not those written (CRC-32 {found:08x}, written {expected:08x})"
+        )));
+    }
+    Ok(())
 }
 
 /// Reads ranges of one segment object, whose size the manifest gives.

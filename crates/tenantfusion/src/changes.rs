@@ -16,7 +16,7 @@ use tenantfusion_core::{
     AccessLevel, BaseTableProvider, Result, SchemaCache, StorageId, TableId, TableType,
     TenantError, UserId,
 };
-use tenantfusion_live::LiveConfig;
+use tenantfusion_live::{LiveConfig, LivePool};
 use tenantfusion_store::{CatalogEvent, CatalogLog, StorageRoot, TableDef};
 use tenantfusion_tables::{
     MemoryPartitionStore, PartitionStore, SharedTableProvider, StreamTableProvider,
@@ -27,7 +27,7 @@ use crate::config::EngineConfig;
 use crate::ddl::{TableOptions, shared_access};
 use crate::engine::EngineInner;
 use crate::plan_cache::PlanCache;
-use crate::streams::Streams;
+use crate::streams::{Streams, TableFeed};
 use crate::users::UserRegistry;
 
 /// The durable side of an engine: its storage root and catalog log.
@@ -77,7 +77,13 @@ impl Changes<'_> {
             CatalogEvent::CreateUser { name, role } => {
                 self.users.create(UserId::new(name.as_str()), *role)
             }
+            // The user goes now; their rows go next (see
+            // `EngineInner::forget_users`), then `UserForgotten` is logged.
             CatalogEvent::DropUser { name } => self.users.drop_user(name).map(|_| ()),
+            CatalogEvent::UserForgotten { name } => {
+                self.users.forgotten(name);
+                Ok(())
+            }
             CatalogEvent::Grant {
                 namespace,
                 table,
@@ -85,23 +91,10 @@ impl Changes<'_> {
                 privileges,
                 grant,
             } => {
-                let provider = self.cache.lookup(namespace, table)?;
+                let provider = self.grant_target(namespace, table, user)?;
                 let shared = shared_access(&provider).ok_or_else(|| {
-                    TenantError::InvalidArgument(format!(
-                        "GRANT and REVOKE apply to shared and source-bound stream tables; \
-                         '{namespace}.{table}' is a {} table",
-                        provider.core().table_type
-                    ))
+                    TenantError::Internal("grant_target gave a table without grants".into())
                 })?;
-                if shared.level() != AccessLevel::Restricted {
-                    return Err(TenantError::InvalidArgument(format!(
-                        "grants apply to RESTRICTED tables; '{namespace}.{table}' is {}",
-                        shared.level()
-                    )));
-                }
-                if self.users.get(user).is_none() {
-                    return Err(TenantError::UserNotFound(user.clone()));
-                }
                 let user = UserId::new(user.as_str());
                 for privilege in privileges {
                     if *grant {
@@ -120,34 +113,14 @@ impl Changes<'_> {
                 let source = LiveConfig::source_from_options(name, kind, options)?;
                 self.streams.pool()?.add_source(source)
             }
-            CatalogEvent::DropSource { name } => {
-                let tables = self.streams.tables_of(name);
-                if !tables.is_empty() {
-                    return Err(TenantError::InvalidArgument(format!(
-                        "source '{name}' feeds stream table(s) {}; drop them first",
-                        tables.join(", ")
-                    )));
-                }
-                match self.streams.started_pool() {
-                    Some(pool) => pool.remove_source(name),
-                    None => Err(TenantError::SourceNotFound(format!(
-                        "no source named '{name}'"
-                    ))),
-                }
-            }
+            CatalogEvent::DropSource { name } => self.droppable_source(name)?.remove_source(name),
             CatalogEvent::AlterTopics {
                 namespace,
                 table,
                 add,
                 topics,
             } => {
-                let provider = self.cache.lookup(namespace, table)?;
-                let feed = self.streams.feed(provider.table_id()).ok_or_else(|| {
-                    TenantError::InvalidArgument(format!(
-                        "'{namespace}.{table}' is not a stream table with a SOURCE; \
-                         only those have topics"
-                    ))
-                })?;
+                let feed = self.topic_feed(namespace, table)?;
                 for topic in topics {
                     if *add {
                         feed.declare(topic)?;
@@ -159,6 +132,187 @@ impl Changes<'_> {
             }
         }
         .map(|()| Vec::new())
+    }
+
+    /// Whether `event` can be applied now, changing nothing: what a change
+    /// must pass before it is logged, so that a change the log holds is one
+    /// that applies (here, and again on replay). `built` is the table a
+    /// `CreateTable` will install.
+    pub(crate) fn check(&self, event: &CatalogEvent, built: Option<&BuiltTable>) -> Result<()> {
+        match event {
+            CatalogEvent::CreateNamespace { name } => {
+                if self.cache.namespace_exists(name) {
+                    return Err(TenantError::NamespaceExists(name.clone()));
+                }
+            }
+            CatalogEvent::DropNamespace { name } => {
+                if !self.cache.namespace_exists(name) {
+                    return Err(TenantError::NamespaceNotFound(name.clone()));
+                }
+                if self.cache.table_names(name).is_some_and(|t| !t.is_empty()) {
+                    return Err(TenantError::NamespaceNotEmpty(name.clone()));
+                }
+            }
+            CatalogEvent::CreateTable { def, replace } => {
+                self.check_create(def, *replace)?;
+                if let Some(BuiltTable {
+                    feed: Feed::Unstarted(..),
+                    ..
+                }) = built
+                {
+                    return Err(TenantError::Internal(
+                        "a stream table's feed is started before its table is logged".into(),
+                    ));
+                }
+            }
+            CatalogEvent::DropTable { namespace, table } => {
+                self.cache.lookup(namespace, table)?;
+            }
+            CatalogEvent::CreateUser { name, .. } => self.users.check_create(name)?,
+            CatalogEvent::DropUser { name } => {
+                if self.users.get(name).is_none() {
+                    return Err(TenantError::UserNotFound(name.clone()));
+                }
+            }
+            CatalogEvent::UserForgotten { name } => {
+                if !self.users.is_forgetting(name) {
+                    return Err(TenantError::Internal(format!(
+                        "user '{name}' is not being dropped"
+                    )));
+                }
+            }
+            CatalogEvent::Grant {
+                namespace,
+                table,
+                user,
+                ..
+            } => {
+                self.grant_target(namespace, table, user)?;
+            }
+            CatalogEvent::CreateSource {
+                name,
+                kind,
+                options,
+            } => {
+                let source = LiveConfig::source_from_options(name, kind, options)?;
+                self.streams.pool()?.check_source(source.as_ref())?;
+            }
+            CatalogEvent::DropSource { name } => {
+                let pool = self.droppable_source(name)?;
+                if pool.source_spec(name).is_none() {
+                    return Err(TenantError::SourceNotFound(format!(
+                        "no source named '{name}'"
+                    )));
+                }
+            }
+            CatalogEvent::AlterTopics {
+                namespace, table, ..
+            } => {
+                self.topic_feed(namespace, table)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes ready a change about to be logged: builds the table of a
+    /// `CreateTable` (unless built already) and starts its feed, subscribes
+    /// topics to add, and checks the rest. What it started is in `ahead`,
+    /// to undo should the change not be logged.
+    fn prepare(&self, event: &CatalogEvent, ahead: &mut Ahead) -> Result<()> {
+        if let (CatalogEvent::CreateTable { def, replace }, None) = (event, &ahead.built) {
+            self.check_create(def, *replace)?;
+            ahead.built = Some(self.build_table(def)?);
+        }
+        if let Some(built) = ahead.built.as_mut() {
+            self.start_feed(built)?;
+        }
+        self.check(event, ahead.built.as_ref())?;
+        ahead.topics = self.declare_ahead(event)?;
+        Ok(())
+    }
+
+    /// For `ALTER STREAM TABLE ... ADD TOPICS`, subscribes the new topics
+    /// before the change is logged (a topic the source cannot give fails
+    /// it then); the feed and the topics declared here, to undeclare if
+    /// the change is not logged. Applying the change declares them again,
+    /// which changes nothing.
+    fn declare_ahead(&self, event: &CatalogEvent) -> Result<Option<(Arc<TableFeed>, Vec<String>)>> {
+        let CatalogEvent::AlterTopics {
+            namespace,
+            table,
+            add: true,
+            topics,
+        } = event
+        else {
+            return Ok(None);
+        };
+        let feed = self.topic_feed(namespace, table)?;
+        let mut declared: Vec<String> = Vec::new();
+        for topic in topics {
+            if feed.is_declared(topic) {
+                continue;
+            }
+            if let Err(err) = feed.declare(topic) {
+                for topic in &declared {
+                    feed.undeclare(topic);
+                }
+                return Err(err);
+            }
+            declared.push(topic.clone());
+        }
+        Ok(Some((feed, declared)))
+    }
+
+    /// The restricted table a GRANT or REVOKE to `user` changes.
+    fn grant_target(
+        &self,
+        namespace: &str,
+        table: &str,
+        user: &str,
+    ) -> Result<Arc<dyn BaseTableProvider>> {
+        let provider = self.cache.lookup(namespace, table)?;
+        let shared = shared_access(&provider).ok_or_else(|| {
+            TenantError::InvalidArgument(format!(
+                "GRANT and REVOKE apply to shared and source-bound stream tables; \
+                 '{namespace}.{table}' is a {} table",
+                provider.core().table_type
+            ))
+        })?;
+        if shared.level() != AccessLevel::Restricted {
+            return Err(TenantError::InvalidArgument(format!(
+                "grants apply to RESTRICTED tables; '{namespace}.{table}' is {}",
+                shared.level()
+            )));
+        }
+        if self.users.get(user).is_none() {
+            return Err(TenantError::UserNotFound(user.to_string()));
+        }
+        Ok(provider)
+    }
+
+    /// The pool holding source `name`, which no stream table uses.
+    fn droppable_source(&self, name: &str) -> Result<Arc<LivePool>> {
+        let tables = self.streams.tables_of(name);
+        if !tables.is_empty() {
+            return Err(TenantError::InvalidArgument(format!(
+                "source '{name}' feeds stream table(s) {}; drop them first",
+                tables.join(", ")
+            )));
+        }
+        self.streams
+            .started_pool()
+            .ok_or_else(|| TenantError::SourceNotFound(format!("no source named '{name}'")))
+    }
+
+    /// The feed of a source-bound stream table, whose topics can change.
+    fn topic_feed(&self, namespace: &str, table: &str) -> Result<Arc<TableFeed>> {
+        let provider = self.cache.lookup(namespace, table)?;
+        self.streams.feed(provider.table_id()).ok_or_else(|| {
+            TenantError::InvalidArgument(format!(
+                "'{namespace}.{table}' is not a stream table with a SOURCE; \
+                 only those have topics"
+            ))
+        })
     }
 
     /// Takes a table out of every place that knows it; its storage, if any.
@@ -230,7 +384,7 @@ impl Changes<'_> {
             ),
             _ => (Arc::new(MemoryPartitionStore::new()), None),
         };
-        let mut stream = None;
+        let mut feed = Feed::None;
         let provider: Arc<dyn BaseTableProvider> = match (def.kind, options) {
             (TableType::Shared, TableOptions::Shared(level, _)) => Arc::new(
                 SharedTableProvider::new_shared(id, schema, level, store)
@@ -250,7 +404,7 @@ impl Changes<'_> {
                     .with_column_defaults(defaults),
                 );
                 if provider.source().is_some() {
-                    stream = Some((Arc::clone(&provider), options.topics));
+                    feed = Feed::Unstarted(Arc::clone(&provider), options.topics);
                 }
                 provider
             }
@@ -261,25 +415,44 @@ impl Changes<'_> {
                     .with_primary_key(key)?,
             ),
         };
-        Ok(BuiltTable { provider, stream })
+        Ok(BuiltTable { provider, feed })
     }
 
     /// Makes a built table the one its name means, in place of any table
     /// of that name (whose storage is returned, to delete once logged).
     fn install(&self, built: BuiltTable) -> Result<Vec<String>> {
-        let BuiltTable { provider, stream } = built;
+        let BuiltTable { provider, feed } = built;
         let id = Arc::clone(provider.table_id());
         let (namespace, table) = (id.namespace_id().as_str(), id.table_name().as_str());
+        let feed = match feed {
+            // Replay: nothing was started beforehand.
+            Feed::Unstarted(stream, topics) => Some(self.streams.start(stream, &topics)?),
+            Feed::Started(feed) => Some(feed),
+            Feed::None => None,
+        };
         let old = self.cache.get_provider(namespace, table);
         let removed = old.map(|old| self.remove(&old)).unwrap_or_default();
-        self.cache.insert_provider(provider)?;
-        if let Some((stream, topics)) = stream
-            && let Err(err) = self.streams.attach(stream, &topics)
-        {
-            self.cache.invalidate(namespace, table);
+        if let Err(err) = self.cache.insert_provider(provider) {
+            if let Some(feed) = feed {
+                self.streams.discard(&feed);
+            }
             return Err(err);
         }
+        if let Some(feed) = feed {
+            self.streams.install(feed);
+        }
         Ok(removed)
+    }
+
+    /// Starts the feed of a built stream table bound to a source, so that
+    /// whatever of it can fail (the source, its topics) fails before the
+    /// table is logged.
+    pub(crate) fn start_feed(&self, built: &mut BuiltTable) -> Result<()> {
+        if let Feed::Unstarted(stream, topics) = &built.feed {
+            let feed = self.streams.start(Arc::clone(stream), topics)?;
+            built.feed = Feed::Started(feed);
+        }
+        Ok(())
     }
 }
 
@@ -288,8 +461,25 @@ impl Changes<'_> {
 pub(crate) struct BuiltTable {
     /// The table.
     pub(crate) provider: Arc<dyn BaseTableProvider>,
-    /// Its feed, for a stream table bound to a source: attached on install.
-    stream: Option<(Arc<StreamTableProvider>, Vec<String>)>,
+    /// Its feed, for a stream table bound to a source.
+    feed: Feed,
+}
+
+/// What preparing a change started (see [`Changes::prepare`]).
+struct Ahead {
+    /// The table a `CreateTable` installs.
+    built: Option<BuiltTable>,
+    /// Topics an `AlterTopics` subscribed, and the feed they are in.
+    topics: Option<(Arc<TableFeed>, Vec<String>)>,
+}
+
+/// The feed of a [`BuiltTable`].
+enum Feed {
+    None,
+    /// To start: the table and its declared topics.
+    Unstarted(Arc<StreamTableProvider>, Vec<String>),
+    /// Started (its topics subscribed), not yet the table's.
+    Started(Arc<TableFeed>),
 }
 
 impl EngineInner {
@@ -319,22 +509,34 @@ impl EngineInner {
         built: Option<BuiltTable>,
     ) -> Result<()> {
         let _one_at_a_time = self.ddl.lock().await;
-        let staged = built.as_ref().map(|b| Arc::clone(&b.provider));
-        let removed = match self.changes().apply(&event, built) {
-            Ok(removed) => removed,
-            Err(err) => {
-                if let Some(staged) = staged {
-                    self.discard_storage_of(&staged);
-                }
-                return Err(err);
-            }
+        let changes = self.changes();
+        // Everything that can fail happens before the change is logged: a
+        // change the log holds is one that applies, and one that could not
+        // be logged is not applied.
+        let mut ahead = Ahead {
+            built,
+            topics: None,
         };
-        drop(staged);
+        let logged = match changes.prepare(&event, &mut ahead) {
+            Ok(()) => match &self.durable {
+                Some(durable) => durable.log.append(&event).await,
+                None => Ok(()),
+            },
+            Err(err) => Err(err),
+        };
+        if let Err(err) = logged {
+            self.undo(ahead);
+            return Err(err);
+        }
+        // Prepared above under the same lock: this applies. Should it not,
+        // the engine says so, and the log's record fails the next open
+        // (DATA_CORRUPTED) rather than hiding the difference.
+        let removed = changes.apply(&event, ahead.built).map_err(|err| {
+            TenantError::Internal(format!(
+                "a logged change did not apply ({err}); reopen the engine"
+            ))
+        })?;
         if let Some(durable) = &self.durable {
-            // The change stays applied in this process if it cannot be
-            // logged; the log refuses every later write, so the engine must
-            // be reopened, and then it is gone.
-            durable.log.append(&event).await?;
             for storage in removed {
                 durable.root.remove_table(&storage)?;
             }
@@ -342,8 +544,23 @@ impl EngineInner {
         Ok(())
     }
 
-    /// Throws away a table built but never installed, and its storage.
+    /// Takes back what [`Changes::prepare`] did for a change not logged.
+    fn undo(&self, ahead: Ahead) {
+        if let Some(built) = ahead.built {
+            self.discard(built);
+        }
+        if let Some((feed, topics)) = ahead.topics {
+            for topic in topics {
+                feed.undeclare(&topic);
+            }
+        }
+    }
+
+    /// Throws away a table built but never installed: its feed and storage.
     pub(crate) fn discard(&self, built: BuiltTable) {
+        if let Feed::Started(feed) = &built.feed {
+            self.streams.discard(feed);
+        }
         self.discard_storage_of(&built.provider);
     }
 

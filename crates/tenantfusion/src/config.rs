@@ -8,6 +8,7 @@ use tenantfusion_core::{Clock, Result, SystemClock, TableType, TenantError};
 use tenantfusion_live::{LiveConfig, PoolConfig, Source};
 use tenantfusion_store::Durability;
 
+use crate::limits::StatementLimits;
 use crate::plan_cache::PlanCacheConfig;
 
 /// How an [`Engine`](crate::Engine) is set up. `Default` suits tests and
@@ -30,6 +31,9 @@ pub struct EngineConfig {
     /// Upper bound for memory reserved by queries (sorts, joins,
     /// aggregations), shared by every session; `None` for no limit.
     pub memory_limit: Option<usize>,
+    /// Bounds on each statement: its memory within `memory_limit`, its
+    /// user's statements running at once, its time (none by default).
+    pub statement_limits: StatementLimits,
     /// Partitions DataFusion plans with; `None` uses the number of cores.
     pub target_partitions: Option<usize>,
     /// Let DataFusion split a one-partition scan round-robin to run operators
@@ -175,6 +179,7 @@ impl Default for EngineConfig {
             default_table_type: TableType::User,
             users_may_create_user_tables: false,
             memory_limit: None,
+            statement_limits: StatementLimits::default(),
             target_partitions: None,
             plan_cache: PlanCacheConfig::default(),
             round_robin_repartition: false,
@@ -192,6 +197,12 @@ impl EngineConfig {
     /// Sets [`memory_limit`](Self::memory_limit).
     pub fn with_memory_limit(mut self, bytes: usize) -> Self {
         self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Sets [`statement_limits`](Self::statement_limits).
+    pub fn with_statement_limits(mut self, limits: StatementLimits) -> Self {
+        self.statement_limits = limits;
         self
     }
 

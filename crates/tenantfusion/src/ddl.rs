@@ -19,7 +19,7 @@ use datafusion::sql::sqlparser::ast::ObjectName;
 use datafusion::sql::unparser::expr_to_sql;
 use tenantfusion_core::{
     Access, AccessLevel, BaseTableProvider, Result, Role, TableId, TableType, TenantError,
-    UserContext, UserId,
+    UserContext,
 };
 use tenantfusion_store::{CatalogEvent, FlushPolicy, TableDef};
 use tenantfusion_tables::{
@@ -60,7 +60,7 @@ impl TenantSession {
 
     /// The result of a statement that has already run and returns no rows.
     pub(crate) fn done(&self) -> Result<Query> {
-        Ok(Query::done(self.task_context(&self.engine.state)))
+        Ok(Query::done(self.task_context(&self.engine.state)?))
     }
 
     pub(crate) async fn run_ddl(&self, ddl: &DdlStatement, state: &SessionState) -> Result<Query> {
@@ -199,7 +199,7 @@ impl TenantSession {
         let insert = provider
             .insert_user(&self.user, state, source, InsertOp::Append)
             .await?;
-        collect(insert, self.task_context(state)).await?;
+        collect(insert, self.task_context(state)?).await?;
         Ok(())
     }
 
@@ -248,26 +248,28 @@ impl TenantSession {
     }
 
     /// Drops a user and everything tables hold for them, so a later user of
-    /// the same name does not inherit their rows or grants. Their rows go
-    /// first: if the process stops in between, the user is still there and
-    /// `DROP USER` can be run again.
+    /// the same name does not inherit their rows or grants. The drop is
+    /// logged first, then each table lets go of the user's rows, then that
+    /// is logged too: a crash in between leaves a log the engine finishes
+    /// from when it next opens, and a failure part of the way through is
+    /// finished by running `DROP USER` again.
     pub(crate) async fn drop_user(&self, name: &str, if_exists: bool) -> Result<Query> {
         self.require_admin("DROP USER")?;
-        if self.engine.users.get(name).is_none() {
+        let users = &self.engine.users;
+        if users.get(name).is_some() {
+            let event = CatalogEvent::DropUser { name: name.into() };
+            match self.engine.commit(event).await {
+                Err(TenantError::UserNotFound(_)) if if_exists => return self.done(),
+                other => other?,
+            }
+        } else if !users.is_forgetting(name) {
             if if_exists {
                 return self.done();
             }
             return Err(TenantError::UserNotFound(name.to_string()));
         }
-        let user = UserId::new(name);
-        for provider in self.engine.cache.all_providers() {
-            provider.forget_user(&user).await?;
-        }
-        let event = CatalogEvent::DropUser { name: name.into() };
-        match self.engine.commit(event).await {
-            Err(TenantError::UserNotFound(_)) if if_exists => self.done(),
-            other => other.and_then(|()| self.done()),
-        }
+        self.engine.forget_user(name).await?;
+        self.done()
     }
 
     pub(crate) async fn grant(
@@ -404,7 +406,7 @@ impl TenantSession {
             ],
         )
         .map_err(|e| TenantError::Internal(e.to_string()))?;
-        Query::rows(row, self.task_context(&self.engine.state))
+        Query::rows(row, self.task_context(&self.engine.state)?)
     }
 
     /// The session `EXECUTE AS USER` runs its statement in.

@@ -1,20 +1,22 @@
 //! The engine: shared planning state, the schema cache, users.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use tenantfusion_core::{Result, SchemaCache, UserContext};
+use tenantfusion_core::{Result, SchemaCache, UserContext, UserId};
 use tenantfusion_live::LivePool;
 
-use tenantfusion_store::{Durability, StorageRoot, WalOptions};
+use tenantfusion_store::{CatalogEvent, Durability, StorageRoot, WalOptions};
 
 use crate::catalog::{CATALOG_NAME, TenantCatalog};
 use crate::changes::{Changes, Durable, replay};
 use crate::config::{EngineConfig, Storage};
+use crate::limits::{Admission, CancelHandle, Deadline, Governor};
 use crate::live_query::LiveQueries;
 use crate::plan_cache::{PlanCache, PlanCacheStats};
 use crate::session::TenantSession;
@@ -51,6 +53,13 @@ pub(crate) struct EngineInner {
     pub(crate) durable: Option<Durable>,
     /// Held while a change to what exists is applied and logged.
     pub(crate) ddl: tokio::sync::Mutex<()>,
+    /// Set when the catalog log ended inside a `DROP USER` (the user gone,
+    /// not all their rows): the first statement finishes the job.
+    pub(crate) unfinished_drops: AtomicBool,
+    /// Held while unfinished drops are finished.
+    finishing: tokio::sync::Mutex<()>,
+    /// Statements running per user.
+    admission: Arc<Admission>,
 }
 
 impl Engine {
@@ -134,11 +143,15 @@ impl Engine {
                 Some(Durable { root, log })
             }
         };
+        let unfinished_drops = AtomicBool::new(!users.forgetting().is_empty());
         Ok(Self {
             inner: Arc::new(EngineInner {
                 plans,
                 durable,
                 ddl: tokio::sync::Mutex::new(()),
+                unfinished_drops,
+                finishing: tokio::sync::Mutex::new(()),
+                admission: Admission::new(config.statement_limits.per_user),
                 streams,
                 live_queries,
                 default_settings: Arc::from(""),
@@ -149,6 +162,22 @@ impl Engine {
                 catalog,
             }),
         })
+    }
+
+    /// Makes the next write of the catalog log fail, as a full disk would:
+    /// for tests of a change that cannot be logged. Nothing without durable
+    /// storage.
+    #[doc(hidden)]
+    pub fn fail_next_catalog_write(&self) {
+        if let Some(durable) = &self.inner.durable {
+            durable.log.fail_next_append();
+        }
+    }
+
+    /// Bytes the engine's queries hold in its memory pool now (what
+    /// [`EngineConfig::memory_limit`] bounds).
+    pub fn memory_reserved(&self) -> usize {
+        self.inner.state.runtime_env().memory_pool.reserved()
     }
 
     /// A handle that runs statements as `user`. Nothing is built per user:
@@ -195,5 +224,48 @@ impl Engine {
     /// tenantfusion table fails with `NO_USER_CONTEXT`.
     pub fn register_in(&self, ctx: &SessionContext) {
         ctx.register_catalog(CATALOG_NAME, self.catalog());
+    }
+}
+
+impl EngineInner {
+    /// What a statement of `user` handed in now runs under; refused when
+    /// the user has as many statements running as they may.
+    pub(crate) fn governor(&self, user: &UserContext) -> Result<Governor> {
+        let limits = &self.config.statement_limits;
+        Ok(Governor {
+            running: self.admission.admit(user.user_id())?,
+            deadline: limits
+                .timeout
+                .map(|limit| Deadline::after(Arc::clone(&self.config.clock), limit)),
+            cancel: CancelHandle::default(),
+        })
+    }
+
+    /// Lets every table go of the rows of `name`, a user dropped (and
+    /// logged as dropped) before, then logs that they are gone. Safe to run
+    /// again after a failure or a crash part of the way through.
+    pub(crate) async fn forget_user(&self, name: &str) -> Result<()> {
+        let user = UserId::new(name);
+        for provider in self.cache.all_providers() {
+            provider.forget_user(&user).await?;
+        }
+        self.commit(CatalogEvent::UserForgotten { name: name.into() })
+            .await
+    }
+
+    /// Finishes the `DROP USER`s the engine opened in the middle of, before
+    /// any statement runs: until then a new user of that name (or an
+    /// administrator) could see the old user's rows. One load of an atomic
+    /// flag once they are done.
+    pub(crate) async fn finish_drops(&self) -> Result<()> {
+        if !self.unfinished_drops.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.finishing.lock().await;
+        for name in self.users.forgetting() {
+            self.forget_user(&name).await?;
+        }
+        self.unfinished_drops.store(false, Ordering::Release);
+        Ok(())
     }
 }

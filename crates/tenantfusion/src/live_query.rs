@@ -51,6 +51,7 @@ impl TenantSession {
     /// # }).unwrap();
     /// ```
     pub async fn subscribe(&self, sql: &str) -> Result<LiveQuery> {
+        self.engine.finish_drops().await?;
         let TenantStatement::Subscribe {
             table,
             predicate,

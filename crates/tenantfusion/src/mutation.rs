@@ -73,7 +73,7 @@ impl TenantSession {
         state: &SessionState,
     ) -> Result<Query> {
         let plan = self.mutation_plan(dml, mutation, state).await?;
-        Ok(Query::planned(plan, self.task_context(state), false))
+        Ok(Query::planned(plan, self.task_context(state)?, false))
     }
 
     /// `EXPLAIN` of an UPDATE or DELETE: its plans as text, nothing run.
@@ -98,7 +98,7 @@ impl TenantSession {
             ],
         )
         .map_err(|e| TenantError::Internal(e.to_string()))?;
-        Query::rows(batch, self.task_context(state))
+        Query::rows(batch, self.task_context(state)?)
     }
 }
 

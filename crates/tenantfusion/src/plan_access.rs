@@ -26,13 +26,16 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::cte_worktable::CteWorkTable;
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::dml::{InsertOp, WriteOp};
 use tenantfusion_core::{Access, Result, TenantError};
 
+use tenantfusion_tables::{PartitionedTable, SharedAccess, StreamPolicy, UserPartitions};
+
 use crate::session::TenantSession;
-use crate::system_tables::SYSTEM_NAMESPACE;
+use crate::system_tables::{SYSTEM_NAMESPACE, SystemTable};
 
 impl TenantSession {
     /// Refuses `plan` unless this session's caller may do everything it
@@ -58,6 +61,11 @@ impl TenantSession {
         match node {
             LogicalPlan::TableScan(scan) => {
                 let provider = source_as_provider(&scan.source)?;
+                if provider.is::<CteWorkTable>() {
+                    // A recursive CTE's rows of the round before: made by
+                    // this very plan, whose other scans are checked.
+                    return Ok(());
+                }
                 self.check_table(&scan.table_name, &provider, &[Access::Select])
             }
             LogicalPlan::Dml(dml) => {
@@ -123,18 +131,62 @@ impl TenantSession {
                 ))),
             };
         }
-        let current = self.engine.cache.lookup(namespace, table)?;
+        let current = self.engine.cache.lookup(namespace, table);
+        let current = match current {
+            Err(_) if self.is_table_function(name) && !is_engine_table(provider) => {
+                // `FROM generate_series(1, 3)`: the function made this
+                // provider for this statement; it holds no tenant's rows.
+                // Any engine table a host's own function hands out checks
+                // its caller again when it is scanned.
+                return match accesses.iter().find(|a| a.is_write()) {
+                    None => Ok(()),
+                    Some(_) => Err(TenantError::PermissionDenied(format!(
+                        "table function '{name}' cannot be written"
+                    ))),
+                };
+            }
+            other => other?,
+        };
         // Compare data pointers: the plan holds the provider as a
         // `dyn TableProvider`, the cache as a `dyn BaseTableProvider`.
-        let same = std::ptr::addr_eq(Arc::as_ptr(&current), Arc::as_ptr(provider));
-        if !same {
-            return Err(TenantError::TableNotFound(format!(
-                "{name} (the table was replaced while the statement was planned; run it again)"
-            )));
+        if !std::ptr::addr_eq(Arc::as_ptr(&current), Arc::as_ptr(provider)) {
+            return Err(if self.is_table_function(name) {
+                TenantError::NotSupported(format!(
+                    "'{name}' names both a table and a table function; \
+                     qualify the table's name or rename it to call the function"
+                ))
+            } else {
+                TenantError::TableNotFound(format!(
+                    "{name} (the table was replaced while the statement was planned; run it again)"
+                ))
+            });
         }
         for access in accesses {
             current.authorize(&self.user, *access)?;
         }
         Ok(())
     }
+
+    /// Whether a scan named `name` can be a table function's: DataFusion
+    /// names those scans by the bare function name, with `()` after it
+    /// (`generate_series()`) for a function in `FROM`.
+    fn is_table_function(&self, name: &TableReference) -> bool {
+        match name {
+            TableReference::Bare { table } => {
+                let function = table.strip_suffix("()").unwrap_or(table);
+                self.engine.state.table_functions().contains_key(function)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether `provider` is one of the engine's own tables: a plan holding one
+/// under a name the catalog no longer has (a table since dropped) must fail
+/// closed even when the name is also a table function's.
+fn is_engine_table(provider: &Arc<dyn TableProvider>) -> bool {
+    provider.is::<PartitionedTable<UserPartitions>>()
+        || provider.is::<PartitionedTable<SharedAccess>>()
+        || provider.is::<PartitionedTable<StreamPolicy>>()
+        || provider.is::<SystemTable>()
 }

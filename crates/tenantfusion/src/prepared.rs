@@ -65,7 +65,12 @@ impl PreparedStatement {
     /// Runs the statement with `params` (one per parameter, cast to its
     /// type). Queries run when the returned [`Query`] is collected.
     pub async fn execute(&self, params: Vec<ScalarValue>) -> Result<Query> {
-        self.session.execute_prepared(&self.prepared, params).await
+        self.session.engine.finish_drops().await?;
+        let governor = self.session.engine.governor(&self.session.user)?;
+        self.session
+            .execute_prepared(&self.prepared, params)
+            .await
+            .map(|query| query.governed(governor))
     }
 }
 
@@ -95,6 +100,7 @@ impl TenantSession {
     /// Parses, checks and plans `sql` once for repeated execution. Only
     /// queries and `INSERT` can be prepared; parameters are `$1, $2, ...`.
     pub async fn prepare(&self, sql: &str) -> Result<PreparedStatement> {
+        self.engine.finish_drops().await?;
         let TenantStatement::Sql(statement) = parse(sql)? else {
             return Err(not_preparable());
         };

@@ -5,9 +5,14 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, collect, execute_stream};
-use tenantfusion_core::Result;
+use futures::{StreamExt, TryStreamExt};
+use tenantfusion_core::{Result, TenantError};
+
+use crate::limits::{CancelHandle, Governor};
 
 /// What [`TenantSession::sql`](crate::TenantSession::sql) returns.
 ///
@@ -19,6 +24,7 @@ pub struct Query {
     plan: Option<Arc<dyn ExecutionPlan>>,
     task: Arc<TaskContext>,
     from_cache: bool,
+    governor: Governor,
 }
 
 impl Query {
@@ -32,6 +38,7 @@ impl Query {
             plan: Some(plan),
             task,
             from_cache,
+            governor: Governor::default(),
         }
     }
 
@@ -48,6 +55,7 @@ impl Query {
             plan: None,
             task,
             from_cache: false,
+            governor: Governor::default(),
         }
     }
 
@@ -68,25 +76,78 @@ impl Query {
         self.plan.as_ref()
     }
 
+    /// The statement under `governor`'s limits.
+    pub(crate) fn governed(mut self, governor: Governor) -> Self {
+        self.governor = governor;
+        self
+    }
+
+    /// A handle that cancels this query from anywhere, before or while it
+    /// runs (see [`StatementLimits`](crate::StatementLimits) for what a
+    /// cancelled write does).
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.governor.cancel.clone()
+    }
+
     /// Runs the statement and gathers every row.
     pub async fn collect(self) -> Result<Vec<RecordBatch>> {
-        match self.plan {
-            Some(plan) => Ok(collect(plan, self.task).await?),
-            None => Ok(Vec::new()),
+        if self.plan.is_none() {
+            return Ok(Vec::new());
         }
+        Ok(self.execute_stream()?.try_collect().await?)
     }
 
     /// Runs the statement as a stream of batches; errors inside the stream are
-    /// DataFusion errors that convert with `TenantError::from`.
+    /// DataFusion errors that convert with `TenantError::from`. Dropping the
+    /// stream stops a query's work; a write runs to its end regardless.
     pub fn execute_stream(self) -> Result<SendableRecordBatchStream> {
-        match self.plan {
-            Some(plan) => Ok(execute_stream(plan, self.task)?),
-            None => Ok(execute_stream(
-                Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
-                    self.schema,
-                )),
-                self.task,
-            )?),
+        if let Some(err) = self.governor.stopped() {
+            return Err(err);
         }
+        let plan = match self.plan {
+            Some(plan) => plan,
+            None => Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
+                Arc::clone(&self.schema),
+            )),
+        };
+        if writes(&plan) {
+            return Ok(run_to_end(plan, self.task, self.governor));
+        }
+        Ok(self.governor.govern(execute_stream(plan, self.task)?))
     }
+}
+
+/// Whether `plan` changes rows (INSERT, UPDATE and DELETE end in a sink).
+fn writes(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.is::<DataSinkExec>() || plan.children().into_iter().any(writes)
+}
+
+/// Runs a write on a task of its own, which finishes whatever happens to
+/// the stream handed back: a write cut between its log record and its
+/// table would leave durable rows the engine does not show until reopened.
+fn run_to_end(
+    plan: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+    governor: Governor,
+) -> SendableRecordBatchStream {
+    let schema = plan.schema();
+    let write = tokio::spawn(async move {
+        // Counted among its user's statements until it is done.
+        let _governor = governor;
+        collect(plan, task).await
+    });
+    let batches = futures::stream::once(async move {
+        let batches = match write.await {
+            Ok(batches) => batches,
+            Err(err) => Err(datafusion::error::DataFusionError::External(Box::new(
+                TenantError::Internal(format!("a write's task ended abnormally: {err}")),
+            ))),
+        };
+        futures::stream::iter(match batches {
+            Ok(batches) => batches.into_iter().map(Ok).collect(),
+            Err(err) => vec![Err(err)],
+        })
+    })
+    .flatten();
+    Box::pin(RecordBatchStreamAdapter::new(schema, batches))
 }

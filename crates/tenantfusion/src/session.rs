@@ -1,20 +1,23 @@
 //! Per-request sessions: the engine's shared state plus one caller.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::common::TableReference;
 use datafusion::config::ConfigField;
 use datafusion::execution::FunctionRegistry;
 use datafusion::execution::TaskContext;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::reset_plan_states;
-use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
 use datafusion::sql::planner::object_name_to_table_reference;
 use datafusion::sql::sqlparser::ast::{
-    FromTable, Insert, SetExpr, Statement as SqlStatement, TableFactor, TableObject,
+    FromTable, Insert, ObjectName, SetExpr, Statement as SqlStatement, TableFactor, TableObject,
+    Visit, Visitor,
 };
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
@@ -22,6 +25,7 @@ use tenantfusion_core::{Access, Result, TableProviderCore, TenantError, UserCont
 
 use crate::catalog::CATALOG_NAME;
 use crate::engine::EngineInner;
+use crate::limits::StatementMemoryPool;
 use crate::mutation::as_mutation;
 use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, is_deterministic, is_reusable};
 use crate::prepared::Prepared;
@@ -93,7 +97,10 @@ impl TenantSession {
     /// Parses, checks and plans one SQL statement. DDL/DCL runs now; queries
     /// and DML run when the returned [`Query`] is collected or streamed.
     pub async fn sql(&self, sql: &str) -> Result<Query> {
-        self.run(sql.to_string()).await
+        self.engine.finish_drops().await?;
+        let governor = self.engine.governor(&self.user)?;
+        let query = self.run(sql.to_string()).await?;
+        Ok(query.governed(governor))
     }
 
     pub(crate) fn new(engine: Arc<EngineInner>, user: UserContext) -> Self {
@@ -308,7 +315,7 @@ impl TenantSession {
     /// build side, a TopK heap, metrics) is kept in the cache.
     pub(crate) fn run_cached(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Query> {
         let plan = reset_plan_states(plan)?;
-        let task = self.with_state(|state| self.task_context(state));
+        let task = self.with_state(|state| self.task_context(state))?;
         Ok(Query::planned(plan, task, true))
     }
 
@@ -328,7 +335,7 @@ impl TenantSession {
             let template = reset_plan_states(Arc::clone(&physical))?;
             self.engine.plans.insert(slot, template);
         }
-        Ok(Query::planned(physical, self.task_context(state), false))
+        Ok(Query::planned(physical, self.task_context(state)?, false))
     }
 
     /// Plans a statement; DDL runs here, so the outer result is planning
@@ -371,13 +378,25 @@ impl TenantSession {
         })
     }
 
-    /// A task context carrying this session's user. Function registries are
-    /// left empty: physical plans hold their functions already, and copying
-    /// the registries is most of what cloning a `SessionState` costs.
-    pub(crate) fn task_context(&self, state: &SessionState) -> Arc<TaskContext> {
+    /// A task context carrying this session's user and, under a
+    /// per-statement memory limit, a memory pool of the statement's own
+    /// (see [`StatementMemoryPool`]). Function registries are left empty:
+    /// physical plans hold their functions already, and copying the
+    /// registries is most of what cloning a `SessionState` costs.
+    pub(crate) fn task_context(&self, state: &SessionState) -> Result<Arc<TaskContext>> {
         let mut config = state.config().clone();
         config.set_extension(Arc::clone(&self.user));
-        Arc::new(TaskContext::new(
+        let engine = state.runtime_env();
+        let runtime = match self.engine.config.statement_limits.memory {
+            Some(limit) => {
+                let pool = StatementMemoryPool::new(Arc::clone(&engine.memory_pool), limit);
+                RuntimeEnvBuilder::from_runtime_env(engine)
+                    .with_memory_pool(Arc::new(pool))
+                    .build_arc()?
+            }
+            None => Arc::clone(engine),
+        };
+        Ok(Arc::new(TaskContext::new(
             None,
             state.session_id().to_string(),
             config,
@@ -385,8 +404,8 @@ impl TenantSession {
             HashMap::new(),
             HashMap::new(),
             HashMap::new(),
-            Arc::clone(state.runtime_env()),
-        ))
+            runtime,
+        )))
     }
 
     /// `SET`/`RESET` of a per-session setting; see [`is_engine_wide`] for
@@ -452,8 +471,14 @@ impl TenantSession {
         let target = target
             .map(|name| object_name_to_table_reference(name, normalize))
             .transpose()?;
+        let calls = table_function_calls(statement, normalize)?;
         let mut tables = Vec::new();
         for reference in state.resolve_table_references(statement)? {
+            if calls.contains(&reference) {
+                // Planned as a table function (`generate_series(1, 3)`); any
+                // table its plan reads is checked in `check_plan`.
+                continue;
+            }
             let is_target = target.as_ref() == Some(&reference);
             if is_target && target_access == TargetAccess::Create {
                 continue;
@@ -515,6 +540,65 @@ fn is_engine_wide(key: &str) -> bool {
     key.starts_with("datafusion.catalog.")
         || key.starts_with("datafusion.runtime.")
         || key == "datafusion.sql_parser.enable_ident_normalization"
+}
+
+/// Names the statement uses only as table functions (`FROM range(1, 3)`),
+/// never as plain relations: DataFusion's reference resolver lists both
+/// alike. A name used both ways stays a table reference to check.
+fn table_function_calls(
+    statement: &DFStatement,
+    normalize: bool,
+) -> Result<BTreeSet<TableReference>> {
+    #[derive(Default)]
+    struct Relations {
+        calls: Vec<ObjectName>,
+        tables: Vec<ObjectName>,
+    }
+    impl Visitor for Relations {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table { name, args, .. } = factor {
+                match args {
+                    Some(_) => self.calls.push(name.clone()),
+                    None => self.tables.push(name.clone()),
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    fn visit(statement: &DFStatement, relations: &mut Relations) {
+        match statement {
+            DFStatement::Statement(s) => {
+                let _ = s.visit(relations);
+            }
+            DFStatement::Explain(e) => visit(&e.statement, relations),
+            DFStatement::CopyTo(copy) => {
+                if let CopyToSource::Query(query) = &copy.source {
+                    let _ = query.visit(relations);
+                }
+            }
+            DFStatement::CreateExternalTable(_) | DFStatement::Reset(_) => {}
+        }
+    }
+    let mut relations = Relations::default();
+    visit(statement, &mut relations);
+    if relations.calls.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let reference = |name: &ObjectName| object_name_to_table_reference(name.clone(), normalize);
+    let tables = relations
+        .tables
+        .iter()
+        .map(reference)
+        .collect::<datafusion::error::Result<BTreeSet<_>>>()?;
+    let mut calls = BTreeSet::new();
+    for name in &relations.calls {
+        let call = reference(name)?;
+        if !tables.contains(&call) {
+            calls.insert(call);
+        }
+    }
+    Ok(calls)
 }
 
 /// What the statement does to its target table, if it has one.

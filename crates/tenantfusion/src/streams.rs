@@ -87,10 +87,15 @@ impl Streams {
         self.pool.lock().clone()
     }
 
-    /// Starts feeding `table` from its source; its declared topics are
-    /// subscribed now. Errors when the source is unknown or its rows cannot
-    /// fill the table's columns.
-    pub(crate) fn attach(&self, table: Arc<StreamTableProvider>, topics: &[String]) -> Result<()> {
+    /// Starts feeding `table` from its source, its declared topics
+    /// subscribed now; the feed is known to nothing until
+    /// [`install`](Self::install)ed. Errors when the source is unknown,
+    /// its rows cannot fill the table's columns, or a topic cannot be had.
+    pub(crate) fn start(
+        &self,
+        table: Arc<StreamTableProvider>,
+        topics: &[String],
+    ) -> Result<Arc<TableFeed>> {
         let source = table
             .source()
             .ok_or_else(|| TenantError::Internal("attach of a user-fed stream table".into()))?
@@ -110,11 +115,23 @@ impl Streams {
             topics: Mutex::new(HashMap::new()),
         });
         for topic in topics {
-            feed.declare(topic)?;
+            if let Err(err) = feed.declare(topic) {
+                self.discard(&feed);
+                return Err(err);
+            }
         }
+        Ok(feed)
+    }
+
+    /// Makes a started feed the one of its table.
+    pub(crate) fn install(&self, feed: Arc<TableFeed>) {
         self.feeds
             .insert(feed.table.core().table_id.as_ref().clone(), feed);
-        Ok(())
+    }
+
+    /// Stops a started feed that was never installed.
+    pub(crate) fn discard(&self, feed: &TableFeed) {
+        self.stopping.lock().extend(feed.stop());
     }
 
     /// Stops feeding a dropped table: its upstream topics are released
@@ -240,6 +257,11 @@ impl TableFeed {
     /// Holds `topic` until [`undeclare`](Self::undeclare).
     pub(crate) fn declare(self: &Arc<Self>, topic: &str) -> Result<()> {
         self.hold(topic, |demand| demand.declared = true)
+    }
+
+    /// Whether `topic` is declared (held by the table itself).
+    pub(crate) fn is_declared(&self, topic: &str) -> bool {
+        self.topics.lock().get(topic).is_some_and(|d| d.declared)
     }
 
     /// Stops holding a declared topic; it stays while live queries use it.

@@ -367,7 +367,7 @@ fn live_subscriptions_table(live_queries: Arc<LiveQueries>) -> SystemTable {
 }
 
 /// A read-only table whose rows are computed per caller at execution.
-struct SystemTable {
+pub(crate) struct SystemTable {
     schema: SchemaRef,
     rows: RowSource,
 }

@@ -1,7 +1,10 @@
 //! Known users and their roles.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
+use parking_lot::Mutex;
 use tenantfusion_core::{Result, Role, TenantError, UserId};
 
 /// A registered user.
@@ -20,14 +23,23 @@ pub struct UserRecord {
 /// Sessions do not require registration (a host database authenticates its
 /// own users); the registry is what `EXECUTE AS USER`, `GRANT` and
 /// `system.users` consult.
+///
+/// A dropped user's name stays *being dropped* until every table has let go
+/// of their rows (`DROP USER` logs the drop first, then empties the tables,
+/// then logs that it is done; an engine reopened in between finishes the
+/// job before it serves anyone). Until then the name cannot be created again.
 #[derive(Debug, Default)]
 pub struct UserRegistry {
     users: DashMap<UserId, UserRecord>,
+    forgetting: Mutex<BTreeSet<String>>,
 }
 
 impl UserRegistry {
     /// Registers a user; `USER_EXISTS` if the name is taken.
     pub fn create(&self, user_id: UserId, role: Role) -> Result<()> {
+        // A log written before drops were finished in two steps has no
+        // `UserForgotten`: its drop was complete when it was logged.
+        self.forgetting.lock().remove(user_id.as_str());
         match self.users.entry(user_id) {
             dashmap::Entry::Occupied(e) => Err(TenantError::UserExists(e.key().to_string())),
             dashmap::Entry::Vacant(e) => {
@@ -42,12 +54,43 @@ impl UserRegistry {
         }
     }
 
-    /// Removes a user; `USER_NOT_FOUND` if there is none.
+    /// Whether a user named `user_id` can be created now.
+    pub fn check_create(&self, user_id: &str) -> Result<()> {
+        if self.users.contains_key(user_id) {
+            return Err(TenantError::UserExists(user_id.to_string()));
+        }
+        if self.is_forgetting(user_id) {
+            return Err(TenantError::UserExists(format!(
+                "{user_id} (still being dropped: run DROP USER '{user_id}' again to finish)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes a user, whose rows are then being dropped; `USER_NOT_FOUND`
+    /// if there is none.
     pub fn drop_user(&self, user_id: &str) -> Result<UserRecord> {
-        self.users
+        let (_, record) = self
+            .users
             .remove(user_id)
-            .map(|(_, record)| record)
-            .ok_or_else(|| TenantError::UserNotFound(user_id.to_string()))
+            .ok_or_else(|| TenantError::UserNotFound(user_id.to_string()))?;
+        self.forgetting.lock().insert(user_id.to_string());
+        Ok(record)
+    }
+
+    /// Every table has let go of the dropped user's rows.
+    pub fn forgotten(&self, user_id: &str) {
+        self.forgetting.lock().remove(user_id);
+    }
+
+    /// Whether `user_id` was dropped and their rows are not all gone yet.
+    pub fn is_forgetting(&self, user_id: &str) -> bool {
+        self.forgetting.lock().contains(user_id)
+    }
+
+    /// The dropped users whose rows are not all gone yet, sorted.
+    pub fn forgetting(&self) -> Vec<String> {
+        self.forgetting.lock().iter().cloned().collect()
     }
 
     /// A registered user.

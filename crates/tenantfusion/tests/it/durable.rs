@@ -560,6 +560,75 @@ async fn damaged_partition(damage: Damage) {
     );
 }
 
+/// 300 rows of alice's flushed to one segment; bodies `body-<id>-x`.
+fn flipped_segment_dir() -> (tempfile::TempDir, std::path::PathBuf, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let expected: Vec<String> = (1..=300).map(|i| format!("{i} body-{i}-x")).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let engine = open(dir.path());
+        run(&admin(&engine), "CREATE TABLE notes (id BIGINT, body TEXT)").await;
+        run(
+            &user(&engine, "alice"),
+            "INSERT INTO notes SELECT value, 'body-' || value || '-x' FROM generate_series(1, 300)",
+        )
+        .await;
+        run(&admin(&engine), "FLUSH TABLE notes").await;
+    });
+    let file = dir
+        .path()
+        .join("tables")
+        .join("default.notes.1")
+        .join("data")
+        .join("u-alice")
+        .join("seg-0.parquet");
+    (dir, file, expected)
+}
+
+#[tokio::test]
+async fn a_flipped_byte_anywhere_in_a_segment_is_reported_never_read_as_rows() {
+    let (dir, file, expected) = tokio::task::spawn_blocking(flipped_segment_dir)
+        .await
+        .unwrap();
+    let whole = std::fs::read(&file).unwrap();
+    // 48 offsets over the whole file: data pages, page headers, footer.
+    let offsets: Vec<usize> = (0..48).map(|i| i * (whole.len() - 1) / 47).collect();
+    for at in offsets {
+        let mut bytes = whole.clone();
+        bytes[at] ^= 0x04;
+        std::fs::write(&file, &bytes).unwrap();
+        let engine = open(dir.path());
+        let alice = user(&engine, "alice");
+        let sql = "SELECT id, body FROM notes ORDER BY id";
+        match alice.sql(sql).await.unwrap().collect().await {
+            Ok(_) => panic!("byte {at} flipped: the damaged segment was read as rows"),
+            Err(err) => {
+                assert_eq!(err.code(), "DATA_CORRUPTED", "byte {at}: {err}");
+                assert!(err.to_string().contains("u-alice/seg-0.parquet"), "{err}");
+            }
+        }
+        drop(engine);
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            bytes,
+            "the damaged file was changed"
+        );
+    }
+    std::fs::write(&file, &whole).unwrap();
+    let engine = open(dir.path());
+    assert_eq!(
+        rows(
+            &user(&engine, "alice"),
+            "SELECT id, body FROM notes ORDER BY id"
+        )
+        .await,
+        expected
+    );
+}
+
 #[tokio::test]
 async fn a_failed_flush_fails_the_statement_and_keeps_every_row() {
     let dir = tempfile::tempdir().unwrap();

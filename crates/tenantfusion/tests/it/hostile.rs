@@ -358,3 +358,60 @@ async fn execute_as_takes_a_trailing_comment() {
         ["alice-note"]
     );
 }
+
+#[tokio::test]
+async fn table_functions_are_functions_not_table_names() {
+    let engine = notes_and_vault().await;
+    let alice = user(&engine, "alice");
+    assert_eq!(
+        count(&alice, "SELECT count(*) FROM generate_series(1, 3)").await,
+        3
+    );
+    assert_eq!(count(&alice, "SELECT sum(value) FROM range(5)").await, 10);
+    assert_eq!(
+        rows(
+            &alice,
+            "SELECT n.body FROM app.notes n JOIN generate_series(1, 5) g ON n.id = g.value"
+        )
+        .await,
+        ["alice-note"]
+    );
+    assert!(
+        !rows(&alice, "EXPLAIN SELECT * FROM range(3)")
+            .await
+            .is_empty()
+    );
+    run(
+        &alice,
+        "INSERT INTO app.notes SELECT value, 'series' FROM generate_series(10, 12)",
+    )
+    .await;
+    assert_eq!(
+        count(
+            &alice,
+            "SELECT count(*) FROM app.notes WHERE body = 'series'"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(&user(&engine, "bob"), "SELECT count(*) FROM app.notes").await,
+        1
+    );
+    // A function's arguments are still checked: a private table inside them
+    // is refused before planning shows anything of it.
+    let err = error(
+        &alice,
+        "SELECT * FROM generate_series(1, (SELECT max(id) FROM app.vault))",
+    )
+    .await;
+    assert_eq!(err.code(), "PERMISSION_DENIED", "{err}");
+    assert!(!err.to_string().contains("secret"), "{err}");
+    // An unknown function is not a table either.
+    let err = error(&alice, "SELECT * FROM no_such_function(1)").await;
+    assert!(
+        !matches!(err.code(), "TABLE_NOT_FOUND"),
+        "{}: {err}",
+        err.code()
+    );
+}

@@ -1,15 +1,19 @@
 //! Integration tests of the engine, as one binary (each links DataFusion).
 
+mod catalog_changes;
 mod common;
 mod durable;
 mod errors;
+mod fuzz_sql;
 mod host;
 mod hostile;
 mod isolation;
+mod limits;
 mod live_queries;
 mod model;
 mod plan_cache;
 mod primary_key;
+mod rls_cves;
 mod s3;
 mod shared;
 mod streams;
