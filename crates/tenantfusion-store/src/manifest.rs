@@ -130,6 +130,15 @@ impl Manifest {
     /// Reads what [`Manifest::encode`] wrote for `partition`; the error
     /// says what is wrong (the caller names the file).
     pub(crate) fn decode(bytes: &[u8], partition: &PartitionKey) -> Result<Self, String> {
+        let (owner, manifest) = Self::decode_any(bytes)?;
+        if &owner != partition {
+            return Err(format!("the manifest is of partition {owner:?}"));
+        }
+        Ok(manifest)
+    }
+
+    /// Reads a manifest and the partition it says it is of.
+    pub(crate) fn decode_any(bytes: &[u8]) -> Result<(PartitionKey, Self), String> {
         let payload = match decode(bytes) {
             Decoded::Record { payload, len, .. } if len == bytes.len() => payload,
             Decoded::Record { len, .. } => {
@@ -144,9 +153,6 @@ impl Manifest {
             return Err(format!("manifest version {version} is not known"));
         }
         let owner = decode_key(&mut input)?;
-        if &owner != partition {
-            return Err(format!("the manifest is of partition {owner:?}"));
-        }
         let flushed_through = input.u64("flushed_through")?;
         let next_segment = input.u64("next_segment")?;
         let count = input.u32("segments")?;
@@ -188,11 +194,12 @@ impl Manifest {
             }));
         }
         input.end()?;
-        Ok(Self {
+        let manifest = Self {
             flushed_through,
             next_segment,
             segments,
-        })
+        };
+        Ok((owner, manifest))
     }
 }
 

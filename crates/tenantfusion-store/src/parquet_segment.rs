@@ -181,7 +181,7 @@ pub(crate) async fn read(
 /// Reads the whole segment `path` and checks it is the `size` bytes with
 /// CRC-32 `expected` that were written: a flipped bit in a data page can
 /// decode to a wrong value without Parquet noticing.
-async fn verify(files: &Files, path: &Path, size: u64, expected: u32) -> Result<()> {
+pub(crate) async fn verify(files: &Files, path: &Path, size: u64, expected: u32) -> Result<()> {
     let corrupted = |detail: String| TenantError::Corrupted {
         file: files.name(path),
         detail,

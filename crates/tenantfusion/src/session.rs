@@ -211,6 +211,7 @@ impl TenantSession {
                 TenantStatement::FlushTable { table, compact } => {
                     self.flush_table(table, compact).await
                 }
+                TenantStatement::Verify { table } => self.verify(table).await,
                 TenantStatement::Subscribe { .. } => Err(TenantError::NotSupported(
                     "SUBSCRIBE returns a stream of changes, not rows: call TenantSession::subscribe"
                         .into(),

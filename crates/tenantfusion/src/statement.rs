@@ -14,6 +14,7 @@
 //! ALTER STREAM TABLE ns.t ADD|DROP TOPICS ('A', 'B', ...)
 //! SUBSCRIBE TO ns.t [WHERE predicate] [OPTIONS (LAST_ROWS = n)]
 //! FLUSH TABLE ns.t                            COMPACT TABLE ns.t
+//! VERIFY TABLE ns.t                           VERIFY DATABASE
 //! ```
 
 use datafusion::sql::parser::{DFParser, DFParserBuilder, Statement as DFStatement};
@@ -95,6 +96,11 @@ pub(crate) enum TenantStatement {
         table: ObjectName,
         compact: bool,
     },
+    /// `VERIFY TABLE t` (`Some`) or `VERIFY DATABASE` (`None`): reads
+    /// every log record, manifest and segment and reports damage.
+    Verify {
+        table: Option<ObjectName>,
+    },
     /// Anything else: DataFusion plans it.
     Sql(DFStatement),
 }
@@ -171,6 +177,15 @@ pub(crate) fn parse(sql: &str) -> Result<TenantStatement> {
                 table,
                 compact: a == "COMPACT",
             }
+        }
+        (Some(a), Some(b), _) if a == "VERIFY" && b == "TABLE" => {
+            skip(&mut p, 2);
+            let table = p.parser.parse_object_name(false).map_err(syntax)?;
+            TenantStatement::Verify { table: Some(table) }
+        }
+        (Some(a), Some(b), _) if a == "VERIFY" && b == "DATABASE" => {
+            skip(&mut p, 2);
+            TenantStatement::Verify { table: None }
         }
         (Some(a), Some(b), Some(c)) if a == "ALTER" && b == "STREAM" && c == "TABLE" => {
             skip(&mut p, 3);
@@ -535,6 +550,14 @@ mod tests {
             parse("COMPACT TABLE t").unwrap(),
             TenantStatement::FlushTable { compact: true, .. }
         ));
+        assert!(matches!(
+            parse("verify table app.notes").unwrap(),
+            TenantStatement::Verify { table: Some(table) } if table.to_string() == "app.notes"
+        ));
+        assert!(matches!(
+            parse("VERIFY DATABASE;").unwrap(),
+            TenantStatement::Verify { table: None }
+        ));
         match parse("ALTER STREAM TABLE m.ticks DROP TOPICS ('A', 'B')").unwrap() {
             TenantStatement::AlterTopics { add, topics, .. } => {
                 assert!(!add);
@@ -560,6 +583,8 @@ mod tests {
             "SUBSCRIBE m.ticks",
             "FLUSH TABLE",
             "FLUSH TABLE a.b c",
+            "VERIFY TABLE",
+            "VERIFY DATABASE now",
             "SUBSCRIBE TO m.ticks WHERE",
         ] {
             assert_eq!(parse(sql).unwrap_err().code(), "SYNTAX_ERROR", "{sql}");

@@ -2,6 +2,7 @@
 
 mod catalog_changes;
 mod common;
+mod ddl_crash;
 mod durable;
 mod errors;
 mod fuzz_sql;
