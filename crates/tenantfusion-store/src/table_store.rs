@@ -489,6 +489,28 @@ impl Inner {
         Ok(stats)
     }
 
+    /// `DATA_CORRUPTED` when `manifest` reflects records the log, which
+    /// went on at `opened_at`, never reached: the log lost its end (cut,
+    /// or a segment deleted) and with it what came after the flush.
+    fn check_log_reaches(
+        &self,
+        key: &PartitionKey,
+        manifest: &Manifest,
+        opened_at: u64,
+    ) -> Result<()> {
+        if manifest.flushed_through >= opened_at {
+            return Err(TenantError::Corrupted {
+                file: self.wal_dir.display().to_string(),
+                detail: format!(
+                    "the log ends before record {opened_at}, but the manifest of partition \
+                     {key:?} reflects records up to {}: the end of the log is missing",
+                    manifest.flushed_through
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn corrupted(&self, lsn: u64, detail: String) -> TenantError {
         TenantError::Corrupted {
             file: self.wal_dir.display().to_string(),
@@ -575,6 +597,10 @@ impl Inner {
             }
             Ok(())
         })?;
+        for entry in partitions.iter() {
+            let state = entry.value().state.read();
+            self.check_log_reaches(entry.key(), &state.manifest, wal.opened_at().0)?;
+        }
         // Drops logged before the process stopped but whose segments were
         // still listed: finish them now.
         for key in dropped {
@@ -641,6 +667,7 @@ impl Inner {
             };
         }
         let manifest = self.read_manifest(key).await?;
+        self.check_log_reaches(key, &manifest, loaded.wal.opened_at().0)?;
         let entry = loaded
             .partitions
             .entry(key.clone())

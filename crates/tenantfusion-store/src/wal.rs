@@ -127,6 +127,7 @@ pub struct Wal {
     committer: Option<JoinHandle<()>>,
     replayed: u64,
     torn_bytes: u64,
+    opened_at: u64,
 }
 
 impl Wal {
@@ -198,7 +199,16 @@ impl Wal {
             committer: Some(committer),
             replayed,
             torn_bytes: found.torn_bytes,
+            opened_at: found.next_lsn,
         })
+    }
+
+    /// The LSN the log went on at when it opened: one past its last
+    /// record (the newest segment is never removed, so this holds even for
+    /// a log cut down to nothing). Whatever anything durable says was
+    /// logged before must be below it.
+    pub fn opened_at(&self) -> Lsn {
+        Lsn(self.opened_at)
     }
 
     /// Appends one record; resolves with its LSN once it is durable.

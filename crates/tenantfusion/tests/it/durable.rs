@@ -1133,3 +1133,50 @@ fn random_damage_anywhere_is_a_right_answer_or_data_corrupted() {
         })
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_log_cut_back_past_what_was_flushed_is_reported() {
+    let dir = tokio::task::spawn_blocking(damage_dir).await.unwrap();
+    let wal = dir
+        .path()
+        .join("tables")
+        .join("default.notes.1")
+        .join("wal");
+    let segment = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let whole = std::fs::read(&segment).unwrap();
+    // Emptied, or cut to its header: what looked like a log just started.
+    for len in [0, 8] {
+        std::fs::write(&segment, &whole[..len]).unwrap();
+        let engine = open(dir.path());
+        for who in ["alice", "bob"] {
+            let err = error(&user(&engine, who), "SELECT count(*) FROM notes").await;
+            assert_eq!(err.code(), "DATA_CORRUPTED", "cut to {len}: {err}");
+            assert!(
+                err.to_string().contains("end of the log is missing"),
+                "{err}"
+            );
+        }
+        drop(engine);
+        // Nothing of what was there is gone (an empty segment gets its
+        // header written back, which loses nothing).
+        let after = std::fs::read(&segment).unwrap();
+        assert!(
+            after.starts_with(&whole[..len]) && after.len() <= 8,
+            "the log was changed"
+        );
+    }
+    std::fs::write(&segment, &whole).unwrap();
+    let engine = open(dir.path());
+    assert_eq!(
+        rows(
+            &user(&engine, "alice"),
+            "SELECT id, body FROM notes WHERE id > 0 ORDER BY id"
+        )
+        .await,
+        expected_notes("alice")
+    );
+}
