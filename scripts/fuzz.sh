@@ -5,6 +5,7 @@
 # The fuzzers (property tests; CI runs each with a small case count):
 #   SQL as a hostile tenant   tenantfusion  it  fuzz_sql::
 #   WAL damage                tenantfusion-store  wal::tests::any_damage
+#   any file of a data dir    tenantfusion  it  durable::random_damage
 #   STOMP frames, JSON rows   tenantfusion-live   stomp::tests:: json_rows::tests::
 # A failure prints the case that failed (proptest shrinks it) and stops.
 set -euo pipefail
@@ -18,14 +19,14 @@ export CARGO_INCREMENTAL=0
 # The fuzzers, by name: one build of the whole workspace (building a
 # single package would resolve DataFusion's features anew and rebuild it).
 FUZZERS=(any_bytes_give_the_same_frames encoded_frames_decode any_message_is_rows
-  any_damage_is_a_clean_prefix fuzz_sql::)
-cargo test --workspace --tests --no-run -q
+  any_damage_is_a_clean_prefix random_damage_anywhere fuzz_sql::)
+cargo test --workspace --lib --test it --no-run -q
 
 runs=0
 end=$(( $(date +%s) + SECONDS_WANTED ))
 while [ "$(date +%s)" -lt "$end" ]; do
-  cargo test --workspace --tests -q -- "${FUZZERS[@]}"
+  cargo test --workspace --lib --test it -q -- "${FUZZERS[@]}"
   runs=$((runs + 1))
   echo "fuzz round $runs done: $((runs * CASES)) cases per fuzzer so far"
 done
-echo "fuzzed for ${SECONDS_WANTED}s: $runs rounds, $((runs * CASES)) cases per fuzzer (6 fuzzers)"
+echo "fuzzed for ${SECONDS_WANTED}s: $runs rounds, $((runs * CASES)) cases per fuzzer (7 fuzzers)"
