@@ -497,17 +497,29 @@ impl EngineInner {
 
     /// Applies `event` and, with durable storage, logs it; returns once it
     /// is durable. Changes are made one at a time.
-    pub(crate) async fn commit(&self, event: CatalogEvent) -> Result<()> {
+    pub(crate) async fn commit(self: &Arc<Self>, event: CatalogEvent) -> Result<()> {
         self.commit_built(event, None).await
     }
 
     /// [`commit`](Self::commit) of a `CreateTable` whose table was built
     /// (and filled) beforehand; see [`Changes::apply`].
+    ///
+    /// Runs on a task of its own: once begun, a change is logged and
+    /// applied (or neither) whatever becomes of its caller. A caller
+    /// dropped between the two would leave the change logged and not
+    /// applied, and the log would then hold, say, two CREATEs of one table.
     pub(crate) async fn commit_built(
-        &self,
+        self: &Arc<Self>,
         event: CatalogEvent,
         built: Option<BuiltTable>,
     ) -> Result<()> {
+        let engine = Arc::clone(self);
+        tokio::spawn(async move { engine.commit_here(event, built).await })
+            .await
+            .map_err(|e| TenantError::Internal(format!("a change's task ended abnormally: {e}")))?
+    }
+
+    async fn commit_here(&self, event: CatalogEvent, built: Option<BuiltTable>) -> Result<()> {
         let _one_at_a_time = self.ddl.lock().await;
         let changes = self.changes();
         // Everything that can fail happens before the change is logged: a

@@ -256,20 +256,31 @@ impl TenantSession {
     pub(crate) async fn drop_user(&self, name: &str, if_exists: bool) -> Result<Query> {
         self.require_admin("DROP USER")?;
         let users = &self.engine.users;
-        if users.get(name).is_some() {
-            let event = CatalogEvent::DropUser { name: name.into() };
-            match self.engine.commit(event).await {
-                Err(TenantError::UserNotFound(_)) if if_exists => return self.done(),
-                other => other?,
-            }
-        } else if !users.is_forgetting(name) {
+        let registered = users.get(name).is_some();
+        if !registered && !users.is_forgetting(name) {
             if if_exists {
                 return self.done();
             }
             return Err(TenantError::UserNotFound(name.to_string()));
         }
-        self.engine.forget_user(name).await?;
-        self.done()
+        // On a task of its own, so a caller that goes away does not leave
+        // the drop logged and the rows in place.
+        let engine = Arc::clone(&self.engine);
+        let user = name.to_string();
+        let dropped = tokio::spawn(async move {
+            if registered {
+                engine
+                    .commit(CatalogEvent::DropUser { name: user.clone() })
+                    .await?;
+            }
+            engine.forget_user(&user).await
+        })
+        .await
+        .map_err(|e| TenantError::Internal(format!("DROP USER's task ended abnormally: {e}")))?;
+        match dropped {
+            Err(TenantError::UserNotFound(_)) if if_exists => self.done(),
+            other => other.and_then(|()| self.done()),
+        }
     }
 
     pub(crate) async fn grant(

@@ -244,7 +244,7 @@ impl EngineInner {
     /// Lets every table go of the rows of `name`, a user dropped (and
     /// logged as dropped) before, then logs that they are gone. Safe to run
     /// again after a failure or a crash part of the way through.
-    pub(crate) async fn forget_user(&self, name: &str) -> Result<()> {
+    pub(crate) async fn forget_user(self: &Arc<Self>, name: &str) -> Result<()> {
         let user = UserId::new(name);
         for provider in self.cache.all_providers() {
             provider.forget_user(&user).await?;
@@ -257,7 +257,7 @@ impl EngineInner {
     /// any statement runs: until then a new user of that name (or an
     /// administrator) could see the old user's rows. One load of an atomic
     /// flag once they are done.
-    pub(crate) async fn finish_drops(&self) -> Result<()> {
+    pub(crate) async fn finish_drops(self: &Arc<Self>) -> Result<()> {
         if !self.unfinished_drops.load(Ordering::Acquire) {
             return Ok(());
         }

@@ -257,3 +257,37 @@ async fn a_damaged_catalog_fails_the_open_and_nothing_is_cut_or_deleted() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_change_whose_caller_goes_away_is_logged_and_applied_together() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::new(on(dir.path())).unwrap();
+        let admin = admin(&engine);
+        run(&admin, "CREATE NAMESPACE app").await;
+        for n in 0..10 {
+            let sql = format!("CREATE TABLE app.c{n} (id BIGINT)");
+            let mut create = Box::pin(admin.sql(&sql));
+            // Started (waiting for its log record to be durable), then dropped.
+            let _ = futures::poll!(create.as_mut());
+            drop(create);
+        }
+        // Each is there or not, consistently in the process and the log:
+        // IF NOT EXISTS adds only those not made.
+        for n in 0..10 {
+            run(
+                &admin,
+                &format!("CREATE TABLE IF NOT EXISTS app.c{n} (id BIGINT)"),
+            )
+            .await;
+        }
+    }
+    // The log replays: no table is created twice in it.
+    let engine = Engine::new(on(dir.path())).unwrap();
+    for n in 0..10 {
+        assert_eq!(
+            count(&admin(&engine), &format!("SELECT count(*) FROM app.c{n}")).await,
+            0
+        );
+    }
+}
