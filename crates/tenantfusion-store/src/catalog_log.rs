@@ -164,6 +164,28 @@ impl CatalogLog {
         Ok(Self { wal })
     }
 
+    /// Every intact event of the catalog log in `dir`, past any damage, and
+    /// what was passed over (see [`DurablePartitionStore::salvage`]).
+    /// Writes nothing.
+    ///
+    /// [`DurablePartitionStore::salvage`]: crate::DurablePartitionStore::salvage
+    pub fn salvage(dir: impl AsRef<Path>) -> Result<(Vec<CatalogEvent>, Vec<String>)> {
+        let dir = dir.as_ref();
+        let mut events = Vec::new();
+        let mut undecodable = Vec::new();
+        let mut skipped = crate::segment::salvage(dir, |lsn, payload| {
+            match decode(payload) {
+                Ok(event) => events.push(event),
+                Err(detail) => {
+                    undecodable.push(format!("{}: catalog record {lsn}: {detail}", dir.display()))
+                }
+            }
+            Ok(())
+        })?;
+        skipped.extend(undecodable);
+        Ok((events, skipped))
+    }
+
     /// Makes the next append fail half-written, as a full disk would: for
     /// tests of a change that cannot be logged.
     #[doc(hidden)]

@@ -32,5 +32,5 @@ pub use flush_policy::FlushPolicy;
 pub use ipc::{decode_batches, encode_batches};
 pub use record::MAX_PAYLOAD;
 pub use root::StorageRoot;
-pub use table_store::{DurablePartitionStore, FlushStats, TableStats, Verified};
+pub use table_store::{DurablePartitionStore, FlushStats, Salvaged, TableStats, Verified};
 pub use wal::{Durability, Lsn, Wal, WalOptions, WalStats};

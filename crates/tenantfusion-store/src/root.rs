@@ -124,6 +124,25 @@ impl StorageRoot {
         &self.path
     }
 
+    /// Every intact event of the catalog's log and what was passed over
+    /// (see [`CatalogLog::salvage`]). Writes nothing.
+    pub fn salvage_catalog(&self) -> Result<(Vec<CatalogEvent>, Vec<String>)> {
+        CatalogLog::salvage(self.path.join("catalog"))
+    }
+
+    /// The rows that can still be read of the table under `storage` (see
+    /// [`DurablePartitionStore::salvage`]), without opening it for writes.
+    pub async fn salvage_table(&self, storage: &str) -> Result<crate::Salvaged> {
+        let store = DurablePartitionStore::new(
+            self.table_dir(storage)?.join("wal"),
+            Arc::clone(&self.files),
+            ObjectPath::from_iter(["tables", storage, "data"]),
+            self.options,
+            crate::FlushPolicy::MANUAL,
+        );
+        store.salvage().await
+    }
+
     /// Reads every record of the catalog's log, changing nothing: its
     /// segments and records, or `DATA_CORRUPTED` naming the damage.
     pub fn verify_catalog(&self) -> Result<(usize, u64)> {

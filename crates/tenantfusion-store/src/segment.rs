@@ -99,7 +99,41 @@ pub(crate) fn check(dir: &Path) -> Result<(usize, u64)> {
 }
 
 /// Reads every record in `dir` in LSN order, handing each to `each`.
-pub(crate) fn scan(dir: &Path, mut each: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<Scan> {
+pub(crate) fn scan(dir: &Path, each: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<Scan> {
+    scan_with(dir, None, each)
+}
+
+/// Reads every intact record in `dir`, in LSN order, past any damage:
+/// what salvage gets out of a damaged log. Each stretch passed over (a
+/// damaged record up to the next intact one, a missing or foreign segment,
+/// a torn tail) is described in the list returned. Changes nothing.
+pub(crate) fn salvage(
+    dir: &Path,
+    each: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<Vec<String>> {
+    let mut skipped = Vec::new();
+    if dir.exists() {
+        let scan = scan_with(dir, Some(&mut skipped), each)?;
+        if scan.torn_bytes > 0
+            && let Some(newest) = scan.segments.last()
+        {
+            skipped.push(format!(
+                "{}: the last {} bytes (a write cut short, or damage with nothing after it)",
+                newest.path.display(),
+                scan.torn_bytes
+            ));
+        }
+    }
+    Ok(skipped)
+}
+
+/// [`scan`], or with `salvage` [`salvage`]: damage is passed over and
+/// described there instead of ending the read.
+fn scan_with(
+    dir: &Path,
+    mut salvage: Option<&mut Vec<String>>,
+    mut each: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<Scan> {
     let segments = list(dir)?;
     let mut next_lsn = segments.first().map_or(1, |s| s.first_lsn);
     let (mut valid_len, mut torn_bytes) = (0, 0);
@@ -108,13 +142,17 @@ pub(crate) fn scan(dir: &Path, mut each: impl FnMut(u64, &[u8]) -> Result<()>) -
         let path = &segment.path;
         let bytes = fs::read(path).map_err(|e| io_error(path, "cannot read", e))?;
         if segment.first_lsn != next_lsn {
-            return Err(corrupted(
-                path,
-                format!(
-                    "starts at record {} but the log continues at {next_lsn}: a segment is missing",
-                    segment.first_lsn
-                ),
-            ));
+            let detail = format!(
+                "starts at record {} but the log continues at {next_lsn}: a segment is missing",
+                segment.first_lsn
+            );
+            match salvage.as_deref_mut() {
+                Some(skipped) if segment.first_lsn > next_lsn => {
+                    skipped.push(format!("{}: {detail}", path.display()));
+                    next_lsn = segment.first_lsn;
+                }
+                _ => return Err(corrupted(path, detail)),
+            }
         }
         if bytes.len() < MAGIC.len() && newest && MAGIC.starts_with(&bytes) {
             // Created, but its header never fully written: nothing in it.
@@ -122,17 +160,33 @@ pub(crate) fn scan(dir: &Path, mut each: impl FnMut(u64, &[u8]) -> Result<()>) -
             continue;
         }
         if !bytes.starts_with(MAGIC) {
-            return Err(corrupted(path, "not a tenantfusion log segment".into()));
+            let detail = "not a tenantfusion log segment".to_string();
+            match salvage.as_deref_mut() {
+                Some(skipped) => {
+                    skipped.push(format!("{}: {detail}, passed over whole", path.display()));
+                    continue;
+                }
+                None => return Err(corrupted(path, detail)),
+            }
         }
         let mut offset = MAGIC.len();
         loop {
             let damage = match decode(&bytes[offset..]) {
                 Decoded::Record { lsn, payload, len } => {
                     if lsn != next_lsn {
-                        return Err(corrupted(
-                            path,
-                            format!("record {lsn} at byte {offset}, expected {next_lsn}"),
-                        ));
+                        let detail = format!("record {lsn} at byte {offset}, expected {next_lsn}");
+                        match salvage.as_deref_mut() {
+                            Some(skipped) => {
+                                skipped.push(format!("{}: {detail}, passed over", path.display()));
+                                offset += len;
+                                if lsn > next_lsn {
+                                    each(lsn, payload)?;
+                                    next_lsn = lsn + 1;
+                                }
+                                continue;
+                            }
+                            None => return Err(corrupted(path, detail)),
+                        }
                     }
                     each(lsn, payload)?;
                     next_lsn += 1;
@@ -153,6 +207,29 @@ pub(crate) fn scan(dir: &Path, mut each: impl FnMut(u64, &[u8]) -> Result<()>) -
                 .get(after..)
                 .and_then(|rest| find_record_after(rest, next_lsn))
                 .map(|(at, lsn)| (after + at, lsn));
+            if let Some(skipped) = salvage.as_deref_mut()
+                && (!newest || following.is_some())
+            {
+                match following {
+                    Some((at, lsn)) => {
+                        skipped.push(format!(
+                            "{}: bytes {offset}..{at} (records {next_lsn}..{}) are {damage}",
+                            path.display(),
+                            lsn - 1
+                        ));
+                        offset = at;
+                        next_lsn = lsn;
+                        continue;
+                    }
+                    None => {
+                        skipped.push(format!(
+                            "{}: bytes {offset}.. (from record {next_lsn}) are {damage}",
+                            path.display()
+                        ));
+                        break;
+                    }
+                }
+            }
             if !newest || following.is_some() {
                 let next = match following {
                     Some((at, lsn)) => format!("; record {lsn} follows intact at byte {at}"),

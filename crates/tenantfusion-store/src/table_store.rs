@@ -94,6 +94,26 @@ pub struct DurablePartitionStore {
     inner: Arc<Inner>,
 }
 
+/// What applying a log record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// The manifest reflected it already.
+    Flushed,
+    Changed,
+    /// It dropped the partition's rows.
+    Dropped,
+}
+
+/// What [`DurablePartitionStore::salvage`] got out of a table.
+#[derive(Debug, Default)]
+pub struct Salvaged {
+    /// Each partition's rows that could be read, as a scan would give them.
+    pub partitions: Vec<(PartitionKey, Vec<RecordBatch>)>,
+    /// What was passed over, each naming its file: damaged stretches of
+    /// the log, manifests, segments, records that did not apply.
+    pub skipped: Vec<String>,
+}
+
 /// What [`DurablePartitionStore::verify`] read, and the damage it found.
 #[derive(Debug, Default)]
 pub struct Verified {
@@ -278,6 +298,42 @@ impl PartitionState {
         rows
     }
 
+    /// Applies the log record `lsn` of `kind` (the rest of it in
+    /// `record`), unless the manifest reflects it already.
+    fn apply_record(
+        &mut self,
+        lsn: u64,
+        kind: u8,
+        record: &mut Decoder<'_>,
+    ) -> std::result::Result<Applied, String> {
+        if lsn <= self.manifest.flushed_through {
+            return Ok(Applied::Flushed);
+        }
+        let unfit =
+            |e: datafusion::error::DataFusionError| format!("rows do not fit the table: {e}");
+        match kind {
+            APPEND => {
+                let rows = record
+                    .bytes("rows")
+                    .and_then(|rows| decode_batches(rows).map_err(|e| e.to_string()))
+                    .and_then(|rows| record.end().map(|()| rows))?;
+                self.append(lsn, rows).map_err(unfit)?;
+                Ok(Applied::Changed)
+            }
+            DROP_PARTITION => {
+                record.end()?;
+                self.drop_rows(lsn);
+                Ok(Applied::Dropped)
+            }
+            REPLACE => {
+                let (removed, added) = decode_replace(record)?;
+                self.replace(lsn, &removed, added).map_err(unfit)?;
+                Ok(Applied::Changed)
+            }
+            other => Err(format!("unknown record kind {other}")),
+        }
+    }
+
     fn has_rows(&self) -> bool {
         self.hot_rows > 0 || !self.manifest.segments.is_empty()
     }
@@ -412,6 +468,102 @@ impl DurablePartitionStore {
             }
         }
         Ok(verified)
+    }
+
+    /// Every row of the table that can still be read, partition by
+    /// partition, past any damage: intact log records (damaged stretches
+    /// skipped up to the next intact record), readable manifests and
+    /// segments that match their checksums. Writes nothing, and needs no
+    /// engine: what an administrator copies into a new table before
+    /// deciding what to do with a damaged one. What could not be read is
+    /// in [`Salvaged::skipped`].
+    pub async fn salvage(&self) -> Result<Salvaged> {
+        let inner = &self.inner;
+        let mut salvaged = Salvaged::default();
+        let mut records = Vec::new();
+        let skipped = segment::salvage(&inner.wal_dir, |lsn, payload| {
+            records.push((lsn, payload.to_vec()));
+            Ok(())
+        })?;
+        salvaged.skipped.extend(skipped);
+        // The partitions: those with a manifest, and those the log names.
+        let mut partitions: Vec<(PartitionKey, PartitionState)> = Vec::new();
+        let objects: Vec<_> = inner
+            .files
+            .store()
+            .list(Some(&inner.data))
+            .try_collect()
+            .await
+            .map_err(|e| inner.files.failed("cannot list", &inner.data, e))?;
+        for object in objects {
+            if object.location.filename() != Some(MANIFEST) {
+                continue;
+            }
+            let Some(bytes) = inner.files.get(&object.location).await? else {
+                continue;
+            };
+            match Manifest::decode_any(&bytes) {
+                Ok((key, manifest)) => {
+                    partitions.push((key, PartitionState::with_manifest(manifest)));
+                }
+                Err(detail) => salvaged.skipped.push(format!(
+                    "{}: {detail}; its segments are not read",
+                    inner.files.name(&object.location)
+                )),
+            }
+        }
+        for (lsn, payload) in records {
+            let mut record = Decoder::new(&payload);
+            let decoded = record
+                .u8("kind")
+                .and_then(|kind| Ok((kind, decode_key(&mut record)?)));
+            let (kind, key) = match decoded {
+                Ok(found) => found,
+                Err(detail) => {
+                    salvaged.skipped.push(format!(
+                        "{}: record {lsn}: {detail}",
+                        inner.wal_dir.display()
+                    ));
+                    continue;
+                }
+            };
+            let at = match partitions.iter().position(|(k, _)| *k == key) {
+                Some(at) => at,
+                None => {
+                    partitions.push((key, PartitionState::with_manifest(Manifest::default())));
+                    partitions.len() - 1
+                }
+            };
+            if let Err(detail) = partitions[at].1.apply_record(lsn, kind, &mut record) {
+                salvaged.skipped.push(format!(
+                    "{}: record {lsn}: {detail}",
+                    inner.wal_dir.display()
+                ));
+            }
+        }
+        for (key, state) in partitions {
+            let (manifest, hot, pending) = state.snapshot();
+            let mut rows = Vec::new();
+            // Rows UPDATE or DELETE took out of the segments (by value).
+            let mut taken = match pending.is_empty() {
+                true => None,
+                false => Some(RowMatcher::new(&pending)?),
+            };
+            for segment in &manifest.segments {
+                let dir = inner.partition_dir(&key);
+                let groups = (0..segment.row_group_rows.len()).collect();
+                match parquet_segment::read(&inner.files, &dir, segment, None, groups).await {
+                    Ok(batches) => match taken.as_mut() {
+                        Some(taken) => rows.extend(taken.take_all(batches)?.0),
+                        None => rows.extend(batches),
+                    },
+                    Err(damage) => salvaged.skipped.push(damage.to_string()),
+                }
+            }
+            rows.extend(hot);
+            salvaged.partitions.push((key, rows));
+        }
+        Ok(salvaged)
     }
 
     /// The directory of the table's log.
@@ -565,35 +717,12 @@ impl Inner {
                 return Ok(());
             }
             let mut state = partition.state.write();
-            if lsn <= state.manifest.flushed_through {
-                return Ok(());
-            }
-            match kind {
-                APPEND => {
-                    let rows = record
-                        .bytes("rows")
-                        .and_then(|rows| decode_batches(rows).map_err(|e| e.to_string()))
-                        .and_then(|rows| record.end().map(|()| rows))
-                        .map_err(|detail| self.corrupted(lsn, detail))?;
-                    state.append(lsn, rows).map_err(|e| {
-                        self.corrupted(lsn, format!("rows do not fit the table: {e}"))
-                    })?;
-                }
-                DROP_PARTITION => {
-                    record.end().map_err(|detail| self.corrupted(lsn, detail))?;
-                    if !state.manifest.segments.is_empty() {
-                        dropped.push(key.clone());
-                    }
-                    state.drop_rows(lsn);
-                }
-                REPLACE => {
-                    let (removed, added) = decode_replace(&mut record)
-                        .map_err(|detail| self.corrupted(lsn, detail))?;
-                    state.replace(lsn, &removed, added).map_err(|e| {
-                        self.corrupted(lsn, format!("rows do not fit the table: {e}"))
-                    })?;
-                }
-                other => return Err(self.corrupted(lsn, format!("unknown record kind {other}"))),
+            let had_segments = !state.manifest.segments.is_empty();
+            let applied = state
+                .apply_record(lsn, kind, &mut record)
+                .map_err(|detail| self.corrupted(lsn, detail))?;
+            if applied == Applied::Dropped && had_segments {
+                dropped.push(key.clone());
             }
             Ok(())
         })?;

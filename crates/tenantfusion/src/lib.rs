@@ -41,6 +41,7 @@ mod plan_access;
 mod plan_cache;
 mod prepared;
 mod query;
+mod salvage;
 mod session;
 mod statement;
 mod streams;
@@ -57,6 +58,7 @@ pub use live_query::{ChangeEvent, LiveQuery};
 pub use plan_cache::{PlanCacheConfig, PlanCacheStats};
 pub use prepared::PreparedStatement;
 pub use query::Query;
+pub use salvage::{SalvageReport, SalvagedTable, salvage};
 pub use session::TenantSession;
 pub use system_tables::SYSTEM_NAMESPACE;
 pub use tenantfusion_core::{

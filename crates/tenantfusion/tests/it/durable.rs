@@ -1180,3 +1180,175 @@ async fn a_log_cut_back_past_what_was_flushed_is_reported() {
         expected_notes("alice")
     );
 }
+
+/// Byte offset of record `n` (from 1) in a log segment.
+fn record_offset(segment: &[u8], n: usize) -> usize {
+    let mut at = 8;
+    for _ in 1..n {
+        let len = u32::from_le_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
+        at += 16 + len;
+    }
+    at
+}
+
+#[tokio::test]
+async fn salvage_gets_every_intact_row_out_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        let admin = admin(&engine);
+        run(&admin, "CREATE TABLE notes (id BIGINT, body TEXT)").await;
+        run(&admin, "CREATE TABLE flushed (id BIGINT)").await;
+        run(
+            &admin,
+            "CREATE SHARED TABLE board (id BIGINT) WITH (ACCESS_LEVEL = PUBLIC)",
+        )
+        .await;
+        run(&admin, "INSERT INTO board VALUES (100), (101)").await;
+        let alice = user(&engine, "alice");
+        for id in 1..=6 {
+            run(&alice, &format!("INSERT INTO notes VALUES ({id}, 'a{id}')")).await;
+        }
+        run(
+            &user(&engine, "bob"),
+            "INSERT INTO notes VALUES (10, 'b10'), (11, 'b11')",
+        )
+        .await;
+        run(
+            &alice,
+            "INSERT INTO flushed SELECT value FROM generate_series(1, 50)",
+        )
+        .await;
+        run(&admin, "FLUSH TABLE flushed").await;
+        // Flushed rows changed after the flush: taken out by value.
+        run(&admin, "CREATE TABLE edited (id BIGINT)").await;
+        run(&alice, "INSERT INTO edited VALUES (1), (2), (3), (4), (5)").await;
+        run(&admin, "FLUSH TABLE edited").await;
+        run(&alice, "UPDATE edited SET id = 30 WHERE id = 3").await;
+        run(&alice, "DELETE FROM edited WHERE id = 5").await;
+    }
+    // Alice's second insert damaged in the middle of the log, and the one
+    // segment of `flushed`.
+    let tables = dir.path().join("tables");
+    let log = std::fs::read_dir(tables.join("default.notes.1").join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let mut bytes = std::fs::read(&log).unwrap();
+    let second = record_offset(&bytes, 2);
+    bytes[second + 16 + 4] ^= 0x20;
+    std::fs::write(&log, &bytes).unwrap();
+    let segment = tables
+        .join("default.flushed.2")
+        .join("data")
+        .join("u-alice")
+        .join("seg-0.parquet");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[40] ^= 0x20;
+    std::fs::write(&segment, &bytes).unwrap();
+    // The engine refuses what is damaged ...
+    {
+        let engine = open(dir.path());
+        assert_eq!(
+            error_code(&user(&engine, "alice"), "SELECT * FROM notes").await,
+            "DATA_CORRUPTED"
+        );
+    }
+    // ... and salvage reads past it, changing nothing.
+    let before = crate::catalog_changes::snapshot(dir.path());
+    let report = tenantfusion::salvage(&on(dir.path()).storage)
+        .await
+        .unwrap();
+    assert!(
+        crate::catalog_changes::snapshot(dir.path()) == before,
+        "salvage wrote"
+    );
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    let table = |name: &str| report.tables.iter().find(|t| t.table == name).unwrap();
+    let ids = |rows: &[datafusion::arrow::record_batch::RecordBatch]| -> Vec<i64> {
+        let mut ids: Vec<i64> = rows
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let notes = table("notes");
+    let owners: BTreeMap<&str, Vec<i64>> = notes
+        .partitions
+        .iter()
+        .map(|(owner, rows)| (owner.as_str(), ids(rows)))
+        .collect();
+    assert_eq!(
+        owners["alice"],
+        [1, 3, 4, 5, 6],
+        "all but the damaged record"
+    );
+    assert_eq!(owners["bob"], [10, 11]);
+    assert_eq!(notes.skipped.len(), 1, "{:?}", notes.skipped);
+    assert!(
+        notes.skipped[0].contains("records 2..2"),
+        "{:?}",
+        notes.skipped
+    );
+    assert!(notes.skipped[0].contains(&log.display().to_string()));
+    let flushed = table("flushed");
+    assert!(flushed.partitions.is_empty());
+    assert!(
+        flushed.skipped[0].contains("u-alice/seg-0.parquet"),
+        "{:?}",
+        flushed.skipped
+    );
+    let edited = table("edited");
+    assert_eq!(ids(&edited.partitions[0].1), [1, 2, 4, 30]);
+    assert!(edited.skipped.is_empty());
+    let board = table("board");
+    assert_eq!(board.partitions.len(), 1);
+    assert_eq!(
+        (board.partitions[0].0.as_str(), ids(&board.partitions[0].1)),
+        ("", vec![100, 101])
+    );
+    // What was salvaged goes into a new directory, user by user.
+    let fresh = tempfile::tempdir().unwrap();
+    let engine = open(fresh.path());
+    run(&admin(&engine), "CREATE TABLE notes (id BIGINT, body TEXT)").await;
+    for (owner, rows) in &notes.partitions {
+        let session = user(&engine, owner);
+        for batch in rows {
+            for row in 0..batch.num_rows() {
+                let id =
+                    datafusion::arrow::util::display::array_value_to_string(batch.column(0), row)
+                        .unwrap();
+                let body =
+                    datafusion::arrow::util::display::array_value_to_string(batch.column(1), row)
+                        .unwrap();
+                run(
+                    &session,
+                    &format!("INSERT INTO notes VALUES ({id}, '{body}')"),
+                )
+                .await;
+            }
+        }
+    }
+    assert_eq!(
+        count(&user(&engine, "alice"), "SELECT count(*) FROM notes").await,
+        5
+    );
+    assert_eq!(
+        count(&user(&engine, "bob"), "SELECT count(*) FROM notes").await,
+        2
+    );
+    // A directory an engine holds is refused.
+    let err = tenantfusion::salvage(&on(fresh.path()).storage)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "STORAGE_ERROR", "{err}");
+}
