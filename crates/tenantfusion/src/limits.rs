@@ -20,10 +20,11 @@
 //!   their memory.
 //!
 //! Writes (INSERT, UPDATE, DELETE) are the exception to the last point:
-//! once a write runs, it runs to its end on a task of its own, whatever
-//! happens to its caller, because a write cut between the log and the
-//! table would leave rows durable that the running engine never shows.
-//! Their time and cancellation limits apply until they start.
+//! once a write's stream is made, the write runs to its end whatever
+//! happens to its caller (on the caller's task; a stream dropped half way
+//! hands the rest to a task of its own), because a write cut between the
+//! log and the table would leave rows durable that the running engine
+//! never shows. Their time and cancellation limits apply until they start.
 //!
 //! [`EngineConfig::memory_limit`]: crate::EngineConfig::memory_limit
 
