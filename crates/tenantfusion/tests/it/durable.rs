@@ -929,6 +929,19 @@ async fn verify_reads_everything_and_reports_damage_changing_nothing() {
             error_code(&alice, "VERIFY DATABASE").await,
             "PERMISSION_DENIED"
         );
+        // Wrapped, it is refused too.
+        run(&admin, "CREATE USER 'alice'").await;
+        assert_eq!(
+            error_code(&admin, "EXECUTE AS USER 'alice' (VERIFY DATABASE)").await,
+            "PERMISSION_DENIED"
+        );
+        for sql in ["EXPLAIN VERIFY DATABASE", "PREPARE p AS VERIFY TABLE notes"] {
+            let code = error_code(&alice, sql).await;
+            assert!(
+                matches!(code, "SYNTAX_ERROR" | "NOT_SUPPORTED"),
+                "{sql}: {code}"
+            );
+        }
     }
     // A byte flipped in the segment, another in the first record of the
     // table's newest log segment (records follow it: damage, not a tear).
