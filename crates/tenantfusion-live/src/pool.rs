@@ -409,16 +409,7 @@ impl LivePool {
     pub fn check_source(&self, source: &dyn Source) -> Result<()> {
         let spec = source.spec();
         source_columns(spec)?;
-        self.refuse_taken(&spec.name, &self.inner.sources.read())
-    }
-
-    fn refuse_taken(&self, name: &str, sources: &BTreeMap<String, Arc<SourceEntry>>) -> Result<()> {
-        if sources.contains_key(name) {
-            return Err(TenantError::InvalidArgument(format!(
-                "a source named '{name}' is already registered"
-            )));
-        }
-        Ok(())
+        refuse_taken(&spec.name, &self.inner.sources.read())
     }
 
     /// Registers a source. Errors if the name is taken or its declared
@@ -428,7 +419,7 @@ impl LivePool {
         let (sequence_column, timestamp_column) = source_columns(source.spec())?;
         let name = source.spec().name.clone();
         let mut sources = self.inner.sources.write();
-        self.refuse_taken(&name, &sources)?;
+        refuse_taken(&name, &sources)?;
         sources.insert(
             name,
             Arc::new(SourceEntry {
@@ -1234,6 +1225,16 @@ impl ConnectionTask {
             }
         }
     }
+}
+
+/// `INVALID_ARGUMENT` when `sources` has one named `name` already.
+fn refuse_taken(name: &str, sources: &BTreeMap<String, Arc<SourceEntry>>) -> Result<()> {
+    if sources.contains_key(name) {
+        return Err(TenantError::InvalidArgument(format!(
+            "a source named '{name}' is already registered"
+        )));
+    }
+    Ok(())
 }
 
 /// Where a source's rows carry their sequence number and event time.

@@ -415,43 +415,18 @@ impl DurablePartitionStore {
             Err(damage @ TenantError::Corrupted { .. }) => verified.damage.push(damage),
             Err(other) => return Err(other),
         }
-        let objects: Vec<_> = files
-            .store()
-            .list(Some(&inner.data))
-            .try_collect()
-            .await
-            .map_err(|e| files.failed("cannot list", &inner.data, e))?;
-        for object in objects {
-            let parts: Vec<_> = object.location.parts().collect();
-            let [.., dir, name] = parts.as_slice() else {
-                continue;
-            };
-            if name.as_ref() != MANIFEST {
-                continue;
-            }
+        for (path, manifest) in inner.stored_manifests().await? {
             verified.partitions += 1;
-            let path = &object.location;
-            let damaged = |detail: String| TenantError::Corrupted {
-                file: files.name(path),
-                detail,
-            };
-            let Some(bytes) = files.get(path).await? else {
-                continue;
-            };
-            let (owner, manifest) = match Manifest::decode_any(&bytes) {
+            let (owner, manifest) = match manifest {
                 Ok(found) => found,
                 Err(detail) => {
-                    verified.damage.push(damaged(detail));
+                    verified.damage.push(TenantError::Corrupted {
+                        file: files.name(&path),
+                        detail,
+                    });
                     continue;
                 }
             };
-            if dir_name(&owner) != dir.as_ref() {
-                verified.damage.push(damaged(format!(
-                    "the manifest of partition {owner:?} is in directory {}",
-                    dir.as_ref()
-                )));
-                continue;
-            }
             let partition = inner.partition_dir(&owner);
             for segment in &manifest.segments {
                 verified.segments += 1;
@@ -488,27 +463,14 @@ impl DurablePartitionStore {
         salvaged.skipped.extend(skipped);
         // The partitions: those with a manifest, and those the log names.
         let mut partitions: Vec<(PartitionKey, PartitionState)> = Vec::new();
-        let objects: Vec<_> = inner
-            .files
-            .store()
-            .list(Some(&inner.data))
-            .try_collect()
-            .await
-            .map_err(|e| inner.files.failed("cannot list", &inner.data, e))?;
-        for object in objects {
-            if object.location.filename() != Some(MANIFEST) {
-                continue;
-            }
-            let Some(bytes) = inner.files.get(&object.location).await? else {
-                continue;
-            };
-            match Manifest::decode_any(&bytes) {
+        for (path, manifest) in inner.stored_manifests().await? {
+            match manifest {
                 Ok((key, manifest)) => {
                     partitions.push((key, PartitionState::with_manifest(manifest)));
                 }
                 Err(detail) => salvaged.skipped.push(format!(
                     "{}: {detail}; its segments are not read",
-                    inner.files.name(&object.location)
+                    inner.files.name(&path)
                 )),
             }
         }
@@ -639,6 +601,51 @@ impl Inner {
         }
         stats.log_segments_removed = self.cut_log(loaded).await? as u64;
         Ok(stats)
+    }
+
+    /// Every manifest in the table's storage, read from there (not from
+    /// memory), each with its partition, or what is wrong with it: damaged,
+    /// or in the directory of another partition.
+    async fn stored_manifests(
+        &self,
+    ) -> Result<
+        Vec<(
+            ObjectPath,
+            std::result::Result<(PartitionKey, Manifest), String>,
+        )>,
+    > {
+        let files = &self.files;
+        let objects: Vec<_> = files
+            .store()
+            .list(Some(&self.data))
+            .try_collect()
+            .await
+            .map_err(|e| files.failed("cannot list", &self.data, e))?;
+        let mut manifests = Vec::new();
+        for object in objects {
+            let parts: Vec<_> = object.location.parts().collect();
+            let [.., dir, name] = parts.as_slice() else {
+                continue;
+            };
+            if name.as_ref() != MANIFEST {
+                continue;
+            }
+            let Some(bytes) = files.get(&object.location).await? else {
+                continue;
+            };
+            let manifest = Manifest::decode_any(&bytes).and_then(|(owner, manifest)| {
+                if dir_name(&owner) == dir.as_ref() {
+                    Ok((owner, manifest))
+                } else {
+                    Err(format!(
+                        "the manifest of partition {owner:?} is in directory {}",
+                        dir.as_ref()
+                    ))
+                }
+            });
+            manifests.push((object.location.clone(), manifest));
+        }
+        Ok(manifests)
     }
 
     /// `DATA_CORRUPTED` when `manifest` reflects records the log, which

@@ -78,7 +78,7 @@ impl Changes<'_> {
                 self.users.create(UserId::new(name.as_str()), *role)
             }
             // The user goes now; their rows go next (see
-            // `EngineInner::forget_users`), then `UserForgotten` is logged.
+            // `EngineInner::forget_user`), then `UserForgotten` is logged.
             CatalogEvent::DropUser { name } => self.users.drop_user(name).map(|_| ()),
             CatalogEvent::UserForgotten { name } => {
                 self.users.forgotten(name);
@@ -136,9 +136,8 @@ impl Changes<'_> {
 
     /// Whether `event` can be applied now, changing nothing: what a change
     /// must pass before it is logged, so that a change the log holds is one
-    /// that applies (here, and again on replay). `built` is the table a
-    /// `CreateTable` will install.
-    pub(crate) fn check(&self, event: &CatalogEvent, built: Option<&BuiltTable>) -> Result<()> {
+    /// that applies (here, and again on replay).
+    fn check(&self, event: &CatalogEvent) -> Result<()> {
         match event {
             CatalogEvent::CreateNamespace { name } => {
                 if self.cache.namespace_exists(name) {
@@ -153,18 +152,7 @@ impl Changes<'_> {
                     return Err(TenantError::NamespaceNotEmpty(name.clone()));
                 }
             }
-            CatalogEvent::CreateTable { def, replace } => {
-                self.check_create(def, *replace)?;
-                if let Some(BuiltTable {
-                    feed: Feed::Unstarted(..),
-                    ..
-                }) = built
-                {
-                    return Err(TenantError::Internal(
-                        "a stream table's feed is started before its table is logged".into(),
-                    ));
-                }
-            }
+            CatalogEvent::CreateTable { def, replace } => self.check_create(def, *replace)?,
             CatalogEvent::DropTable { namespace, table } => {
                 self.cache.lookup(namespace, table)?;
             }
@@ -214,19 +202,18 @@ impl Changes<'_> {
         Ok(())
     }
 
-    /// Makes ready a change about to be logged: builds the table of a
-    /// `CreateTable` (unless built already) and starts its feed, subscribes
-    /// topics to add, and checks the rest. What it started is in `ahead`,
-    /// to undo should the change not be logged.
+    /// Makes ready a change about to be logged: checks it, builds the
+    /// table of a `CreateTable` (unless built already) and starts its feed,
+    /// and subscribes topics to add. What it started is in `ahead`, to undo
+    /// should the change not be logged.
     fn prepare(&self, event: &CatalogEvent, ahead: &mut Ahead) -> Result<()> {
-        if let (CatalogEvent::CreateTable { def, replace }, None) = (event, &ahead.built) {
-            self.check_create(def, *replace)?;
+        self.check(event)?;
+        if let (CatalogEvent::CreateTable { def, .. }, None) = (event, &ahead.built) {
             ahead.built = Some(self.build_table(def)?);
         }
         if let Some(built) = ahead.built.as_mut() {
             self.start_feed(built)?;
         }
-        self.check(event, ahead.built.as_ref())?;
         ahead.topics = self.declare_ahead(event)?;
         Ok(())
     }
@@ -447,7 +434,7 @@ impl Changes<'_> {
     /// Starts the feed of a built stream table bound to a source, so that
     /// whatever of it can fail (the source, its topics) fails before the
     /// table is logged.
-    pub(crate) fn start_feed(&self, built: &mut BuiltTable) -> Result<()> {
+    fn start_feed(&self, built: &mut BuiltTable) -> Result<()> {
         if let Feed::Unstarted(stream, topics) = &built.feed {
             let feed = self.streams.start(Arc::clone(stream), topics)?;
             built.feed = Feed::Started(feed);
@@ -495,8 +482,9 @@ impl EngineInner {
         }
     }
 
-    /// Applies `event` and, with durable storage, logs it; returns once it
-    /// is durable. Changes are made one at a time.
+    /// Makes the change `event`: checks and prepares it, logs it (with
+    /// durable storage; returns once it is durable), then applies it.
+    /// Changes are made one at a time.
     pub(crate) async fn commit(self: &Arc<Self>, event: CatalogEvent) -> Result<()> {
         self.commit_built(event, None).await
     }

@@ -229,8 +229,10 @@ impl Engine {
 
 impl EngineInner {
     /// What a statement of `user` handed in now runs under; refused when
-    /// the user has as many statements running as they may.
-    pub(crate) fn governor(&self, user: &UserContext) -> Result<Governor> {
+    /// the user has as many statements running as they may. Unfinished
+    /// drops are finished first (see [`finish_drops`](Self::finish_drops)).
+    pub(crate) async fn begin(self: &Arc<Self>, user: &UserContext) -> Result<Governor> {
+        self.finish_drops().await?;
         let limits = &self.config.statement_limits;
         Ok(Governor {
             running: self.admission.admit(user.user_id())?,

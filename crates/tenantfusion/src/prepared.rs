@@ -65,8 +65,7 @@ impl PreparedStatement {
     /// Runs the statement with `params` (one per parameter, cast to its
     /// type). Queries run when the returned [`Query`] is collected.
     pub async fn execute(&self, params: Vec<ScalarValue>) -> Result<Query> {
-        self.session.engine.finish_drops().await?;
-        let governor = self.session.engine.governor(&self.session.user)?;
+        let governor = self.session.engine.begin(&self.session.user).await?;
         self.session
             .execute_prepared(&self.prepared, params)
             .await

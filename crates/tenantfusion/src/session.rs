@@ -97,8 +97,7 @@ impl TenantSession {
     /// Parses, checks and plans one SQL statement. DDL/DCL runs now; queries
     /// and DML run when the returned [`Query`] is collected or streamed.
     pub async fn sql(&self, sql: &str) -> Result<Query> {
-        self.engine.finish_drops().await?;
-        let governor = self.engine.governor(&self.user)?;
+        let governor = self.engine.begin(&self.user).await?;
         let query = self.run(sql.to_string()).await?;
         Ok(query.governed(governor))
     }
