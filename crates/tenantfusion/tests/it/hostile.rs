@@ -381,6 +381,43 @@ async fn table_functions_are_functions_not_table_names() {
             .await
             .is_empty()
     );
+    assert_eq!(
+        count(
+            &alice,
+            "WITH g AS (SELECT value FROM generate_series(1, 4)) SELECT count(*) FROM g"
+        )
+        .await,
+        4
+    );
+    assert_eq!(
+        rows(
+            &admin(&engine),
+            "EXECUTE AS USER 'bob' (SELECT n.body FROM app.notes n JOIN range(0, 5) r ON n.id = r.value)"
+        )
+        .await,
+        ["bob-note"]
+    );
+    let prepared = alice
+        .prepare("SELECT count(*) FROM generate_series(1, 6) WHERE value > $1")
+        .await
+        .unwrap();
+    let batches = prepared
+        .execute(vec![datafusion::scalar::ScalarValue::Int64(Some(2))])
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(crate::common::column_values(&batches, "count(*)"), ["4"]);
+    // Through a CTE, a private table beside the function is refused.
+    assert_eq!(
+        error_code(
+            &alice,
+            "WITH v AS (SELECT max(id) AS m FROM app.vault) SELECT * FROM v, generate_series(1, 2)"
+        )
+        .await,
+        "PERMISSION_DENIED"
+    );
     run(
         &alice,
         "INSERT INTO app.notes SELECT value, 'series' FROM generate_series(10, 12)",
