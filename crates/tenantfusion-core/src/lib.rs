@@ -3,14 +3,14 @@
 //! [`BaseTableProvider`] trait every table implements, and the
 //! [`SchemaCache`] that holds one provider per table.
 //!
-//! See the repository's `DESIGN.md` for the contracts these types carry.
+//! How the crates fit together, how a statement flows and how identity
+//! travels: `docs/architecture.md` in the repository.
 
 #![deny(missing_docs)]
 
 mod change;
 mod clock;
 mod error;
-mod fuzz;
 mod ids;
 mod role;
 mod schema_cache;
@@ -20,7 +20,6 @@ mod user;
 pub use change::{ChangeListener, WatchGuard};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, TenantError};
-pub use fuzz::fuzz_cases;
 pub use ids::{NamespaceId, StorageId, TableId, TableName, UserId};
 pub use role::Role;
 pub use schema_cache::SchemaCache;

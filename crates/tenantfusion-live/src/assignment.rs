@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use tenantfusion_core::{Result, TenantError};
+use crate::error::{LiveError, Result};
 
 use crate::source::Topic;
 
@@ -84,7 +84,7 @@ impl Assignment {
         let placement = match roomiest {
             Some(id) => Placement::Existing(id),
             None => Placement::Open(self.open_connection().map_err(|_| {
-                TenantError::ResourcesExhausted(format!(
+                LiveError::ResourcesExhausted(format!(
                     "all {} connections carry {cap} topics; cannot place '{topic}'",
                     self.connections.len()
                 ))
@@ -146,7 +146,7 @@ impl Assignment {
         if let Some(max) = self.max_connections
             && self.connections.len() >= max
         {
-            return Err(TenantError::ResourcesExhausted(format!(
+            return Err(LiveError::ResourcesExhausted(format!(
                 "the source allows {max} connections and all are open"
             )));
         }

@@ -28,8 +28,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use tenantfusion_core::{Result, TenantError};
+use crate::error::{LiveError, Result};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use toml::{Table, Value};
 
 use crate::generator::{GeneratorConfig, GeneratorSource, tick_schema};
@@ -185,8 +185,8 @@ impl LiveConfig {
     }
 }
 
-fn invalid(key: &str, message: &str) -> TenantError {
-    TenantError::InvalidConfig {
+fn invalid(key: &str, message: &str) -> LiveError {
+    LiveError::InvalidConfig {
         key: key.into(),
         message: message.into(),
     }
@@ -543,7 +543,7 @@ fn pool_config(table: &Table) -> Result<PoolConfig> {
     config.default_source = settings.string("default_source")?;
     settings.finish()?;
     config.validate().map_err(|e| match e {
-        TenantError::InvalidConfig { key, message } => invalid(&format!("pool.{key}"), &message),
+        LiveError::InvalidConfig { key, message } => invalid(&format!("pool.{key}"), &message),
         other => other,
     })?;
     Ok(config)
@@ -577,8 +577,8 @@ fn read_common(into: &mut SourceSettings, kind: SourceKind, s: &mut Settings<'_>
 
 /// Builds one source from its settings; constructor errors name the source.
 fn source(name: &str, kind: SourceKind, s: &mut Settings<'_>) -> Result<Arc<dyn Source>> {
-    let named = |e: TenantError| match e {
-        TenantError::InvalidArgument(message) => invalid(&format!("sources.{name}"), &message),
+    let named = |e: LiveError| match e {
+        LiveError::InvalidArgument(message) => invalid(&format!("sources.{name}"), &message),
         other => other,
     };
     Ok(match kind {

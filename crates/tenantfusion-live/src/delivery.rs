@@ -6,11 +6,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
-use datafusion::arrow::array::{Array, AsArray, UInt32Array};
-use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::record_batch::RecordBatch;
+use crate::error::{LiveError, Result};
+use arrow::array::{Array, AsArray, UInt32Array};
+use arrow::compute::take_record_batch;
+use arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
-use tenantfusion_core::{Result, TenantError};
 use tokio::sync::Notify;
 
 use crate::pool::PoolInner;
@@ -227,7 +227,7 @@ impl<T> DeliveryQueue<T> {
     fn take(&self) -> Result<Option<Option<Delivery<T>>>> {
         let mut state = self.state.lock();
         if state.disconnected {
-            return Err(TenantError::SlowConsumer {
+            return Err(LiveError::SlowConsumer {
                 capacity: self.options.queue_capacity,
                 missed: state.dropped,
             });
@@ -351,7 +351,7 @@ pub(crate) fn split_by_topic(batch: &RecordBatch) -> Result<Vec<(&str, RecordBat
         return Ok(Vec::new());
     }
     let Some(topics) = batch.column(0).as_string_opt::<i32>() else {
-        return Err(TenantError::SchemaMismatch(format!(
+        return Err(LiveError::SchemaMismatch(format!(
             "the topic column must be Utf8, not {}",
             batch.column(0).data_type()
         )));
@@ -391,7 +391,7 @@ pub(crate) fn split_by_topic(batch: &RecordBatch) -> Result<Vec<(&str, RecordBat
                         .flat_map(|(s, l)| (*s..*s + *l).map(|r| r as u32))
                         .collect();
                     take_record_batch(batch, &rows)
-                        .map_err(|e| TenantError::Internal(format!("split by topic: {e}")))?
+                        .map_err(|e| LiveError::Internal(format!("split by topic: {e}")))?
                 }
             };
             Ok((topic, part))
@@ -401,8 +401,8 @@ pub(crate) fn split_by_topic(batch: &RecordBatch) -> Result<Vec<(&str, RecordBat
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int64Array, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
 
@@ -422,7 +422,7 @@ mod tests {
     fn numbers(batch: &RecordBatch) -> Vec<i64> {
         batch
             .column(1)
-            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .as_primitive::<arrow::datatypes::Int64Type>()
             .values()
             .to_vec()
     }
@@ -438,7 +438,7 @@ mod tests {
         let values = |batch: &RecordBatch| {
             batch
                 .column(1)
-                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .as_primitive::<arrow::datatypes::Int64Type>()
                 .values()
                 .as_ptr()
         };

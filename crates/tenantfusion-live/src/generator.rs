@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use datafusion::arrow::array::{
+use crate::error::{LiveError, Result};
+use arrow::array::{
     ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, UInt64Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::record_batch::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
 use parking_lot::Mutex;
-use tenantfusion_core::{Result, TenantError};
 
 use crate::source::{
     Capabilities, Connection, Source, SourceKind, SourceSpec, Topic, Upstream, now_us,
@@ -175,7 +175,7 @@ impl Source for GeneratorSource {
 
     async fn connect(&self) -> Result<Box<dyn Connection>> {
         if self.faults.refuse.load(Ordering::SeqCst) {
-            return Err(TenantError::UpstreamUnavailable(format!(
+            return Err(LiveError::UpstreamUnavailable(format!(
                 "generator '{}' refuses connections",
                 self.config.name
             )));
@@ -237,7 +237,7 @@ impl GeneratorConnection {
             Arc::new(TimestampMicrosecondArray::from(times)),
         ];
         RecordBatch::try_new(tick_schema(), columns)
-            .map_err(|e| TenantError::Internal(format!("generator batch: {e}")))
+            .map_err(|e| LiveError::Internal(format!("generator batch: {e}")))
     }
 }
 
@@ -251,7 +251,7 @@ impl Connection for GeneratorConnection {
         if let Some(cap) = self.config.max_topics_per_connection
             && self.topics.len() + new.len() > cap
         {
-            return Err(TenantError::ResourcesExhausted(format!(
+            return Err(LiveError::ResourcesExhausted(format!(
                 "source '{}' carries at most {cap} topics per connection; \
                  this one has {} and was asked for {} more",
                 self.config.name,
@@ -280,7 +280,7 @@ impl Connection for GeneratorConnection {
                 return Ok(Upstream::Closed);
             }
             if self.killed.load(Ordering::SeqCst) {
-                return Err(TenantError::UpstreamUnavailable(format!(
+                return Err(LiveError::UpstreamUnavailable(format!(
                     "generator '{}': connection dropped",
                     self.config.name
                 )));
@@ -326,8 +326,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::{Float64Type, UInt64Type};
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, UInt64Type};
 
     use super::*;
 

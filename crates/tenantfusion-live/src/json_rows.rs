@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::json::reader::{Decoder, ReaderBuilder};
-use datafusion::arrow::record_batch::RecordBatch;
+use crate::error::{LiveError, Result};
+use arrow::datatypes::SchemaRef;
+use arrow::json::reader::{Decoder, ReaderBuilder};
+use arrow::record_batch::RecordBatch;
 use serde_json::Value;
-use tenantfusion_core::{Result, TenantError};
 
 use crate::source::Upstream;
 
@@ -28,9 +28,7 @@ impl std::fmt::Debug for JsonRows {
 fn decoder(schema: &SchemaRef) -> Result<Decoder> {
     ReaderBuilder::new(Arc::clone(schema))
         .build_decoder()
-        .map_err(|e| {
-            TenantError::SchemaMismatch(format!("cannot decode JSON into the schema: {e}"))
-        })
+        .map_err(|e| LiveError::SchemaMismatch(format!("cannot decode JSON into the schema: {e}")))
 }
 
 impl JsonRows {
@@ -116,7 +114,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(tenantfusion_core::fuzz_cases(256)))]
+        #![proptest_config(ProptestConfig::with_cases(tenantfusion_test_support::fuzz_cases(256)))]
 
         /// Whatever arrives is rows or counted as malformed, never a panic,
         /// and a good message decodes right after it.

@@ -35,6 +35,7 @@ mod backoff;
 mod breaker;
 mod config;
 mod delivery;
+mod error;
 mod generator;
 mod json_rows;
 mod metrics;
@@ -53,6 +54,7 @@ pub use config::LiveConfig;
 pub use delivery::{
     Delivery, DeliveryQueue, LiveEvent, QueueStats, SlowConsumer, SubscribeOptions, Subscription,
 };
+pub use error::{LiveError, Result};
 pub use generator::{GeneratorConfig, GeneratorSource, tick_schema};
 pub use metrics::{
     ConnectionStats, LatencySummary, PoolSnapshot, SourceStats, SubscriberStats, TopicStats,

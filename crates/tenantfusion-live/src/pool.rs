@@ -14,15 +14,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray};
-use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{
+use crate::error::{LiveError, Result};
+use arrow::array::{Array, AsArray, BooleanArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{
     DataType, Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
     TimestampNanosecondType, TimestampSecondType, UInt64Type,
 };
-use datafusion::arrow::record_batch::RecordBatch;
+use arrow::record_batch::RecordBatch;
 use parking_lot::{Mutex, RwLock};
-use tenantfusion_core::{Result, TenantError};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
@@ -94,7 +94,7 @@ impl PoolConfig {
     /// Checks the values; `INVALID_CONFIG` names the offending field.
     pub fn validate(&self) -> Result<()> {
         let bad = |key: &str, why: &str| {
-            Err(TenantError::InvalidConfig {
+            Err(LiveError::InvalidConfig {
                 key: key.into(),
                 message: why.into(),
             })
@@ -372,9 +372,7 @@ impl LivePool {
     pub fn new(config: PoolConfig) -> Result<Self> {
         config.validate()?;
         let runtime = Handle::try_current().map_err(|_| {
-            TenantError::InvalidArgument(
-                "LivePool::new must be called inside a tokio runtime".into(),
-            )
+            LiveError::InvalidArgument("LivePool::new must be called inside a tokio runtime".into())
         })?;
         let selector = {
             let selector = Selector::new(config.strategy).with_validation(config.validation);
@@ -495,23 +493,21 @@ impl PoolInner {
         options: SubscribeOptions,
     ) -> Result<Subscription> {
         if self.stopped.load(Ordering::SeqCst) {
-            return Err(TenantError::InvalidArgument(
+            return Err(LiveError::InvalidArgument(
                 "the live pool has been shut down".into(),
             ));
         }
         let mut topics: Vec<Topic> = Vec::with_capacity(request.topics.len());
         for topic in request.topics {
             if topic.is_empty() {
-                return Err(TenantError::InvalidArgument(
-                    "a topic cannot be empty".into(),
-                ));
+                return Err(LiveError::InvalidArgument("a topic cannot be empty".into()));
             }
             if !topics.iter().any(|t| &**t == *topic) {
                 topics.push(Topic::from(*topic));
             }
         }
         if topics.is_empty() {
-            return Err(TenantError::InvalidArgument(
+            return Err(LiveError::InvalidArgument(
                 "subscribe to at least one topic".into(),
             ));
         }
@@ -594,7 +590,7 @@ impl PoolInner {
             .read()
             .get(name)
             .cloned()
-            .ok_or_else(|| TenantError::SourceNotFound(format!("no source named '{name}'")))?;
+            .ok_or_else(|| LiveError::SourceNotFound(format!("no source named '{name}'")))?;
         let carried: Vec<Topic> = state
             .carriers
             .iter()
@@ -613,7 +609,7 @@ impl PoolInner {
             match self.select(&mut state, &request, Some(name)) {
                 Ok(other) if other.name != name => Some(other.name),
                 _ => {
-                    return Err(TenantError::InvalidArgument(format!(
+                    return Err(LiveError::InvalidArgument(format!(
                         "source '{name}' carries {} topic(s) and no other healthy {} source can take them; \
                          unsubscribe first or add one",
                         carried.len(),
@@ -667,10 +663,12 @@ impl PoolInner {
 
     /// Puts `topic` on a connection of `source`, opening one if all are full.
     fn place(self: &Arc<Self>, state: &mut State, source: &str, topic: &Topic) -> Result<()> {
-        let entry =
-            self.sources.read().get(source).cloned().ok_or_else(|| {
-                TenantError::SourceNotFound(format!("no source named '{source}'"))
-            })?;
+        let entry = self
+            .sources
+            .read()
+            .get(source)
+            .cloned()
+            .ok_or_else(|| LiveError::SourceNotFound(format!("no source named '{source}'")))?;
         let placement = self
             .assignment(&mut state.assignments, &entry)
             .assign(topic)?;
@@ -1215,7 +1213,7 @@ impl ConnectionTask {
                             self.source.malformed.add(1);
                         }
                         Upstream::Closed => {
-                            return Err(TenantError::UpstreamUnavailable(format!(
+                            return Err(LiveError::UpstreamUnavailable(format!(
                                 "source '{}' closed the connection",
                                 self.source.name()
                             )));
@@ -1230,7 +1228,7 @@ impl ConnectionTask {
 /// `INVALID_ARGUMENT` when `sources` has one named `name` already.
 fn refuse_taken(name: &str, sources: &BTreeMap<String, Arc<SourceEntry>>) -> Result<()> {
     if sources.contains_key(name) {
-        return Err(TenantError::InvalidArgument(format!(
+        return Err(LiveError::InvalidArgument(format!(
             "a source named '{name}' is already registered"
         )));
     }
@@ -1246,10 +1244,10 @@ fn source_columns(spec: &SourceSpec) -> Result<SourceColumns> {
     let schema = &spec.capabilities.schema;
     let name = spec.name.clone();
     if name.is_empty() {
-        return Err(TenantError::InvalidArgument("a source needs a name".into()));
+        return Err(LiveError::InvalidArgument("a source needs a name".into()));
     }
     if schema.fields().first().map(|f| f.data_type()) != Some(&DataType::Utf8) {
-        return Err(TenantError::SchemaMismatch(format!(
+        return Err(LiveError::SchemaMismatch(format!(
             "source '{name}': the first column must be the topic, as Utf8"
         )));
     }
@@ -1258,7 +1256,7 @@ fn source_columns(spec: &SourceSpec) -> Result<SourceColumns> {
             return Ok(None);
         };
         let (index, field) = schema.column_with_name(column).ok_or_else(|| {
-            TenantError::SchemaMismatch(format!(
+            LiveError::SchemaMismatch(format!(
                 "source '{name}': {what} column '{column}' is not in its schema"
             ))
         })?;
@@ -1267,7 +1265,7 @@ fn source_columns(spec: &SourceSpec) -> Result<SourceColumns> {
     let sequence_column = match column("sequence", &spec.capabilities.sequence_column)? {
         Some((i, DataType::UInt64 | DataType::Int64)) => Some(i),
         Some((_, other)) => {
-            return Err(TenantError::SchemaMismatch(format!(
+            return Err(LiveError::SchemaMismatch(format!(
                 "source '{name}': the sequence column must be UInt64 or Int64, not {other}"
             )));
         }
@@ -1276,7 +1274,7 @@ fn source_columns(spec: &SourceSpec) -> Result<SourceColumns> {
     let timestamp_column = match column("timestamp", &spec.capabilities.timestamp_column)? {
         Some((i, DataType::Timestamp(unit, _))) => Some((i, unit)),
         Some((_, other)) => {
-            return Err(TenantError::SchemaMismatch(format!(
+            return Err(LiveError::SchemaMismatch(format!(
                 "source '{name}': the timestamp column must be a Timestamp, not {other}"
             )));
         }
@@ -1287,8 +1285,8 @@ fn source_columns(spec: &SourceSpec) -> Result<SourceColumns> {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int64Array, StringArray, UInt64Array};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use arrow::array::{Int64Array, StringArray, UInt64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
 

@@ -6,9 +6,10 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::{LiveError, Result};
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use bytes::Bytes;
-use datafusion::arrow::datatypes::SchemaRef;
 use http_body_util::{BodyExt, Empty};
 use hyper::Uri;
 use hyper_util::client::legacy::Client;
@@ -16,7 +17,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use tenantfusion_core::{Result, TenantError};
 use tokio::time::Instant;
 
 use crate::json_rows::JsonRows;
@@ -115,8 +115,8 @@ struct Shared {
 }
 
 impl Shared {
-    fn unavailable(&self, why: impl std::fmt::Display) -> TenantError {
-        TenantError::UpstreamUnavailable(format!(
+    fn unavailable(&self, why: impl std::fmt::Display) -> LiveError {
+        LiveError::UpstreamUnavailable(format!(
             "source '{}' ({}): {why}",
             self.config.source.name, self.config.base_url
         ))
@@ -169,7 +169,7 @@ impl Shared {
         format!("{}{path}", self.config.base_url)
             .parse()
             .map_err(|e| {
-                TenantError::InvalidArgument(format!(
+                LiveError::InvalidArgument(format!(
                     "source '{}': topics {names:?} make no valid URL: {e}",
                     self.config.source.name
                 ))
@@ -199,7 +199,7 @@ impl RestSource {
     /// and intervals.
     pub fn new(config: RestConfig) -> Result<Self> {
         let invalid = |why: String| {
-            Err(TenantError::InvalidArgument(format!(
+            Err(LiveError::InvalidArgument(format!(
                 "source '{}': {why}",
                 config.source.name
             )))

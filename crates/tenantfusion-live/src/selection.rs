@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use tenantfusion_core::{Result, TenantError};
+use crate::error::{LiveError, Result};
 
 use crate::source::{SourceKind, SourceSpec};
 
@@ -137,10 +137,7 @@ impl Selector {
         let by_name = |name: &str| candidates.iter().find(|c| c.spec.name == name);
         if let Some(name) = request.name {
             let candidate = by_name(name).ok_or_else(|| {
-                TenantError::SourceNotFound(format!(
-                    "no source named '{name}'; sources: {}",
-                    known()
-                ))
+                LiveError::SourceNotFound(format!("no source named '{name}'; sources: {}", known()))
             })?;
             return self.settle(request, &[*candidate]);
         }
@@ -155,7 +152,7 @@ impl Selector {
         match self.default.clone() {
             Some(default) => {
                 let candidate = by_name(&default).ok_or_else(|| {
-                    TenantError::SourceNotFound(format!(
+                    LiveError::SourceNotFound(format!(
                         "the default source '{default}' is not registered; sources: {}",
                         known()
                     ))
@@ -163,7 +160,7 @@ impl Selector {
                 self.settle(request, &[*candidate])
             }
             None if request.kind.is_none() && !of_kind.is_empty() => self.settle(request, &of_kind),
-            None => Err(TenantError::SourceNotFound(format!(
+            None => Err(LiveError::SourceNotFound(format!(
                 "no source of kind {}; sources: {}",
                 request.kind.map_or("any".to_string(), |k| k.to_string()),
                 known()
@@ -187,7 +184,7 @@ impl Selector {
                     .map(|(c, _)| *c)
                     .collect();
                 if full.is_empty() {
-                    return Err(TenantError::CapabilityMismatch(mismatch(request, pool)));
+                    return Err(LiveError::CapabilityMismatch(mismatch(request, pool)));
                 }
                 full
             }
@@ -207,7 +204,7 @@ impl Selector {
             eligible.iter().filter(|c| c.healthy).copied().collect();
         if healthy.is_empty() {
             let names: Vec<&str> = eligible.iter().map(|c| c.spec.name.as_str()).collect();
-            return Err(TenantError::NoHealthyProvider(format!(
+            return Err(LiveError::NoHealthyProvider(format!(
                 "every eligible source is unavailable (circuit open): {}",
                 names.join(", ")
             )));

@@ -4,10 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::error::Result;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
-use tenantfusion_core::Result;
 
 /// Now, in microseconds since the Unix epoch: the time base of event-time
 /// columns (the generator's ticks, the pool's latency).

@@ -6,9 +6,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::{LiveError, Result};
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
-use tenantfusion_core::{Result, TenantError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -85,13 +85,13 @@ impl StompSource {
     /// zero reply timeout.
     pub fn new(config: StompConfig) -> Result<Self> {
         if config.address.is_empty() || !config.address.contains(':') {
-            return Err(TenantError::InvalidArgument(format!(
+            return Err(LiveError::InvalidArgument(format!(
                 "source '{}': address '{}' must be host:port",
                 config.source.name, config.address
             )));
         }
         if config.reply_timeout.is_zero() {
-            return Err(TenantError::InvalidArgument(format!(
+            return Err(LiveError::InvalidArgument(format!(
                 "source '{}': reply_timeout must be longer than zero",
                 config.source.name
             )));
@@ -113,7 +113,7 @@ impl Source for StompSource {
     async fn connect(&self) -> Result<Box<dyn Connection>> {
         let config = &self.config;
         let unavailable = |why: String| {
-            TenantError::UpstreamUnavailable(format!(
+            LiveError::UpstreamUnavailable(format!(
                 "source '{}' ({}): {why}",
                 config.source.name, config.address
             ))
@@ -497,8 +497,8 @@ impl std::fmt::Debug for StompConnection {
 }
 
 impl StompConnection {
-    fn lost(&self, why: impl std::fmt::Display) -> TenantError {
-        TenantError::UpstreamUnavailable(format!(
+    fn lost(&self, why: impl std::fmt::Display) -> LiveError {
+        LiveError::UpstreamUnavailable(format!(
             "source '{}' ({}): {why}",
             self.config.source.name, self.config.address
         ))
@@ -539,7 +539,7 @@ impl StompConnection {
         }
     }
 
-    fn error(&self, frame: &Frame) -> TenantError {
+    fn error(&self, frame: &Frame) -> LiveError {
         let body = String::from_utf8_lossy(&frame.body);
         self.lost(format!(
             "ERROR frame: {} {}",
@@ -731,7 +731,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(tenantfusion_core::fuzz_cases(256)))]
+        #![proptest_config(ProptestConfig::with_cases(tenantfusion_test_support::fuzz_cases(256)))]
 
         /// Any bytes from the broker: no panic, and the same frames (or the
         /// same refusal) however the reads cut them.

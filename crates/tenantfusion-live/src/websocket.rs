@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error::{LiveError, Result};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
-use tenantfusion_core::{Result, TenantError};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
@@ -78,7 +78,7 @@ impl WebSocketSource {
     /// `ws://` or a message template without `{topics}`.
     pub fn new(config: WebSocketConfig) -> Result<Self> {
         let invalid = |what: String| {
-            Err(TenantError::InvalidArgument(format!(
+            Err(LiveError::InvalidArgument(format!(
                 "source '{}': {what}",
                 config.source.name
             )))
@@ -118,7 +118,7 @@ impl Source for WebSocketSource {
         let (stream, _) = tokio_tungstenite::connect_async(self.config.url.as_str())
             .await
             .map_err(|e| {
-                TenantError::UpstreamUnavailable(format!(
+                LiveError::UpstreamUnavailable(format!(
                     "source '{}': cannot connect to {}: {e}",
                     self.config.source.name, self.config.url
                 ))
@@ -155,14 +155,13 @@ impl std::fmt::Debug for WebSocketConnection {
 }
 
 impl WebSocketConnection {
-    fn lost(&self, why: impl std::fmt::Display) -> TenantError {
-        TenantError::UpstreamUnavailable(format!("source '{}': {why}", self.config.source.name))
+    fn lost(&self, why: impl std::fmt::Display) -> LiveError {
+        LiveError::UpstreamUnavailable(format!("source '{}': {why}", self.config.source.name))
     }
 
     async fn send(&mut self, template: &str, topics: &[Topic]) -> Result<()> {
         let names: Vec<&str> = topics.iter().map(|t| &**t).collect();
-        let list =
-            serde_json::to_string(&names).map_err(|e| TenantError::Internal(e.to_string()))?;
+        let list = serde_json::to_string(&names).map_err(|e| LiveError::Internal(e.to_string()))?;
         let text = template.replace("{topics}", &list);
         let sent = self.stream.send(Message::text(text)).await;
         sent.map_err(|e| self.lost(format!("sending a request: {e}")))

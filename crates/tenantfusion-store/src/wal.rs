@@ -686,7 +686,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(tenantfusion_core::fuzz_cases(64)))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(tenantfusion_test_support::fuzz_cases(64)))]
 
         /// Any damage to any segment: the log opens with exactly a prefix
         /// of what was written (a torn tail of the newest segment cut), or

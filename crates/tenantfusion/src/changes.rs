@@ -27,7 +27,7 @@ use crate::config::EngineConfig;
 use crate::ddl::{TableOptions, shared_access};
 use crate::engine::EngineInner;
 use crate::plan_cache::PlanCache;
-use crate::streams::{Streams, TableFeed};
+use crate::streams::{Streams, TableFeed, from_live};
 use crate::users::UserRegistry;
 
 /// The durable side of an engine: its storage root and catalog log.
@@ -110,10 +110,14 @@ impl Changes<'_> {
                 kind,
                 options,
             } => {
-                let source = LiveConfig::source_from_options(name, kind, options)?;
-                self.streams.pool()?.add_source(source)
+                let source =
+                    LiveConfig::source_from_options(name, kind, options).map_err(from_live)?;
+                self.streams.pool()?.add_source(source).map_err(from_live)
             }
-            CatalogEvent::DropSource { name } => self.droppable_source(name)?.remove_source(name),
+            CatalogEvent::DropSource { name } => self
+                .droppable_source(name)?
+                .remove_source(name)
+                .map_err(from_live),
             CatalogEvent::AlterTopics {
                 namespace,
                 table,
@@ -182,8 +186,12 @@ impl Changes<'_> {
                 kind,
                 options,
             } => {
-                let source = LiveConfig::source_from_options(name, kind, options)?;
-                self.streams.pool()?.check_source(source.as_ref())?;
+                let source =
+                    LiveConfig::source_from_options(name, kind, options).map_err(from_live)?;
+                self.streams
+                    .pool()?
+                    .check_source(source.as_ref())
+                    .map_err(from_live)?;
             }
             CatalogEvent::DropSource { name } => {
                 let pool = self.droppable_source(name)?;

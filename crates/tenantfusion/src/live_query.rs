@@ -22,7 +22,7 @@ use tenantfusion_tables::topics_in;
 
 use crate::session::TenantSession;
 use crate::statement::{TenantStatement, parse};
-use crate::streams::TopicLease;
+use crate::streams::{TopicLease, from_live};
 
 impl TenantSession {
     /// Starts a live query: `SUBSCRIBE TO ns.t [WHERE predicate]
@@ -153,7 +153,7 @@ impl LiveQuery {
         if self.ended {
             return Ok(None);
         }
-        let delivery = self.queue.recv().await;
+        let delivery = self.queue.recv().await.map_err(from_live);
         self.event(delivery)
     }
 
@@ -162,7 +162,7 @@ impl LiveQuery {
         if self.ended {
             return Ok(None);
         }
-        let delivery = self.queue.try_recv();
+        let delivery = self.queue.try_recv().map_err(from_live);
         self.event(delivery)
     }
 

@@ -25,10 +25,28 @@ use datafusion::catalog::TableProvider;
 use parking_lot::Mutex;
 use tenantfusion_core::{BaseTableProvider, Result, TableId, TenantError};
 use tenantfusion_live::{
-    LiveEvent, LivePool, PoolConfig, Request, SlowConsumer, Source, SubscribeOptions,
+    LiveError, LiveEvent, LivePool, PoolConfig, Request, SlowConsumer, Source, SubscribeOptions,
 };
 use tenantfusion_tables::StreamTableProvider;
 use tokio::task::JoinHandle;
+
+/// The engine's error for one of the pool's: same code, same message.
+pub(crate) fn from_live(err: LiveError) -> TenantError {
+    match err {
+        LiveError::SourceNotFound(m) => TenantError::SourceNotFound(m),
+        LiveError::NoHealthyProvider(m) => TenantError::NoHealthyProvider(m),
+        LiveError::CapabilityMismatch(m) => TenantError::CapabilityMismatch(m),
+        LiveError::InvalidConfig { key, message } => TenantError::InvalidConfig { key, message },
+        LiveError::UpstreamUnavailable(m) => TenantError::UpstreamUnavailable(m),
+        LiveError::SlowConsumer { capacity, missed } => {
+            TenantError::SlowConsumer { capacity, missed }
+        }
+        LiveError::InvalidArgument(m) => TenantError::InvalidArgument(m),
+        LiveError::SchemaMismatch(m) => TenantError::SchemaMismatch(m),
+        LiveError::ResourcesExhausted(m) => TenantError::ResourcesExhausted(m),
+        LiveError::Internal(m) => TenantError::Internal(m),
+    }
+}
 
 /// Deliveries a topic's feeder may fall behind before the oldest are dropped.
 const FEED_QUEUE: usize = 4096;
@@ -61,7 +79,10 @@ impl Streams {
             stopping: Mutex::default(),
         };
         for source in sources {
-            streams.pool()?.add_source(Arc::clone(source))?;
+            streams
+                .pool()?
+                .add_source(Arc::clone(source))
+                .map_err(from_live)?;
         }
         Ok(streams)
     }
@@ -77,7 +98,7 @@ impl Streams {
                 "live sources need a tokio runtime; create the engine inside one".into(),
             ));
         }
-        let started = Arc::new(LivePool::new(self.pool_config.clone())?);
+        let started = Arc::new(LivePool::new(self.pool_config.clone()).map_err(from_live)?);
         *pool = Some(Arc::clone(&started));
         Ok(started)
     }
@@ -333,7 +354,7 @@ impl TableFeed {
             queue_capacity: FEED_QUEUE,
             slow_consumer: SlowConsumer::DropOldest,
         };
-        let mut subscription = pool.subscribe(&request, options)?;
+        let mut subscription = pool.subscribe(&request, options).map_err(from_live)?;
         let table = Arc::clone(&self.table);
         let mapping = Arc::clone(&self.mapping);
         let topic = Arc::clone(topic);

@@ -104,7 +104,7 @@ fn every_mistake_names_its_key() {
     for (text, key) in cases {
         let err = LiveConfig::from_toml(&text).unwrap_err();
         assert_eq!(err.code(), "INVALID_CONFIG", "{text}: {err}");
-        let tenantfusion_core::TenantError::InvalidConfig { key: named, .. } = &err else {
+        let tenantfusion_live::LiveError::InvalidConfig { key: named, .. } = &err else {
             unreachable!()
         };
         assert_eq!(named, key, "{text}: {err}");

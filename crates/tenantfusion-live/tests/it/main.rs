@@ -7,5 +7,4 @@ mod pool;
 mod rest;
 mod stomp;
 mod support;
-mod upstream;
 mod websocket;

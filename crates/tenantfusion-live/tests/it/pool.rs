@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::UInt64Type;
+use arrow::array::AsArray;
+use arrow::datatypes::UInt64Type;
 use tenantfusion_live::*;
 
 use crate::support::{Received, SEQ, eventually, flowing_again, receive_until, subscribe_all};
@@ -477,7 +477,7 @@ async fn a_connection_above_the_threshold_gives_topics_to_an_emptier_one() {
 async fn bad_requests_sources_and_settings_are_refused_with_codes() {
     let pool = LivePool::new(PoolConfig::default()).unwrap();
     pool.add_source(generator("gen", None, 10)).unwrap();
-    let code = |r: Result<Subscription, tenantfusion_core::TenantError>| r.unwrap_err().code();
+    let code = |r: Result<Subscription, tenantfusion_live::LiveError>| r.unwrap_err().code();
     assert_eq!(
         code(pool.subscribe(&request(&[]), SubscribeOptions::default())),
         "INVALID_ARGUMENT"

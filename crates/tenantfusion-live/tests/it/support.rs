@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::UInt64Type;
+use arrow::array::AsArray;
+use arrow::datatypes::UInt64Type;
 use tenantfusion_live::{LiveEvent, LivePool, Request, SourceKind, SubscribeOptions, Subscription};
 
 /// Polls `condition` every 10 ms until it holds; panics after 20 s with

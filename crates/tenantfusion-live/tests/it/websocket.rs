@@ -7,7 +7,7 @@ use std::time::Duration;
 use tenantfusion_live::*;
 
 use crate::support::{Received, eventually, flowing_again, receive_until, subscribe_all};
-use crate::upstream::{Command, WsUpstream};
+use tenantfusion_test_support::upstream::{Command, WsUpstream};
 
 fn source(upstream: &WsUpstream, ping: Duration) -> Arc<WebSocketSource> {
     let mut config = WebSocketConfig::new("feed", upstream.url(), tick_schema());

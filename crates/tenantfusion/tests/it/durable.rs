@@ -1048,7 +1048,7 @@ fn random_damage_anywhere_is_a_right_answer_or_data_corrupted() {
         .collect();
     files.sort();
     let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
-        cases: tenantfusion_core::fuzz_cases(24),
+        cases: tenantfusion_test_support::fuzz_cases(24),
         failure_persistence: None,
         ..Default::default()
     });

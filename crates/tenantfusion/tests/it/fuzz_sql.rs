@@ -14,7 +14,7 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tenantfusion::{Engine, EngineConfig, TenantSession};
-use tenantfusion_core::fuzz_cases;
+use tenantfusion_test_support::fuzz_cases;
 
 use crate::common::{admin, engine_on, run, user};
 

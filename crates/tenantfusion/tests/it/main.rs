@@ -18,7 +18,3 @@ mod rls_cves;
 mod s3;
 mod shared;
 mod streams;
-// Shared with the live crate's tests; this crate uses only the WebSocket half.
-#[allow(dead_code)]
-#[path = "../../../tenantfusion-live/tests/it/upstream.rs"]
-mod upstream;

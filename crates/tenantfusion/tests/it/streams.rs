@@ -15,7 +15,7 @@ use tenantfusion::{
 use tenantfusion_tables::{PartitionKey, StreamTableProvider};
 
 use crate::common::{admin, column_values, count, eventually, run, user};
-use crate::upstream::{Command, WsUpstream};
+use tenantfusion_test_support::upstream::{Command, WsUpstream};
 
 /// An engine whose upstream topics linger `linger` after their last live query.
 async fn engine_with(linger: Duration) -> Engine {

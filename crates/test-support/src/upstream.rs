@@ -24,6 +24,7 @@ struct Conn {
     command: Option<Command>,
 }
 
+/// What a test tells live connections to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     /// Drop the TCP connection without a close frame.
@@ -34,18 +35,23 @@ pub enum Command {
     Garble,
 }
 
+/// The upstream's connections and counters, shared with its tasks.
 #[derive(Debug, Default)]
 pub struct UpstreamState {
     conns: Mutex<BTreeMap<u64, Conn>>,
     wake: Notify,
+    /// WebSocket connections accepted.
     pub accepted: AtomicU64,
+    /// SUBSCRIBE requests refused for going over the cap.
     pub refused: AtomicU64,
     next: AtomicU64,
 }
 
 /// The running upstream.
 pub struct WsUpstream {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Its connections and counters.
     pub state: Arc<UpstreamState>,
     cap: usize,
 }
@@ -70,6 +76,7 @@ impl WsUpstream {
         Self { addr, state, cap }
     }
 
+    /// The `ws://` URL to configure a source with.
     pub fn url(&self) -> String {
         format!("ws://{}/feed", self.addr)
     }
@@ -103,6 +110,7 @@ impl WsUpstream {
         self.state.wake.notify_waiters();
     }
 
+    /// Topics one connection may carry.
     pub fn cap(&self) -> usize {
         self.cap
     }
