@@ -13,6 +13,8 @@
 //!   manifest per partition.
 //! - [`Wal`]: the log underneath both.
 
+#![deny(missing_docs)]
+
 mod catalog_log;
 mod codec;
 mod files;
