@@ -582,4 +582,33 @@ mod tests {
         assert_eq!(w.unwrap().values(), &[10.0, 30.0]);
         assert_eq!(rows.column(3).null_count(), 2);
     }
+
+    #[test]
+    fn a_pool_error_keeps_its_code_and_message_in_the_engine() {
+        // The two enums are written apart (the pool links no DataFusion);
+        // this keeps them saying the same thing.
+        let errors = [
+            LiveError::SourceNotFound("no source 'x'".into()),
+            LiveError::NoHealthyProvider("all open".into()),
+            LiveError::CapabilityMismatch("no snapshots".into()),
+            LiveError::InvalidConfig {
+                key: "sources.feed.url".into(),
+                message: "missing".into(),
+            },
+            LiveError::UpstreamUnavailable("refused".into()),
+            LiveError::SlowConsumer {
+                capacity: 4,
+                missed: 9,
+            },
+            LiveError::InvalidArgument("bad".into()),
+            LiveError::SchemaMismatch("bad column".into()),
+            LiveError::ResourcesExhausted("frame too big".into()),
+            LiveError::Internal("bug".into()),
+        ];
+        for err in errors {
+            let engine = from_live(err.clone());
+            assert_eq!(engine.code(), err.code());
+            assert_eq!(engine.to_string(), err.to_string());
+        }
+    }
 }
