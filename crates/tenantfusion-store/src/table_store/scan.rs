@@ -1,0 +1,164 @@
+//! Reads: a partition's segments (row groups the filters rule out skipped,
+//! only the columns asked for decoded), less the rows UPDATE and DELETE
+//! took out, then its rows in memory.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
+use tenantfusion_core::Result;
+use tenantfusion_tables::{PartitionKey, ReadRequest};
+
+use super::Inner;
+use super::partition_state::TakenOut;
+use crate::manifest::SegmentEntry;
+use crate::parquet_segment;
+
+impl Inner {
+    /// Every row of partition `key`.
+    pub(super) async fn read(self: &Arc<Self>, key: &PartitionKey) -> DFResult<Vec<RecordBatch>> {
+        let schema = {
+            let loaded = self.load().await?;
+            let partition = self.partition(loaded, key).await?;
+            let state = partition.state.read();
+            state
+                .hot
+                .first()
+                .map(RecordBatch::schema)
+                .or_else(|| state.manifest.segments.first().map(|s| s.stats_schema()))
+        };
+        let Some(schema) = schema else {
+            return Ok(Vec::new());
+        };
+        let request = ReadRequest {
+            columns: None,
+            schema,
+            predicate: None,
+        };
+        self.scan(key, &request).await
+    }
+
+    /// The rows of partition `key` that `request` asks for: its segments'
+    /// first, then those in memory.
+    pub(super) async fn scan(
+        self: &Arc<Self>,
+        key: &PartitionKey,
+        request: &ReadRequest,
+    ) -> DFResult<Vec<RecordBatch>> {
+        let loaded = self.load().await?;
+        let partition = self.partition(loaded, key).await?;
+        let (manifest, hot, pending) = partition.state.read().snapshot();
+        let columns = request.columns.as_deref();
+        let mut out = Vec::new();
+        if !manifest.segments.is_empty() {
+            // Statistics that cannot serve this predicate prune nothing.
+            let pruning = request.predicate.as_ref().and_then(|predicate| {
+                PruningPredicateBuilder::new()
+                    .with_file_schema(Arc::clone(&request.schema))
+                    .try_build(Arc::clone(predicate))
+                    .ok()
+            });
+            let mut taken = TakenOut::new(&pending)?;
+            for segment in &manifest.segments {
+                let (rows, _) = self
+                    .live_rows(key, segment, &mut taken, columns, pruning.as_ref())
+                    .await?;
+                for batch in rows {
+                    out.push(conform(batch, &request.schema)?);
+                }
+            }
+        }
+        for batch in hot {
+            out.push(match columns {
+                Some(columns) => batch.project(columns)?,
+                None => batch,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A segment's rows still in the partition: those `taken` does not
+    /// take out, `columns` of them (all when `None`), in the row groups
+    /// `pruning` cannot rule out; and whether `taken` took any out.
+    ///
+    /// Taken-out rows are matched on every column, so a segment holding one
+    /// is read whole and projected afterwards. Pruning still holds: a
+    /// taken-out row in a skipped row group fails the predicate, so if it
+    /// matches an equal row elsewhere instead, that row fails it too and
+    /// the scan's own filter drops it either way.
+    pub(super) async fn live_rows(
+        &self,
+        key: &PartitionKey,
+        segment: &SegmentEntry,
+        taken: &mut TakenOut,
+        columns: Option<&[usize]>,
+        pruning: Option<&PruningPredicate>,
+    ) -> Result<(Vec<RecordBatch>, bool)> {
+        if !taken.remaining() {
+            let rows = self.read_segment(key, segment, columns, pruning).await?;
+            return Ok((rows, false));
+        }
+        let rows = self.read_segment(key, segment, None, pruning).await?;
+        let (rows, changed) = taken.apply(rows)?;
+        let rows = match columns {
+            Some(columns) => rows
+                .iter()
+                .map(|batch| batch.project(columns))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(DataFusionError::from)?,
+            None => rows,
+        };
+        Ok((rows, changed))
+    }
+
+    /// Reads a segment's rows: `columns` of them (all when `None`), in
+    /// the row groups `pruning` cannot rule out.
+    pub(super) async fn read_segment(
+        &self,
+        key: &PartitionKey,
+        segment: &SegmentEntry,
+        columns: Option<&[usize]>,
+        pruning: Option<&PruningPredicate>,
+    ) -> Result<Vec<RecordBatch>> {
+        let groups = segment.row_group_rows.len();
+        let keep = match pruning {
+            Some(pruning) => pruning
+                .prune(segment)
+                .unwrap_or_else(|_| vec![true; groups]),
+            None => vec![true; groups],
+        };
+        let kept: Vec<usize> = (0..groups).filter(|&g| keep[g]).collect();
+        self.row_groups_skipped
+            .fetch_add((groups - kept.len()) as u64, Ordering::Relaxed);
+        if kept.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.row_groups_read
+            .fetch_add(kept.len() as u64, Ordering::Relaxed);
+        parquet_segment::read(
+            &self.files,
+            &self.partition_dir(key),
+            segment,
+            columns,
+            kept,
+        )
+        .await
+    }
+}
+
+/// `batch` under `schema` (a segment's columns come back as Parquet stored
+/// them: same types, possibly other field metadata).
+fn conform(batch: RecordBatch, schema: &SchemaRef) -> DFResult<RecordBatch> {
+    if batch.schema() == *schema {
+        return Ok(batch);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        batch.columns().to_vec(),
+        &options,
+    )?)
+}

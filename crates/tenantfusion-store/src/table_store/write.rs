@@ -1,0 +1,113 @@
+//! Writes: each is logged (durable before it is acknowledged), then applied
+//! to its partition in memory, under the partition's writer lock so that a
+//! partition's writes apply in log order.
+
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::Result as DFResult;
+use tenantfusion_tables::{PartitionKey, RowMatcher, rows_at};
+
+use super::Inner;
+use super::partition_state::TakenOut;
+use super::records::{encode_append, encode_drop, encode_replace};
+
+impl Inner {
+    /// Appends `batches` to partition `key`; the rows added.
+    pub(super) async fn append(
+        self: &Arc<Self>,
+        key: &PartitionKey,
+        batches: Vec<RecordBatch>,
+    ) -> DFResult<u64> {
+        let Some(first) = batches.iter().find(|b| b.num_rows() > 0) else {
+            return Ok(0);
+        };
+        let record = encode_append(key, &first.schema(), &batches)?;
+        let loaded = self.load().await?;
+        let partition = self.partition(loaded, key).await?;
+        let added = {
+            let _writer = partition.writer.lock().await;
+            let _applying = loaded.applying.read().await;
+            let lsn = loaded.log(record).await?;
+            partition.state.write().append(lsn, batches)?
+        };
+        self.flush_if_full(loaded, key, &partition).await;
+        Ok(added)
+    }
+
+    /// Replaces the rows of `old` still in partition `key` by the rows of
+    /// `new` at the same positions (an UPDATE), or removes them (a DELETE,
+    /// `new` is `None`); the positions in `old` of the rows found.
+    pub(super) async fn replace(
+        self: &Arc<Self>,
+        key: &PartitionKey,
+        old: RecordBatch,
+        new: Option<RecordBatch>,
+    ) -> DFResult<Vec<u32>> {
+        let loaded = self.load().await?;
+        let partition = self.partition(loaded, key).await?;
+        let _writer = partition.writer.lock().await;
+        // Which rows of `old` are still here, looked for as the logged
+        // change will take them: in memory first, then in the segments.
+        let (manifest, hot, pending) = partition.state.read().snapshot();
+        let mut wanted = RowMatcher::new(std::slice::from_ref(&old))?;
+        for batch in &hot {
+            wanted.take_from(batch)?;
+        }
+        if !wanted.is_done() && !manifest.segments.is_empty() {
+            let mut taken = TakenOut::new(&pending)?;
+            for segment in &manifest.segments {
+                let (rows, _) = self.live_rows(key, segment, &mut taken, None, None).await?;
+                for batch in &rows {
+                    wanted.take_from(batch)?;
+                }
+                if wanted.is_done() {
+                    break;
+                }
+            }
+        }
+        let found = wanted.found();
+        if found.is_empty() {
+            return Ok(found);
+        }
+        let removed = rows_at(&old, &found)?;
+        let added = new.map(|new| rows_at(&new, &found)).transpose()?;
+        let record = encode_replace(key, &removed, added.as_ref())?;
+        {
+            let _applying = loaded.applying.read().await;
+            let lsn = loaded.log(record).await?;
+            partition.state.write().replace(lsn, &removed, added)?;
+        }
+        Ok(found)
+    }
+
+    /// Removes every row of partition `key`; how many there were.
+    pub(super) async fn drop_partition(self: &Arc<Self>, key: &PartitionKey) -> DFResult<u64> {
+        let loaded = self.load().await?;
+        let partition = self.partition(loaded, key).await?;
+        let _writer = partition.writer.lock().await;
+        // Nothing to log for a user who never wrote here (DROP USER asks
+        // every table).
+        if !partition.state.read().has_rows() {
+            return Ok(0);
+        }
+        let record = encode_drop(key);
+        let old = Arc::clone(&partition.state.read().manifest);
+        let (rows, free) = {
+            // The emptied manifest is written before the log may be cut
+            // past the drop.
+            let _applying = loaded.applying.read().await;
+            let lsn = loaded.log(record).await?;
+            if !old.segments.is_empty() {
+                self.write_manifest(key, &old.dropped(lsn)).await?;
+            }
+            drop(old);
+            let mut state = partition.state.write();
+            (state.drop_rows(lsn), state.unreferenced())
+        };
+        // The manifest no longer lists them; one a scan still reads goes
+        // at the partition's next flush.
+        self.delete_segments(key, &free).await?;
+        Ok(rows)
+    }
+}
