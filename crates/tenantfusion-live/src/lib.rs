@@ -52,14 +52,14 @@ pub use backoff::Backoff;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use config::LiveConfig;
 pub use delivery::{
-    Delivery, DeliveryQueue, LiveEvent, QueueStats, SlowConsumer, SubscribeOptions, Subscription,
+    Delivery, DeliveryQueue, LiveEvent, QueueStats, SlowConsumer, SubscribeOptions,
 };
 pub use error::{LiveError, Result};
 pub use generator::{GeneratorConfig, GeneratorSource, tick_schema};
 pub use metrics::{
     ConnectionStats, LatencySummary, PoolSnapshot, SourceStats, SubscriberStats, TopicStats,
 };
-pub use pool::{LivePool, PoolConfig};
+pub use pool::{LivePool, PoolConfig, Subscription};
 pub use registry::{SubscriberId, SubscriptionRegistry};
 pub use rest::{RestConfig, RestSource};
 pub use selection::{Candidate, Request, Selection, Selector, Strategy, Validation};

@@ -20,6 +20,7 @@ mod scan;
 mod sink;
 mod store;
 mod stream;
+mod topic_filter;
 
 pub use binding::IdentityBinding;
 pub use feed::{ChangeFeed, Watch};
@@ -33,4 +34,5 @@ pub use sink::{MutationSink, PartitionSink};
 pub use store::{
     MemoryPartitionStore, PartitionKey, PartitionStore, ReadRequest, append_coalesced,
 };
-pub use stream::{StreamFeed, StreamPolicy, StreamTableProvider, topics_in};
+pub use stream::{StreamFeed, StreamPolicy, StreamTableProvider};
+pub use topic_filter::topics_in;

@@ -27,7 +27,7 @@ use crate::primary_key::PrimaryKey;
 use crate::scan::{PartitionScanExec, ScanRequest};
 use crate::sink::{MutationSink, PartitionSink};
 use crate::store::{PartitionKey, PartitionStore};
-use crate::stream::topics_in;
+use crate::topic_filter::topics_in;
 
 /// A table whose rows live in a [`PartitionStore`] and whose partition per
 /// caller is chosen by a [`PartitionPolicy`].

@@ -2,7 +2,7 @@
 //! [`CatalogEvent`]s: the one place they are applied, whether a statement
 //! makes them or the catalog log replays them on open.
 //!
-//! A statement checks who may make the change, then [`EngineInner::commit`]
+//! A statement checks who may make the change, then [`EngineState::commit`]
 //! applies it and, with durable storage, logs it before answering. Changes
 //! are made one at a time so the log holds them in the order they were
 //! applied, which is the order replay applies them in.
@@ -24,10 +24,9 @@ use tenantfusion_tables::{
 };
 
 use crate::config::EngineConfig;
-use crate::ddl::{TableOptions, shared_access};
-use crate::engine::EngineInner;
 use crate::plan_cache::PlanCache;
 use crate::streams::{Streams, TableFeed, from_live};
+use crate::table_options::{TableOptions, shared_access};
 use crate::users::UserRegistry;
 
 /// The durable side of an engine: its storage root and catalog log.
@@ -78,7 +77,7 @@ impl Changes<'_> {
                 self.users.create(UserId::new(name.as_str()), *role)
             }
             // The user goes now; their rows go next (see
-            // `EngineInner::forget_user`), then `UserForgotten` is logged.
+            // `EngineState::forget_user`), then `UserForgotten` is logged.
             CatalogEvent::DropUser { name } => self.users.drop_user(name).map(|_| ()),
             CatalogEvent::UserForgotten { name } => {
                 self.users.forgotten(name);
@@ -477,47 +476,16 @@ enum Feed {
     Started(Arc<TableFeed>),
 }
 
-impl EngineInner {
-    pub(crate) fn changes(&self) -> Changes<'_> {
-        Changes {
-            config: &self.config,
-            state: &self.state,
-            cache: &self.cache,
-            users: &self.users,
-            streams: &self.streams,
-            plans: &self.plans,
-            root: self.durable.as_ref().map(|d| &d.root),
-        }
-    }
-
-    /// Makes the change `event`: checks and prepares it, logs it (with
-    /// durable storage; returns once it is durable), then applies it.
-    /// Changes are made one at a time.
-    pub(crate) async fn commit(self: &Arc<Self>, event: CatalogEvent) -> Result<()> {
-        self.commit_built(event, None).await
-    }
-
-    /// [`commit`](Self::commit) of a `CreateTable` whose table was built
-    /// (and filled) beforehand; see [`Changes::apply`].
-    ///
-    /// Runs on a task of its own: once begun, a change is logged and
-    /// applied (or neither) whatever becomes of its caller. A caller
-    /// dropped between the two would leave the change logged and not
-    /// applied, and the log would then hold, say, two CREATEs of one table.
-    pub(crate) async fn commit_built(
-        self: &Arc<Self>,
-        event: CatalogEvent,
+impl Changes<'_> {
+    /// Checks and prepares `event`, logs it to `log` (durable storage;
+    /// returns once it is durable), then applies it. Call with the catalog
+    /// lock held: changes are made one at a time.
+    pub(crate) async fn commit(
+        &self,
+        event: &CatalogEvent,
         built: Option<BuiltTable>,
+        log: Option<&CatalogLog>,
     ) -> Result<()> {
-        let engine = Arc::clone(self);
-        tokio::spawn(async move { engine.commit_here(event, built).await })
-            .await
-            .map_err(|e| TenantError::Internal(format!("a change's task ended abnormally: {e}")))?
-    }
-
-    async fn commit_here(&self, event: CatalogEvent, built: Option<BuiltTable>) -> Result<()> {
-        let _one_at_a_time = self.ddl.lock().await;
-        let changes = self.changes();
         // Everything that can fail happens before the change is logged: a
         // change the log holds is one that applies, and one that could not
         // be logged is not applied.
@@ -525,9 +493,9 @@ impl EngineInner {
             built,
             topics: None,
         };
-        let logged = match changes.prepare(&event, &mut ahead) {
-            Ok(()) => match &self.durable {
-                Some(durable) => durable.log.append(&event).await,
+        let logged = match self.prepare(event, &mut ahead) {
+            Ok(()) => match log {
+                Some(log) => log.append(event).await,
                 None => Ok(()),
             },
             Err(err) => Err(err),
@@ -539,14 +507,14 @@ impl EngineInner {
         // Prepared above under the same lock: this applies. Should it not,
         // the engine says so, and the log's record fails the next open
         // (DATA_CORRUPTED) rather than hiding the difference.
-        let removed = changes.apply(&event, ahead.built).map_err(|err| {
+        let removed = self.apply(event, ahead.built).map_err(|err| {
             TenantError::Internal(format!(
                 "a logged change did not apply ({err}); reopen the engine"
             ))
         })?;
-        if let Some(durable) = &self.durable {
+        if let Some(root) = self.root {
             for storage in removed {
-                durable.root.remove_table(&storage)?;
+                root.remove_table(&storage)?;
             }
         }
         Ok(())
@@ -569,21 +537,11 @@ impl EngineInner {
         if let Feed::Started(feed) = &built.feed {
             self.streams.discard(feed);
         }
-        self.discard_storage_of(&built.provider);
-    }
-
-    fn discard_storage_of(&self, provider: &Arc<dyn BaseTableProvider>) {
-        if let (Some(durable), Some(storage)) = (&self.durable, &provider.core().storage_id) {
+        if let (Some(root), Some(storage)) = (self.root, &built.provider.core().storage_id) {
             // Best effort: a directory left behind is one the catalog does
             // not list, removed when the engine next opens.
-            let _ = durable.root.remove_table(storage.as_str());
+            let _ = root.remove_table(storage.as_str());
         }
-    }
-
-    /// A storage name for a new table's rows, when they are durable.
-    pub(crate) fn new_storage(&self, table: &TableId, kind: TableType) -> Option<String> {
-        let durable = self.durable.as_ref()?;
-        (kind != TableType::Stream).then(|| durable.root.new_storage_name(table))
     }
 }
 

@@ -32,20 +32,18 @@
 mod catalog;
 mod changes;
 mod config;
-mod ddl;
 mod engine;
+mod engine_state;
 mod limits;
 mod live_query;
-mod mutation;
-mod plan_access;
 mod plan_cache;
-mod prepared;
 mod query;
 mod salvage;
 mod session;
 mod statement;
 mod streams;
 mod system_tables;
+mod table_options;
 mod users;
 
 use datafusion::prelude::SessionConfig;
@@ -56,9 +54,9 @@ pub use engine::Engine;
 pub use limits::{CancelHandle, StatementLimits};
 pub use live_query::{ChangeEvent, LiveQuery};
 pub use plan_cache::{PlanCacheConfig, PlanCacheStats};
-pub use prepared::PreparedStatement;
 pub use query::Query;
 pub use salvage::{SalvageReport, SalvagedTable, salvage};
+pub use session::PreparedStatement;
 pub use session::TenantSession;
 pub use system_tables::SYSTEM_NAMESPACE;
 pub use tenantfusion_core::{

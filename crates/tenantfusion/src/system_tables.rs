@@ -28,9 +28,9 @@ use tenantfusion_core::{Access, SchemaCache, TenantError, UserContext};
 use tenantfusion_live::BreakerState;
 use tenantfusion_tables::{leaf_properties, leaf_with_new_children};
 
-use crate::ddl::shared_access;
 use crate::live_query::LiveQueries;
 use crate::streams::Streams;
+use crate::table_options::shared_access;
 
 use crate::users::UserRegistry;
 

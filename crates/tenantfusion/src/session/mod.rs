@@ -1,5 +1,13 @@
 //! Per-request sessions: the engine's shared state plus one caller.
 
+mod ddl;
+mod mutation;
+mod plan_access;
+mod prepared;
+mod subscribe;
+
+pub use prepared::PreparedStatement;
+
 use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -24,14 +32,14 @@ use parking_lot::{Mutex, RwLock};
 use tenantfusion_core::{Access, Result, TableProviderCore, TenantError, UserContext};
 
 use crate::catalog::CATALOG_NAME;
-use crate::engine::EngineInner;
+use crate::engine_state::EngineState;
 use crate::limits::StatementMemoryPool;
-use crate::mutation::as_mutation;
 use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, is_deterministic, is_reusable};
-use crate::prepared::Prepared;
 use crate::query::Query;
 use crate::statement::{TenantStatement, parse};
 use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
+use mutation::as_mutation;
+use prepared::Prepared;
 
 /// One caller's handle on the engine: cheap to create (two reference-count
 /// increments), cheap to clone, nothing retained after it is dropped.
@@ -57,7 +65,7 @@ use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
 /// ```
 #[derive(Debug)]
 pub struct TenantSession {
-    pub(crate) engine: Arc<EngineInner>,
+    pub(crate) engine: Arc<EngineState>,
     pub(crate) user: Arc<UserContext>,
     /// This session's own planning state, made on its first `SET`; until
     /// then the engine's shared state is used and nothing is copied.
@@ -102,7 +110,7 @@ impl TenantSession {
         Ok(query.governed(governor))
     }
 
-    pub(crate) fn new(engine: Arc<EngineInner>, user: UserContext) -> Self {
+    pub(crate) fn new(engine: Arc<EngineState>, user: UserContext) -> Self {
         Self {
             engine,
             user: Arc::new(user),

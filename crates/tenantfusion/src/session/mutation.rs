@@ -25,8 +25,8 @@ use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, displayable};
 use tenantfusion_core::{Mutation, Result, TenantError};
 
+use super::TenantSession;
 use crate::query::Query;
-use crate::session::TenantSession;
 
 /// The UPDATE or DELETE `plan` is, if it is one.
 pub(crate) fn as_mutation(plan: &LogicalPlan) -> Option<(&DmlStatement, Mutation)> {

@@ -34,7 +34,7 @@ use tenantfusion_core::{Access, Result, TenantError};
 
 use tenantfusion_tables::{PartitionedTable, SharedAccess, StreamPolicy, UserPartitions};
 
-use crate::session::TenantSession;
+use super::TenantSession;
 use crate::system_tables::{SYSTEM_NAMESPACE, SystemTable};
 
 impl TenantSession {

@@ -20,9 +20,9 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use parking_lot::RwLock;
 use tenantfusion_core::{Result, TenantError};
 
+use super::{TenantSession, planning_error};
 use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, same_providers};
 use crate::query::Query;
-use crate::session::{TenantSession, planning_error};
 use crate::statement::{TenantStatement, parse};
 
 /// A statement prepared by [`TenantSession::prepare`]: run it with

@@ -1,0 +1,101 @@
+//! What the pool is told: connection limits, timings, failover and how sources are picked.
+
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+use crate::breaker::BreakerConfig;
+use crate::error::{LiveError, Result};
+use crate::selection::{Strategy, Validation};
+
+/// How the pool manages connections. Every field has a default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// Connections kept open per source even with no topics.
+    pub min_connections: usize,
+    /// Most connections per source (also bounded by the source's own
+    /// `max_connections`).
+    pub max_connections: Option<usize>,
+    /// A connection with no topics for this long is closed.
+    pub idle_timeout: Duration,
+    /// Time between two health checks of a source.
+    pub health_interval: Duration,
+    /// Time between two rounds of upkeep: closing idle connections,
+    /// opening the minimum, rebalancing.
+    pub maintenance_interval: Duration,
+    /// A connection carrying more than this share of its source's cap gives
+    /// topics to emptier connections.
+    pub rebalance_threshold: f64,
+    /// Waits between reconnect attempts.
+    pub backoff: Backoff,
+    /// When a source's breaker opens and how it recovers.
+    pub breaker: BreakerConfig,
+    /// Failed connect attempts after which a connection's topics move to
+    /// another healthy source of the same kind (if there is one).
+    pub failover_after: u32,
+    /// How sources are picked among those of a kind.
+    pub strategy: Strategy,
+    /// How strictly requests' capabilities are matched.
+    pub validation: Validation,
+    /// The source used when a request names neither source nor kind.
+    pub default_source: Option<String>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            min_connections: 0,
+            max_connections: None,
+            idle_timeout: Duration::from_secs(30),
+            health_interval: Duration::from_secs(5),
+            maintenance_interval: Duration::from_secs(1),
+            rebalance_threshold: 0.8,
+            backoff: Backoff::default(),
+            breaker: BreakerConfig::default(),
+            failover_after: 3,
+            strategy: Strategy::RoundRobin,
+            validation: Validation::Strict,
+            default_source: None,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Checks the values; `INVALID_CONFIG` names the offending field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| {
+            Err(LiveError::InvalidConfig {
+                key: key.into(),
+                message: why.into(),
+            })
+        };
+        if !(self.rebalance_threshold > 0.0 && self.rebalance_threshold <= 1.0) {
+            return bad("rebalance_threshold", "must be in (0, 1]");
+        }
+        if self.max_connections == Some(0) {
+            return bad("max_connections", "must be at least 1");
+        }
+        if let Some(max) = self.max_connections
+            && self.min_connections > max
+        {
+            return bad("min_connections", "must not exceed max_connections");
+        }
+        for (key, d) in [
+            ("idle_timeout", self.idle_timeout),
+            ("health_interval", self.health_interval),
+            ("maintenance_interval", self.maintenance_interval),
+            ("backoff.max", self.backoff.max),
+            ("breaker.cool_down", self.breaker.cool_down),
+        ] {
+            if d.is_zero() {
+                return bad(key, "must be longer than zero");
+            }
+        }
+        if self.breaker.failure_threshold == 0 {
+            return bad("breaker.failure_threshold", "must be at least 1");
+        }
+        if self.failover_after == 0 {
+            return bad("failover_after", "must be at least 1");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,253 @@
+//! One wanted topic's route: its subscribers' queues, sequence numbers
+//! (duplicates dropped, gaps counted) and the fan-out of upstream batches.
+
+use std::sync::Arc;
+
+use arrow::array::{AsArray, BooleanArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Int64Type, UInt64Type};
+use arrow::record_batch::RecordBatch;
+use parking_lot::{Mutex, RwLock};
+
+use crate::delivery::split_by_topic;
+use crate::metrics::{Counter, Traffic};
+use crate::registry::SubscriberId;
+use crate::source::{Topic, now_us};
+
+use super::PoolInner;
+use super::source_entry::SourceEntry;
+use super::subscription::Queue;
+
+/// One wanted topic: its subscribers and what has passed through.
+#[derive(Debug)]
+pub(super) struct Route {
+    pub(super) topic: Topic,
+    pub(super) subscribers: RwLock<Vec<(SubscriberId, Arc<Queue>)>>,
+    /// The highest sequence number delivered.
+    pub(super) last_sequence: Mutex<Option<u64>>,
+    pub(super) traffic: Traffic,
+    pub(super) gaps: Counter,
+    pub(super) interruptions: Counter,
+    pub(super) duplicates: Counter,
+}
+
+impl Route {
+    pub(super) fn new(topic: Topic) -> Self {
+        Self {
+            topic,
+            subscribers: RwLock::default(),
+            last_sequence: Mutex::default(),
+            traffic: Traffic::default(),
+            gaps: Counter::default(),
+            interruptions: Counter::default(),
+            duplicates: Counter::default(),
+        }
+    }
+
+    /// Drops rows already delivered (a topic can briefly be carried by two
+    /// connections while it moves) and counts sequence numbers skipped.
+    /// A row without a usable number (null, or negative in an `Int64`
+    /// column) is malformed: it is dropped and moves nothing, since taking
+    /// `-1` for `u64::MAX` would make every later row look delivered.
+    pub(super) fn sequence(&self, part: RecordBatch, column: Option<usize>) -> Sequenced {
+        let Some(column) = column else {
+            return Sequenced::whole(part);
+        };
+        let array = part.column(column);
+        let numbers: Vec<Option<u64>> = if let Some(a) = array.as_primitive_opt::<UInt64Type>() {
+            a.iter().collect()
+        } else if let Some(a) = array.as_primitive_opt::<Int64Type>() {
+            a.iter()
+                .map(|v| v.and_then(|v| u64::try_from(v).ok()))
+                .collect()
+        } else {
+            return Sequenced::whole(part);
+        };
+        let mut last = self.last_sequence.lock();
+        let mut keep = Vec::with_capacity(numbers.len());
+        let mut malformed = 0;
+        let mut duplicates = 0;
+        for n in numbers {
+            let Some(n) = n else {
+                malformed += 1;
+                keep.push(false);
+                continue;
+            };
+            let fresh = last.is_none_or(|l| n > l);
+            if fresh {
+                if let Some(l) = *last {
+                    self.gaps.add(n - l - 1);
+                }
+                *last = Some(n);
+            } else {
+                duplicates += 1;
+            }
+            keep.push(fresh);
+        }
+        drop(last);
+        self.duplicates.add(duplicates);
+        let all = part.num_rows() as u64;
+        let rows = if malformed + duplicates == 0 {
+            Ok(Some(part))
+        } else if malformed + duplicates == keep.len() as u64 {
+            Ok(None)
+        } else {
+            filter_record_batch(&part, &BooleanArray::from(keep)).map(Some)
+        };
+        match rows {
+            Ok(rows) => Sequenced { rows, malformed },
+            // Filtering a batch by a mask of its own length does not fail;
+            // if it ever did, the rows are dropped and counted, not hidden.
+            Err(_) => Sequenced {
+                rows: None,
+                malformed: all,
+            },
+        }
+    }
+}
+
+/// What [`Route::sequence`] kept of a batch.
+#[derive(Debug)]
+pub(super) struct Sequenced {
+    /// The rows to deliver, if any.
+    pub(super) rows: Option<RecordBatch>,
+    /// Rows dropped for having no usable sequence number.
+    pub(super) malformed: u64,
+}
+
+impl Sequenced {
+    pub(super) fn whole(part: RecordBatch) -> Self {
+        Self {
+            rows: Some(part),
+            malformed: 0,
+        }
+    }
+}
+
+impl PoolInner {
+    /// Fans `batch` out per topic to the subscribers' queues.
+    pub(super) fn deliver(&self, source: &SourceEntry, traffic: &Traffic, batch: &RecordBatch) {
+        traffic.messages.add(1);
+        traffic.rows.add(batch.num_rows() as u64);
+        traffic.bytes.add(batch.get_array_memory_size() as u64);
+        let parts = match split_by_topic(batch) {
+            Ok(parts) => parts,
+            Err(_) => {
+                traffic.malformed.add(1);
+                source.malformed.add(1);
+                return;
+            }
+        };
+        let mut latencies = Vec::with_capacity(parts.len());
+        let mut disconnected = Vec::new();
+        let mut to_wake = Vec::new();
+        let routes = self.routes.read();
+        for (topic, part) in parts {
+            let Some(route) = routes.get(topic) else {
+                continue;
+            };
+            let sequenced = route.sequence(part, source.sequence_column);
+            if sequenced.malformed > 0 {
+                traffic.malformed.add(1);
+                source.malformed.add(1);
+            }
+            let Some(part) = sequenced.rows else {
+                continue;
+            };
+            if let Some(at) = source.event_time_us(&part) {
+                latencies.push((now_us() as i64).saturating_sub(at).max(0) as u64);
+            }
+            route.traffic.messages.add(1);
+            route.traffic.rows.add(part.num_rows() as u64);
+            for (id, queue) in route.subscribers.read().iter() {
+                if !queue.push_quietly((Arc::clone(&route.topic), part.clone())) {
+                    disconnected.push(*id);
+                }
+                if queue.needs_wake() {
+                    to_wake.push(Arc::clone(queue));
+                }
+            }
+        }
+        drop(routes);
+        // One wake per subscriber per upstream batch, not per topic in it.
+        for queue in to_wake {
+            queue.wake();
+        }
+        if !latencies.is_empty() {
+            let mut histogram = source.latency.lock();
+            for micros in latencies {
+                histogram.record(micros);
+            }
+        }
+        for id in disconnected {
+            self.unsubscribe(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Int64Array, StringArray, UInt64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(seqs: Vec<Option<i64>>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("topic", DataType::Utf8, false),
+            Field::new("seq", DataType::Int64, true),
+        ]));
+        let topics = StringArray::from(vec!["T"; seqs.len()]);
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(topics), Arc::new(Int64Array::from(seqs))],
+        )
+        .unwrap()
+    }
+
+    fn kept(sequenced: &Sequenced) -> Vec<i64> {
+        sequenced.rows.as_ref().map_or_else(Vec::new, |rows| {
+            rows.column(1).as_primitive::<Int64Type>().values().to_vec()
+        })
+    }
+
+    #[test]
+    fn a_negative_or_null_sequence_number_is_malformed_and_moves_nothing() {
+        let route = Route::new(Arc::from("T"));
+        let first = route.sequence(batch(vec![Some(5), Some(-1), None, Some(6)]), Some(1));
+        assert_eq!(kept(&first), [5, 6]);
+        assert_eq!(first.malformed, 2);
+        // Read as u64, -1 was u64::MAX: every later row was a "duplicate".
+        let next = route.sequence(batch(vec![Some(7), Some(9)]), Some(1));
+        assert_eq!(kept(&next), [7, 9]);
+        assert_eq!(next.malformed, 0);
+        assert_eq!(route.gaps.get(), 1, "8 skipped");
+        assert_eq!(route.duplicates.get(), 0);
+        let only_bad = route.sequence(batch(vec![Some(-5)]), Some(1));
+        assert!(only_bad.rows.is_none());
+        assert_eq!(only_bad.malformed, 1);
+        let replayed = route.sequence(batch(vec![Some(9), Some(10)]), Some(1));
+        assert_eq!(kept(&replayed), [10]);
+        assert_eq!(route.duplicates.get(), 1);
+    }
+
+    #[test]
+    fn unsigned_sequence_numbers_keep_their_nulls_out() {
+        let route = Route::new(Arc::from("T"));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("topic", DataType::Utf8, false),
+            Field::new("seq", DataType::UInt64, true),
+        ]));
+        let part = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["T"; 3])),
+                Arc::new(UInt64Array::from(vec![Some(1), None, Some(2)])),
+            ],
+        )
+        .unwrap();
+        let sequenced = route.sequence(part, Some(1));
+        assert_eq!(sequenced.malformed, 1);
+        assert_eq!(sequenced.rows.unwrap().num_rows(), 2);
+    }
+}
