@@ -77,14 +77,29 @@ impl TenantSession {
         }
     }
 
+    /// The answer to a change: done, or `outcome`'s error, unless the
+    /// statement said `IF [NOT] EXISTS` (`if_clause`) and the error is
+    /// that it already is so (`already`).
+    fn done_unless(
+        &self,
+        outcome: Result<()>,
+        if_clause: bool,
+        already: impl FnOnce(&TenantError) -> bool,
+    ) -> Result<Query> {
+        match outcome {
+            Err(err) if if_clause && already(&err) => self.done(),
+            other => other.and_then(|()| self.done()),
+        }
+    }
+
     pub(crate) async fn create_namespace(&self, name: &str, if_not_exists: bool) -> Result<Query> {
         self.require_admin("CREATE NAMESPACE")?;
         validate_namespace(name)?;
         let event = CatalogEvent::CreateNamespace { name: name.into() };
-        match self.engine.commit(event).await {
-            Err(TenantError::NamespaceExists(_)) if if_not_exists => self.done(),
-            other => other.and_then(|()| self.done()),
-        }
+        let outcome = self.engine.commit(event).await;
+        self.done_unless(outcome, if_not_exists, |e| {
+            matches!(e, TenantError::NamespaceExists(_))
+        })
     }
 
     pub(crate) async fn drop_namespace(&self, name: &str, if_exists: bool) -> Result<Query> {
@@ -95,10 +110,10 @@ impl TenantSession {
             )));
         }
         let event = CatalogEvent::DropNamespace { name: name.into() };
-        match self.engine.commit(event).await {
-            Err(TenantError::NamespaceNotFound(_)) if if_exists => self.done(),
-            other => other.and_then(|()| self.done()),
-        }
+        let outcome = self.engine.commit(event).await;
+        self.done_unless(outcome, if_exists, |e| {
+            matches!(e, TenantError::NamespaceNotFound(_))
+        })
     }
 
     pub(crate) async fn create_table(
@@ -170,10 +185,10 @@ impl TenantSession {
             None
         };
         let event = CatalogEvent::CreateTable { def, replace };
-        match self.engine.commit_built(event, built).await {
-            Err(TenantError::TableExists(_)) if create.if_not_exists => self.done(),
-            other => other.and_then(|()| self.done()),
-        }
+        let outcome = self.engine.commit_built(event, built).await;
+        self.done_unless(outcome, create.if_not_exists, |e| {
+            matches!(e, TenantError::TableExists(_))
+        })
     }
 
     /// Inserts the rows of `CREATE TABLE ... AS SELECT/VALUES` as the
@@ -212,10 +227,10 @@ impl TenantSession {
             namespace: namespace.to_string(),
             table: table.to_string(),
         };
-        match self.engine.commit(event).await {
-            Err(TenantError::TableNotFound(_)) if drop.if_exists => self.done(),
-            other => other.and_then(|()| self.done()),
-        }
+        let outcome = self.engine.commit(event).await;
+        self.done_unless(outcome, drop.if_exists, |e| {
+            matches!(e, TenantError::TableNotFound(_))
+        })
     }
 
     pub(crate) async fn create_user(
@@ -234,10 +249,10 @@ impl TenantSession {
             name: name.into(),
             role,
         };
-        match self.engine.commit(event).await {
-            Err(TenantError::UserExists(_)) if if_not_exists => self.done(),
-            other => other.and_then(|()| self.done()),
-        }
+        let outcome = self.engine.commit(event).await;
+        self.done_unless(outcome, if_not_exists, |e| {
+            matches!(e, TenantError::UserExists(_))
+        })
     }
 
     /// Drops a user and everything tables hold for them, so a later user of
@@ -270,10 +285,10 @@ impl TenantSession {
         })
         .await
         .map_err(|e| TenantError::Internal(format!("DROP USER's task ended abnormally: {e}")))?;
-        match dropped {
-            Err(TenantError::UserNotFound(_)) if if_exists => self.done(),
-            other => other.and_then(|()| self.done()),
-        }
+        let outcome = dropped;
+        self.done_unless(outcome, if_exists, |e| {
+            matches!(e, TenantError::UserNotFound(_))
+        })
     }
 
     pub(crate) async fn grant(
@@ -334,10 +349,10 @@ impl TenantSession {
         // Topics of tables dropped just before are still being let go.
         self.engine.streams.settle().await;
         let event = CatalogEvent::DropSource { name: name.into() };
-        match self.engine.commit(event).await {
-            Err(TenantError::SourceNotFound(_)) if if_exists => self.done(),
-            other => other.and_then(|()| self.done()),
-        }
+        let outcome = self.engine.commit(event).await;
+        self.done_unless(outcome, if_exists, |e| {
+            matches!(e, TenantError::SourceNotFound(_))
+        })
     }
 
     /// `ALTER STREAM TABLE t ADD|DROP TOPICS (...)`: topics held upstream

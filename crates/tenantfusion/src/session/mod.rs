@@ -36,7 +36,7 @@ use crate::engine_state::EngineState;
 use crate::limits::StatementMemoryPool;
 use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, is_deterministic, is_reusable};
 use crate::query::Query;
-use crate::statement::{TenantStatement, parse};
+use crate::statement::{CreateTable, TenantStatement, parse};
 use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
 use mutation::as_mutation;
 use prepared::Prepared;
@@ -148,7 +148,6 @@ impl TenantSession {
         state
     }
 
-    // Boxed: `EXECUTE AS USER` runs its inner statement through here again.
     fn run(&self, sql: String) -> BoxFuture<'_, Result<Query>> {
         Box::pin(async move {
             let verbatim = PlanKey {
@@ -158,13 +157,25 @@ impl TenantSession {
             if let Some(query) = self.run_verbatim(&verbatim)? {
                 return Ok(query);
             }
-            match parse(&verbatim.text)? {
-                TenantStatement::Sql(statement) => self.run_sql(statement, Some(verbatim)).await,
-                TenantStatement::CreateTable {
+            let statement = parse(&verbatim.text)?;
+            self.run_statement(statement, Some(verbatim)).await
+        })
+    }
+
+    // Boxed: `EXECUTE AS USER` runs its inner statement through here again.
+    fn run_statement(
+        &self,
+        statement: TenantStatement,
+        verbatim: Option<PlanKey>,
+    ) -> BoxFuture<'_, Result<Query>> {
+        Box::pin(async move {
+            match statement {
+                TenantStatement::Sql(statement) => self.run_sql(statement, verbatim).await,
+                TenantStatement::CreateTable(CreateTable {
                     kind,
                     options,
                     statement,
-                } => {
+                }) => {
                     self.check_references(&statement)?;
                     let state = self.planning_state();
                     let plan = state.statement_to_plan(statement).await?;
@@ -179,53 +190,45 @@ impl TenantSession {
                         ))),
                     }
                 }
-                TenantStatement::CreateNamespace {
-                    name,
-                    if_not_exists,
-                } => self.create_namespace(&name, if_not_exists).await,
-                TenantStatement::DropNamespace { name, if_exists } => {
-                    self.drop_namespace(&name, if_exists).await
+                TenantStatement::CreateNamespace(create) => {
+                    self.create_namespace(&create.name, create.if_not_exists)
+                        .await
                 }
-                TenantStatement::CreateUser {
-                    name,
-                    role,
-                    if_not_exists,
-                } => self.create_user(&name, role, if_not_exists).await,
-                TenantStatement::DropUser { name, if_exists } => {
-                    self.drop_user(&name, if_exists).await
+                TenantStatement::DropNamespace(drop) => {
+                    self.drop_namespace(&drop.name, drop.if_exists).await
                 }
-                TenantStatement::Grant {
-                    privileges,
-                    table,
-                    user,
-                } => self.grant(&privileges, table, &user, true).await,
-                TenantStatement::Revoke {
-                    privileges,
-                    table,
-                    user,
-                } => self.grant(&privileges, table, &user, false).await,
-                TenantStatement::CreateSource {
-                    name,
-                    kind,
-                    options,
-                } => self.create_source(&name, &kind, &options).await,
-                TenantStatement::DropSource { name, if_exists } => {
-                    self.drop_source(&name, if_exists).await
+                TenantStatement::CreateUser(create) => {
+                    self.create_user(&create.name, create.role, create.if_not_exists)
+                        .await
                 }
-                TenantStatement::AlterTopics { table, add, topics } => {
-                    self.alter_topics(table, add, &topics).await
+                TenantStatement::DropUser(drop) => self.drop_user(&drop.name, drop.if_exists).await,
+                TenantStatement::Grant(grant) => {
+                    self.grant(&grant.privileges, grant.table, &grant.user, !grant.revoke)
+                        .await
                 }
-                TenantStatement::FlushTable { table, compact } => {
-                    self.flush_table(table, compact).await
+                TenantStatement::CreateSource(create) => {
+                    self.create_source(&create.name, &create.kind, &create.options)
+                        .await
                 }
-                TenantStatement::Verify { table } => self.verify(table).await,
-                TenantStatement::Subscribe { .. } => Err(TenantError::NotSupported(
+                TenantStatement::DropSource(drop) => {
+                    self.drop_source(&drop.name, drop.if_exists).await
+                }
+                TenantStatement::AlterTopics(alter) => {
+                    self.alter_topics(alter.table, alter.add, &alter.topics)
+                        .await
+                }
+                TenantStatement::FlushTable(flush) => {
+                    self.flush_table(flush.table, flush.compact).await
+                }
+                TenantStatement::Verify(verify) => self.verify(verify.table).await,
+                TenantStatement::Subscribe(_) => Err(TenantError::NotSupported(
                     "SUBSCRIBE returns a stream of changes, not rows: call TenantSession::subscribe"
                         .into(),
                 )),
-                TenantStatement::ExecuteAs { user, sql } => {
-                    let target = self.impersonate(&user)?;
-                    target.run(sql).await
+                TenantStatement::ExecuteAs(execute) => {
+                    let target = self.impersonate(&execute.user)?;
+                    // Parsed already: no text of its own to look up.
+                    target.run_statement(*execute.statement, None).await
                 }
             }
         })

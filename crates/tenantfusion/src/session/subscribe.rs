@@ -2,12 +2,13 @@
 //! run by [`LiveQueries`](crate::live_query).
 
 use datafusion::common::DFSchema;
+use datafusion::sql::sqlparser::ast::ExprWithAlias;
 use tenantfusion_core::{Access, Result, TenantError};
 use tenantfusion_tables::topics_in;
 
 use super::TenantSession;
 use crate::live_query::{LiveOptions, LiveQuery};
-use crate::statement::{TenantStatement, parse};
+use crate::statement::{Subscribe, TenantStatement, parse};
 
 impl TenantSession {
     /// Starts a live query: `SUBSCRIBE TO ns.t [WHERE predicate]
@@ -37,11 +38,11 @@ impl TenantSession {
     /// ```
     pub async fn subscribe(&self, sql: &str) -> Result<LiveQuery> {
         self.engine.finish_drops().await?;
-        let TenantStatement::Subscribe {
+        let TenantStatement::Subscribe(Subscribe {
             table,
             predicate,
             options,
-        } = parse(sql)?
+        }) = parse(sql)?
         else {
             return Err(TenantError::InvalidArgument(
                 "subscribe takes SUBSCRIBE TO table [WHERE ...] [OPTIONS (...)]".into(),
@@ -53,9 +54,10 @@ impl TenantSession {
         let schema = provider.schema();
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let predicate = match predicate {
-            Some(text) => {
-                Some(self.with_state(|state| state.create_logical_expr(&text, &df_schema))?)
-            }
+            Some(expr) => Some(self.with_state(|state| {
+                let expr = ExprWithAlias { expr, alias: None };
+                state.create_logical_expr_from_sql_expr(expr, &df_schema)
+            })?),
             None => None,
         };
         let filter = match &predicate {
