@@ -1084,7 +1084,11 @@ mod tests {
             "VERIFY DATABASE",
         ];
         let mut checked = 0;
-        for sql in ours.into_iter().map(String::from).chain(slt_statements()) {
+        for sql in ours
+            .into_iter()
+            .map(String::from)
+            .chain(tenantfusion_test_support::slt_corpus())
+        {
             let Ok(statement) = parse(&sql) else {
                 continue; // records that expect a syntax error
             };
@@ -1098,40 +1102,5 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 60, "only {checked} statements of ours checked");
-    }
-
-    /// The SQL of every `statement` and `query` record of the engine's
-    /// sqllogictest files.
-    fn slt_statements() -> Vec<String> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql-tests/slt");
-        let mut files = Vec::new();
-        let mut dirs = vec![dir.clone()];
-        while let Some(here) = dirs.pop() {
-            for entry in std::fs::read_dir(&here).unwrap() {
-                let path = entry.unwrap().path();
-                match path.extension() {
-                    _ if path.is_dir() => dirs.push(path),
-                    Some(ext) if ext == "slt" => files.push(path),
-                    _ => {}
-                }
-            }
-        }
-        let mut statements = Vec::new();
-        for file in files {
-            let text = std::fs::read_to_string(file).unwrap();
-            let mut lines = text.lines();
-            while let Some(line) = lines.next() {
-                if !(line.starts_with("statement ") || line.starts_with("query ")) {
-                    continue;
-                }
-                let sql: Vec<&str> = lines
-                    .by_ref()
-                    .take_while(|l| !l.trim().is_empty() && *l != "----")
-                    .collect();
-                statements.push(sql.join("\n"));
-            }
-        }
-        assert!(!statements.is_empty(), "no records in {}", dir.display());
-        statements
     }
 }

@@ -9,8 +9,6 @@
 //! else what CI runs. `FUZZ_SHOW=1` prints each generated statement and
 //! the first line of what it gave, to see what the grammar reaches.
 
-use std::path::Path;
-
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tenantfusion::{Engine, EngineConfig, TenantSession};
@@ -220,38 +218,7 @@ async fn generated_statements_show_alice_nothing_of_anyone_else() {
 
 /// Every statement of the `.slt` corpus.
 fn corpus() -> Vec<String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql-tests/slt");
-    let mut files = Vec::new();
-    let mut pending = vec![dir];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "slt") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    let mut statements = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let mut lines = text.lines();
-        while let Some(line) = lines.next() {
-            if !(line.starts_with("statement") || line.starts_with("query")) {
-                continue;
-            }
-            let sql: Vec<&str> = lines
-                .by_ref()
-                .take_while(|l| !l.trim().is_empty() && *l != "----")
-                .collect();
-            if !sql.is_empty() {
-                statements.push(sql.join("\n"));
-            }
-        }
-    }
-    statements
+    tenantfusion_test_support::slt_corpus()
 }
 
 /// A token-level change to a statement.
