@@ -16,7 +16,7 @@ use tenantfusion::{
     TenantSession, UserContext,
 };
 use tenantfusion_live::{LiveEvent, LivePool, PoolConfig, Request, SubscribeOptions};
-use tenantfusion_tables::{Retention, StreamFeed, StreamTableProvider};
+use tenantfusion_tables::{Retention, StreamOrigin, StreamTableProvider};
 
 use crate::live::{Received, WARM_UP, consume, generator, join_consumers, now_us, window};
 use crate::{Measurement, Size, run_ours};
@@ -183,7 +183,7 @@ async fn append_rates(size: Size) -> (f64, f64) {
     let table = StreamTableProvider::new_stream(
         TableId::new("m", "ticks"),
         Arc::clone(&schema),
-        StreamFeed::Source {
+        StreamOrigin::Source {
             source: "gen".into(),
             topic_column: "symbol".into(),
             access: AccessLevel::Public,

@@ -10,7 +10,7 @@
 #![deny(missing_docs)]
 
 mod binding;
-mod feed;
+mod change_listeners;
 mod matching;
 mod policy;
 mod primary_key;
@@ -23,7 +23,7 @@ mod stream;
 mod topic_filter;
 
 pub use binding::IdentityBinding;
-pub use feed::{ChangeFeed, Watch};
+pub use change_listeners::{ChangeListeners, Watch};
 pub use matching::{RowMatcher, rows_at};
 pub use policy::{PartitionPolicy, SharedAccess, UserPartitions};
 pub use primary_key::PrimaryKey;
@@ -34,5 +34,5 @@ pub use sink::{MutationSink, PartitionSink};
 pub use store::{
     MemoryPartitionStore, PartitionKey, PartitionStore, ReadRequest, append_coalesced,
 };
-pub use stream::{StreamFeed, StreamPolicy, StreamTableProvider};
+pub use stream::{StreamOrigin, StreamPolicy, StreamTableProvider};
 pub use topic_filter::topics_in;

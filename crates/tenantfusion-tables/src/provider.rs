@@ -21,7 +21,7 @@ use tenantfusion_core::{
 };
 
 use crate::binding::IdentityBinding;
-use crate::feed::ChangeFeed;
+use crate::change_listeners::ChangeListeners;
 use crate::policy::{PartitionPolicy, SharedAccess, UserPartitions};
 use crate::primary_key::PrimaryKey;
 use crate::scan::{PartitionScanExec, ScanRequest};
@@ -45,7 +45,7 @@ pub struct PartitionedTable<P> {
     policy: Arc<P>,
     column_defaults: HashMap<String, Expr>,
     /// Live queries of this table, told by every write.
-    feed: Arc<ChangeFeed>,
+    listeners: Arc<ChangeListeners>,
     primary_key: Option<Arc<PrimaryKey>>,
 }
 
@@ -112,7 +112,7 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
             store,
             policy: Arc::new(policy),
             column_defaults: HashMap::new(),
-            feed: Arc::default(),
+            listeners: Arc::default(),
             primary_key: None,
         }
     }
@@ -171,12 +171,14 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
         key: &PartitionKey,
         batches: Vec<RecordBatch>,
     ) -> Result<u64> {
-        self.feed.append(self.store.as_ref(), key, batches).await
+        self.listeners
+            .append(self.store.as_ref(), key, batches)
+            .await
     }
 
     /// Live queries registered on this table.
     pub fn live_query_count(&self) -> usize {
-        self.feed.listener_count()
+        self.listeners.listener_count()
     }
 
     fn build_scan(
@@ -269,7 +271,7 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
             Arc::clone(&self.core.schema),
             Arc::clone(&self.visible_schema),
             Arc::clone(&self.store),
-            Arc::clone(&self.feed),
+            Arc::clone(&self.listeners),
             Arc::clone(&self.policy) as Arc<dyn PartitionPolicy>,
             binding,
         )
@@ -401,7 +403,7 @@ impl<P: PartitionPolicy> BaseTableProvider for PartitionedTable<P> {
             }
         };
         let watch = self
-            .feed
+            .listeners
             .watch(keys, listener, self.store.as_ref(), read)
             .await?;
         Ok(WatchGuard::new(watch))

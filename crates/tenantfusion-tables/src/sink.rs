@@ -17,7 +17,7 @@ use tenantfusion_core::{Access, Mutation, TableId, TenantError};
 use tokio::sync::MutexGuard;
 
 use crate::binding::IdentityBinding;
-use crate::feed::ChangeFeed;
+use crate::change_listeners::ChangeListeners;
 use crate::policy::PartitionPolicy;
 use crate::primary_key::PrimaryKey;
 use crate::store::{PartitionKey, PartitionStore};
@@ -35,7 +35,7 @@ pub struct PartitionSink {
     /// The schema rows are stored (and scanned) with.
     schema: SchemaRef,
     store: Arc<dyn PartitionStore>,
-    feed: Arc<ChangeFeed>,
+    listeners: Arc<ChangeListeners>,
     policy: Arc<dyn PartitionPolicy>,
     binding: IdentityBinding,
     primary_key: Option<Arc<PrimaryKey>>,
@@ -43,13 +43,13 @@ pub struct PartitionSink {
 
 impl PartitionSink {
     /// A sink into `table_id`, whose partition `policy` picks for the bound
-    /// caller; `feed`'s live queries are told about the rows.
+    /// caller; the live queries of `listeners` are told about the rows.
     pub fn new(
         table_id: Arc<TableId>,
         declared: SchemaRef,
         schema: SchemaRef,
         store: Arc<dyn PartitionStore>,
-        feed: Arc<ChangeFeed>,
+        listeners: Arc<ChangeListeners>,
         policy: Arc<dyn PartitionPolicy>,
         binding: IdentityBinding,
     ) -> Self {
@@ -58,7 +58,7 @@ impl PartitionSink {
             declared,
             schema,
             store,
-            feed,
+            listeners,
             policy,
             binding,
             primary_key: None,
@@ -155,7 +155,9 @@ impl DataSink for PartitionSink {
             .map(|b| self.conform(b))
             .collect::<Result<Vec<_>, _>>()?;
         let _held = self.hold(&key, &batches, None).await?;
-        self.feed.append(self.store.as_ref(), &key, batches).await
+        self.listeners
+            .append(self.store.as_ref(), &key, batches)
+            .await
     }
 }
 
@@ -245,6 +247,8 @@ impl DataSink for MutationSink {
             }
         };
         let _held = rows.hold(&key, new.as_slice(), Some(&old)).await?;
-        rows.feed.replace(rows.store.as_ref(), &key, old, new).await
+        rows.listeners
+            .replace(rows.store.as_ref(), &key, old, new)
+            .await
     }
 }

@@ -18,7 +18,7 @@ use crate::store::{PartitionKey, PartitionStore};
 
 /// Where a stream table's rows come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamFeed {
+pub enum StreamOrigin {
     /// `INSERT`: each user writes and reads their own rows.
     Users,
     /// A live source: rows keyed by a topic column, stored once per topic.
@@ -114,12 +114,12 @@ impl PartitionPolicy for StreamPolicy {
 /// use std::time::Duration;
 /// use datafusion::arrow::datatypes::{DataType, Field, Schema};
 /// use tenantfusion_core::{BaseTableProvider, SystemClock, TableId, TableType};
-/// use tenantfusion_tables::{Retention, StreamFeed, StreamTableProvider};
+/// use tenantfusion_tables::{Retention, StreamOrigin, StreamTableProvider};
 ///
 /// let schema = Arc::new(Schema::new(vec![Field::new("body", DataType::Utf8, true)]));
 /// let retention = Retention { ttl: Some(Duration::from_secs(30)), max_rows: Some(256) };
 /// let table = StreamTableProvider::new_stream(
-///     TableId::new("app", "events"), schema, StreamFeed::Users, retention, Arc::new(SystemClock),
+///     TableId::new("app", "events"), schema, StreamOrigin::Users, retention, Arc::new(SystemClock),
 /// ).unwrap();
 /// assert_eq!(table.core().table_type, TableType::Stream);
 /// ```
@@ -131,13 +131,13 @@ impl PartitionedTable<StreamPolicy> {
     pub fn new_stream(
         table_id: TableId,
         schema: SchemaRef,
-        feed: StreamFeed,
+        origin: StreamOrigin,
         retention: Retention,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, TenantError> {
-        let policy = match feed {
-            StreamFeed::Users => StreamPolicy::Users(UserPartitions),
-            StreamFeed::Source {
+        let policy = match origin {
+            StreamOrigin::Users => StreamPolicy::Users(UserPartitions),
+            StreamOrigin::Source {
                 source,
                 topic_column,
                 access,

@@ -16,12 +16,12 @@ use tenantfusion_core::{
 use tenantfusion_store::{CatalogEvent, Durability, StorageRoot, WalOptions};
 
 use crate::catalog::{CATALOG_NAME, TenantCatalog};
-use crate::changes::{BuiltTable, Changes, Durable, replay};
+use crate::catalog_changes::{BuiltTable, CatalogChanges, DurableCatalog, replay};
 use crate::config::{EngineConfig, Storage};
 use crate::limits::{Admission, CancelHandle, Deadline, Governor};
 use crate::live_query::LiveQueries;
+use crate::live_sources::LiveSources;
 use crate::plan_cache::PlanCache;
-use crate::streams::Streams;
 use crate::system_tables::SystemSchema;
 use crate::users::UserRegistry;
 
@@ -38,11 +38,11 @@ pub(crate) struct EngineState {
     /// The settings key of sessions that never ran `SET` (allocated once).
     pub(crate) default_settings: Arc<str>,
     /// The live pool and the feeds of source-bound stream tables.
-    pub(crate) streams: Arc<Streams>,
+    pub(crate) streams: Arc<LiveSources>,
     /// Running live queries (SUBSCRIBE).
     pub(crate) live_queries: Arc<LiveQueries>,
     /// The storage root and catalog log, unless storage is in memory.
-    pub(crate) durable: Option<Durable>,
+    pub(crate) durable: Option<DurableCatalog>,
     /// Held while a change to what exists is applied and logged.
     pub(crate) ddl: tokio::sync::Mutex<()>,
     /// Set when the catalog log ended inside a `DROP USER` (the user gone,
@@ -60,7 +60,7 @@ impl EngineState {
         let cache = Arc::new(SchemaCache::new());
         cache.create_namespace(config.default_namespace.as_str())?;
         let users = Arc::new(UserRegistry::default());
-        let streams = Arc::new(Streams::new(
+        let streams = Arc::new(LiveSources::new(
             config.live_pool.clone(),
             &config.live_sources,
             config.stream_linger,
@@ -118,7 +118,7 @@ impl EngineState {
         let durable = match root {
             None => None,
             Some(root) => {
-                let changes = Changes {
+                let changes = CatalogChanges {
                     config: &config,
                     state: &state,
                     cache: &cache,
@@ -128,7 +128,7 @@ impl EngineState {
                     root: Some(&root),
                 };
                 let log = replay(&changes, &root)?;
-                Some(Durable { root, log })
+                Some(DurableCatalog { root, log })
             }
         };
         let unfinished_drops = AtomicBool::new(!users.forgetting().is_empty());
@@ -195,8 +195,8 @@ impl EngineState {
 
     /// The view of this state through which changes are prepared, logged
     /// and applied.
-    pub(crate) fn changes(&self) -> Changes<'_> {
-        Changes {
+    pub(crate) fn changes(&self) -> CatalogChanges<'_> {
+        CatalogChanges {
             config: &self.config,
             state: &self.state,
             cache: &self.cache,
@@ -215,7 +215,7 @@ impl EngineState {
     }
 
     /// [`commit`](Self::commit) of a `CreateTable` whose table was built
-    /// (and filled) beforehand; see [`Changes::apply`].
+    /// (and filled) beforehand; see [`CatalogChanges::apply`].
     ///
     /// Runs on a task of its own: once begun, a change is logged and
     /// applied (or neither) whatever becomes of its caller. A caller

@@ -30,18 +30,18 @@
 #![deny(missing_docs)]
 
 mod catalog;
-mod changes;
+mod catalog_changes;
 mod config;
 mod engine;
 mod engine_state;
 mod limits;
 mod live_query;
+mod live_sources;
 mod plan_cache;
 mod query;
 mod salvage;
 mod session;
 mod statement;
-mod streams;
 mod system_tables;
 mod table_options;
 mod users;

@@ -20,7 +20,7 @@ use tenantfusion_core::{
 };
 use tenantfusion_live::{Delivery, DeliveryQueue, QueueStats, SlowConsumer, SubscribeOptions};
 
-use crate::streams::{TopicLease, from_live};
+use crate::live_sources::{TopicLease, from_live};
 
 /// One event of a [`LiveQuery`].
 #[derive(Debug, Clone)]

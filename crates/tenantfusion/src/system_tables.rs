@@ -29,7 +29,7 @@ use tenantfusion_live::BreakerState;
 use tenantfusion_tables::{leaf_properties, leaf_with_new_children};
 
 use crate::live_query::LiveQueries;
-use crate::streams::Streams;
+use crate::live_sources::LiveSources;
 use crate::table_options::shared_access;
 
 use crate::users::UserRegistry;
@@ -60,7 +60,7 @@ impl SystemSchema {
     pub(crate) fn new(
         cache: Arc<SchemaCache>,
         users: Arc<UserRegistry>,
-        streams: Arc<Streams>,
+        streams: Arc<LiveSources>,
         live_queries: Arc<LiveQueries>,
     ) -> Self {
         Self {
@@ -190,7 +190,7 @@ fn millis(d: Duration) -> f64 {
 }
 
 /// `system.live_sources`: each source's health, circuit, load and latency.
-fn live_sources_table(streams: Arc<Streams>) -> SystemTable {
+fn live_sources_table(streams: Arc<LiveSources>) -> SystemTable {
     let schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
         Field::new("kind", DataType::Utf8, false),
@@ -273,7 +273,7 @@ fn live_sources_table(streams: Arc<Streams>) -> SystemTable {
 }
 
 /// `system.live_connections`: each upstream connection and its traffic.
-fn live_connections_table(streams: Arc<Streams>) -> SystemTable {
+fn live_connections_table(streams: Arc<LiveSources>) -> SystemTable {
     let schema = Arc::new(Schema::new(vec![
         Field::new("source", DataType::Utf8, false),
         Field::new("connection_id", DataType::UInt64, false),

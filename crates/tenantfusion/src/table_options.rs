@@ -9,7 +9,7 @@ use datafusion::catalog::TableProvider;
 use tenantfusion_core::{AccessLevel, BaseTableProvider, Result, TableType, TenantError};
 use tenantfusion_store::FlushPolicy;
 use tenantfusion_tables::{
-    Retention, SharedAccess, SharedTableProvider, StreamFeed, StreamTableProvider,
+    Retention, SharedAccess, SharedTableProvider, StreamOrigin, StreamTableProvider,
 };
 
 use crate::config::EngineConfig;
@@ -31,7 +31,7 @@ pub(crate) enum TableOptions {
 }
 
 pub(crate) struct StreamOptions {
-    pub(crate) feed: StreamFeed,
+    pub(crate) origin: StreamOrigin,
     pub(crate) retention: Retention,
     /// Topics held upstream from the start (`TOPICS = 'A,B'`).
     pub(crate) topics: Vec<String>,
@@ -111,9 +111,9 @@ impl TableOptions {
                     max_rows: max_rows
                         .or((ttl.is_none()).then_some(config.stream_default_max_rows)),
                 };
-                let feed = match source {
-                    None => StreamFeed::Users,
-                    Some(source) => StreamFeed::Source {
+                let origin = match source {
+                    None => StreamOrigin::Users,
+                    Some(source) => StreamOrigin::Source {
                         source: source.to_ascii_lowercase(),
                         topic_column: get("TOPIC_COLUMN")
                             .ok_or_else(|| {
@@ -135,7 +135,7 @@ impl TableOptions {
                     })
                     .unwrap_or_default();
                 Self::Stream(StreamOptions {
-                    feed,
+                    origin,
                     retention,
                     topics,
                 })

@@ -53,17 +53,17 @@ const FEED_QUEUE: usize = 4096;
 
 /// The pool, started on first use, and the feeds of source-bound tables.
 #[derive(Debug)]
-pub(crate) struct Streams {
+pub(crate) struct LiveSources {
     pool_config: PoolConfig,
     pool: Mutex<Option<Arc<LivePool>>>,
     linger: Duration,
-    feeds: DashMap<TableId, Arc<TableFeed>>,
+    feeds: DashMap<TableId, Arc<SourceTopics>>,
     /// Feeders of dropped tables, told to stop: each gives up its pool
     /// subscription when it has stopped.
     stopping: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl Streams {
+impl LiveSources {
     /// Starts the pool at once when `sources` is not empty (which needs a
     /// tokio runtime), else on the first `CREATE SOURCE`.
     pub(crate) fn new(
@@ -116,7 +116,7 @@ impl Streams {
         &self,
         table: Arc<StreamTableProvider>,
         topics: &[String],
-    ) -> Result<Arc<TableFeed>> {
+    ) -> Result<Arc<SourceTopics>> {
         let source = table
             .source()
             .ok_or_else(|| TenantError::Internal("attach of a user-fed stream table".into()))?
@@ -125,8 +125,8 @@ impl Streams {
         let spec = pool
             .source_spec(&source)
             .ok_or_else(|| TenantError::SourceNotFound(format!("no source named '{source}'")))?;
-        let mapping = Mapping::new(&table, &source, &spec.capabilities.schema)?;
-        let feed = Arc::new(TableFeed {
+        let mapping = RowMapping::new(&table, &source, &spec.capabilities.schema)?;
+        let feed = Arc::new(SourceTopics {
             table,
             source,
             mapping: Arc::new(mapping),
@@ -145,18 +145,18 @@ impl Streams {
     }
 
     /// Makes a started feed the one of its table.
-    pub(crate) fn install(&self, feed: Arc<TableFeed>) {
+    pub(crate) fn install(&self, feed: Arc<SourceTopics>) {
         self.feeds
             .insert(feed.table.core().table_id.as_ref().clone(), feed);
     }
 
     /// Stops a started feed that was never installed.
-    pub(crate) fn discard(&self, feed: &TableFeed) {
+    pub(crate) fn discard(&self, feed: &SourceTopics) {
         self.stopping.lock().extend(feed.stop());
     }
 
     /// Stops feeding a dropped table: its upstream topics are released
-    /// (see [`Streams::settle`]).
+    /// (see [`LiveSources::settle`]).
     pub(crate) fn detach(&self, table: &TableId) {
         if let Some((_, feed)) = self.feeds.remove(table) {
             self.stopping.lock().extend(feed.stop());
@@ -174,7 +174,7 @@ impl Streams {
     }
 
     /// The feed of a source-bound table.
-    pub(crate) fn feed(&self, table: &TableId) -> Option<Arc<TableFeed>> {
+    pub(crate) fn feed(&self, table: &TableId) -> Option<Arc<SourceTopics>> {
         self.feeds.get(table).map(|f| Arc::clone(f.value()))
     }
 
@@ -224,10 +224,10 @@ impl FeedCounts {
 
 /// One source-bound table's upstream topics.
 #[derive(Debug)]
-pub(crate) struct TableFeed {
+pub(crate) struct SourceTopics {
     table: Arc<StreamTableProvider>,
     source: String,
-    mapping: Arc<Mapping>,
+    mapping: Arc<RowMapping>,
     counts: Arc<FeedCounts>,
     pool: Weak<LivePool>,
     linger: Duration,
@@ -262,7 +262,7 @@ impl Drop for Demand {
 /// A live query's hold on one topic; released (after the linger) on drop.
 #[derive(Debug)]
 pub(crate) struct TopicLease {
-    feed: Weak<TableFeed>,
+    feed: Weak<SourceTopics>,
     topic: Arc<str>,
 }
 
@@ -274,7 +274,7 @@ impl Drop for TopicLease {
     }
 }
 
-impl TableFeed {
+impl SourceTopics {
     /// Holds `topic` until [`undeclare`](Self::undeclare).
     pub(crate) fn declare(self: &Arc<Self>, topic: &str) -> Result<()> {
         self.hold(topic, |demand| demand.declared = true)
@@ -428,7 +428,7 @@ impl TableFeed {
 /// table's topic column takes the source's topic), cast where the types
 /// differ, NULL where the source has no such column.
 #[derive(Debug)]
-struct Mapping {
+struct RowMapping {
     /// The table's schema as stored (every column nullable).
     schema: SchemaRef,
     /// Columns declared NOT NULL.
@@ -436,7 +436,7 @@ struct Mapping {
     columns: Vec<Option<usize>>,
 }
 
-impl Mapping {
+impl RowMapping {
     fn new(table: &StreamTableProvider, source: &str, from: &SchemaRef) -> Result<Self> {
         let declared = &table.core().schema;
         let topic_column = table.topic_column().unwrap_or_default();
@@ -539,7 +539,7 @@ mod tests {
     use datafusion::arrow::array::{AsArray, Float64Array, Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Schema};
     use tenantfusion_core::{AccessLevel, SystemClock};
-    use tenantfusion_tables::{Retention, StreamFeed};
+    use tenantfusion_tables::{Retention, StreamOrigin};
 
     #[test]
     fn rows_are_cast_to_the_table_and_only_misfits_are_left_out() {
@@ -551,7 +551,7 @@ mod tests {
                 Field::new("w", DataType::Float64, true),
                 Field::new("absent", DataType::Utf8, true),
             ])),
-            StreamFeed::Source {
+            StreamOrigin::Source {
                 source: "s".into(),
                 topic_column: "symbol".into(),
                 access: AccessLevel::Public,
@@ -565,7 +565,7 @@ mod tests {
             Field::new("w", DataType::Int64, false),
             Field::new("v", DataType::Int64, false),
         ]));
-        let mapping = Mapping::new(&table, "s", &from).unwrap();
+        let mapping = RowMapping::new(&table, "s", &from).unwrap();
         let batch = RecordBatch::try_new(
             from,
             vec![

@@ -24,30 +24,30 @@ use tenantfusion_tables::{
 };
 
 use crate::config::EngineConfig;
+use crate::live_sources::{LiveSources, SourceTopics, from_live};
 use crate::plan_cache::PlanCache;
-use crate::streams::{Streams, TableFeed, from_live};
 use crate::table_options::{TableOptions, shared_access};
 use crate::users::UserRegistry;
 
 /// The durable side of an engine: its storage root and catalog log.
 #[derive(Debug)]
-pub(crate) struct Durable {
+pub(crate) struct DurableCatalog {
     pub(crate) root: StorageRoot,
     pub(crate) log: CatalogLog,
 }
 
 /// What applying a change touches.
-pub(crate) struct Changes<'a> {
+pub(crate) struct CatalogChanges<'a> {
     pub(crate) config: &'a EngineConfig,
     pub(crate) state: &'a SessionState,
     pub(crate) cache: &'a SchemaCache,
     pub(crate) users: &'a UserRegistry,
-    pub(crate) streams: &'a Streams,
+    pub(crate) streams: &'a LiveSources,
     pub(crate) plans: &'a PlanCache,
     pub(crate) root: Option<&'a StorageRoot>,
 }
 
-impl Changes<'_> {
+impl CatalogChanges<'_> {
     /// Applies `event` to the engine's state, checking that it can be made
     /// (the table exists, the user is registered, ...). Returns the storage
     /// of tables it removed: deleted once the change is logged. A
@@ -230,7 +230,10 @@ impl Changes<'_> {
     /// it then); the feed and the topics declared here, to undeclare if
     /// the change is not logged. Applying the change declares them again,
     /// which changes nothing.
-    fn declare_ahead(&self, event: &CatalogEvent) -> Result<Option<(Arc<TableFeed>, Vec<String>)>> {
+    fn declare_ahead(
+        &self,
+        event: &CatalogEvent,
+    ) -> Result<Option<(Arc<SourceTopics>, Vec<String>)>> {
         let CatalogEvent::AlterTopics {
             namespace,
             table,
@@ -299,7 +302,7 @@ impl Changes<'_> {
     }
 
     /// The feed of a source-bound stream table, whose topics can change.
-    fn topic_feed(&self, namespace: &str, table: &str) -> Result<Arc<TableFeed>> {
+    fn topic_feed(&self, namespace: &str, table: &str) -> Result<Arc<SourceTopics>> {
         let provider = self.cache.lookup(namespace, table)?;
         self.streams.feed(provider.table_id()).ok_or_else(|| {
             TenantError::InvalidArgument(format!(
@@ -391,7 +394,7 @@ impl Changes<'_> {
                     StreamTableProvider::new_stream(
                         id,
                         schema,
-                        options.feed,
+                        options.origin,
                         options.retention,
                         Arc::clone(&self.config.clock),
                     )?
@@ -451,7 +454,7 @@ impl Changes<'_> {
 }
 
 /// A table built from its definition and not yet installed (see
-/// [`Changes::build_table`]).
+/// [`CatalogChanges::build_table`]).
 pub(crate) struct BuiltTable {
     /// The table.
     pub(crate) provider: Arc<dyn BaseTableProvider>,
@@ -459,12 +462,12 @@ pub(crate) struct BuiltTable {
     feed: Feed,
 }
 
-/// What preparing a change started (see [`Changes::prepare`]).
+/// What preparing a change started (see [`CatalogChanges::prepare`]).
 struct Ahead {
     /// The table a `CreateTable` installs.
     built: Option<BuiltTable>,
     /// Topics an `AlterTopics` subscribed, and the feed they are in.
-    topics: Option<(Arc<TableFeed>, Vec<String>)>,
+    topics: Option<(Arc<SourceTopics>, Vec<String>)>,
 }
 
 /// The feed of a [`BuiltTable`].
@@ -473,10 +476,10 @@ enum Feed {
     /// To start: the table and its declared topics.
     Unstarted(Arc<StreamTableProvider>, Vec<String>),
     /// Started (its topics subscribed), not yet the table's.
-    Started(Arc<TableFeed>),
+    Started(Arc<SourceTopics>),
 }
 
-impl Changes<'_> {
+impl CatalogChanges<'_> {
     /// Checks and prepares `event`, logs it to `log` (durable storage;
     /// returns once it is durable), then applies it. Call with the catalog
     /// lock held: changes are made one at a time.
@@ -520,7 +523,7 @@ impl Changes<'_> {
         Ok(())
     }
 
-    /// Takes back what [`Changes::prepare`] did for a change not logged.
+    /// Takes back what [`CatalogChanges::prepare`] did for a change not logged.
     fn undo(&self, ahead: Ahead) {
         if let Some(built) = ahead.built {
             self.discard(built);
@@ -547,7 +550,7 @@ impl Changes<'_> {
 
 /// Opens the catalog log of `root`, replaying it through `changes`, and
 /// removes table storage no table uses.
-pub(crate) fn replay(changes: &Changes<'_>, root: &StorageRoot) -> Result<CatalogLog> {
+pub(crate) fn replay(changes: &CatalogChanges<'_>, root: &StorageRoot) -> Result<CatalogLog> {
     let log = root.catalog(|event| {
         for storage in changes.apply(&event, None)? {
             root.remove_table(&storage)?;

@@ -29,7 +29,7 @@ type Listeners = HashMap<PartitionKey, Vec<(u64, Arc<dyn ChangeListener>)>>;
 
 /// The listeners of one table.
 #[derive(Debug, Default)]
-pub struct ChangeFeed {
+pub struct ChangeListeners {
     /// Writers hold it shared while they append and publish; a new listener
     /// holds it exclusively while it reads its snapshot and registers.
     gate: AsyncRwLock<()>,
@@ -41,20 +41,20 @@ pub struct ChangeFeed {
 /// A registration; dropping it stops the events.
 #[derive(Debug)]
 pub struct Watch {
-    feed: Weak<ChangeFeed>,
+    listeners: Weak<ChangeListeners>,
     id: u64,
     keys: Vec<PartitionKey>,
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if let Some(feed) = self.feed.upgrade() {
-            feed.remove(self.id, &self.keys);
+        if let Some(listeners) = self.listeners.upgrade() {
+            listeners.remove(self.id, &self.keys);
         }
     }
 }
 
-impl ChangeFeed {
+impl ChangeListeners {
     /// Appends `batches` to a partition and tells its listeners, with new
     /// listeners held off until both are done.
     pub(crate) async fn append(
@@ -123,7 +123,7 @@ impl ChangeFeed {
         }
         self.count.fetch_add(1, Ordering::SeqCst);
         Ok(Watch {
-            feed: Arc::downgrade(self),
+            listeners: Arc::downgrade(self),
             id,
             keys,
         })
