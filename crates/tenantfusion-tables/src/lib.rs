@@ -29,7 +29,7 @@ pub use policy::{PartitionPolicy, SharedAccess, UserPartitions};
 pub use primary_key::PrimaryKey;
 pub use provider::{PartitionedTable, SharedTableProvider, UserTableProvider};
 pub use ring::{Retention, RingStore};
-pub use scan::{PartitionScanExec, ScanRequest, leaf_properties, leaf_with_new_children};
+pub use scan::{PartitionScanExec, ScanRequest};
 pub use sink::{MutationSink, PartitionSink};
 pub use store::{
     MemoryPartitionStore, PartitionKey, PartitionStore, ReadRequest, append_coalesced,

@@ -228,7 +228,7 @@ impl ExecutionPlan for PartitionScanExec {
 }
 
 /// Plan properties of a bounded leaf with one output partition.
-pub fn leaf_properties(schema: SchemaRef) -> Arc<PlanProperties> {
+pub(crate) fn leaf_properties(schema: SchemaRef) -> Arc<PlanProperties> {
     Arc::new(PlanProperties::new(
         EquivalenceProperties::new(schema),
         Partitioning::UnknownPartitioning(1),
@@ -238,7 +238,7 @@ pub fn leaf_properties(schema: SchemaRef) -> Arc<PlanProperties> {
 }
 
 /// `ExecutionPlan::with_new_children` of a leaf: accepts no children.
-pub fn leaf_with_new_children(
+pub(crate) fn leaf_with_new_children(
     plan: Arc<dyn ExecutionPlan>,
     children: Vec<Arc<dyn ExecutionPlan>>,
 ) -> Result<Arc<dyn ExecutionPlan>> {

@@ -71,7 +71,7 @@ impl EngineState {
             Arc::clone(&users),
             Arc::clone(&streams),
             Arc::clone(&live_queries),
-        ));
+        )?);
         let catalog = Arc::new(TenantCatalog::new(Arc::clone(&cache), system));
 
         let mut session_config = SessionConfig::new()

@@ -16,17 +16,14 @@ use datafusion::arrow::array::{
     TimestampMicrosecondBuilder, UInt64Builder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::{SchemaProvider, Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::Result;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{Expr, TableType as DFTableType};
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::memory::MemoryStream;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use tenantfusion_core::{Access, SchemaCache, TenantError, UserContext};
 use tenantfusion_live::BreakerState;
-use tenantfusion_tables::{leaf_properties, leaf_with_new_children};
 
 use crate::live_query::LiveQueries;
 use crate::live_sources::LiveSources;
@@ -53,7 +50,7 @@ const TABLES: [&str; 5] = [
 #[derive(Debug)]
 pub struct SystemSchema {
     /// In the order of [`TABLES`].
-    tables: [Arc<SystemTable>; 5],
+    tables: [Arc<StreamingTable>; 5],
 }
 
 impl SystemSchema {
@@ -62,16 +59,16 @@ impl SystemSchema {
         users: Arc<UserRegistry>,
         streams: Arc<LiveSources>,
         live_queries: Arc<LiveQueries>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        Ok(Self {
             tables: [
-                Arc::new(tables_table(cache)),
-                Arc::new(users_table(users)),
-                Arc::new(live_sources_table(Arc::clone(&streams))),
-                Arc::new(live_connections_table(streams)),
-                Arc::new(live_subscriptions_table(live_queries)),
+                Arc::new(tables_table(cache)?),
+                Arc::new(users_table(users)?),
+                Arc::new(live_sources_table(Arc::clone(&streams))?),
+                Arc::new(live_connections_table(streams)?),
+                Arc::new(live_subscriptions_table(live_queries)?),
             ],
-        }
+        })
     }
 
     pub(crate) fn has_table(name: &str) -> bool {
@@ -103,7 +100,7 @@ fn timestamp_type() -> DataType {
 
 /// `system.tables`: admins and services see every table; others see the user
 /// tables (their own rows) and the shared tables they may read.
-fn tables_table(cache: Arc<SchemaCache>) -> SystemTable {
+fn tables_table(cache: Arc<SchemaCache>) -> Result<StreamingTable> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("namespace", DataType::Utf8, false),
         Field::new("table_name", DataType::Utf8, false),
@@ -138,11 +135,11 @@ fn tables_table(cache: Arc<SchemaCache>) -> SystemTable {
         ];
         Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
     });
-    SystemTable { schema, rows }
+    system_table(schema, rows)
 }
 
 /// `system.users`: admins see everyone; others see only themselves.
-fn users_table(users: Arc<UserRegistry>) -> SystemTable {
+fn users_table(users: Arc<UserRegistry>) -> Result<StreamingTable> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("user_id", DataType::Utf8, false),
         Field::new("role", DataType::Utf8, false),
@@ -168,7 +165,7 @@ fn users_table(users: Arc<UserRegistry>) -> SystemTable {
         ];
         Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
     });
-    SystemTable { schema, rows }
+    system_table(schema, rows)
 }
 
 /// Refuses callers below Dba: the pool's state names every source and topic.
@@ -190,7 +187,7 @@ fn millis(d: Duration) -> f64 {
 }
 
 /// `system.live_sources`: each source's health, circuit, load and latency.
-fn live_sources_table(streams: Arc<LiveSources>) -> SystemTable {
+fn live_sources_table(streams: Arc<LiveSources>) -> Result<StreamingTable> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
         Field::new("kind", DataType::Utf8, false),
@@ -269,11 +266,11 @@ fn live_sources_table(streams: Arc<LiveSources>) -> SystemTable {
         columns.push(Arc::new(last_error.finish()));
         Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
     });
-    SystemTable { schema, rows }
+    system_table(schema, rows)
 }
 
 /// `system.live_connections`: each upstream connection and its traffic.
-fn live_connections_table(streams: Arc<LiveSources>) -> SystemTable {
+fn live_connections_table(streams: Arc<LiveSources>) -> Result<StreamingTable> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("source", DataType::Utf8, false),
         Field::new("connection_id", DataType::UInt64, false),
@@ -313,12 +310,12 @@ fn live_connections_table(streams: Arc<LiveSources>) -> SystemTable {
         ];
         Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
     });
-    SystemTable { schema, rows }
+    system_table(schema, rows)
 }
 
 /// `system.live_subscriptions`: running live queries; admins see all,
 /// everyone else their own.
-fn live_subscriptions_table(live_queries: Arc<LiveQueries>) -> SystemTable {
+fn live_subscriptions_table(live_queries: Arc<LiveQueries>) -> Result<StreamingTable> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::UInt64, false),
         Field::new("user_id", DataType::Utf8, false),
@@ -363,111 +360,47 @@ fn live_subscriptions_table(live_queries: Arc<LiveQueries>) -> SystemTable {
         ];
         Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
     });
-    SystemTable { schema, rows }
+    system_table(schema, rows)
 }
 
-/// A read-only table whose rows are computed per caller at execution.
-pub(crate) struct SystemTable {
+/// A system table's one partition: its rows, computed at execution for
+/// the caller the task carries. The table around it is DataFusion's
+/// [`StreamingTable`], which does the projection and limit.
+struct SystemRows {
     schema: SchemaRef,
     rows: RowSource,
 }
 
-impl fmt::Debug for SystemTable {
+impl fmt::Debug for SystemRows {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SystemTable")
+        f.debug_struct("SystemRows")
             .field("schema", &self.schema)
             .finish()
     }
 }
 
-#[async_trait]
-impl TableProvider for SystemTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+impl PartitionStream for SystemRows {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
     }
 
-    fn table_type(&self) -> DFTableType {
-        DFTableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let schema = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => Arc::clone(&self.schema),
-        };
-        Ok(Arc::new(SystemScanExec {
-            rows: Arc::clone(&self.rows),
-            projection: projection.cloned(),
-            properties: leaf_properties(schema),
-        }))
+    fn execute(&self, context: Arc<TaskContext>) -> SendableRecordBatchStream {
+        // No caller, no rows: the error is the stream's one item.
+        let batch = UserContext::from_task(&context)
+            .map_err(DataFusionError::from)
+            .and_then(|user| (self.rows)(&user));
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            futures::stream::iter([batch]),
+        ))
     }
 }
 
-struct SystemScanExec {
-    rows: RowSource,
-    projection: Option<Vec<usize>>,
-    properties: Arc<PlanProperties>,
-}
-
-impl fmt::Debug for SystemScanExec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SystemScanExec")
-    }
-}
-
-impl DisplayAs for SystemScanExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("SystemScanExec")
-    }
-}
-
-impl ExecutionPlan for SystemScanExec {
-    fn name(&self) -> &str {
-        "SystemScanExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        leaf_with_new_children(self, children)
-    }
-
-    fn execute(
-        &self,
-        _partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let user = UserContext::from_task(&context)?;
-        let mut batch = (self.rows)(&user)?;
-        if let Some(p) = &self.projection {
-            batch = batch.project(p)?;
-        }
-        Ok(Box::pin(MemoryStream::try_new(
-            vec![batch],
-            self.schema(),
-            None,
-        )?))
-    }
+/// A system table over `rows`.
+fn system_table(schema: SchemaRef, rows: RowSource) -> Result<StreamingTable> {
+    let partition = Arc::new(SystemRows {
+        schema: Arc::clone(&schema),
+        rows,
+    });
+    StreamingTable::try_new(schema, vec![partition])
 }

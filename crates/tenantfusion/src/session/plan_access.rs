@@ -24,6 +24,7 @@
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::cte_worktable::CteWorkTable;
@@ -35,7 +36,7 @@ use tenantfusion_core::{Access, Result, TenantError};
 use tenantfusion_tables::{PartitionedTable, SharedAccess, StreamPolicy, UserPartitions};
 
 use super::TenantSession;
-use crate::system_tables::{SYSTEM_NAMESPACE, SystemTable};
+use crate::system_tables::SYSTEM_NAMESPACE;
 
 impl TenantSession {
     /// Refuses `plan` unless this session's caller may do everything it
@@ -188,5 +189,5 @@ fn is_engine_table(provider: &Arc<dyn TableProvider>) -> bool {
     provider.is::<PartitionedTable<UserPartitions>>()
         || provider.is::<PartitionedTable<SharedAccess>>()
         || provider.is::<PartitionedTable<StreamPolicy>>()
-        || provider.is::<SystemTable>()
+        || provider.is::<StreamingTable>()
 }
