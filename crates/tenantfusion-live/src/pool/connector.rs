@@ -17,6 +17,16 @@ use crate::source::{Connection, Topic, Upstream};
 use super::PoolInner;
 use super::source_entry::SourceEntry;
 
+/// How one connect attempt ended.
+enum Attempt {
+    Connected(Box<dyn Connection>),
+    /// The connection was stopped (closed as idle, failed over, the pool
+    /// shut down) before or while it waited.
+    Stopped,
+    /// The source refused, or its breaker is open.
+    Failed,
+}
+
 /// Drives one upstream connection: connect (with backoff and the breaker),
 /// carry what the assignment says, read and deliver; report a loss.
 pub(super) struct ConnectionTask {
@@ -54,44 +64,60 @@ impl ConnectionTask {
         }
     }
 
-    /// `None` when stopped or when the topics went to another source.
+    /// Attempts until one connects; `None` when stopped, or when the pool
+    /// moved the topics to another source after `failover_after` failed
+    /// attempts in a row (asked again after each further failure).
     async fn connect(&self) -> Option<Box<dyn Connection>> {
-        let mut attempt: u32 = 0;
+        let mut failures: u32 = 0;
         loop {
-            if self.stopped() {
-                return None;
+            let wait = failures > 0 || self.after_loss;
+            match self.attempt(failures, wait).await {
+                Attempt::Connected(connection) => return Some(connection),
+                Attempt::Stopped => return None,
+                Attempt::Failed => {}
             }
-            if attempt > 0 || self.after_loss {
-                let wait = self
-                    .pool
-                    .config
-                    .backoff
-                    .delay(attempt.saturating_sub(1), &mut rand::rng());
-                tokio::time::sleep(wait).await;
-                if self.stopped() {
-                    return None;
-                }
-            }
-            let allowed = self.source.breaker.lock().allow(Instant::now());
-            if allowed {
-                match self.source.source.connect().await {
-                    Ok(connection) => {
-                        self.source.breaker.lock().record_success(Instant::now());
-                        self.source.connects.add(1);
-                        return Some(connection);
-                    }
-                    Err(e) => {
-                        self.source.breaker.lock().record_failure(Instant::now());
-                        self.source.connect_failures.add(1);
-                        *self.source.last_error.lock() = Some(e.to_string());
-                    }
-                }
-            }
-            attempt = attempt.saturating_add(1);
-            if attempt >= self.pool.config.failover_after
+            failures = failures.saturating_add(1);
+            if failures >= self.pool.config.failover_after
                 && self.pool.fail_over(&self.source, self.id)
             {
                 return None;
+            }
+        }
+    }
+
+    /// One connect attempt after `failures` failed ones: first the backoff
+    /// (when `wait`), then the breaker's leave, then the source; the
+    /// source's counters and last error record the outcome.
+    async fn attempt(&self, failures: u32, wait: bool) -> Attempt {
+        if self.stopped() {
+            return Attempt::Stopped;
+        }
+        if wait {
+            let delay = self
+                .pool
+                .config
+                .backoff
+                .delay(failures.saturating_sub(1), &mut rand::rng());
+            tokio::time::sleep(delay).await;
+            if self.stopped() {
+                return Attempt::Stopped;
+            }
+        }
+        // An open breaker refuses the attempt: it counts as a failure.
+        if !self.source.breaker.lock().allow(Instant::now()) {
+            return Attempt::Failed;
+        }
+        match self.source.source.connect().await {
+            Ok(connection) => {
+                self.source.breaker.lock().record_success(Instant::now());
+                self.source.connects.add(1);
+                Attempt::Connected(connection)
+            }
+            Err(e) => {
+                self.source.breaker.lock().record_failure(Instant::now());
+                self.source.connect_failures.add(1);
+                *self.source.last_error.lock() = Some(e.to_string());
+                Attempt::Failed
             }
         }
     }
