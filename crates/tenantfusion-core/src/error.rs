@@ -201,7 +201,10 @@ impl TenantError {
             return found;
         }
         let root = err.find_root();
-        let message = root.message().to_string();
+        // DataFusion's own text, its prefix included ("Error during
+        // planning: ..."): what expectations written against DataFusion
+        // match, and what a reader can search DataFusion's issues for.
+        let message = root.to_string();
         match root {
             DataFusionError::SQL(..) => TenantError::Syntax(message),
             DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
@@ -211,7 +214,7 @@ impl TenantError {
             DataFusionError::Configuration(_) => TenantError::InvalidArgument(message),
             DataFusionError::ResourcesExhausted(_) => TenantError::ResourcesExhausted(message),
             DataFusionError::Internal(_) => TenantError::Internal(message),
-            _ => TenantError::Execution(root.to_string()),
+            _ => TenantError::Execution(message),
         }
     }
 }

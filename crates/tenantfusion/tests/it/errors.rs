@@ -86,6 +86,34 @@ async fn error_messages_name_the_object() {
     );
 }
 
+/// DataFusion's own errors keep DataFusion's text after our code, so an
+/// expectation written against DataFusion (sqllogictest's `statement error`
+/// regexes) still matches, and the text can be searched for in its issues.
+#[tokio::test]
+async fn datafusion_errors_keep_datafusion_text_after_the_code() {
+    let engine = engine().await;
+    let admin = admin(&engine);
+    run(&admin, "CREATE USER TABLE app.t (id INT)").await;
+    let alice = user(&engine, "alice");
+    for (sql, start) in [
+        (
+            "SELECT id FROM app.t GROUP BY id HAVING nope > 1",
+            "PLAN_ERROR: Schema error: No field named nope",
+        ),
+        (
+            "SELECT 1/0",
+            "EXECUTION_ERROR: Arrow error: Divide by zero error",
+        ),
+        (
+            "SELECT * FROM app.t ORDER BY 5",
+            "PLAN_ERROR: Error during planning: Order by column out of bounds",
+        ),
+    ] {
+        let text = crate::common::error(&alice, sql).await.to_string();
+        assert!(text.starts_with(start), "{sql}: {text}");
+    }
+}
+
 #[tokio::test]
 async fn ctas_failure_leaves_no_table() {
     let engine = engine().await;
