@@ -34,7 +34,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::ParserError;
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+use datafusion::sql::sqlparser::tokenizer::Token;
 use tenantfusion_core::{Access, Result, Role, TableType, TenantError};
 
 /// One parsed statement.
@@ -162,21 +162,22 @@ pub(crate) struct Verify {
 
 /// Parses exactly one statement (a trailing `;` is allowed).
 pub(crate) fn parse(sql: &str) -> Result<TenantStatement> {
-    parse_input(sql.into())
+    parse_nested(sql.into(), 0)
 }
 
-/// [`parse`] of text already cut into tokens.
-fn parse_tokens(tokens: Vec<TokenWithSpan>) -> Result<TenantStatement> {
-    parse_input(tokens.into())
-}
+/// How deep `EXECUTE AS` may nest: each level parses its inner statement
+/// on a parser of its own, so without a bound one statement of nested
+/// `EXECUTE AS` would exhaust the stack before any permission is checked.
+const MAX_EXECUTE_AS_DEPTH: usize = 16;
 
-fn parse_input(input: ParserInput<'_>) -> Result<TenantStatement> {
+/// [`parse`] of `input` inside `depth` levels of `EXECUTE AS`.
+fn parse_nested(input: ParserInput<'_>, depth: usize) -> Result<TenantStatement> {
     let dialect = GenericDialect {};
     let parser = DFParserBuilder::new(input)
         .with_dialect(&dialect)
         .build()
         .map_err(TenantError::from_datafusion)?;
-    let mut parser = TenantParser { parser };
+    let mut parser = TenantParser { parser, depth };
     let statement = parser.parse_statement()?;
     parser.expect_end()?;
     Ok(statement)
@@ -192,6 +193,8 @@ const TOPICS: &str = "TOPICS";
 /// A parser of our statements over DataFusion's.
 pub(crate) struct TenantParser<'a> {
     parser: DFParser<'a>,
+    /// The `EXECUTE AS` levels this statement is inside.
+    depth: usize,
 }
 
 impl TenantParser<'_> {
@@ -382,7 +385,12 @@ impl TenantParser<'_> {
                 "EXECUTE AS USER has an empty statement".into(),
             ));
         }
-        let statement = Box::new(parse_tokens(inner)?);
+        if self.depth >= MAX_EXECUTE_AS_DEPTH {
+            return Err(TenantError::Syntax(format!(
+                "EXECUTE AS USER nests at most {MAX_EXECUTE_AS_DEPTH} deep"
+            )));
+        }
+        let statement = Box::new(parse_nested(inner.into(), self.depth + 1)?);
         Ok(ExecuteAs { user, statement })
     }
 
@@ -1020,6 +1028,34 @@ mod tests {
             ),
         ] {
             assert_eq!(inner(sql).1, parse(alone).unwrap(), "{sql}");
+        }
+    }
+
+    /// One statement of deeply nested `EXECUTE AS` is refused as it is
+    /// parsed, on the small stack a server thread has, before it is run.
+    #[test]
+    fn nested_execute_as_is_bounded() {
+        let nested = |depth: usize| {
+            let open = "EXECUTE AS USER 'a' (".repeat(depth);
+            format!("{open}SELECT 1{}", ")".repeat(depth))
+        };
+        let parsed = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let deepest = parse(&nested(MAX_EXECUTE_AS_DEPTH + 1)).map(drop);
+                let far_deeper = parse(&nested(100_000)).map(drop);
+                (
+                    parse(&nested(MAX_EXECUTE_AS_DEPTH)).map(drop),
+                    deepest,
+                    far_deeper,
+                )
+            })
+            .unwrap()
+            .join()
+            .expect("parsing nested EXECUTE AS overflowed the stack");
+        assert!(parsed.0.is_ok(), "{:?}", parsed.0);
+        for refused in [parsed.1, parsed.2] {
+            assert_eq!(refused.unwrap_err().code(), "SYNTAX_ERROR");
         }
     }
 

@@ -148,18 +148,16 @@ impl TenantSession {
         state
     }
 
-    fn run(&self, sql: String) -> BoxFuture<'_, Result<Query>> {
-        Box::pin(async move {
-            let verbatim = PlanKey {
-                settings: self.settings_key(),
-                text: sql,
-            };
-            if let Some(query) = self.run_verbatim(&verbatim)? {
-                return Ok(query);
-            }
-            let statement = parse(&verbatim.text)?;
-            self.run_statement(statement, Some(verbatim)).await
-        })
+    async fn run(&self, sql: String) -> Result<Query> {
+        let verbatim = PlanKey {
+            settings: self.settings_key(),
+            text: sql,
+        };
+        if let Some(query) = self.run_verbatim(&verbatim)? {
+            return Ok(query);
+        }
+        let statement = parse(&verbatim.text)?;
+        self.run_statement(statement, Some(verbatim)).await
     }
 
     // Boxed: `EXECUTE AS USER` runs its inner statement through here again.

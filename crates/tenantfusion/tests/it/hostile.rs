@@ -359,6 +359,22 @@ async fn execute_as_takes_a_trailing_comment() {
     );
 }
 
+/// One statement of `EXECUTE AS` nested 100,000 deep is a syntax error for
+/// a user and for an administrator, refused before anything runs; the
+/// engine keeps serving, and the second user's rows are as they were.
+#[tokio::test]
+async fn deeply_nested_execute_as_is_refused_not_a_crash() {
+    let engine = notes_and_vault().await;
+    let depth = 100_000;
+    let open = "EXECUTE AS USER 'bob' (".repeat(depth);
+    let nested = format!("{open}SELECT body FROM app.notes{}", ")".repeat(depth));
+    for session in [user(&engine, "alice"), admin(&engine)] {
+        assert_eq!(error_code(&session, &nested).await, "SYNTAX_ERROR");
+    }
+    let bob = user(&engine, "bob");
+    assert_eq!(rows(&bob, "SELECT body FROM app.notes").await, ["bob-note"]);
+}
+
 #[tokio::test]
 async fn table_functions_are_functions_not_table_names() {
     let engine = notes_and_vault().await;
