@@ -42,7 +42,7 @@ pub(crate) struct CatalogChanges<'a> {
     pub(crate) state: &'a SessionState,
     pub(crate) cache: &'a SchemaCache,
     pub(crate) users: &'a UserRegistry,
-    pub(crate) streams: &'a LiveSources,
+    pub(crate) live_sources: &'a LiveSources,
     pub(crate) plans: &'a PlanCache,
     pub(crate) root: Option<&'a StorageRoot>,
 }
@@ -111,7 +111,10 @@ impl CatalogChanges<'_> {
             } => {
                 let source =
                     LiveConfig::source_from_options(name, kind, options).map_err(from_live)?;
-                self.streams.pool()?.add_source(source).map_err(from_live)
+                self.live_sources
+                    .pool()?
+                    .add_source(source)
+                    .map_err(from_live)
             }
             CatalogEvent::DropSource { name } => self
                 .droppable_source(name)?
@@ -187,7 +190,7 @@ impl CatalogChanges<'_> {
             } => {
                 let source =
                     LiveConfig::source_from_options(name, kind, options).map_err(from_live)?;
-                self.streams
+                self.live_sources
                     .pool()?
                     .check_source(source.as_ref())
                     .map_err(from_live)?;
@@ -289,14 +292,14 @@ impl CatalogChanges<'_> {
 
     /// The pool holding source `name`, which no stream table uses.
     fn droppable_source(&self, name: &str) -> Result<Arc<LivePool>> {
-        let tables = self.streams.tables_of(name);
+        let tables = self.live_sources.tables_of(name);
         if !tables.is_empty() {
             return Err(TenantError::InvalidArgument(format!(
                 "source '{name}' feeds stream table(s) {}; drop them first",
                 tables.join(", ")
             )));
         }
-        self.streams
+        self.live_sources
             .started_pool()
             .ok_or_else(|| TenantError::SourceNotFound(format!("no source named '{name}'")))
     }
@@ -304,7 +307,7 @@ impl CatalogChanges<'_> {
     /// The feed of a source-bound stream table, whose topics can change.
     fn topic_feed(&self, namespace: &str, table: &str) -> Result<Arc<SourceTopics>> {
         let provider = self.cache.lookup(namespace, table)?;
-        self.streams.feed(provider.table_id()).ok_or_else(|| {
+        self.live_sources.feed(provider.table_id()).ok_or_else(|| {
             TenantError::InvalidArgument(format!(
                 "'{namespace}.{table}' is not a stream table with a SOURCE; \
                  only those have topics"
@@ -317,7 +320,7 @@ impl CatalogChanges<'_> {
         let id = provider.table_id();
         self.cache
             .invalidate(id.namespace_id().as_str(), id.table_name().as_str());
-        self.streams.detach(id);
+        self.live_sources.detach(id);
         self.plans.forget_table(provider);
         provider
             .core()
@@ -423,7 +426,7 @@ impl CatalogChanges<'_> {
         let (namespace, table) = (id.namespace_id().as_str(), id.table_name().as_str());
         let feed = match feed {
             // Replay: nothing was started beforehand.
-            Feed::Unstarted(stream, topics) => Some(self.streams.start(stream, &topics)?),
+            Feed::Unstarted(stream, topics) => Some(self.live_sources.start(stream, &topics)?),
             Feed::Started(feed) => Some(feed),
             Feed::None => None,
         };
@@ -431,12 +434,12 @@ impl CatalogChanges<'_> {
         let removed = old.map(|old| self.remove(&old)).unwrap_or_default();
         if let Err(err) = self.cache.insert_provider(provider) {
             if let Some(feed) = feed {
-                self.streams.discard(&feed);
+                self.live_sources.discard(&feed);
             }
             return Err(err);
         }
         if let Some(feed) = feed {
-            self.streams.install(feed);
+            self.live_sources.install(feed);
         }
         Ok(removed)
     }
@@ -446,7 +449,7 @@ impl CatalogChanges<'_> {
     /// table is logged.
     fn start_feed(&self, built: &mut BuiltTable) -> Result<()> {
         if let Feed::Unstarted(stream, topics) = &built.feed {
-            let feed = self.streams.start(Arc::clone(stream), topics)?;
+            let feed = self.live_sources.start(Arc::clone(stream), topics)?;
             built.feed = Feed::Started(feed);
         }
         Ok(())
@@ -538,7 +541,7 @@ impl CatalogChanges<'_> {
     /// Throws away a table built but never installed: its feed and storage.
     pub(crate) fn discard(&self, built: BuiltTable) {
         if let Feed::Started(feed) = &built.feed {
-            self.streams.discard(feed);
+            self.live_sources.discard(feed);
         }
         if let (Some(root), Some(storage)) = (self.root, &built.provider.core().storage_id) {
             // Best effort: a directory left behind is one the catalog does

@@ -75,7 +75,7 @@ impl Engine {
     /// The live provider pool feeding stream tables, once started (by a
     /// configured source or the first `CREATE SOURCE`).
     pub fn live_pool(&self) -> Option<Arc<LivePool>> {
-        self.inner.streams.started_pool()
+        self.inner.live_sources.started_pool()
     }
 
     /// The engine's settings.

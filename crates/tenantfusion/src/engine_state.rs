@@ -38,7 +38,7 @@ pub(crate) struct EngineState {
     /// The settings key of sessions that never ran `SET` (allocated once).
     pub(crate) default_settings: Arc<str>,
     /// The live pool and the feeds of source-bound stream tables.
-    pub(crate) streams: Arc<LiveSources>,
+    pub(crate) live_sources: Arc<LiveSources>,
     /// Running live queries (SUBSCRIBE).
     pub(crate) live_queries: Arc<LiveQueries>,
     /// The storage root and catalog log, unless storage is in memory.
@@ -60,7 +60,7 @@ impl EngineState {
         let cache = Arc::new(SchemaCache::new());
         cache.create_namespace(config.default_namespace.as_str())?;
         let users = Arc::new(UserRegistry::default());
-        let streams = Arc::new(LiveSources::new(
+        let live_sources = Arc::new(LiveSources::new(
             config.live_pool.clone(),
             &config.live_sources,
             config.stream_linger,
@@ -69,7 +69,7 @@ impl EngineState {
         let system = Arc::new(SystemSchema::new(
             Arc::clone(&cache),
             Arc::clone(&users),
-            Arc::clone(&streams),
+            Arc::clone(&live_sources),
             Arc::clone(&live_queries),
         )?);
         let catalog = Arc::new(TenantCatalog::new(Arc::clone(&cache), system));
@@ -123,7 +123,7 @@ impl EngineState {
                     state: &state,
                     cache: &cache,
                     users: &users,
-                    streams: &streams,
+                    live_sources: &live_sources,
                     plans: &plans,
                     root: Some(&root),
                 };
@@ -139,7 +139,7 @@ impl EngineState {
             unfinished_drops,
             finishing: tokio::sync::Mutex::new(()),
             admission: Admission::new(config.statement_limits.per_user),
-            streams,
+            live_sources,
             live_queries,
             default_settings: Arc::from(""),
             config,
@@ -201,7 +201,7 @@ impl EngineState {
             state: &self.state,
             cache: &self.cache,
             users: &self.users,
-            streams: &self.streams,
+            live_sources: &self.live_sources,
             plans: &self.plans,
             root: self.durable.as_ref().map(|d| &d.root),
         }

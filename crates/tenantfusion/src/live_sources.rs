@@ -71,7 +71,7 @@ impl LiveSources {
         sources: &[Arc<dyn Source>],
         linger: Duration,
     ) -> Result<Self> {
-        let streams = Self {
+        let live_sources = Self {
             pool_config,
             pool: Mutex::new(None),
             linger,
@@ -79,12 +79,12 @@ impl LiveSources {
             stopping: Mutex::default(),
         };
         for source in sources {
-            streams
+            live_sources
                 .pool()?
                 .add_source(Arc::clone(source))
                 .map_err(from_live)?;
         }
-        Ok(streams)
+        Ok(live_sources)
     }
 
     /// The pool, started now if it was not.

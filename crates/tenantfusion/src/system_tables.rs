@@ -57,15 +57,15 @@ impl SystemSchema {
     pub(crate) fn new(
         cache: Arc<SchemaCache>,
         users: Arc<UserRegistry>,
-        streams: Arc<LiveSources>,
+        live_sources: Arc<LiveSources>,
         live_queries: Arc<LiveQueries>,
     ) -> Result<Self> {
         Ok(Self {
             tables: [
                 Arc::new(tables_table(cache)?),
                 Arc::new(users_table(users)?),
-                Arc::new(live_sources_table(Arc::clone(&streams))?),
-                Arc::new(live_connections_table(streams)?),
+                Arc::new(live_sources_table(Arc::clone(&live_sources))?),
+                Arc::new(live_connections_table(live_sources)?),
                 Arc::new(live_subscriptions_table(live_queries)?),
             ],
         })
@@ -187,7 +187,7 @@ fn millis(d: Duration) -> f64 {
 }
 
 /// `system.live_sources`: each source's health, circuit, load and latency.
-fn live_sources_table(streams: Arc<LiveSources>) -> Result<StreamingTable> {
+fn live_sources_table(live_sources: Arc<LiveSources>) -> Result<StreamingTable> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
         Field::new("kind", DataType::Utf8, false),
@@ -209,7 +209,7 @@ fn live_sources_table(streams: Arc<LiveSources>) -> Result<StreamingTable> {
     let out = Arc::clone(&schema);
     let rows: RowSource = Arc::new(move |user| {
         require_admin(user, "live_sources")?;
-        let sources = streams
+        let sources = live_sources
             .started_pool()
             .map(|pool| pool.snapshot().sources)
             .unwrap_or_default();
@@ -226,7 +226,7 @@ fn live_sources_table(streams: Arc<LiveSources>) -> Result<StreamingTable> {
         );
         let mut last_error = StringBuilder::new();
         for source in &sources {
-            let (rejected, dropped) = streams.counts_of(&source.name);
+            let (rejected, dropped) = live_sources.counts_of(&source.name);
             name.append_value(&source.name);
             kind.append_value(source.kind.to_string());
             circuit.append_value(match source.breaker {
@@ -270,7 +270,7 @@ fn live_sources_table(streams: Arc<LiveSources>) -> Result<StreamingTable> {
 }
 
 /// `system.live_connections`: each upstream connection and its traffic.
-fn live_connections_table(streams: Arc<LiveSources>) -> Result<StreamingTable> {
+fn live_connections_table(live_sources: Arc<LiveSources>) -> Result<StreamingTable> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("source", DataType::Utf8, false),
         Field::new("connection_id", DataType::UInt64, false),
@@ -283,7 +283,7 @@ fn live_connections_table(streams: Arc<LiveSources>) -> Result<StreamingTable> {
     let out = Arc::clone(&schema);
     let rows: RowSource = Arc::new(move |user| {
         require_admin(user, "live_connections")?;
-        let connections = streams
+        let connections = live_sources
             .started_pool()
             .map(|pool| pool.snapshot().connections)
             .unwrap_or_default();

@@ -347,7 +347,7 @@ impl TenantSession {
     pub(crate) async fn drop_source(&self, name: &str, if_exists: bool) -> Result<Query> {
         self.require_admin("DROP SOURCE")?;
         // Topics of tables dropped just before are still being let go.
-        self.engine.streams.settle().await;
+        self.engine.live_sources.settle().await;
         let event = CatalogEvent::DropSource { name: name.into() };
         let outcome = self.engine.commit(event).await;
         self.done_unless(outcome, if_exists, |e| {

@@ -66,7 +66,7 @@ impl TenantSession {
             }
             None => None,
         };
-        let feed = self.engine.streams.feed(provider.table_id());
+        let feed = self.engine.live_sources.feed(provider.table_id());
         let topics = match (&feed, &predicate) {
             (Some(feed), Some(expr)) => topics_in(std::slice::from_ref(expr), feed.topic_column()),
             _ => None,
