@@ -11,6 +11,10 @@
 //! 2023-11-14 22:13:20 UTC and moves only when a file says
 //! `statement ok` / `ADVANCE CLOCK <n> SECONDS` (a runner command, not SQL).
 
+mod datafusion_baseline;
+
+pub use datafusion_baseline::{Comparison, compare_file, run_file_on_datafusion};
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -45,14 +49,43 @@ pub struct SltOptions {
 /// The outcome of one file.
 #[derive(Debug, Default)]
 pub struct FileReport {
-    /// Statement and query records that passed.
-    pub passed: usize,
-    /// Records that failed, one line each (`file:line: what differed`).
-    pub failures: Vec<String>,
+    /// Every statement and query record run, in order.
+    pub records: Vec<RecordOutcome>,
     /// Queries run a second time (`repeat_queries`).
     pub repeated: usize,
     /// Of those, second runs whose plan came from the plan cache.
     pub from_cache: usize,
+}
+
+/// One statement or query record of a file, as run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordOutcome {
+    /// Where the record is: `file:line` (an included file names itself).
+    pub at: String,
+    /// What differed from the record's expectation, if anything did.
+    pub failure: Option<String>,
+}
+
+impl RecordOutcome {
+    /// The outcome of running the record at `loc`.
+    fn new<E: std::error::Error>(loc: &sqllogictest::Location, result: Result<(), E>) -> Self {
+        Self {
+            at: format!("{}:{}", loc.file(), loc.line()),
+            failure: result.err().map(|e| e.to_string().trim_end().to_string()),
+        }
+    }
+}
+
+impl FileReport {
+    /// How many records passed.
+    pub fn passed(&self) -> usize {
+        self.records.iter().filter(|r| r.failure.is_none()).count()
+    }
+
+    /// The records that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &RecordOutcome> {
+        self.records.iter().filter(|r| r.failure.is_some())
+    }
 }
 
 /// Counts of second runs, shared by a file's connections.
@@ -62,12 +95,62 @@ struct RepeatCounts {
     from_cache: AtomicUsize,
 }
 
+/// How DataFusion begins the text of each of its errors
+/// (`DataFusionError::error_prefix`).
+const DATAFUSION_PREFIXES: &[&str] = &[
+    "Arrow error: ",
+    "Parquet error: ",
+    "Object Store error: ",
+    "IO error: ",
+    "SQL error: ",
+    "This feature is not implemented: ",
+    "Internal error: ",
+    "Error during planning: ",
+    "Invalid or Unsupported Configuration: ",
+    "Schema error: ",
+    "Execution error: ",
+    "ExecutionJoin error: ",
+    "Resources exhausted: ",
+    "External error: ",
+];
+
+/// An error as a record sees it: the engine's code, then, where the text is
+/// DataFusion's own, `DataFusion error: ` before it, as DataFusion's own
+/// runner prints it (`PLAN_ERROR: DataFusion error: Error during planning:
+/// ...`), so expectations written for DataFusion's runner match.
+#[derive(Debug)]
+pub struct SltError(pub TenantError);
+
+impl std::fmt::Display for SltError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0.to_string();
+        let code = self.0.code();
+        match text.strip_prefix(code).and_then(|t| t.strip_prefix(": ")) {
+            Some(rest) if DATAFUSION_PREFIXES.iter().any(|p| rest.starts_with(p)) => {
+                write!(f, "{code}: DataFusion error: {rest}")
+            }
+            _ => f.write_str(&text),
+        }
+    }
+}
+
+impl std::error::Error for SltError {}
+
+impl From<TenantError> for SltError {
+    fn from(err: TenantError) -> Self {
+        SltError(err)
+    }
+}
+
 /// One connection of a test file: a session as one user.
 pub struct TenantConnection {
     session: TenantSession,
     repeat: Option<Arc<RepeatCounts>>,
     clock: Arc<ManualClock>,
 }
+
+/// Partitions a plan targets, whatever the machine has (DataFusion's runner uses 4 too).
+const TARGET_PARTITIONS: usize = 4;
 
 /// Where the manual clock starts (µs since the epoch).
 const CLOCK_START_US: i64 = 1_700_000_000_000_000;
@@ -148,17 +231,17 @@ fn same_output(a: &DBOutput<DFColumnType>, b: &DBOutput<DFColumnType>) -> bool {
 
 #[async_trait]
 impl AsyncDB for TenantConnection {
-    type Error = TenantError;
+    type Error = SltError;
     type ColumnType = DFColumnType;
 
-    async fn run(&mut self, sql: &str) -> Result<DBOutput<DFColumnType>, TenantError> {
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DFColumnType>, SltError> {
         if let Some(by) = clock_advance(sql) {
             self.clock.advance(by?);
             return Ok(DBOutput::StatementComplete(0));
         }
         let first = self.run_once(sql).await;
         let Some(counts) = self.repeat.as_ref().filter(|_| is_query(sql)) else {
-            return first.map(|(output, _)| output);
+            return first.map(|(output, _)| output).map_err(SltError);
         };
         let second = self.run_once(sql).await;
         counts.repeated.fetch_add(1, Ordering::Relaxed);
@@ -180,14 +263,14 @@ impl AsyncDB for TenantConnection {
                 Ok(_) => "no rows".to_string(),
                 Err(e) => e.to_string(),
             };
-            return Err(TenantError::Internal(format!(
+            return Err(SltError(TenantError::Internal(format!(
                 "the second run differs from the first: {} then {}",
                 show(&first),
                 show(&second)
-            )));
+            ))));
         }
         // The second run (normally from the plan cache) is what the record checks.
-        second.map(|(output, _)| output)
+        second.map(|(output, _)| output).map_err(SltError)
     }
 
     fn engine_name(&self) -> &str {
@@ -203,7 +286,7 @@ impl AsyncDB for TenantConnection {
 }
 
 type MakeConn =
-    Box<dyn FnMut() -> futures::future::Ready<Result<TenantConnection, TenantError>> + Send>;
+    Box<dyn FnMut() -> futures::future::Ready<Result<TenantConnection, SltError>> + Send>;
 
 fn runner_for(
     session: TenantSession,
@@ -234,9 +317,13 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
     let records = sqllogictest::parse_file::<DFColumnType>(path)
         .map_err(|e| format!("{}: cannot parse: {e}", path.display()))?;
     let clock = Arc::new(ManualClock::new(CLOCK_START_US));
-    let config = EngineConfig::default()
+    let mut config = EngineConfig::default()
         .with_users_may_create_user_tables(options.user_tables)
         .with_clock(Arc::clone(&clock) as Arc<dyn Clock>);
+    // DataFusion's planner defaults, and its runner's partition count, so plans
+    // read as in DataFusion's own files on every machine.
+    config.target_partitions = Some(TARGET_PARTITIONS);
+    config.round_robin_repartition = true;
     let engine = Engine::new(config).map_err(|e| e.to_string())?;
     let admin = engine.session(UserContext::new(ADMIN_USER, Role::Dba));
 
@@ -294,15 +381,12 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
         }
         let record = with_default_connection(record);
         let runner = runners.get_mut(&name).ok_or("runner vanished")?;
-        match runner.run_async(record).await {
-            Ok(_) => report.passed += 1,
-            Err(err) => report.failures.push(format!(
-                "{}:{}: {}",
-                loc.file(),
-                loc.line(),
-                err.kind().to_string().trim_end()
-            )),
-        }
+        let result = runner
+            .run_async(record)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.kind());
+        report.records.push(RecordOutcome::new(&loc, result));
     }
     if let Some(counts) = repeat {
         report.repeated = counts.repeated.load(Ordering::Relaxed);
@@ -341,12 +425,16 @@ pub async fn run_files(paths: &[impl AsRef<Path>], options: &SltOptions) -> Summ
     for path in paths {
         match run_file(path.as_ref(), options).await {
             Ok(report) => {
-                summary.passed += report.passed;
-                summary.failed += report.failures.len();
+                summary.passed += report.passed();
                 summary.repeated += report.repeated;
                 summary.from_cache += report.from_cache;
-                for failure in report.failures {
-                    println!("FAIL {failure}");
+                for failed in report.failures() {
+                    summary.failed += 1;
+                    println!(
+                        "FAIL {}: {}",
+                        failed.at,
+                        failed.failure.as_deref().unwrap_or("")
+                    );
                 }
             }
             Err(err) => {

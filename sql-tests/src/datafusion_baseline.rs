@@ -1,0 +1,187 @@
+//! The same `.slt` files on stock DataFusion, record by record: the baseline
+//! that tenantfusion's results are compared with.
+//!
+//! DataFusion's own runner (`datafusion-sqllogictest`'s `DataFusion` engine
+//! and `TestContext`, which registers the extra tables some files expect)
+//! runs each record, so a record counts as "passing on DataFusion" exactly
+//! when DataFusion's CI would pass it with the data this machine has.
+//! Records are paired with tenantfusion's by position: both runs walk the
+//! same parsed records in order.
+
+use std::path::Path;
+
+use datafusion_sqllogictest::{
+    DFColumnType, DataFusion, TestContext, df_value_validator, value_normalizer,
+};
+use indicatif::ProgressBar;
+use sqllogictest::{Record, Runner, strict_column_validator};
+
+use crate::{FileReport, RecordOutcome, SltOptions, run_file};
+
+/// Runs one file of DataFusion's `test_files/` on stock DataFusion.
+///
+/// `test_files` is the directory the file's name is taken relative to
+/// (DataFusion chooses per-file set-up by that name). Paths inside the file
+/// are relative to the working directory, as in DataFusion's own runner:
+/// run from the directory that holds `test_files/`.
+pub async fn run_file_on_datafusion(path: &Path, test_files: &Path) -> Result<FileReport, String> {
+    let relative = path.strip_prefix(test_files).unwrap_or(path).to_path_buf();
+    let Some(context) = TestContext::try_new_for_test_file(&relative).await else {
+        return Err(format!(
+            "{}: DataFusion's runner skips it in this build",
+            path.display()
+        ));
+    };
+    fresh_scratch_dir(test_files, &relative)?;
+    let records = sqllogictest::parse_file::<DFColumnType>(path)
+        .map_err(|e| format!("{}: cannot parse: {e}", path.display()))?;
+    let ctx = context.session_ctx().clone();
+    let mut runner = Runner::new(move || {
+        let engine = DataFusion::new(ctx.clone(), relative.clone(), ProgressBar::hidden());
+        async move { Ok(engine) }
+    });
+    runner.add_label("Datafusion");
+    runner.with_column_validator(strict_column_validator);
+    runner.with_normalizer(value_normalizer);
+    runner.with_validator(df_value_validator);
+
+    let mut report = FileReport::default();
+    for record in records {
+        let loc = match &record {
+            Record::Statement { loc, .. } | Record::Query { loc, .. } => loc.clone(),
+            Record::Halt { .. } => break,
+            _ => {
+                // Settings (sort mode, hash threshold) apply to the records after them.
+                let _ = runner.run_async(record).await;
+                continue;
+            }
+        };
+        let result = runner
+            .run_async(record)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.kind());
+        report.records.push(RecordOutcome::new(&loc, result));
+    }
+    Ok(report)
+}
+
+/// Empties `test_files/scratch/<file stem>/`, where DataFusion's files write
+/// (its runner does the same before each file), so neither run reads what
+/// the other wrote.
+fn fresh_scratch_dir(test_files: &Path, relative: &Path) -> Result<(), String> {
+    let stem = relative.file_stem().unwrap_or_default();
+    let dir = test_files.join("scratch").join(stem);
+    let failed = |e: std::io::Error| format!("{}: {e}", dir.display());
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(failed)?;
+    }
+    std::fs::create_dir_all(&dir).map_err(failed)
+}
+
+/// One file run on stock DataFusion and on tenantfusion.
+#[derive(Debug)]
+pub struct Comparison {
+    /// The file's outcome on stock DataFusion.
+    pub datafusion: FileReport,
+    /// The file's outcome on tenantfusion.
+    pub tenantfusion: FileReport,
+}
+
+impl Comparison {
+    /// Records that pass on DataFusion but not on tenantfusion, with
+    /// tenantfusion's failure.
+    pub fn only_on_datafusion(&self) -> impl Iterator<Item = &RecordOutcome> {
+        self.datafusion
+            .records
+            .iter()
+            .zip(&self.tenantfusion.records)
+            .filter(|(theirs, ours)| theirs.failure.is_none() && ours.failure.is_some())
+            .map(|(_, ours)| ours)
+    }
+
+    /// How many records pass on DataFusion.
+    pub fn passing_on_datafusion(&self) -> usize {
+        self.datafusion.passed()
+    }
+}
+
+/// Runs one file on DataFusion, then (with a fresh scratch directory) on
+/// tenantfusion with `options`.
+pub async fn compare_file(
+    path: &Path,
+    test_files: &Path,
+    options: &SltOptions,
+) -> Result<Comparison, String> {
+    let datafusion = run_file_on_datafusion(path, test_files).await?;
+    fresh_scratch_dir(test_files, path.strip_prefix(test_files).unwrap_or(path))?;
+    let tenantfusion = run_file(path, options).await?;
+    if datafusion.records.len() != tenantfusion.records.len() {
+        return Err(format!(
+            "{}: the two runs saw different records ({} and {})",
+            path.display(),
+            datafusion.records.len(),
+            tenantfusion.records.len()
+        ));
+    }
+    Ok(Comparison {
+        datafusion,
+        tenantfusion,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file whose records pass or fail alike on both engines, but for one:
+    /// a second connection reading the first one's rows, which DataFusion
+    /// shows and a user table does not (the rows are another user's).
+    const FILE: &str = "\
+statement ok
+CREATE TABLE t AS VALUES (1), (2)
+
+query I rowsort
+SELECT column1 FROM t
+----
+1
+2
+
+query I
+SELECT 3
+----
+4
+
+connection bob
+query I rowsort
+SELECT column1 FROM t
+----
+1
+2
+";
+
+    #[tokio::test]
+    async fn reports_the_records_that_pass_on_datafusion_only() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let test_files = dir.path().join("test_files");
+        std::fs::create_dir_all(&test_files).expect("test_files");
+        let path = test_files.join("two_users.slt");
+        std::fs::write(&path, FILE).expect("write the file");
+        let options = SltOptions {
+            user_tables: true,
+            ..SltOptions::default()
+        };
+
+        let comparison = compare_file(&path, &test_files, &options)
+            .await
+            .expect("both runs");
+
+        assert_eq!(comparison.datafusion.records.len(), 4);
+        assert_eq!(comparison.passing_on_datafusion(), 3, "{comparison:?}");
+        assert_eq!(comparison.tenantfusion.passed(), 2, "{comparison:?}");
+        let only: Vec<_> = comparison.only_on_datafusion().collect();
+        assert_eq!(only.len(), 1, "{only:?}");
+        assert!(only[0].at.ends_with("two_users.slt:16"), "{only:?}");
+        assert!(test_files.join("scratch/two_users").is_dir());
+    }
+}
