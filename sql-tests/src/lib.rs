@@ -40,6 +40,11 @@ pub struct SltOptions {
     /// create a user table whose rows belong to that connection's user, so
     /// DataFusion's own `.slt` files run against tenantfusion's providers.
     pub user_tables: bool,
+    /// The directory administrators may read and write files in
+    /// (`CREATE EXTERNAL TABLE`, `COPY ... TO`); `None` gives each file a
+    /// fresh temporary one. Files name it `${SERVER_FILES}` (with
+    /// `control substitution on`).
+    pub server_files: Option<std::path::PathBuf>,
     /// Run every query twice and require the same rows (or the same error)
     /// both times; the second run, normally from the plan cache, is checked
     /// against the record's expected output.
@@ -316,9 +321,17 @@ fn runner_for(
 pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, String> {
     let records = sqllogictest::parse_file::<DFColumnType>(path)
         .map_err(|e| format!("{}: cannot parse: {e}", path.display()))?;
+    // Kept until the file has run.
+    let scratch = tempdir_unless(options.server_files.as_deref())?;
+    let server_files = match (&options.server_files, &scratch) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(scratch)) => scratch.path().to_path_buf(),
+        (None, None) => return Err("no server files directory".into()),
+    };
     let clock = Arc::new(ManualClock::new(CLOCK_START_US));
     let mut config = EngineConfig::default()
         .with_users_may_create_user_tables(options.user_tables)
+        .with_server_files_dir(&server_files)
         .with_clock(Arc::clone(&clock) as Arc<dyn Clock>);
     // DataFusion's planner defaults, and its runner's partition count, so plans
     // read as in DataFusion's own files on every machine.
@@ -374,6 +387,7 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
                 engine.session(UserContext::new(name.as_str(), role))
             };
             let mut runner = runner_for(session, repeat.clone(), Arc::clone(&clock));
+            runner.set_var("SERVER_FILES".into(), server_files.display().to_string());
             for setting in &settings {
                 let _ = runner.run_async(setting.clone()).await;
             }
@@ -393,6 +407,16 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
         report.from_cache = counts.from_cache.load(Ordering::Relaxed);
     }
     Ok(report)
+}
+
+/// A temporary directory, unless `dir` is given.
+fn tempdir_unless(dir: Option<&Path>) -> Result<Option<tempfile::TempDir>, String> {
+    match dir {
+        Some(_) => Ok(None),
+        None => tempfile::tempdir()
+            .map(Some)
+            .map_err(|e| format!("cannot make a temporary directory: {e}")),
+    }
 }
 
 /// Each runner has one connection; the record's own name picked the runner.

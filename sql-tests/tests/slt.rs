@@ -49,10 +49,12 @@ async fn main() -> ExitCode {
         let plain_options = SltOptions {
             user_tables: false,
             repeat_queries,
+            ..SltOptions::default()
         };
         let user_options = SltOptions {
             user_tables: true,
             repeat_queries,
+            ..SltOptions::default()
         };
         for part in [
             run_files(&plain, &plain_options).await,

@@ -31,6 +31,9 @@ pub struct TableDef {
     pub storage: Option<String>,
     /// Its `PRIMARY KEY` columns (empty: none).
     pub primary_key: Vec<String>,
+    /// For an external table (files DataFusion reads where they are), the
+    /// `CREATE EXTERNAL TABLE` statement that made it, as SQL.
+    pub external: Option<String>,
 }
 
 /// One change to what exists.
@@ -210,23 +213,35 @@ const CREATE_SOURCE: u8 = 8;
 const DROP_SOURCE: u8 = 9;
 const ALTER_TOPICS: u8 = 10;
 const USER_FORGOTTEN: u8 = 11;
+/// A `CREATE_TABLE` record with one more field, the external table's SQL:
+/// logs written before external tables existed still read as they were.
+const CREATE_EXTERNAL_TABLE: u8 = 12;
 
 fn encode(event: &CatalogEvent) -> Result<Vec<u8>> {
     let mut out = Encoder::default();
     match event {
         CatalogEvent::CreateNamespace { name } => out.u8(CREATE_NAMESPACE).str(name),
         CatalogEvent::DropNamespace { name } => out.u8(DROP_NAMESPACE).str(name),
-        CatalogEvent::CreateTable { def, replace } => out
-            .u8(CREATE_TABLE)
-            .u8(u8::from(*replace))
-            .str(&def.namespace)
-            .str(&def.table)
-            .str(def.kind.as_str())
-            .bytes(&encode_schema(&def.schema)?)
-            .pairs(&def.options)
-            .pairs(&def.defaults)
-            .str(def.storage.as_deref().unwrap_or(""))
-            .strs(&def.primary_key),
+        CatalogEvent::CreateTable { def, replace } => {
+            let kind = match def.external {
+                None => CREATE_TABLE,
+                Some(_) => CREATE_EXTERNAL_TABLE,
+            };
+            out.u8(kind)
+                .u8(u8::from(*replace))
+                .str(&def.namespace)
+                .str(&def.table)
+                .str(def.kind.as_str())
+                .bytes(&encode_schema(&def.schema)?)
+                .pairs(&def.options)
+                .pairs(&def.defaults)
+                .str(def.storage.as_deref().unwrap_or(""))
+                .strs(&def.primary_key);
+            if let Some(sql) = &def.external {
+                out.str(sql);
+            }
+            &mut out
+        }
         CatalogEvent::DropTable { namespace, table } => {
             out.u8(DROP_TABLE).str(namespace).str(table)
         }
@@ -281,7 +296,7 @@ fn decode(payload: &[u8]) -> Result<CatalogEvent, String> {
         DROP_NAMESPACE => CatalogEvent::DropNamespace {
             name: d.str("name")?,
         },
-        CREATE_TABLE => CatalogEvent::CreateTable {
+        kind @ (CREATE_TABLE | CREATE_EXTERNAL_TABLE) => CatalogEvent::CreateTable {
             replace: d.u8("replace")? != 0,
             def: TableDef {
                 namespace: d.str("namespace")?,
@@ -297,6 +312,10 @@ fn decode(payload: &[u8]) -> Result<CatalogEvent, String> {
                 defaults: d.pairs("defaults")?,
                 storage: Some(d.str("storage")?).filter(|s| !s.is_empty()),
                 primary_key: d.strs("primary key")?,
+                external: match kind {
+                    CREATE_EXTERNAL_TABLE => Some(d.str("external table")?),
+                    _ => None,
+                },
             },
         },
         DROP_TABLE => CatalogEvent::DropTable {
@@ -368,6 +387,23 @@ mod tests {
                     defaults: vec![("ts".into(), "now()".into())],
                     storage: Some("app.notes.1".into()),
                     primary_key: vec!["id".into()],
+                    external: None,
+                },
+            },
+            CatalogEvent::CreateTable {
+                replace: false,
+                def: TableDef {
+                    namespace: "app".into(),
+                    table: "files".into(),
+                    kind: TableType::Shared,
+                    schema: Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true)])),
+                    options: vec![("ACCESS_LEVEL".into(), "private".into())],
+                    defaults: vec![],
+                    storage: None,
+                    primary_key: vec![],
+                    external: Some(
+                        "CREATE EXTERNAL TABLE app.files STORED AS CSV LOCATION 'f'".into(),
+                    ),
                 },
             },
             CatalogEvent::CreateUser {

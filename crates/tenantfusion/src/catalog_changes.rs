@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use datafusion::common::DFSchema;
 use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use futures::FutureExt;
 use tenantfusion_core::{
     AccessLevel, BaseTableProvider, Result, SchemaCache, StorageId, TableId, TableType,
     TenantError, UserId,
@@ -24,8 +26,10 @@ use tenantfusion_tables::{
 };
 
 use crate::config::EngineConfig;
+use crate::external_table::{ExternalTable, split_access_level};
 use crate::live_sources::{LiveSources, SourceTopics, from_live};
 use crate::plan_cache::PlanCache;
+use crate::server_files::ServerFiles;
 use crate::table_options::{TableOptions, shared_access};
 use crate::users::UserRegistry;
 
@@ -44,6 +48,7 @@ pub(crate) struct CatalogChanges<'a> {
     pub(crate) users: &'a UserRegistry,
     pub(crate) live_sources: &'a LiveSources,
     pub(crate) plans: &'a PlanCache,
+    pub(crate) server_files: &'a Arc<ServerFiles>,
     pub(crate) root: Option<&'a StorageRoot>,
 }
 
@@ -346,6 +351,9 @@ impl CatalogChanges<'_> {
     /// The table `def` describes, with its storage opened, known to nothing
     /// yet: what `CREATE TABLE ... AS` fills before it replaces anything.
     pub(crate) fn build_table(&self, def: &TableDef) -> Result<BuiltTable> {
+        if let Some(sql) = &def.external {
+            return self.reopen_external(def, sql).map(BuiltTable::ready);
+        }
         let (namespace, table) = (def.namespace.as_str(), def.table.as_str());
         let options = TableOptions::parse(def.kind, &def.options, self.config)?;
         let columns = DFSchema::try_from(def.schema.as_ref().clone())?;
@@ -418,6 +426,38 @@ impl CatalogChanges<'_> {
         Ok(BuiltTable { provider, feed })
     }
 
+    /// An external table from its logged statement: planned again (which
+    /// reads no file: the statement names no table), its files opened when
+    /// first used.
+    fn reopen_external(&self, def: &TableDef, sql: &str) -> Result<Arc<dyn BaseTableProvider>> {
+        let dialect = self.state.config().options().sql_parser.dialect;
+        let statement = self.state.sql_to_statement(sql, &dialect)?;
+        let planned = self
+            .state
+            .statement_to_plan(statement)
+            .now_or_never()
+            .ok_or_else(|| {
+                TenantError::Internal(format!("planning '{sql}' waited for something"))
+            })??;
+        let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(command)) = planned else {
+            return Err(TenantError::Corrupted {
+                file: "catalog".into(),
+                detail: format!(
+                    "external table {}.{} is logged as '{sql}', not a CREATE EXTERNAL TABLE",
+                    def.namespace, def.table
+                ),
+            });
+        };
+        let (command, level) = split_access_level(&command)?;
+        Ok(Arc::new(ExternalTable::reopen(
+            TableId::new(def.namespace.as_str(), def.table.as_str()),
+            level,
+            Arc::clone(&def.schema),
+            command,
+            Arc::clone(self.server_files),
+        )))
+    }
+
     /// Makes a built table the one its name means, in place of any table
     /// of that name (whose storage is returned, to delete once logged).
     fn install(&self, built: BuiltTable) -> Result<Vec<String>> {
@@ -463,6 +503,16 @@ pub(crate) struct BuiltTable {
     pub(crate) provider: Arc<dyn BaseTableProvider>,
     /// Its feed, for a stream table bound to a source.
     feed: Feed,
+}
+
+impl BuiltTable {
+    /// A table with nothing to start.
+    pub(crate) fn ready(provider: Arc<dyn BaseTableProvider>) -> Self {
+        Self {
+            provider,
+            feed: Feed::None,
+        }
+    }
 }
 
 /// What preparing a change started (see [`CatalogChanges::prepare`]).

@@ -28,6 +28,12 @@ pub struct EngineConfig {
     /// Let ordinary users create and drop *user* tables (the sqllogictest
     /// runner's `--user-tables` mode). Shared tables always need `Dba`/`System`.
     pub users_may_create_user_tables: bool,
+    /// Directories on this machine whose files roles `dba` and `system` may
+    /// read with `CREATE EXTERNAL TABLE` and write with `COPY ... TO` (and
+    /// `INSERT` into an external table); none by default, which refuses
+    /// both. Each must exist when the engine starts. See the
+    /// `server_files` module docs for how a location is judged.
+    pub server_files: Vec<PathBuf>,
     /// Upper bound for memory reserved by queries (sorts, joins,
     /// aggregations), shared by every session; `None` for no limit.
     pub memory_limit: Option<usize>,
@@ -178,6 +184,7 @@ impl Default for EngineConfig {
             default_namespace: "default".to_string(),
             default_table_type: TableType::User,
             users_may_create_user_tables: false,
+            server_files: Vec::new(),
             memory_limit: None,
             statement_limits: StatementLimits::default(),
             target_partitions: None,
@@ -235,6 +242,18 @@ impl EngineConfig {
     /// Sets [`storage`](Self::storage).
     pub fn with_storage(mut self, storage: Storage) -> Self {
         self.storage = storage;
+        self
+    }
+
+    /// Adds a directory to [`server_files`](Self::server_files).
+    ///
+    /// ```
+    /// use tenantfusion::EngineConfig;
+    /// let config = EngineConfig::default().with_server_files_dir("/srv/exports");
+    /// assert_eq!(config.server_files.len(), 1);
+    /// ```
+    pub fn with_server_files_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.server_files.push(dir.into());
         self
     }
 

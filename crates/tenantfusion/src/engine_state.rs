@@ -22,6 +22,7 @@ use crate::limits::{Admission, CancelHandle, Deadline, Governor};
 use crate::live_query::LiveQueries;
 use crate::live_sources::LiveSources;
 use crate::plan_cache::PlanCache;
+use crate::server_files::ServerFiles;
 use crate::system_tables::SystemSchema;
 use crate::users::UserRegistry;
 
@@ -35,6 +36,8 @@ pub(crate) struct EngineState {
     pub(crate) users: Arc<UserRegistry>,
     pub(crate) catalog: Arc<TenantCatalog>,
     pub(crate) plans: PlanCache,
+    /// The directories administrators may read and write files in.
+    pub(crate) server_files: Arc<ServerFiles>,
     /// The settings key of sessions that never ran `SET` (allocated once).
     pub(crate) default_settings: Arc<str>,
     /// The live pool and the feeds of source-bound stream tables.
@@ -115,6 +118,11 @@ impl EngineState {
                 options,
             } => Some(StorageRoot::open_s3(path, logs(durability), url, options)?),
         };
+        let storage_dir = match &config.storage {
+            Storage::Memory => None,
+            Storage::Directory { path, .. } | Storage::S3 { path, .. } => Some(path.as_path()),
+        };
+        let server_files = Arc::new(ServerFiles::new(&config.server_files, storage_dir)?);
         let durable = match root {
             None => None,
             Some(root) => {
@@ -125,6 +133,7 @@ impl EngineState {
                     users: &users,
                     live_sources: &live_sources,
                     plans: &plans,
+                    server_files: &server_files,
                     root: Some(&root),
                 };
                 let log = replay(&changes, &root)?;
@@ -134,6 +143,7 @@ impl EngineState {
         let unfinished_drops = AtomicBool::new(!users.forgetting().is_empty());
         Ok(Self {
             plans,
+            server_files,
             durable,
             ddl: tokio::sync::Mutex::new(()),
             unfinished_drops,
@@ -203,6 +213,7 @@ impl EngineState {
             users: &self.users,
             live_sources: &self.live_sources,
             plans: &self.plans,
+            server_files: &self.server_files,
             root: self.durable.as_ref().map(|d| &d.root),
         }
     }

@@ -26,7 +26,9 @@
 
 use std::fmt;
 
-use datafusion::sql::parser::{DFParser, DFParserBuilder, ParserInput, Statement as DFStatement};
+use datafusion::sql::parser::{
+    CopyToStatement, DFParser, DFParserBuilder, ParserInput, Statement as DFStatement,
+};
 use datafusion::sql::sqlparser::ast::{
     CreateTableOptions, Expr as SqlExpr, Ident, ObjectName, SqlOption, Statement as SqlStatement,
     Value,
@@ -724,9 +726,54 @@ impl fmt::Display for TenantStatement {
             Self::Subscribe(s) => s.fmt(f),
             Self::FlushTable(s) => s.fmt(f),
             Self::Verify(s) => s.fmt(f),
-            Self::Sql(s) => s.fmt(f),
+            Self::Sql(s) => write_sql(f, s),
         }
     }
+}
+
+/// A DataFusion statement as SQL that parses back to it: DataFusion prints
+/// `COPY`'s target without its quotes (`TO out.csv`), which its own parser
+/// then refuses, so `COPY`, and an `EXPLAIN` of one, are printed here.
+fn write_sql(f: &mut fmt::Formatter<'_>, statement: &DFStatement) -> fmt::Result {
+    match statement {
+        DFStatement::CopyTo(copy) => write_copy(f, copy),
+        DFStatement::Explain(explain) => match explain.statement.as_ref() {
+            DFStatement::CopyTo(copy) => {
+                // DataFusion prints the explained statement last.
+                let text = explain.to_string();
+                let inner = copy.to_string();
+                match text.strip_suffix(inner.as_str()) {
+                    Some(prefix) => {
+                        f.write_str(prefix)?;
+                        write_copy(f, copy)
+                    }
+                    None => f.write_str(&text),
+                }
+            }
+            _ => fmt::Display::fmt(explain, f),
+        },
+        other => fmt::Display::fmt(other, f),
+    }
+}
+
+fn write_copy(f: &mut fmt::Formatter<'_>, copy: &CopyToStatement) -> fmt::Result {
+    let target = copy.target.replace('\'', "''");
+    write!(f, "COPY {} TO '{target}'", copy.source)?;
+    if let Some(format) = &copy.stored_as {
+        write!(f, " STORED AS {format}")?;
+    }
+    if !copy.partitioned_by.is_empty() {
+        write!(f, " PARTITIONED BY ({})", copy.partitioned_by.join(", "))?;
+    }
+    if !copy.options.is_empty() {
+        let options: Vec<_> = copy
+            .options
+            .iter()
+            .map(|(k, v)| format!("'{}' {v}", k.replace('\'', "''")))
+            .collect();
+        write!(f, " OPTIONS ({})", options.join(", "))?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for CreateNamespace {

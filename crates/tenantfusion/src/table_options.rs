@@ -13,12 +13,16 @@ use tenantfusion_tables::{
 };
 
 use crate::config::EngineConfig;
+use crate::external_table::ExternalTable;
 
 /// The access level and grants of a table read like a shared table.
 pub(crate) fn shared_access(provider: &Arc<dyn BaseTableProvider>) -> Option<&SharedAccess> {
     let any = provider.as_ref() as &dyn TableProvider;
     if let Some(shared) = any.downcast_ref::<SharedTableProvider>() {
         return shared.shared_access();
+    }
+    if let Some(external) = any.downcast_ref::<ExternalTable>() {
+        return Some(external.shared_access());
     }
     any.downcast_ref::<StreamTableProvider>()?.shared_access()
 }

@@ -47,6 +47,11 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if let Some(test_files) = against {
+        // DataFusion's files read and write under the working directory, and
+        // read DataFusion's repository data two levels up (`../../testing`).
+        options.server_files = std::env::current_dir()
+            .ok()
+            .and_then(|dir| dir.ancestors().nth(2).map(Path::to_path_buf));
         return compare(&test_files, &files, &options).await;
     }
     let summary = run_files(&files, &options).await;

@@ -6,10 +6,14 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
 use datafusion::common::Constraint;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{CreateMemoryTable, DdlStatement, DropTable, LogicalPlan};
+use datafusion::logical_expr::{
+    CreateExternalTable as PlanCreateExternalTable, CreateMemoryTable, DdlStatement, DropTable,
+    LogicalPlan,
+};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::{ExecutionPlanProperties, collect};
 use datafusion::sql::planner::object_name_to_table_reference;
@@ -21,6 +25,8 @@ use tenantfusion_core::{
 use tenantfusion_store::{CatalogEvent, TableDef};
 
 use super::TenantSession;
+use crate::catalog_changes::BuiltTable;
+use crate::external_table::{ExternalTable, split_access_level};
 use crate::query::Query;
 use crate::system_tables::SYSTEM_NAMESPACE;
 use crate::table_options::TableOptions;
@@ -62,6 +68,9 @@ impl TenantSession {
                 self.create_table(None, &[], create, state).await
             }
             DdlStatement::DropTable(drop) => self.drop_table(drop).await,
+            DdlStatement::CreateExternalTable(create) => {
+                self.create_external_table(create, state).await
+            }
             DdlStatement::CreateCatalogSchema(create) => {
                 self.create_namespace(&create.schema_name, create.if_not_exists)
                     .await
@@ -162,6 +171,7 @@ impl TenantSession {
             options: options.to_vec(),
             defaults,
             primary_key,
+            external: None,
         };
         let replace = create.or_replace;
         let has_rows =
@@ -186,6 +196,64 @@ impl TenantSession {
         };
         let event = CatalogEvent::CreateTable { def, replace };
         let outcome = self.engine.commit_built(event, built).await;
+        self.done_unless(outcome, create.if_not_exists, |e| {
+            matches!(e, TenantError::TableExists(_))
+        })
+    }
+
+    /// `CREATE [UNBOUNDED] EXTERNAL TABLE`: a shared table over server files,
+    /// for administrators (see `external_table`).
+    pub(crate) async fn create_external_table(
+        &self,
+        create: &PlanCreateExternalTable,
+        state: &SessionState,
+    ) -> Result<Query> {
+        self.require_admin("CREATE EXTERNAL TABLE")?;
+        if create.temporary {
+            return Err(TenantError::NotSupported("temporary tables".into()));
+        }
+        let (namespace, table) = self.resolve_name(&create.name)?;
+        if namespace == SYSTEM_NAMESPACE {
+            return Err(TenantError::PermissionDenied(
+                "namespace 'system' is reserved for system tables".into(),
+            ));
+        }
+        let sql = create.definition.clone().ok_or_else(|| {
+            TenantError::Internal("CREATE EXTERNAL TABLE planned without its SQL".into())
+        })?;
+        let (command, level) = split_access_level(create)?;
+        let def = TableDef {
+            namespace: namespace.to_string(),
+            table: table.to_string(),
+            kind: TableType::Shared,
+            storage: None,
+            schema: Arc::new(Schema::empty()),
+            options: Vec::new(),
+            defaults: Vec::new(),
+            primary_key: Vec::new(),
+            external: Some(sql),
+        };
+        let replace = create.or_replace;
+        match self.engine.changes().check_create(&def, replace) {
+            Err(TenantError::TableExists(_)) if create.if_not_exists => return self.done(),
+            other => other?,
+        }
+        let id = TableId::new(namespace, table);
+        let external = ExternalTable::create(
+            id,
+            level,
+            command,
+            Arc::clone(&self.engine.server_files),
+            state,
+        )
+        .await?;
+        let def = TableDef {
+            schema: external.schema(),
+            ..def
+        };
+        let built = BuiltTable::ready(Arc::new(external));
+        let event = CatalogEvent::CreateTable { def, replace };
+        let outcome = self.engine.commit_built(event, Some(built)).await;
         self.done_unless(outcome, create.if_not_exists, |e| {
             matches!(e, TenantError::TableExists(_))
         })

@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
 use datafusion::config::ConfigField;
 use datafusion::execution::FunctionRegistry;
@@ -33,6 +34,7 @@ use tenantfusion_core::{Access, Result, TableProviderCore, TenantError, UserCont
 
 use crate::catalog::CATALOG_NAME;
 use crate::engine_state::EngineState;
+use crate::external_table::ExternalTable;
 use crate::limits::StatementMemoryPool;
 use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, is_deterministic, is_reusable};
 use crate::query::Query;
@@ -174,7 +176,8 @@ impl TenantSession {
                     options,
                     statement,
                 }) => {
-                    self.check_references(&statement)?;
+                    let tables = self.check_references(&statement)?;
+                    self.open_external(&tables).await?;
                     let state = self.planning_state();
                     let plan = state.statement_to_plan(statement).await?;
                     self.check_plan(&plan)?;
@@ -249,6 +252,7 @@ impl TenantSession {
             }
         }
         let tables = self.check_references(&statement)?;
+        self.open_external(&tables).await?;
         let cache = &self.engine.plans;
         let key = (cache.enabled() && is_query(&statement)).then(|| PlanKey {
             settings: self.settings_key(),
@@ -269,6 +273,19 @@ impl TenantSession {
         self.plan_sql(statement, &self.planning_state(), to_cache)
             .await
             .map_err(|err| planning_error(insert_into.as_deref(), err))?
+    }
+
+    /// Opens the files of the external tables among `tables` (after a
+    /// restart they open when first used), so that DataFusion plans them
+    /// knowing what their files' provider takes on (filters, statistics).
+    async fn open_external(&self, tables: &Tables) -> Result<()> {
+        for table in tables {
+            let table = table.as_ref() as &dyn TableProvider;
+            if let Some(external) = table.downcast_ref::<ExternalTable>() {
+                external.files(&self.engine.state).await?;
+            }
+        }
+        Ok(())
     }
 
     /// SQL `EXECUTE` and `DEALLOCATE`, planned with the session's state as
@@ -678,6 +695,9 @@ fn statement_target(
     match statement {
         DFStatement::Statement(s) => sql_target(s),
         DFStatement::Explain(e) => statement_target(&e.statement),
+        DFStatement::CreateExternalTable(create) => {
+            Some((create.name.clone(), TargetAccess::Create))
+        }
         _ => None,
     }
 }

@@ -6,8 +6,8 @@
 //! outside and a file write when it runs. So every plan about to be run
 //! (or explained, or prepared) is walked here, every subquery included, and
 //! refused with `PERMISSION_DENIED` when it
-//! - writes server files (`COPY ... TO`): administrators' only, and not yet
-//!   offered to them either (`NOT_SUPPORTED`);
+//! - writes server files (`COPY ... TO`): administrators' only, inside the
+//!   engine's server file directories;
 //! - holds DDL or a session statement anywhere but at its root (the root
 //!   is run by the engine itself, which checks it there);
 //! - reads a table the caller may not read, or changes one in a way the
@@ -36,6 +36,7 @@ use tenantfusion_core::{Access, Result, TenantError};
 use tenantfusion_tables::{PartitionedTable, SharedAccess, StreamPolicy, UserPartitions};
 
 use super::TenantSession;
+use crate::external_table::ExternalTable;
 use crate::system_tables::SYSTEM_NAMESPACE;
 
 impl TenantSession {
@@ -85,11 +86,12 @@ impl TenantSession {
                 let provider = source_as_provider(&dml.target)?;
                 self.check_table(&dml.table_name, &provider, accesses)
             }
-            LogicalPlan::Copy(_) => {
+            LogicalPlan::Copy(copy) => {
                 if self.user.role().is_admin() {
-                    Err(TenantError::NotSupported(
-                        "COPY ... TO writes files on the server and is not offered yet".into(),
-                    ))
+                    self.engine
+                        .server_files
+                        .confine(&copy.output_url, "COPY ... TO")
+                        .map(|_| ())
                 } else {
                     Err(TenantError::PermissionDenied(format!(
                         "COPY ... TO writes files on the server: only roles dba and system \
@@ -190,4 +192,5 @@ fn is_engine_table(provider: &Arc<dyn TableProvider>) -> bool {
         || provider.is::<PartitionedTable<SharedAccess>>()
         || provider.is::<PartitionedTable<StreamPolicy>>()
         || provider.is::<StreamingTable>()
+        || provider.is::<ExternalTable>()
 }

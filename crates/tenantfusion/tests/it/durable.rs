@@ -1365,3 +1365,66 @@ async fn salvage_gets_every_intact_row_out_and_writes_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), "STORAGE_ERROR", "{err}");
 }
+
+/// An external table comes back from the catalog log alone; its files are
+/// read again when first used, with the checks made at creation made again.
+#[tokio::test]
+async fn external_tables_come_back_after_reopen_and_are_checked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let csv = files.path().join("prices.csv");
+    std::fs::write(&csv, "sym,px\nA,10\nB,20\n").unwrap();
+    let config = || on(dir.path()).with_server_files_dir(files.path());
+    {
+        let engine = Engine::new(config()).unwrap();
+        let admin = admin(&engine);
+        run(&admin, "CREATE USER 'alice'").await;
+        let create = format!(
+            "CREATE EXTERNAL TABLE prices STORED AS CSV LOCATION '{}' \
+             OPTIONS ('format.has_header' 'true', 'access_level' 'private')",
+            csv.display()
+        );
+        run(&admin, &create).await;
+        assert_eq!(count(&admin, "SELECT count(*) FROM prices").await, 2);
+    }
+    {
+        let engine = Engine::new(config()).unwrap();
+        let admin = admin(&engine);
+        assert_eq!(
+            rows(&admin, "SELECT sym, px FROM prices WHERE px > 15").await,
+            ["B 20"]
+        );
+        // Still PRIVATE, as logged.
+        let alice = user(&engine, "alice");
+        assert_eq!(
+            error_code(&alice, "SELECT * FROM prices").await,
+            "PERMISSION_DENIED"
+        );
+    }
+    // Files that changed their columns: the statement fails, with why; the
+    // engine opens and every other table works.
+    std::fs::write(&csv, "other\nx\n").unwrap();
+    {
+        let engine = Engine::new(config()).unwrap();
+        let admin = admin(&engine);
+        let err = error(&admin, "SELECT * FROM prices").await;
+        assert_eq!(err.code(), "SCHEMA_MISMATCH", "{err}");
+        assert!(err.to_string().contains("prices"), "{err}");
+        run(&admin, "DROP TABLE prices").await;
+    }
+    // A directory no longer configured: refused when the table is opened.
+    std::fs::write(&csv, "sym,px\nA,10\n").unwrap();
+    {
+        let engine = Engine::new(config()).unwrap();
+        let create = format!(
+            "CREATE EXTERNAL TABLE again STORED AS CSV LOCATION '{}' \
+             OPTIONS ('format.has_header' 'true')",
+            csv.display()
+        );
+        run(&admin(&engine), &create).await;
+    }
+    let engine = Engine::new(on(dir.path())).unwrap();
+    let err = error(&admin(&engine), "SELECT * FROM again").await;
+    assert_eq!(err.code(), "PERMISSION_DENIED", "{err}");
+    assert!(err.to_string().contains("server_files"), "{err}");
+}
