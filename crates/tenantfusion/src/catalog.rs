@@ -7,7 +7,14 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::Result;
 use tenantfusion_core::{NamespaceId, SchemaCache, TenantError};
 
+use crate::information_schema::{INFORMATION_SCHEMA_NAMESPACE, InformationSchema};
 use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
+
+/// Whether `name` is a namespace of the engine's own (`system`,
+/// `information_schema`): read-only, never created or dropped by SQL.
+pub(crate) fn is_reserved_namespace(name: &str) -> bool {
+    name == SYSTEM_NAMESPACE || name == INFORMATION_SCHEMA_NAMESPACE
+}
 
 /// The name the tenantfusion catalog is registered under.
 pub const CATALOG_NAME: &str = "tenantfusion";
@@ -18,11 +25,20 @@ pub const CATALOG_NAME: &str = "tenantfusion";
 pub struct TenantCatalog {
     cache: Arc<SchemaCache>,
     system: Arc<SystemSchema>,
+    information: Arc<InformationSchema>,
 }
 
 impl TenantCatalog {
-    pub(crate) fn new(cache: Arc<SchemaCache>, system: Arc<SystemSchema>) -> Self {
-        Self { cache, system }
+    pub(crate) fn new(
+        cache: Arc<SchemaCache>,
+        system: Arc<SystemSchema>,
+        information: Arc<InformationSchema>,
+    ) -> Self {
+        Self {
+            cache,
+            system,
+            information,
+        }
     }
 }
 
@@ -35,12 +51,16 @@ impl CatalogProvider for TenantCatalog {
             .map(|n| n.to_string())
             .collect();
         names.push(SYSTEM_NAMESPACE.to_string());
+        names.push(INFORMATION_SCHEMA_NAMESPACE.to_string());
         names
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         if name == SYSTEM_NAMESPACE {
             return Some(Arc::clone(&self.system) as Arc<dyn SchemaProvider>);
+        }
+        if name == INFORMATION_SCHEMA_NAMESPACE {
+            return Some(Arc::clone(&self.information) as Arc<dyn SchemaProvider>);
         }
         self.cache.namespace_exists(name).then(|| {
             Arc::new(NamespaceSchema {

@@ -18,6 +18,7 @@ use tenantfusion_store::{CatalogEvent, Durability, StorageRoot, WalOptions};
 use crate::catalog::{CATALOG_NAME, TenantCatalog};
 use crate::catalog_changes::{BuiltTable, CatalogChanges, DurableCatalog, replay};
 use crate::config::{EngineConfig, Storage};
+use crate::information_schema::InformationSchema;
 use crate::limits::{Admission, CancelHandle, Deadline, Governor};
 use crate::live_query::LiveQueries;
 use crate::live_sources::LiveSources;
@@ -75,7 +76,11 @@ impl EngineState {
             Arc::clone(&live_sources),
             Arc::clone(&live_queries),
         )?);
-        let catalog = Arc::new(TenantCatalog::new(Arc::clone(&cache), system));
+        let information = Arc::new(InformationSchema::new(
+            Arc::clone(&cache),
+            Arc::clone(&system),
+        )?);
+        let catalog = Arc::new(TenantCatalog::new(Arc::clone(&cache), system, information));
 
         let mut session_config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG_NAME, &config.default_namespace)

@@ -22,9 +22,10 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
-use tenantfusion_core::{Access, SchemaCache, TenantError, UserContext};
+use tenantfusion_core::{SchemaCache, TenantError, UserContext};
 use tenantfusion_live::BreakerState;
 
+use crate::information_schema::visible;
 use crate::live_query::LiveQueries;
 use crate::live_sources::LiveSources;
 use crate::table_options::shared_access;
@@ -116,7 +117,7 @@ fn tables_table(cache: Arc<SchemaCache>) -> Result<StreamingTable> {
         let mut level = StringBuilder::new();
         let mut created = TimestampMicrosecondBuilder::new().with_timezone("UTC");
         for provider in cache.all_providers() {
-            if !user.role().is_trusted() && provider.authorize(user, Access::Select).is_err() {
+            if !visible(user, &provider) {
                 continue;
             }
             let core = provider.core();

@@ -25,10 +25,10 @@ use tenantfusion_core::{
 use tenantfusion_store::{CatalogEvent, TableDef};
 
 use super::TenantSession;
+use crate::catalog::is_reserved_namespace;
 use crate::catalog_changes::BuiltTable;
 use crate::external_table::{ExternalTable, split_access_level};
 use crate::query::Query;
-use crate::system_tables::SYSTEM_NAMESPACE;
 use crate::table_options::TableOptions;
 
 impl TenantSession {
@@ -113,7 +113,7 @@ impl TenantSession {
 
     pub(crate) async fn drop_namespace(&self, name: &str, if_exists: bool) -> Result<Query> {
         self.require_admin("DROP NAMESPACE")?;
-        if name == self.engine.config.default_namespace || name == SYSTEM_NAMESPACE {
+        if name == self.engine.config.default_namespace || is_reserved_namespace(name) {
             return Err(TenantError::PermissionDenied(format!(
                 "namespace '{name}' is built in and cannot be dropped"
             )));
@@ -141,10 +141,10 @@ impl TenantSession {
         // before anything else about the statement.
         TableOptions::parse(kind, options, &self.engine.config)?;
         let (namespace, table) = self.resolve_name(&create.name)?;
-        if namespace == SYSTEM_NAMESPACE {
-            return Err(TenantError::PermissionDenied(
-                "namespace 'system' is reserved for system tables".into(),
-            ));
+        if is_reserved_namespace(namespace) {
+            return Err(TenantError::PermissionDenied(format!(
+                "namespace '{namespace}' is reserved for the engine's own tables"
+            )));
         }
         let (schema, primary_key) = keyed_schema(kind, create)?;
         let mut seen = HashSet::new();
@@ -213,10 +213,10 @@ impl TenantSession {
             return Err(TenantError::NotSupported("temporary tables".into()));
         }
         let (namespace, table) = self.resolve_name(&create.name)?;
-        if namespace == SYSTEM_NAMESPACE {
-            return Err(TenantError::PermissionDenied(
-                "namespace 'system' is reserved for system tables".into(),
-            ));
+        if is_reserved_namespace(namespace) {
+            return Err(TenantError::PermissionDenied(format!(
+                "namespace '{namespace}' is reserved for the engine's own tables"
+            )));
         }
         let sql = create.definition.clone().ok_or_else(|| {
             TenantError::Internal("CREATE EXTERNAL TABLE planned without its SQL".into())
@@ -639,10 +639,10 @@ fn keyed_schema(kind: TableType, create: &CreateMemoryTable) -> Result<(SchemaRe
 }
 
 fn validate_namespace(name: &str) -> Result<()> {
-    if name == SYSTEM_NAMESPACE {
-        return Err(TenantError::PermissionDenied(
-            "namespace 'system' is reserved for system tables".into(),
-        ));
+    if is_reserved_namespace(name) {
+        return Err(TenantError::PermissionDenied(format!(
+            "namespace '{name}' is reserved for the engine's own tables"
+        )));
     }
     if name.is_empty() || name.contains('.') {
         return Err(TenantError::InvalidArgument(format!(

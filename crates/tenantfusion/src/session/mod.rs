@@ -32,9 +32,10 @@ use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use tenantfusion_core::{Access, Result, TableProviderCore, TenantError, UserContext};
 
-use crate::catalog::CATALOG_NAME;
+use crate::catalog::{CATALOG_NAME, is_reserved_namespace};
 use crate::engine_state::EngineState;
 use crate::external_table::ExternalTable;
+use crate::information_schema::InformationSchema;
 use crate::limits::StatementMemoryPool;
 use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, is_deterministic, is_reusable};
 use crate::query::Query;
@@ -438,6 +439,19 @@ impl TenantSession {
     /// those a session cannot change.
     fn set_variable(&self, variable: &str, value: Option<&str>) -> Result<Query> {
         let key = variable.to_ascii_lowercase();
+        if key == INFORMATION_SCHEMA_SETTING {
+            // The engine's own information schema, per caller, is always
+            // there; DataFusion's (every tenant's tables) never is. The
+            // value is checked and changes nothing.
+            if let Some(value) = value {
+                value.parse::<bool>().map_err(|_| {
+                    TenantError::InvalidArgument(format!(
+                        "'{variable}' takes true or false, not '{value}'"
+                    ))
+                })?;
+            }
+            return self.done();
+        }
         if is_engine_wide(&key) {
             return Err(TenantError::PermissionDenied(format!(
                 "'{variable}' is an engine-wide setting and cannot be changed by a session"
@@ -510,8 +524,12 @@ impl TenantSession {
                 continue;
             }
             let (namespace, table) = self.resolve_name(&reference)?;
-            if namespace == SYSTEM_NAMESPACE {
-                if !SystemSchema::has_table(table) {
+            if is_reserved_namespace(namespace) {
+                let exists = match namespace {
+                    SYSTEM_NAMESPACE => SystemSchema::has_table(table),
+                    _ => InformationSchema::has_table(table),
+                };
+                if !exists {
                     return Err(TenantError::TableNotFound(reference.to_string()));
                 }
                 if is_target {
@@ -555,6 +573,10 @@ impl TenantSession {
         }
     }
 }
+
+/// DataFusion's switch for its own information schema (see
+/// `information_schema`).
+const INFORMATION_SCHEMA_SETTING: &str = "datafusion.catalog.information_schema";
 
 /// Settings one value of which serves every session: those of the catalog
 /// (e.g. `information_schema`, which would list every tenant's tables), of

@@ -36,8 +36,8 @@ use tenantfusion_core::{Access, Result, TenantError};
 use tenantfusion_tables::{PartitionedTable, SharedAccess, StreamPolicy, UserPartitions};
 
 use super::TenantSession;
+use crate::catalog::is_reserved_namespace;
 use crate::external_table::ExternalTable;
-use crate::system_tables::SYSTEM_NAMESPACE;
 
 impl TenantSession {
     /// Refuses `plan` unless this session's caller may do everything it
@@ -125,8 +125,9 @@ impl TenantSession {
         accesses: &[Access],
     ) -> Result<()> {
         let (namespace, table) = self.resolve_name(name)?;
-        if namespace == SYSTEM_NAMESPACE {
-            // System tables show each caller only what they may see.
+        if is_reserved_namespace(namespace) {
+            // System tables and the information schema show each caller
+            // only what they may see.
             return match accesses.iter().find(|a| a.is_write()) {
                 None => Ok(()),
                 Some(_) => Err(TenantError::PermissionDenied(format!(

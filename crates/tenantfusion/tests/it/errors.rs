@@ -42,7 +42,7 @@ async fn bad_input_gets_codes_and_changes_nothing() {
         ("EXECUTE AS USER 'bob' (", "SYNTAX_ERROR"),
         ("GRANT SELECT ON app.t TO 'bob'", "PERMISSION_DENIED"),
         (
-            "SET datafusion.catalog.information_schema = true",
+            "SET datafusion.catalog.default_catalog = 'other'",
             "PERMISSION_DENIED",
         ),
         (
