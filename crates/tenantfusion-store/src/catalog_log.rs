@@ -477,6 +477,6 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.code(), "DATA_CORRUPTED");
-        assert!(err.to_string().contains("catalog record 3"), "{err}");
+        assert!(err.to_string().contains("catalog record 4"), "{err}");
     }
 }

@@ -33,6 +33,8 @@ use datafusion::sql::sqlparser::ast::{
     CreateTableOptions, Expr as SqlExpr, Ident, ObjectName, SqlOption, Statement as SqlStatement,
     Value,
 };
+use datafusion::sql::sqlparser::dialect::Dialect;
+#[cfg(test)]
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::ParserError;
@@ -162,9 +164,18 @@ pub(crate) struct Verify {
     pub(crate) table: Option<ObjectName>,
 }
 
-/// Parses exactly one statement (a trailing `;` is allowed).
+/// Parses exactly one statement (a trailing `;` is allowed), in
+/// DataFusion's default dialect.
+#[cfg(test)]
 pub(crate) fn parse(sql: &str) -> Result<TenantStatement> {
-    parse_nested(sql.into(), 0)
+    parse_in(sql, &GenericDialect {})
+}
+
+/// Parses exactly one statement (a trailing `;` is allowed) in `dialect`,
+/// the session's `datafusion.sql_parser.dialect`: the one reading that both
+/// the access checks and DataFusion's planner work from.
+pub(crate) fn parse_in(sql: &str, dialect: &dyn Dialect) -> Result<TenantStatement> {
+    parse_nested(sql.into(), 0, dialect)
 }
 
 /// How deep `EXECUTE AS` may nest: each level parses its inner statement
@@ -173,13 +184,20 @@ pub(crate) fn parse(sql: &str) -> Result<TenantStatement> {
 const MAX_EXECUTE_AS_DEPTH: usize = 16;
 
 /// [`parse`] of `input` inside `depth` levels of `EXECUTE AS`.
-fn parse_nested(input: ParserInput<'_>, depth: usize) -> Result<TenantStatement> {
-    let dialect = GenericDialect {};
+fn parse_nested(
+    input: ParserInput<'_>,
+    depth: usize,
+    dialect: &dyn Dialect,
+) -> Result<TenantStatement> {
     let parser = DFParserBuilder::new(input)
-        .with_dialect(&dialect)
+        .with_dialect(dialect)
         .build()
         .map_err(TenantError::from_datafusion)?;
-    let mut parser = TenantParser { parser, depth };
+    let mut parser = TenantParser {
+        parser,
+        depth,
+        dialect,
+    };
     let statement = parser.parse_statement()?;
     parser.expect_end()?;
     Ok(statement)
@@ -197,6 +215,8 @@ pub(crate) struct TenantParser<'a> {
     parser: DFParser<'a>,
     /// The `EXECUTE AS` levels this statement is inside.
     depth: usize,
+    /// What an `EXECUTE AS` statement's inner statement is parsed in.
+    dialect: &'a dyn Dialect,
 }
 
 impl TenantParser<'_> {
@@ -392,7 +412,7 @@ impl TenantParser<'_> {
                 "EXECUTE AS USER nests at most {MAX_EXECUTE_AS_DEPTH} deep"
             )));
         }
-        let statement = Box::new(parse_nested(inner.into(), self.depth + 1)?);
+        let statement = Box::new(parse_nested(inner.into(), self.depth + 1, self.dialect)?);
         Ok(ExecuteAs { user, statement })
     }
 

@@ -28,6 +28,7 @@ use datafusion::sql::sqlparser::ast::{
     FromTable, Insert, ObjectName, SetExpr, Statement as SqlStatement, TableFactor, TableObject,
     Visit, Visitor,
 };
+use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use tenantfusion_core::{Access, Result, TableProviderCore, TenantError, UserContext};
@@ -39,7 +40,7 @@ use crate::information_schema::InformationSchema;
 use crate::limits::StatementMemoryPool;
 use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, is_deterministic, is_reusable};
 use crate::query::Query;
-use crate::statement::{CreateTable, TenantStatement, parse};
+use crate::statement::{CreateTable, TenantStatement, parse_in};
 use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
 use mutation::as_mutation;
 use prepared::Prepared;
@@ -159,8 +160,17 @@ impl TenantSession {
         if let Some(query) = self.run_verbatim(&verbatim)? {
             return Ok(query);
         }
-        let statement = parse(&verbatim.text)?;
+        let statement = self.parse(&verbatim.text)?;
         self.run_statement(statement, Some(verbatim)).await
+    }
+
+    /// One statement, read in this session's SQL dialect.
+    pub(crate) fn parse(&self, sql: &str) -> Result<TenantStatement> {
+        let name = self.with_state(|state| state.config().options().sql_parser.dialect);
+        let dialect = dialect_from_str(name).ok_or_else(|| {
+            TenantError::InvalidArgument(format!("unsupported SQL dialect '{name}'"))
+        })?;
+        parse_in(sql, dialect.as_ref())
     }
 
     // Boxed: `EXECUTE AS USER` runs its inner statement through here again.

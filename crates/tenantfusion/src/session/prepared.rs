@@ -23,7 +23,7 @@ use tenantfusion_core::{Result, TenantError};
 use super::{TenantSession, planning_error};
 use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, same_providers};
 use crate::query::Query;
-use crate::statement::{TenantStatement, parse};
+use crate::statement::TenantStatement;
 
 /// A statement prepared by [`TenantSession::prepare`]: run it with
 /// [`execute`](Self::execute) and parameter values for `$1, $2, ...`.
@@ -100,7 +100,7 @@ impl TenantSession {
     /// queries and `INSERT` can be prepared; parameters are `$1, $2, ...`.
     pub async fn prepare(&self, sql: &str) -> Result<PreparedStatement> {
         self.engine.finish_drops().await?;
-        let TenantStatement::Sql(statement) = parse(sql)? else {
+        let TenantStatement::Sql(statement) = self.parse(sql)? else {
             return Err(not_preparable());
         };
         let (_, prepared) = self.make_prepared(statement).await?;

@@ -8,7 +8,7 @@ use tenantfusion_tables::topics_in;
 
 use super::TenantSession;
 use crate::live_query::{LiveOptions, LiveQuery};
-use crate::statement::{Subscribe, TenantStatement, parse};
+use crate::statement::{Subscribe, TenantStatement};
 
 impl TenantSession {
     /// Starts a live query: `SUBSCRIBE TO ns.t [WHERE predicate]
@@ -42,7 +42,7 @@ impl TenantSession {
             table,
             predicate,
             options,
-        }) = parse(sql)?
+        }) = self.parse(sql)?
         else {
             return Err(TenantError::InvalidArgument(
                 "subscribe takes SUBSCRIBE TO table [WHERE ...] [OPTIONS (...)]".into(),
