@@ -119,6 +119,9 @@ const DATAFUSION_PREFIXES: &[&str] = &[
     "External error: ",
 ];
 
+/// How DataFusion joins the context it wrapped around an error to the error.
+const DATAFUSION_CONTEXT: &str = "\ncaused by\n";
+
 /// An error as a record sees it: the engine's code, then, where the text is
 /// DataFusion's own, `DataFusion error: ` before it, as DataFusion's own
 /// runner prints it (`PLAN_ERROR: DataFusion error: Error during planning:
@@ -131,7 +134,10 @@ impl std::fmt::Display for SltError {
         let text = self.0.to_string();
         let code = self.0.code();
         match text.strip_prefix(code).and_then(|t| t.strip_prefix(": ")) {
-            Some(rest) if DATAFUSION_PREFIXES.iter().any(|p| rest.starts_with(p)) => {
+            Some(rest)
+                if DATAFUSION_PREFIXES.iter().any(|p| rest.starts_with(p))
+                    || rest.contains(DATAFUSION_CONTEXT) =>
+            {
                 write!(f, "{code}: DataFusion error: {rest}")
             }
             _ => f.write_str(&text),

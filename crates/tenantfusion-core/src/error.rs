@@ -200,11 +200,13 @@ impl TenantError {
         if let Some(found) = find_in_chain(&err) {
             return found;
         }
+        // DataFusion's own text, unchanged: its prefix ("Error during
+        // planning: ...") and any context it wrapped around the cause
+        // ("Optimizer rule '...' failed"), without a backtrace. What
+        // expectations written against DataFusion match, and what a reader
+        // can search DataFusion's issues for. The kind is the cause's.
+        let message = err.strip_backtrace();
         let root = err.find_root();
-        // DataFusion's own text, its prefix included ("Error during
-        // planning: ..."): what expectations written against DataFusion
-        // match, and what a reader can search DataFusion's issues for.
-        let message = root.to_string();
         match root {
             DataFusionError::SQL(..) => TenantError::Syntax(message),
             DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
