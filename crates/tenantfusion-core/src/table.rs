@@ -27,6 +27,8 @@ pub enum TableType {
     Shared,
     /// Bounded, ephemeral rows.
     Stream,
+    /// A stored query, run as whoever reads it.
+    View,
 }
 
 impl TableType {
@@ -36,6 +38,7 @@ impl TableType {
             TableType::User => "user",
             TableType::Shared => "shared",
             TableType::Stream => "stream",
+            TableType::View => "view",
         }
     }
 }

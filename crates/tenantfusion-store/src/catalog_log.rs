@@ -31,9 +31,9 @@ pub struct TableDef {
     pub storage: Option<String>,
     /// Its `PRIMARY KEY` columns (empty: none).
     pub primary_key: Vec<String>,
-    /// For an external table (files DataFusion reads where they are), the
-    /// `CREATE EXTERNAL TABLE` statement that made it, as SQL.
-    pub external: Option<String>,
+    /// For tables made from a statement DataFusion plans (an external
+    /// table, a view), that `CREATE EXTERNAL TABLE` or `CREATE VIEW`, as SQL.
+    pub definition: Option<String>,
 }
 
 /// One change to what exists.
@@ -213,7 +213,7 @@ const CREATE_SOURCE: u8 = 8;
 const DROP_SOURCE: u8 = 9;
 const ALTER_TOPICS: u8 = 10;
 const USER_FORGOTTEN: u8 = 11;
-/// A `CREATE_TABLE` record with one more field, the external table's SQL:
+/// A `CREATE_TABLE` record with one more field, the definition's SQL:
 /// logs written before external tables existed still read as they were.
 const CREATE_EXTERNAL_TABLE: u8 = 12;
 
@@ -223,7 +223,7 @@ fn encode(event: &CatalogEvent) -> Result<Vec<u8>> {
         CatalogEvent::CreateNamespace { name } => out.u8(CREATE_NAMESPACE).str(name),
         CatalogEvent::DropNamespace { name } => out.u8(DROP_NAMESPACE).str(name),
         CatalogEvent::CreateTable { def, replace } => {
-            let kind = match def.external {
+            let kind = match def.definition {
                 None => CREATE_TABLE,
                 Some(_) => CREATE_EXTERNAL_TABLE,
             };
@@ -237,7 +237,7 @@ fn encode(event: &CatalogEvent) -> Result<Vec<u8>> {
                 .pairs(&def.defaults)
                 .str(def.storage.as_deref().unwrap_or(""))
                 .strs(&def.primary_key);
-            if let Some(sql) = &def.external {
+            if let Some(sql) = &def.definition {
                 out.str(sql);
             }
             &mut out
@@ -305,6 +305,7 @@ fn decode(payload: &[u8]) -> Result<CatalogEvent, String> {
                     "user" => TableType::User,
                     "shared" => TableType::Shared,
                     "stream" => TableType::Stream,
+                    "view" => TableType::View,
                     other => return Err(format!("unknown table type '{other}'")),
                 },
                 schema: decode_schema(d.bytes("schema")?)?,
@@ -312,8 +313,8 @@ fn decode(payload: &[u8]) -> Result<CatalogEvent, String> {
                 defaults: d.pairs("defaults")?,
                 storage: Some(d.str("storage")?).filter(|s| !s.is_empty()),
                 primary_key: d.strs("primary key")?,
-                external: match kind {
-                    CREATE_EXTERNAL_TABLE => Some(d.str("external table")?),
+                definition: match kind {
+                    CREATE_EXTERNAL_TABLE => Some(d.str("definition")?),
                     _ => None,
                 },
             },
@@ -387,7 +388,7 @@ mod tests {
                     defaults: vec![("ts".into(), "now()".into())],
                     storage: Some("app.notes.1".into()),
                     primary_key: vec!["id".into()],
-                    external: None,
+                    definition: None,
                 },
             },
             CatalogEvent::CreateTable {
@@ -401,7 +402,7 @@ mod tests {
                     defaults: vec![],
                     storage: None,
                     primary_key: vec![],
-                    external: Some(
+                    definition: Some(
                         "CREATE EXTERNAL TABLE app.files STORED AS CSV LOCATION 'f'".into(),
                     ),
                 },

@@ -32,6 +32,7 @@ use crate::plan_cache::PlanCache;
 use crate::server_files::ServerFiles;
 use crate::table_options::{TableOptions, shared_access};
 use crate::users::UserRegistry;
+use crate::view::{View, tables_read};
 
 /// The durable side of an engine: its storage root and catalog log.
 #[derive(Debug)]
@@ -44,7 +45,7 @@ pub(crate) struct DurableCatalog {
 pub(crate) struct CatalogChanges<'a> {
     pub(crate) config: &'a EngineConfig,
     pub(crate) state: &'a SessionState,
-    pub(crate) cache: &'a SchemaCache,
+    pub(crate) cache: &'a Arc<SchemaCache>,
     pub(crate) users: &'a UserRegistry,
     pub(crate) live_sources: &'a LiveSources,
     pub(crate) plans: &'a PlanCache,
@@ -351,8 +352,12 @@ impl CatalogChanges<'_> {
     /// The table `def` describes, with its storage opened, known to nothing
     /// yet: what `CREATE TABLE ... AS` fills before it replaces anything.
     pub(crate) fn build_table(&self, def: &TableDef) -> Result<BuiltTable> {
-        if let Some(sql) = &def.external {
-            return self.reopen_external(def, sql).map(BuiltTable::ready);
+        match (&def.definition, def.kind) {
+            (Some(sql), TableType::View) => {
+                return self.reopen_view(def, sql).map(BuiltTable::ready);
+            }
+            (Some(sql), _) => return self.reopen_external(def, sql).map(BuiltTable::ready),
+            (None, _) => {}
         }
         let (namespace, table) = (def.namespace.as_str(), def.table.as_str());
         let options = TableOptions::parse(def.kind, &def.options, self.config)?;
@@ -426,19 +431,45 @@ impl CatalogChanges<'_> {
         Ok(BuiltTable { provider, feed })
     }
 
+    /// A logged `CREATE` statement planned again. It reads no file and
+    /// waits for nothing: the engine's catalog answers at once.
+    fn replan(&self, sql: &str) -> Result<LogicalPlan> {
+        let dialect = self.state.config().options().sql_parser.dialect;
+        let statement = self.state.sql_to_statement(sql, &dialect)?;
+        self.state
+            .statement_to_plan(statement)
+            .now_or_never()
+            .ok_or_else(|| TenantError::Internal(format!("planning '{sql}' waited for something")))?
+            .map_err(TenantError::from)
+    }
+
+    /// A view from its logged statement, planned against the tables there
+    /// now (as the log replays, the ones there when it was created).
+    fn reopen_view(&self, def: &TableDef, sql: &str) -> Result<Arc<dyn BaseTableProvider>> {
+        let LogicalPlan::Ddl(DdlStatement::CreateView(create)) = self.replan(sql)? else {
+            return Err(TenantError::Corrupted {
+                file: "catalog".into(),
+                detail: format!(
+                    "view {}.{} is logged as '{sql}', not a CREATE VIEW",
+                    def.namespace, def.table
+                ),
+            });
+        };
+        let reads = tables_read(&create.input, self.cache, &self.config.default_namespace)?;
+        Ok(Arc::new(View::new(
+            TableId::new(def.namespace.as_str(), def.table.as_str()),
+            create.input.as_ref().clone(),
+            sql.to_string(),
+            reads,
+            self.cache,
+        )))
+    }
+
     /// An external table from its logged statement: planned again (which
     /// reads no file: the statement names no table), its files opened when
     /// first used.
     fn reopen_external(&self, def: &TableDef, sql: &str) -> Result<Arc<dyn BaseTableProvider>> {
-        let dialect = self.state.config().options().sql_parser.dialect;
-        let statement = self.state.sql_to_statement(sql, &dialect)?;
-        let planned = self
-            .state
-            .statement_to_plan(statement)
-            .now_or_never()
-            .ok_or_else(|| {
-                TenantError::Internal(format!("planning '{sql}' waited for something"))
-            })??;
+        let planned = self.replan(sql)?;
         let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(command)) = planned else {
             return Err(TenantError::Corrupted {
                 file: "catalog".into(),

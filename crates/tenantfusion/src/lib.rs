@@ -48,6 +48,7 @@ mod statement;
 mod system_tables;
 mod table_options;
 mod users;
+mod view;
 
 use datafusion::prelude::SessionConfig;
 

@@ -93,6 +93,11 @@ impl TableOptions {
             .transpose()?
             .unwrap_or_default();
         Ok(match kind {
+            TableType::View => {
+                return Err(TenantError::Internal(
+                    "views have no WITH options; they are built from their definition".into(),
+                ));
+            }
             TableType::User => Self::User(flush),
             TableType::Shared => Self::Shared(level, flush),
             TableType::Stream => {

@@ -8,11 +8,12 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::common::Constraint;
+use datafusion::common::TableReference;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{
-    CreateExternalTable as PlanCreateExternalTable, CreateMemoryTable, DdlStatement, DropTable,
-    LogicalPlan,
+    CreateExternalTable as PlanCreateExternalTable, CreateMemoryTable, CreateView, DdlStatement,
+    DropTable, LogicalPlan,
 };
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::{ExecutionPlanProperties, collect};
@@ -30,6 +31,7 @@ use crate::catalog_changes::BuiltTable;
 use crate::external_table::{ExternalTable, split_access_level};
 use crate::query::Query;
 use crate::table_options::TableOptions;
+use crate::view::{View, tables_read};
 
 impl TenantSession {
     fn require_admin(&self, what: &str) -> Result<()> {
@@ -71,6 +73,8 @@ impl TenantSession {
             DdlStatement::CreateExternalTable(create) => {
                 self.create_external_table(create, state).await
             }
+            DdlStatement::CreateView(create) => self.create_view(create).await,
+            DdlStatement::DropView(drop) => self.drop_view(&drop.name, drop.if_exists).await,
             DdlStatement::CreateCatalogSchema(create) => {
                 self.create_namespace(&create.schema_name, create.if_not_exists)
                     .await
@@ -171,7 +175,7 @@ impl TenantSession {
             options: options.to_vec(),
             defaults,
             primary_key,
-            external: None,
+            definition: None,
         };
         let replace = create.or_replace;
         let has_rows =
@@ -199,6 +203,109 @@ impl TenantSession {
         self.done_unless(outcome, create.if_not_exists, |e| {
             matches!(e, TenantError::TableExists(_))
         })
+    }
+
+    /// `CREATE [OR REPLACE] VIEW`, for administrators: a stored query that
+    /// runs as its reader (see `view`). Its plan was checked against the
+    /// creator like any statement's.
+    pub(crate) async fn create_view(&self, create: &CreateView) -> Result<Query> {
+        self.require_admin("CREATE VIEW")?;
+        if create.temporary {
+            return Err(TenantError::NotSupported("temporary views".into()));
+        }
+        let (namespace, table) = self.resolve_name(&create.name)?;
+        if is_reserved_namespace(namespace) {
+            return Err(TenantError::PermissionDenied(format!(
+                "namespace '{namespace}' is reserved for the engine's own tables"
+            )));
+        }
+        let sql = create
+            .definition
+            .clone()
+            .ok_or_else(|| TenantError::Internal("CREATE VIEW planned without its SQL".into()))?;
+        if let Some(old) = self.engine.cache.get_provider(namespace, table)
+            && old.core().table_type != TableType::View
+        {
+            return Err(TenantError::TableExists(format!(
+                "{namespace}.{table} (a table, not a view)"
+            )));
+        }
+        let reads = tables_read(
+            &create.input,
+            &self.engine.cache,
+            &self.engine.config.default_namespace,
+        )?;
+        let view = View::new(
+            TableId::new(namespace, table),
+            create.input.as_ref().clone(),
+            sql.clone(),
+            reads,
+            &self.engine.cache,
+        );
+        let def = TableDef {
+            namespace: namespace.to_string(),
+            table: table.to_string(),
+            kind: TableType::View,
+            storage: None,
+            schema: view.schema(),
+            options: Vec::new(),
+            defaults: Vec::new(),
+            primary_key: Vec::new(),
+            definition: Some(sql),
+        };
+        let event = CatalogEvent::CreateTable {
+            def,
+            replace: create.or_replace,
+        };
+        let built = BuiltTable::ready(Arc::new(view));
+        self.engine.commit_built(event, Some(built)).await?;
+        self.done()
+    }
+
+    /// `DROP VIEW [IF EXISTS]`.
+    pub(crate) async fn drop_view(&self, name: &TableReference, if_exists: bool) -> Result<Query> {
+        self.require_admin("DROP VIEW")?;
+        let (namespace, table) = self.resolve_name(name)?;
+        match self.engine.cache.lookup(namespace, table) {
+            Ok(view) if view.core().table_type == TableType::View => {
+                self.refuse_if_read_by_a_view(&view)?;
+            }
+            Ok(_) => {
+                return Err(TenantError::InvalidArgument(format!(
+                    "'{namespace}.{table}' is a table, not a view; use DROP TABLE"
+                )));
+            }
+            Err(TenantError::TableNotFound(_) | TenantError::NamespaceNotFound(_)) if if_exists => {
+                return self.done();
+            }
+            Err(e) => return Err(e),
+        }
+        let event = CatalogEvent::DropTable {
+            namespace: namespace.to_string(),
+            table: table.to_string(),
+        };
+        let outcome = self.engine.commit(event).await;
+        self.done_unless(outcome, if_exists, |e| {
+            matches!(e, TenantError::TableNotFound(_))
+        })
+    }
+
+    /// A table or view another view reads cannot be dropped (PostgreSQL's
+    /// `RESTRICT`): the view would be left reading nothing.
+    fn refuse_if_read_by_a_view(&self, table: &Arc<dyn BaseTableProvider>) -> Result<()> {
+        for other in self.engine.cache.all_providers() {
+            let other_table = other.as_ref() as &dyn TableProvider;
+            if let Some(view) = other_table.downcast_ref::<View>()
+                && view.reads(table)
+            {
+                return Err(TenantError::InvalidArgument(format!(
+                    "view '{}' reads '{}'; drop the view first",
+                    other.table_id(),
+                    table.table_id()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// `CREATE [UNBOUNDED] EXTERNAL TABLE`: a shared table over server files,
@@ -231,7 +338,7 @@ impl TenantSession {
             options: Vec::new(),
             defaults: Vec::new(),
             primary_key: Vec::new(),
-            external: Some(sql),
+            definition: Some(sql),
         };
         let replace = create.or_replace;
         match self.engine.changes().check_create(&def, replace) {
@@ -291,6 +398,12 @@ impl TenantSession {
             Err(e) => return Err(e),
         };
         self.require_table_ddl(provider.core().table_type, "DROP TABLE")?;
+        if provider.core().table_type == TableType::View {
+            return Err(TenantError::InvalidArgument(format!(
+                "'{namespace}.{table}' is a view; use DROP VIEW"
+            )));
+        }
+        self.refuse_if_read_by_a_view(&provider)?;
         let event = CatalogEvent::DropTable {
             namespace: namespace.to_string(),
             table: table.to_string(),

@@ -6,6 +6,7 @@ mod plan_access;
 mod prepared;
 mod subscribe;
 
+pub(crate) use plan_access::is_engine_table;
 pub use prepared::PreparedStatement;
 
 use std::collections::{BTreeSet, HashMap};
@@ -745,6 +746,7 @@ fn sql_target(
             TableObject::TableFunction(_) | TableObject::TableQuery(_) => None,
         },
         SqlStatement::CreateTable(create) => Some((create.name.clone(), TargetAccess::Create)),
+        SqlStatement::CreateView(create) => Some((create.name.clone(), TargetAccess::Create)),
         SqlStatement::Delete(delete) => {
             let (FromTable::WithFromKeyword(tables) | FromTable::WithoutKeyword(tables)) =
                 &delete.from;

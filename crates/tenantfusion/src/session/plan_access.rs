@@ -38,6 +38,7 @@ use tenantfusion_tables::{PartitionedTable, SharedAccess, StreamPolicy, UserPart
 use super::TenantSession;
 use crate::catalog::is_reserved_namespace;
 use crate::external_table::ExternalTable;
+use crate::view::View;
 
 impl TenantSession {
     /// Refuses `plan` unless this session's caller may do everything it
@@ -188,10 +189,11 @@ impl TenantSession {
 /// Whether `provider` is one of the engine's own tables: a plan holding one
 /// under a name the catalog no longer has (a table since dropped) must fail
 /// closed even when the name is also a table function's.
-fn is_engine_table(provider: &Arc<dyn TableProvider>) -> bool {
+pub(crate) fn is_engine_table(provider: &Arc<dyn TableProvider>) -> bool {
     provider.is::<PartitionedTable<UserPartitions>>()
         || provider.is::<PartitionedTable<SharedAccess>>()
         || provider.is::<PartitionedTable<StreamPolicy>>()
         || provider.is::<StreamingTable>()
         || provider.is::<ExternalTable>()
+        || provider.is::<View>()
 }

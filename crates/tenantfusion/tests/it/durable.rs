@@ -1428,3 +1428,49 @@ async fn external_tables_come_back_after_reopen_and_are_checked_again() {
     assert_eq!(err.code(), "PERMISSION_DENIED", "{err}");
     assert!(err.to_string().contains("server_files"), "{err}");
 }
+
+/// A view comes back from the catalog log, planned again over the tables
+/// there, and still runs as its reader.
+#[tokio::test]
+async fn views_come_back_after_reopen_and_run_as_their_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        let admin = admin(&engine);
+        for sql in [
+            "CREATE USER 'alice'",
+            "CREATE USER 'bob'",
+            "CREATE TABLE notes (id BIGINT, body TEXT)",
+            "CREATE SHARED TABLE vault (secret TEXT) WITH (ACCESS_LEVEL = PRIVATE)",
+            "CREATE VIEW recent AS SELECT id FROM notes WHERE id > 1",
+            "CREATE VIEW secrets AS SELECT secret FROM vault",
+            "CREATE VIEW gone AS SELECT 1 AS one",
+            "DROP VIEW gone",
+        ] {
+            run(&admin, sql).await;
+        }
+        run(
+            &user(&engine, "alice"),
+            "INSERT INTO notes VALUES (1, 'a'), (2, 'b')",
+        )
+        .await;
+        run(&user(&engine, "bob"), "INSERT INTO notes VALUES (3, 'c')").await;
+    }
+    let engine = open(dir.path());
+    let alice = user(&engine, "alice");
+    assert_eq!(rows(&alice, "SELECT id FROM recent").await, ["2"]);
+    assert_eq!(
+        rows(&user(&engine, "bob"), "SELECT id FROM recent").await,
+        ["3"]
+    );
+    assert_eq!(
+        error_code(&alice, "SELECT * FROM secrets").await,
+        "PERMISSION_DENIED"
+    );
+    assert_eq!(
+        error_code(&alice, "SELECT * FROM gone").await,
+        "TABLE_NOT_FOUND"
+    );
+    let err = error(&admin(&engine), "DROP TABLE notes").await;
+    assert!(err.to_string().contains("view 'default.recent'"), "{err}");
+}
