@@ -220,6 +220,10 @@ pub(crate) fn tables_read(
             TableReference::Partial { schema, table } => (schema.as_ref(), table.as_ref()),
             TableReference::Full { schema, table, .. } => (schema.as_ref(), table.as_ref()),
         };
+        if crate::catalog::is_reserved_namespace(namespace) {
+            // System tables and the information schema: rows per caller.
+            return Ok(TreeNodeRecursion::Continue);
+        }
         if let Some(current) = cache.get_provider(namespace, table)
             && std::ptr::addr_eq(Arc::as_ptr(&current), Arc::as_ptr(&provider))
         {
