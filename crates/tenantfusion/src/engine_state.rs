@@ -77,6 +77,7 @@ impl EngineState {
             Arc::clone(&live_queries),
         )?);
         let information = Arc::new(InformationSchema::new(
+            CATALOG_NAME,
             Arc::clone(&cache),
             Arc::clone(&system),
         )?);

@@ -30,19 +30,12 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use tenantfusion_core::{Access, BaseTableProvider, SchemaCache, UserContext};
+use tenantfusion_core::{BaseTableProvider, SchemaCache, UserContext};
 
-use crate::catalog::CATALOG_NAME;
-use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
+use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema, visible};
 
 /// The reserved namespace of the information schema.
 pub const INFORMATION_SCHEMA_NAMESPACE: &str = INFORMATION_SCHEMA;
-
-/// Whether `user` may see `table` at all: trusted roles see every table,
-/// others those they may read (their own rows of user tables included).
-pub(crate) fn visible(user: &UserContext, table: &Arc<dyn BaseTableProvider>) -> bool {
-    user.role().is_trusted() || table.authorize(user, Access::Select).is_ok()
-}
 
 /// The `information_schema` schema.
 #[derive(Debug)]
@@ -52,7 +45,12 @@ pub struct InformationSchema {
 }
 
 impl InformationSchema {
-    pub(crate) fn new(cache: Arc<SchemaCache>, system: Arc<SystemSchema>) -> Result<Self> {
+    /// The schema of the catalog named `catalog`.
+    pub(crate) fn new(
+        catalog: &'static str,
+        cache: Arc<SchemaCache>,
+        system: Arc<SystemSchema>,
+    ) -> Result<Self> {
         // DataFusion's tables over no catalog at all: only their schemas.
         let shapes = InformationSchemaProvider::new(Arc::new(MemoryCatalogProviderList::new()));
         let tables = INFORMATION_SCHEMA_TABLES
@@ -65,6 +63,7 @@ impl InformationSchema {
                     .ok_or_else(|| DataFusionError::Internal(format!("no {name}")))?
                     .schema();
                 let rows = Arc::new(CallerRows {
+                    catalog,
                     table: name,
                     schema: Arc::clone(&schema),
                     cache: Arc::clone(&cache),
@@ -104,6 +103,7 @@ impl SchemaProvider for InformationSchema {
 
 /// One information schema table's rows, made at execution for the caller.
 struct CallerRows {
+    catalog: &'static str,
     table: &'static str,
     schema: SchemaRef,
     cache: Arc<SchemaCache>,
@@ -124,7 +124,9 @@ impl PartitionStream for CallerRows {
     }
 
     fn execute(&self, context: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let name = self.catalog;
         let catalog = UserContext::from_task(&context).map(|user| CallerCatalog {
+            name,
             user,
             cache: Arc::clone(&self.cache),
             system: Arc::clone(&self.system),
@@ -164,16 +166,17 @@ impl CatalogProviderList for CallerCatalogList {
     }
 
     fn catalog_names(&self) -> Vec<String> {
-        vec![CATALOG_NAME.to_string()]
+        vec![self.0.name.to_string()]
     }
 
     fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
-        (name == CATALOG_NAME).then(|| Arc::clone(&self.0) as Arc<dyn CatalogProvider>)
+        (name == self.0.name).then(|| Arc::clone(&self.0) as Arc<dyn CatalogProvider>)
     }
 }
 
 #[derive(Debug)]
 struct CallerCatalog {
+    name: &'static str,
     user: Arc<UserContext>,
     cache: Arc<SchemaCache>,
     system: Arc<SystemSchema>,

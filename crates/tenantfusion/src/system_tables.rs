@@ -22,15 +22,20 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
-use tenantfusion_core::{SchemaCache, TenantError, UserContext};
+use tenantfusion_core::{Access, BaseTableProvider, SchemaCache, TenantError, UserContext};
 use tenantfusion_live::BreakerState;
 
-use crate::information_schema::visible;
 use crate::live_query::LiveQueries;
 use crate::live_sources::LiveSources;
 use crate::table_options::shared_access;
 
 use crate::users::UserRegistry;
+
+/// Whether `user` may see `table` at all: trusted roles see every table,
+/// others those they may read (their own rows of user tables included).
+pub(crate) fn visible(user: &UserContext, table: &Arc<dyn BaseTableProvider>) -> bool {
+    user.role().is_trusted() || table.authorize(user, Access::Select).is_ok()
+}
 
 /// The reserved namespace of the system tables.
 pub const SYSTEM_NAMESPACE: &str = "system";

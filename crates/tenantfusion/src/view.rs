@@ -24,6 +24,7 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType as DataFusionTableType;
@@ -31,6 +32,9 @@ use datafusion::error::Result as DFResult;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
+use tenantfusion_tables::{PartitionedTable, SharedAccess, StreamPolicy, UserPartitions};
+
+use crate::external_table::ExternalTable;
 use tenantfusion_core::{
     Access, BaseTableProvider, ChangeListener, Result, SchemaCache, TableId, TableProviderCore,
     TableType, TenantError, UserContext, UserId, WatchGuard,
@@ -230,7 +234,7 @@ pub(crate) fn tables_read(
             if !found.iter().any(|t| Arc::ptr_eq(t, &current)) {
                 found.push(current);
             }
-        } else if crate::session::is_engine_table(&provider) {
+        } else if is_engine_table(&provider) {
             failed = Some(TenantError::TableNotFound(format!(
                 "{} (replaced while the view was planned; run it again)",
                 scan.table_name
@@ -240,4 +244,16 @@ pub(crate) fn tables_read(
         Ok(TreeNodeRecursion::Continue)
     })?;
     failed.map_or(Ok(found), Err)
+}
+
+/// Whether `provider` is one of the engine's own tables: a plan holding one
+/// under a name the catalog no longer has (a table since dropped) must fail
+/// closed even when the name is also a table function's.
+pub(crate) fn is_engine_table(provider: &Arc<dyn TableProvider>) -> bool {
+    provider.is::<PartitionedTable<UserPartitions>>()
+        || provider.is::<PartitionedTable<SharedAccess>>()
+        || provider.is::<PartitionedTable<StreamPolicy>>()
+        || provider.is::<StreamingTable>()
+        || provider.is::<ExternalTable>()
+        || provider.is::<View>()
 }

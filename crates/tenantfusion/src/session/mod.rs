@@ -6,7 +6,6 @@ mod plan_access;
 mod prepared;
 mod subscribe;
 
-pub(crate) use plan_access::is_engine_table;
 pub use prepared::PreparedStatement;
 
 use std::collections::{BTreeSet, HashMap};

@@ -24,7 +24,6 @@
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
-use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::cte_worktable::CteWorkTable;
@@ -33,12 +32,9 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::dml::{InsertOp, WriteOp};
 use tenantfusion_core::{Access, Result, TenantError};
 
-use tenantfusion_tables::{PartitionedTable, SharedAccess, StreamPolicy, UserPartitions};
-
 use super::TenantSession;
 use crate::catalog::is_reserved_namespace;
-use crate::external_table::ExternalTable;
-use crate::view::View;
+use crate::view::is_engine_table;
 
 impl TenantSession {
     /// Refuses `plan` unless this session's caller may do everything it
@@ -184,16 +180,4 @@ impl TenantSession {
             _ => false,
         }
     }
-}
-
-/// Whether `provider` is one of the engine's own tables: a plan holding one
-/// under a name the catalog no longer has (a table since dropped) must fail
-/// closed even when the name is also a table function's.
-pub(crate) fn is_engine_table(provider: &Arc<dyn TableProvider>) -> bool {
-    provider.is::<PartitionedTable<UserPartitions>>()
-        || provider.is::<PartitionedTable<SharedAccess>>()
-        || provider.is::<PartitionedTable<StreamPolicy>>()
-        || provider.is::<StreamingTable>()
-        || provider.is::<ExternalTable>()
-        || provider.is::<View>()
 }
