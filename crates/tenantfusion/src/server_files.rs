@@ -232,6 +232,14 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_that_does_not_exist_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ServerFiles::new(&[dir.path().join("missing")], None).unwrap_err();
+        assert_eq!(err.code(), "INVALID_CONFIG", "{err}");
+        assert!(err.to_string().contains("server_files"), "{err}");
+    }
+
+    #[test]
     fn none_configured_refuses_everything() {
         let err = ServerFiles::default()
             .confine("/tmp/x", "COPY")
