@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::common::TableReference;
 use datafusion::error::Result;
 use tenantfusion_core::{NamespaceId, SchemaCache, TenantError};
 
@@ -16,8 +17,37 @@ pub(crate) fn is_reserved_namespace(name: &str) -> bool {
     name == SYSTEM_NAMESPACE || name == INFORMATION_SCHEMA_NAMESPACE
 }
 
+/// Refuses to make anything in a reserved namespace (see
+/// [`is_reserved_namespace`]).
+pub(crate) fn refuse_reserved_namespace(name: &str) -> tenantfusion_core::Result<()> {
+    if is_reserved_namespace(name) {
+        return Err(TenantError::PermissionDenied(format!(
+            "namespace '{name}' is reserved for the engine's own tables"
+        )));
+    }
+    Ok(())
+}
+
 /// The name the tenantfusion catalog is registered under.
 pub const CATALOG_NAME: &str = "tenantfusion";
+
+/// `(namespace, table)` of a reference, bare names in `default_namespace`;
+/// other catalogs do not exist here.
+pub(crate) fn resolve_table_name<'a>(
+    reference: &'a TableReference,
+    default_namespace: &'a str,
+) -> tenantfusion_core::Result<(&'a str, &'a str)> {
+    match reference {
+        TableReference::Bare { table } => Ok((default_namespace, table)),
+        TableReference::Partial { schema, table } => Ok((schema, table)),
+        TableReference::Full {
+            catalog,
+            schema,
+            table,
+        } if catalog.as_ref() == CATALOG_NAME => Ok((schema, table)),
+        TableReference::Full { .. } => Err(TenantError::TableNotFound(reference.to_string())),
+    }
+}
 
 /// Resolves `namespace.table` through the [`SchemaCache`]. Tables are created
 /// and dropped through the engine's SQL, never through DataFusion's catalog API.

@@ -447,13 +447,7 @@ impl CatalogChanges<'_> {
     /// now (as the log replays, the ones there when it was created).
     fn reopen_view(&self, def: &TableDef, sql: &str) -> Result<Arc<dyn BaseTableProvider>> {
         let LogicalPlan::Ddl(DdlStatement::CreateView(create)) = self.replan(sql)? else {
-            return Err(TenantError::Corrupted {
-                file: "catalog".into(),
-                detail: format!(
-                    "view {}.{} is logged as '{sql}', not a CREATE VIEW",
-                    def.namespace, def.table
-                ),
-            });
+            return Err(logged_as_other(def, sql, "CREATE VIEW"));
         };
         let reads = tables_read(&create.input, self.cache, &self.config.default_namespace)?;
         Ok(Arc::new(View::new(
@@ -471,13 +465,7 @@ impl CatalogChanges<'_> {
     fn reopen_external(&self, def: &TableDef, sql: &str) -> Result<Arc<dyn BaseTableProvider>> {
         let planned = self.replan(sql)?;
         let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(command)) = planned else {
-            return Err(TenantError::Corrupted {
-                file: "catalog".into(),
-                detail: format!(
-                    "external table {}.{} is logged as '{sql}', not a CREATE EXTERNAL TABLE",
-                    def.namespace, def.table
-                ),
-            });
+            return Err(logged_as_other(def, sql, "CREATE EXTERNAL TABLE"));
         };
         let (command, level) = split_access_level(&command)?;
         Ok(Arc::new(ExternalTable::reopen(
@@ -534,6 +522,17 @@ pub(crate) struct BuiltTable {
     pub(crate) provider: Arc<dyn BaseTableProvider>,
     /// Its feed, for a stream table bound to a source.
     feed: Feed,
+}
+
+/// A table whose logged statement plans as something else than `expected`.
+fn logged_as_other(def: &TableDef, sql: &str, expected: &str) -> TenantError {
+    TenantError::Corrupted {
+        file: "catalog".into(),
+        detail: format!(
+            "{}.{} is logged as '{sql}', not a {expected}",
+            def.namespace, def.table
+        ),
+    }
 }
 
 impl BuiltTable {

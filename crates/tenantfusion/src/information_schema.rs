@@ -12,6 +12,7 @@
 //! user-independent as any other, and the rows are DataFusion's, column
 //! for column.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -124,13 +125,8 @@ impl PartitionStream for CallerRows {
     }
 
     fn execute(&self, context: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let name = self.catalog;
-        let catalog = UserContext::from_task(&context).map(|user| CallerCatalog {
-            name,
-            user,
-            cache: Arc::clone(&self.cache),
-            system: Arc::clone(&self.system),
-        });
+        let catalog = UserContext::from_task(&context)
+            .map(|user| CallerCatalog::new(self.catalog, &user, &self.cache, &self.system));
         let table = self.table;
         let rows = async move {
             let list = Arc::new(CallerCatalogList(Arc::new(catalog?)));
@@ -174,26 +170,50 @@ impl CatalogProviderList for CallerCatalogList {
     }
 }
 
+/// The catalog as one caller sees it, decided once per execution: the
+/// namespaces holding a table the caller may see (every namespace for
+/// trusted roles), each with those tables, and `system`.
 #[derive(Debug)]
 struct CallerCatalog {
     name: &'static str,
-    user: Arc<UserContext>,
-    cache: Arc<SchemaCache>,
+    schemas: BTreeMap<String, Arc<CallerSchema>>,
     system: Arc<SystemSchema>,
 }
 
-impl CatalogProvider for CallerCatalog {
-    /// The namespaces holding a table the caller may see, and `system`.
-    fn schema_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .cache
-            .namespaces()
-            .iter()
-            .filter(|namespace| {
-                self.user.role().is_trusted() || !self.visible_tables(namespace.as_str()).is_empty()
-            })
-            .map(|n| n.to_string())
+impl CallerCatalog {
+    fn new(
+        name: &'static str,
+        user: &UserContext,
+        cache: &SchemaCache,
+        system: &Arc<SystemSchema>,
+    ) -> Self {
+        let mut tables: BTreeMap<String, Vec<Arc<dyn BaseTableProvider>>> = BTreeMap::new();
+        if user.role().is_trusted() {
+            for namespace in cache.namespaces() {
+                tables.entry(namespace.to_string()).or_default();
+            }
+        }
+        for table in cache.all_providers() {
+            if visible(user, &table) {
+                let namespace = table.core().namespace().to_string();
+                tables.entry(namespace).or_default().push(table);
+            }
+        }
+        let schemas = tables
+            .into_iter()
+            .map(|(namespace, tables)| (namespace, Arc::new(CallerSchema { tables })))
             .collect();
+        Self {
+            name,
+            schemas,
+            system: Arc::clone(system),
+        }
+    }
+}
+
+impl CatalogProvider for CallerCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.schemas.keys().cloned().collect();
         names.push(SYSTEM_NAMESPACE.to_string());
         names
     }
@@ -202,19 +222,12 @@ impl CatalogProvider for CallerCatalog {
         if name == SYSTEM_NAMESPACE {
             return Some(Arc::clone(&self.system) as Arc<dyn SchemaProvider>);
         }
-        Some(Arc::new(CallerSchema {
-            tables: self.visible_tables(name),
-        }))
-    }
-}
-
-impl CallerCatalog {
-    fn visible_tables(&self, namespace: &str) -> Vec<Arc<dyn BaseTableProvider>> {
-        self.cache
-            .all_providers()
-            .into_iter()
-            .filter(|t| t.core().namespace().as_str() == namespace && visible(&self.user, t))
-            .collect()
+        let schema = self
+            .schemas
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(CallerSchema { tables: Vec::new() }));
+        Some(schema as Arc<dyn SchemaProvider>)
     }
 }
 

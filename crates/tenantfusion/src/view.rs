@@ -34,6 +34,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use tenantfusion_tables::{PartitionedTable, SharedAccess, StreamPolicy, UserPartitions};
 
+use crate::catalog::{is_reserved_namespace, resolve_table_name};
 use crate::external_table::ExternalTable;
 use tenantfusion_core::{
     Access, BaseTableProvider, ChangeListener, Result, SchemaCache, TableId, TableProviderCore,
@@ -208,7 +209,6 @@ pub(crate) fn tables_read(
     cache: &SchemaCache,
     default_namespace: &str,
 ) -> Result<Vec<Arc<dyn BaseTableProvider>>> {
-    use datafusion::common::TableReference;
     use datafusion::common::tree_node::TreeNodeRecursion;
     use datafusion::datasource::source_as_provider;
 
@@ -219,12 +219,8 @@ pub(crate) fn tables_read(
             return Ok(TreeNodeRecursion::Continue);
         };
         let provider = source_as_provider(&scan.source)?;
-        let (namespace, table) = match &scan.table_name {
-            TableReference::Bare { table } => (default_namespace, table.as_ref()),
-            TableReference::Partial { schema, table } => (schema.as_ref(), table.as_ref()),
-            TableReference::Full { schema, table, .. } => (schema.as_ref(), table.as_ref()),
-        };
-        if crate::catalog::is_reserved_namespace(namespace) {
+        let (namespace, table) = resolve_table_name(&scan.table_name, default_namespace)?;
+        if is_reserved_namespace(namespace) {
             // System tables and the information schema: rows per caller.
             return Ok(TreeNodeRecursion::Continue);
         }

@@ -26,7 +26,7 @@ use tenantfusion_core::{
 use tenantfusion_store::{CatalogEvent, TableDef};
 
 use super::TenantSession;
-use crate::catalog::is_reserved_namespace;
+use crate::catalog::{is_reserved_namespace, refuse_reserved_namespace};
 use crate::catalog_changes::BuiltTable;
 use crate::external_table::{ExternalTable, split_access_level};
 use crate::query::Query;
@@ -145,11 +145,7 @@ impl TenantSession {
         // before anything else about the statement.
         TableOptions::parse(kind, options, &self.engine.config)?;
         let (namespace, table) = self.resolve_name(&create.name)?;
-        if is_reserved_namespace(namespace) {
-            return Err(TenantError::PermissionDenied(format!(
-                "namespace '{namespace}' is reserved for the engine's own tables"
-            )));
-        }
+        refuse_reserved_namespace(namespace)?;
         let (schema, primary_key) = keyed_schema(kind, create)?;
         let mut seen = HashSet::new();
         if let Some(dup) = schema.fields().iter().find(|f| !seen.insert(f.name())) {
@@ -214,11 +210,7 @@ impl TenantSession {
             return Err(TenantError::NotSupported("temporary views".into()));
         }
         let (namespace, table) = self.resolve_name(&create.name)?;
-        if is_reserved_namespace(namespace) {
-            return Err(TenantError::PermissionDenied(format!(
-                "namespace '{namespace}' is reserved for the engine's own tables"
-            )));
-        }
+        refuse_reserved_namespace(namespace)?;
         let sql = create
             .definition
             .clone()
@@ -320,11 +312,7 @@ impl TenantSession {
             return Err(TenantError::NotSupported("temporary tables".into()));
         }
         let (namespace, table) = self.resolve_name(&create.name)?;
-        if is_reserved_namespace(namespace) {
-            return Err(TenantError::PermissionDenied(format!(
-                "namespace '{namespace}' is reserved for the engine's own tables"
-            )));
-        }
+        refuse_reserved_namespace(namespace)?;
         let sql = create.definition.clone().ok_or_else(|| {
             TenantError::Internal("CREATE EXTERNAL TABLE planned without its SQL".into())
         })?;
@@ -752,11 +740,7 @@ fn keyed_schema(kind: TableType, create: &CreateMemoryTable) -> Result<(SchemaRe
 }
 
 fn validate_namespace(name: &str) -> Result<()> {
-    if is_reserved_namespace(name) {
-        return Err(TenantError::PermissionDenied(format!(
-            "namespace '{name}' is reserved for the engine's own tables"
-        )));
-    }
+    refuse_reserved_namespace(name)?;
     if name.is_empty() || name.contains('.') {
         return Err(TenantError::InvalidArgument(format!(
             "namespace name '{name}' must be non-empty and contain no '.'"

@@ -33,7 +33,7 @@ use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use tenantfusion_core::{Access, Result, TableProviderCore, TenantError, UserContext};
 
-use crate::catalog::{CATALOG_NAME, is_reserved_namespace};
+use crate::catalog::{is_reserved_namespace, resolve_table_name};
 use crate::engine_state::EngineState;
 use crate::external_table::ExternalTable;
 use crate::information_schema::InformationSchema;
@@ -570,17 +570,7 @@ impl TenantSession {
         &'a self,
         reference: &'a TableReference,
     ) -> Result<(&'a str, &'a str)> {
-        let default = self.engine.config.default_namespace.as_str();
-        match reference {
-            TableReference::Bare { table } => Ok((default, table)),
-            TableReference::Partial { schema, table } => Ok((schema, table)),
-            TableReference::Full {
-                catalog,
-                schema,
-                table,
-            } if catalog.as_ref() == CATALOG_NAME => Ok((schema, table)),
-            TableReference::Full { .. } => Err(TenantError::TableNotFound(reference.to_string())),
-        }
+        resolve_table_name(reference, &self.engine.config.default_namespace)
     }
 }
 
