@@ -14,9 +14,9 @@ use datafusion_sqllogictest::{
     DFColumnType, DataFusion, TestContext, df_value_validator, value_normalizer,
 };
 use indicatif::ProgressBar;
-use sqllogictest::{Record, Runner, strict_column_validator};
+use sqllogictest::{Runner, strict_column_validator};
 
-use crate::{FileReport, RecordOutcome, SltOptions, run_file};
+use crate::{FileReport, RecordOutcome, SltOptions, Step, run_file};
 
 /// Runs one file of DataFusion's `test_files/` on stock DataFusion.
 ///
@@ -47,20 +47,16 @@ pub async fn run_file_on_datafusion(path: &Path, test_files: &Path) -> Result<Fi
 
     let mut report = FileReport::default();
     for record in records {
-        let loc = match &record {
-            Record::Statement { loc, .. } | Record::Query { loc, .. } => loc.clone(),
-            Record::Halt { .. } => break,
-            _ => {
-                // Settings (sort mode, hash threshold) apply to the records after them.
+        let loc = match Step::of(&record) {
+            Step::Check(loc, _) => loc.clone(),
+            Step::Stop => break,
+            Step::Setting | Step::Other => {
+                // DataFusion's runner takes every other record as it comes.
                 let _ = runner.run_async(record).await;
                 continue;
             }
         };
-        let result = runner
-            .run_async(record)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.kind());
+        let result = runner.run_async(record).await;
         report.records.push(RecordOutcome::new(&loc, result));
     }
     Ok(report)

@@ -73,10 +73,41 @@ pub struct RecordOutcome {
 
 impl RecordOutcome {
     /// The outcome of running the record at `loc`.
-    fn new<E: std::error::Error>(loc: &sqllogictest::Location, result: Result<(), E>) -> Self {
+    fn new<T>(loc: &sqllogictest::Location, result: Result<T, sqllogictest::TestError>) -> Self {
         Self {
             at: format!("{}:{}", loc.file(), loc.line()),
-            failure: result.err().map(|e| e.to_string().trim_end().to_string()),
+            failure: result
+                .err()
+                .map(|e| e.kind().to_string().trim_end().to_string()),
+        }
+    }
+}
+
+/// What a file's loop does with a record. One rule for both engines, so
+/// that the outcomes of a file's two runs pair by position.
+enum Step<'a> {
+    /// A statement or query: run and counted.
+    Check(&'a sqllogictest::Location, &'a Connection),
+    /// A setting for the records after it (sort mode, hash threshold).
+    Setting,
+    /// `halt`: nothing after it runs.
+    Stop,
+    /// Anything else.
+    Other,
+}
+
+impl<'a> Step<'a> {
+    fn of(record: &'a Record<DFColumnType>) -> Self {
+        match record {
+            Record::Statement {
+                connection, loc, ..
+            }
+            | Record::Query {
+                connection, loc, ..
+            } => Step::Check(loc, connection),
+            Record::Control(_) | Record::HashThreshold { .. } => Step::Setting,
+            Record::Halt { .. } => Step::Stop,
+            _ => Step::Other,
         }
     }
 }
@@ -355,22 +386,17 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
         .then(|| Arc::new(RepeatCounts::default()));
 
     for record in records {
-        let (connection, loc) = match &record {
-            Record::Statement {
-                connection, loc, ..
-            }
-            | Record::Query {
-                connection, loc, ..
-            } => (connection.clone(), loc.clone()),
-            Record::Halt { .. } => break,
-            Record::Control(_) | Record::HashThreshold { .. } => {
+        let (connection, loc) = match Step::of(&record) {
+            Step::Check(loc, connection) => (connection.clone(), loc.clone()),
+            Step::Stop => break,
+            Step::Setting => {
                 for runner in runners.values_mut() {
                     let _ = runner.run_async(record.clone()).await;
                 }
                 settings.push(record);
                 continue;
             }
-            _ => continue,
+            Step::Other => continue,
         };
         let name = match &connection {
             Connection::Default => String::new(),
@@ -401,11 +427,7 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
         }
         let record = with_default_connection(record);
         let runner = runners.get_mut(&name).ok_or("runner vanished")?;
-        let result = runner
-            .run_async(record)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.kind());
+        let result = runner.run_async(record).await;
         report.records.push(RecordOutcome::new(&loc, result));
     }
     if let Some(counts) = repeat {
