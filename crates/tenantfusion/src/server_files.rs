@@ -240,6 +240,20 @@ mod tests {
     }
 
     #[test]
+    fn huge_and_odd_locations_get_an_answer_not_a_panic() {
+        let (dir, files) = setup();
+        let d = dir.path().display();
+        let long = format!("{d}/allowed/{}", "x/".repeat(100_000));
+        assert!(files.confine(&long, "COPY").is_ok());
+        let long_name = format!("{d}/allowed/{}", "y".repeat(1_000_000));
+        assert!(files.confine(&long_name, "COPY").is_ok());
+        for odd in ["", "file://", "://", "\u{0}", "*", "?[", "file://*/../x"] {
+            let _ = files.confine(odd, "COPY");
+        }
+        assert!(files.confine("file://*/../x", "COPY").is_err());
+    }
+
+    #[test]
     fn none_configured_refuses_everything() {
         let err = ServerFiles::default()
             .confine("/tmp/x", "COPY")
