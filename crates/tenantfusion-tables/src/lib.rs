@@ -22,7 +22,7 @@ mod store;
 mod stream;
 mod topic_filter;
 
-pub use binding::IdentityBinding;
+pub use binding::{BoundCallerExec, IdentityBinding};
 pub use change_listeners::{ChangeListeners, Watch};
 pub use matching::{RowMatcher, rows_at};
 pub use policy::{PartitionPolicy, SharedAccess, UserPartitions};

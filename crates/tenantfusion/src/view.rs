@@ -32,7 +32,9 @@ use datafusion::error::Result as DFResult;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
-use tenantfusion_tables::{PartitionedTable, SharedAccess, StreamPolicy, UserPartitions};
+use tenantfusion_tables::{
+    BoundCallerExec, PartitionedTable, SharedAccess, StreamPolicy, UserPartitions,
+};
 
 use crate::catalog::{is_reserved_namespace, resolve_table_name};
 use crate::external_table::ExternalTable;
@@ -170,7 +172,10 @@ impl BaseTableProvider for View {
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         self.authorize(user, Access::Select)?;
-        self.scan(state, projection, filters, limit).await
+        // The view's plan is DataFusion's, its scans reading the caller from
+        // the task: bind the caller around the whole of it.
+        let plan = self.scan(state, projection, filters, limit).await?;
+        Ok(Arc::new(BoundCallerExec::new(plan, Arc::new(user.clone()))))
     }
 
     async fn insert_user(

@@ -96,6 +96,65 @@ async fn one_physical_plan_serves_every_user() {
     assert_eq!(seen, vec![2, 1]);
 }
 
+/// A view's plan is DataFusion's: `scan_user` on a view must bind the
+/// caller around all of it, whoever then executes it.
+#[tokio::test]
+async fn scan_user_on_a_view_reads_the_bound_callers_rows() {
+    let engine = notes_for_alice_and_bob().await;
+    run(
+        &admin(&engine),
+        "CREATE VIEW app.note_bodies AS SELECT body FROM app.notes",
+    )
+    .await;
+    let view = engine
+        .schema_cache()
+        .get_provider("app", "note_bodies")
+        .unwrap();
+    let state = SessionContext::new().state();
+    let bob = UserContext::new("bob", Role::User);
+    let scan = view.scan_user(&bob, &state, None, &[], None).await.unwrap();
+    for runner in [None, Some("alice")] {
+        let mut config = SessionConfig::new();
+        if let Some(name) = runner {
+            UserContext::new(name, Role::User).attach_to(&mut config);
+        }
+        let task = Arc::new(TaskContext::default().with_session_config(config));
+        let plan = datafusion::physical_plan::execution_plan::reset_plan_states(Arc::clone(&scan))
+            .unwrap();
+        let batches = collect(plan, task).await.unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains("b1") && !text.contains("a1") && !text.contains("a2"),
+            "run by {runner:?}: bob's rows only, got\n{text}"
+        );
+    }
+    let carol = UserContext::new("carol", Role::User);
+    run(
+        &admin(&engine),
+        "CREATE SHARED TABLE app.secrets (s TEXT) WITH (ACCESS_LEVEL = PRIVATE)",
+    )
+    .await;
+    run(
+        &admin(&engine),
+        "CREATE VIEW app.secret_view AS SELECT s FROM app.secrets",
+    )
+    .await;
+    let secret_view = engine
+        .schema_cache()
+        .get_provider("app", "secret_view")
+        .unwrap();
+    let refused = secret_view
+        .scan_user(&carol, &state, None, &[], None)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("PERMISSION_DENIED"),
+        "{refused}"
+    );
+}
+
 #[tokio::test]
 async fn scan_user_and_insert_user_bind_an_explicit_caller() {
     let engine = notes_for_alice_and_bob().await;
