@@ -104,6 +104,11 @@ pub enum TenantError {
         /// The NOT NULL column.
         column: String,
     },
+    /// NULL met a NOT NULL column before our checks saw it, in DataFusion's
+    /// words (Arrow's check as a batch is made: the column it names is the
+    /// batch's, e.g. `column1` of a `VALUES` list).
+    #[error("NOT_NULL_VIOLATION: {0}")]
+    NullInNotNullColumn(String),
     /// A write would leave two rows of a partition with the same PRIMARY
     /// KEY values; nothing of the statement was written.
     #[error("PRIMARY_KEY_VIOLATION: key {key} of table '{table}' {detail}")]
@@ -176,7 +181,9 @@ impl TenantError {
             TenantError::NoUserContext => "NO_USER_CONTEXT",
             TenantError::InvalidArgument(_) => "INVALID_ARGUMENT",
             TenantError::SchemaMismatch(_) => "SCHEMA_MISMATCH",
-            TenantError::NotNullViolation { .. } => "NOT_NULL_VIOLATION",
+            TenantError::NotNullViolation { .. } | TenantError::NullInNotNullColumn(_) => {
+                "NOT_NULL_VIOLATION"
+            }
             TenantError::Storage(_) => "STORAGE_ERROR",
             TenantError::Corrupted { .. } => "DATA_CORRUPTED",
             TenantError::PrimaryKeyViolation { .. } => "PRIMARY_KEY_VIOLATION",
@@ -208,6 +215,9 @@ impl TenantError {
         let message = err.strip_backtrace();
         let root = err.find_root();
         match root {
+            DataFusionError::ArrowError(arrow, _) if is_null_in_not_null_column(arrow) => {
+                TenantError::NullInNotNullColumn(message)
+            }
             DataFusionError::SQL(..) => TenantError::Syntax(message),
             DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => {
                 TenantError::Plan(message)
@@ -239,6 +249,13 @@ impl TenantError {
     }
 }
 
+/// Arrow's refusal to make a batch with a NULL in a non-nullable column
+/// (`RecordBatch::try_new`); Arrow has no kind of its own for it.
+fn is_null_in_not_null_column(err: &ArrowError) -> bool {
+    matches!(err, ArrowError::InvalidArgumentError(text)
+        if text.contains("is declared as non-nullable but contains null values"))
+}
+
 fn find_in_chain(err: &DataFusionError) -> Option<TenantError> {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = current {
@@ -266,6 +283,28 @@ impl From<DataFusionError> for TenantError {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn arrows_null_check_is_a_not_null_violation_in_its_own_words() {
+        let text = "Column 'column1' is declared as non-nullable but contains null values";
+        let err = DataFusionError::ArrowError(
+            Box::new(ArrowError::InvalidArgumentError(text.into())),
+            None,
+        );
+        let ours = TenantError::from_datafusion(err);
+        assert_eq!(ours.code(), "NOT_NULL_VIOLATION");
+        assert!(ours.to_string().ends_with(text), "{ours}");
+        let other = DataFusionError::ArrowError(
+            Box::new(ArrowError::InvalidArgumentError(
+                "must either specify".into(),
+            )),
+            None,
+        );
+        assert_eq!(
+            TenantError::from_datafusion(other).code(),
+            "EXECUTION_ERROR"
+        );
+    }
 
     #[test]
     fn survives_datafusion_wrapping() {

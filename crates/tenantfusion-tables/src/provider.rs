@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, DFSchema};
+use datafusion::common::{Column, Constraint, Constraints, DFSchema};
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::Result;
 use datafusion::logical_expr::dml::InsertOp;
@@ -36,17 +36,19 @@ use crate::topic_filter::topics_in;
 #[derive(Debug)]
 pub struct PartitionedTable<P> {
     core: TableProviderCore,
-    /// `core.schema` with every column nullable: what DataFusion sees and what
-    /// is stored. DataFusion would otherwise reject a NULL for a NOT NULL
-    /// column inside its VALUES operator with a bare Arrow error; the sink
-    /// enforces `core.schema`'s NOT NULL instead, naming table and column.
-    visible_schema: SchemaRef,
+    /// `core.schema` with every column nullable: what is stored. DataFusion
+    /// sees `core.schema` (NOT NULL included, so its rules on nullability
+    /// apply); the sink enforces NOT NULL, naming table and column, and the
+    /// scan labels what it reads with the declared schema again.
+    stored_schema: SchemaRef,
     store: Arc<dyn PartitionStore>,
     policy: Arc<P>,
     column_defaults: HashMap<String, Expr>,
     /// Live queries of this table, told by every write.
     listeners: Arc<ChangeListeners>,
     primary_key: Option<Arc<PrimaryKey>>,
+    /// What DataFusion is told of the primary key (see `constraints`).
+    constraints: Option<Constraints>,
 }
 
 /// A user table: each caller reads and writes only their own rows.
@@ -98,7 +100,7 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
         store: Arc<dyn PartitionStore>,
         policy: P,
     ) -> Self {
-        let visible_schema = Arc::new(Schema::new_with_metadata(
+        let stored_schema = Arc::new(Schema::new_with_metadata(
             schema
                 .fields()
                 .iter()
@@ -108,12 +110,13 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
         ));
         Self {
             core: TableProviderCore::new(table_id, policy.table_type(), schema),
-            visible_schema,
+            stored_schema,
             store,
             policy: Arc::new(policy),
             column_defaults: HashMap::new(),
             listeners: Arc::default(),
             primary_key: None,
+            constraints: None,
         }
     }
 
@@ -125,6 +128,12 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
         self.primary_key = match columns.is_empty() {
             true => None,
             false => Some(Arc::new(PrimaryKey::new(&self.core.schema, columns)?)),
+        };
+        self.constraints = match (&self.primary_key, self.policy.topic_column()) {
+            (Some(key), None) => Some(Constraints::new_unverified(vec![Constraint::PrimaryKey(
+                key.columns().to_vec(),
+            )])),
+            _ => None,
         };
         Ok(self)
     }
@@ -148,6 +157,12 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
     pub fn with_storage_id(mut self, storage: Option<StorageId>) -> Self {
         self.core.storage_id = storage;
         self
+    }
+
+    /// The schema rows are stored with: the declared one, every column
+    /// nullable (NOT NULL is the sink's to enforce).
+    pub fn stored_schema(&self) -> &SchemaRef {
+        &self.stored_schema
     }
 
     /// The store holding this table's rows.
@@ -208,7 +223,7 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
             Some(projection) => {
                 let mut columns = projection.clone();
                 for column in predicate.iter().flat_map(Expr::column_refs) {
-                    columns.push(self.visible_schema.index_of(column.name())?);
+                    columns.push(self.stored_schema.index_of(column.name())?);
                 }
                 columns.sort_unstable();
                 columns.dedup();
@@ -220,8 +235,8 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
             }
         };
         let read_schema = match &columns {
-            Some(columns) => self.visible_schema.project(columns)?,
-            None => self.visible_schema.as_ref().clone(),
+            Some(columns) => self.stored_schema.project(columns)?,
+            None => self.stored_schema.as_ref().clone(),
         };
         let predicate = predicate
             .map(|expr| state.create_physical_expr(expr, &DFSchema::try_from(read_schema)?))
@@ -239,7 +254,8 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
         };
         Ok(Arc::new(PartitionScanExec::try_new(
             Arc::clone(&self.core.table_id),
-            &self.visible_schema,
+            &self.stored_schema,
+            &self.core.schema,
             Arc::clone(&self.store),
             Arc::clone(&self.policy) as Arc<dyn PartitionPolicy>,
             binding,
@@ -269,7 +285,7 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
         PartitionSink::new(
             Arc::clone(&self.core.table_id),
             Arc::clone(&self.core.schema),
-            Arc::clone(&self.visible_schema),
+            Arc::clone(&self.stored_schema),
             Arc::clone(&self.store),
             Arc::clone(&self.listeners),
             Arc::clone(&self.policy) as Arc<dyn PartitionPolicy>,
@@ -282,7 +298,15 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
 #[async_trait]
 impl<P: PartitionPolicy> TableProvider for PartitionedTable<P> {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.visible_schema)
+        Arc::clone(&self.core.schema)
+    }
+
+    /// The primary key, where it holds for what a scan returns: a scan
+    /// reads one partition (one user's rows, or the shared ones), and every
+    /// write keeps the key unique within a partition. A table stored per
+    /// topic is read over many partitions, so its key is not declared.
+    fn constraints(&self) -> Option<&Constraints> {
+        self.constraints.as_ref()
     }
 
     fn table_type(&self) -> DFTableType {

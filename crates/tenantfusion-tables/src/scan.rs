@@ -6,12 +6,13 @@ use std::sync::Arc;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::coop::make_cooperative;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -64,10 +65,13 @@ pub struct ScanRequest {
 }
 
 impl PartitionScanExec {
-    /// A scan of `table_id` whose partition `policy` picks for the bound caller.
+    /// A scan of `table_id` whose partition `policy` picks for the bound
+    /// caller. The store holds rows of `stored_schema`; the scan returns
+    /// them as `declared_schema` (the same columns, NOT NULL where declared).
     pub fn try_new(
         table_id: Arc<TableId>,
         table_schema: &SchemaRef,
+        declared_schema: &SchemaRef,
         store: Arc<dyn PartitionStore>,
         policy: Arc<dyn PartitionPolicy>,
         binding: IdentityBinding,
@@ -77,9 +81,13 @@ impl PartitionScanExec {
             Some(indices) => Arc::new(table_schema.project(indices)?),
             None => Arc::clone(table_schema),
         };
+        let declared = match &request.columns {
+            Some(indices) => Arc::new(declared_schema.project(indices)?),
+            None => Arc::clone(declared_schema),
+        };
         let schema = match &request.projection {
-            Some(indices) => Arc::new(read_schema.project(indices)?),
-            None => Arc::clone(&read_schema),
+            Some(indices) => Arc::new(declared.project(indices)?),
+            None => declared,
         };
         Ok(Self {
             table_id,
@@ -202,6 +210,7 @@ impl ExecutionPlan for PartitionScanExec {
             predicate: self.read.predicate.clone(),
             projection: self.projection.clone(),
             remaining: self.limit,
+            schema: self.schema(),
         };
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let rows = futures::stream::once(async move {
@@ -215,7 +224,10 @@ impl ExecutionPlan for PartitionScanExec {
         .try_flatten()
         .inspect_ok(move |batch| baseline.record_output(batch.num_rows()))
         .boxed();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), rows)))
+        Ok(make_cooperative(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            rows,
+        ))))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -227,14 +239,19 @@ impl ExecutionPlan for PartitionScanExec {
     }
 }
 
-/// Plan properties of a bounded leaf with one output partition.
+/// Plan properties of a bounded leaf with one output partition whose stream
+/// takes its turns with the tokio scheduler itself (`make_cooperative`), so
+/// DataFusion need not wrap it in a `CooperativeExec`.
 pub(crate) fn leaf_properties(schema: SchemaRef) -> Arc<PlanProperties> {
-    Arc::new(PlanProperties::new(
-        EquivalenceProperties::new(schema),
-        Partitioning::UnknownPartitioning(1),
-        EmissionType::Incremental,
-        Boundedness::Bounded,
-    ))
+    Arc::new(
+        PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        )
+        .with_scheduling_type(SchedulingType::Cooperative),
+    )
 }
 
 /// `ExecutionPlan::with_new_children` of a leaf: accepts no children.
@@ -256,6 +273,8 @@ struct RowFilter {
     predicate: Option<Arc<dyn PhysicalExpr>>,
     projection: Option<Vec<usize>>,
     remaining: Option<usize>,
+    /// What the rows are returned as.
+    schema: SchemaRef,
 }
 
 impl RowFilter {
@@ -284,7 +303,14 @@ impl RowFilter {
                 batch = batch.project(indices)?;
             }
             if batch.num_rows() > 0 {
-                out.push(batch);
+                // Checks that a NOT NULL column holds no NULL (the sink
+                // refused any): a plan relying on it must never see one.
+                let rows = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+                out.push(RecordBatch::try_new_with_options(
+                    Arc::clone(&self.schema),
+                    batch.columns().to_vec(),
+                    &rows,
+                )?);
             }
         }
         Ok(out)

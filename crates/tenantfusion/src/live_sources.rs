@@ -21,7 +21,6 @@ use datafusion::arrow::compute::{can_cast_types, cast, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::TableProvider;
 use parking_lot::Mutex;
 use tenantfusion_core::{BaseTableProvider, Result, TableId, TenantError};
 use tenantfusion_live::{
@@ -476,7 +475,7 @@ impl RowMapping {
             columns.push(found);
         }
         Ok(Self {
-            schema: table.schema(),
+            schema: Arc::clone(table.stored_schema()),
             not_null: declared
                 .fields()
                 .iter()
