@@ -15,8 +15,42 @@ use datafusion_sqllogictest::{
 };
 use indicatif::ProgressBar;
 use sqllogictest::{Runner, strict_column_validator};
+use tenantfusion::{AccessLevel, Engine};
 
 use crate::{FileReport, RecordOutcome, SltOptions, Step, run_file};
+
+/// Registers in `engine`'s default namespace, as PUBLIC host tables, the
+/// tables DataFusion's `TestContext` registers in Rust for the file `path`
+/// of `test_files` (none for most files).
+pub async fn register_test_tables(
+    engine: &Engine,
+    path: &Path,
+    test_files: &Path,
+) -> Result<(), String> {
+    let relative = path.strip_prefix(test_files).unwrap_or(path);
+    let Some(context) = TestContext::try_new_for_test_file(relative).await else {
+        return Ok(());
+    };
+    let ctx = context.session_ctx();
+    let options = ctx.state().config().options().catalog.clone();
+    let Some(schema) = ctx
+        .catalog(&options.default_catalog)
+        .and_then(|catalog| catalog.schema(&options.default_schema))
+    else {
+        return Ok(());
+    };
+    let namespace = engine.config().default_namespace.clone();
+    for name in schema.table_names() {
+        let Some(table) = schema.table(&name).await.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        engine
+            .register_host_table(&namespace, &name, table, AccessLevel::Public)
+            .await
+            .map_err(|e| format!("{}: host table {name}: {e}", path.display()))?;
+    }
+    Ok(())
+}
 
 /// Runs one file of DataFusion's `test_files/` on stock DataFusion.
 ///
@@ -179,5 +213,41 @@ SELECT column1 FROM t
         assert_eq!(only.len(), 1, "{only:?}");
         assert!(only[0].at.ends_with("two_users.slt:16"), "{only:?}");
         assert!(test_files.join("scratch/two_users").is_dir());
+    }
+
+    /// DataFusion's runner registers `table_with_map` in Rust for files named
+    /// `map.slt`; offered as a host table, every connection reads it and nobody drops it.
+    #[tokio::test]
+    async fn the_tables_datafusion_registers_in_rust_are_host_tables() {
+        const MAP: &str = "\
+query I
+SELECT count(*) FROM table_with_map
+----
+0
+
+connection bob
+query I
+SELECT count(*) FROM table_with_map
+----
+0
+
+statement error NOT_SUPPORTED: host table 'default.table_with_map'
+DROP TABLE table_with_map
+";
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let test_files = dir.path().join("test_files");
+        std::fs::create_dir_all(&test_files).expect("test_files");
+        let path = test_files.join("map.slt");
+        std::fs::write(&path, MAP).expect("write the file");
+        let options = SltOptions {
+            user_tables: true,
+            datafusion_tables: Some(test_files.clone()),
+            ..SltOptions::default()
+        };
+        let comparison = compare_file(&path, &test_files, &options)
+            .await
+            .expect("both runs");
+        assert_eq!(comparison.tenantfusion.passed(), 3, "{comparison:?}");
+        assert_eq!(comparison.passing_on_datafusion(), 2, "{comparison:?}");
     }
 }

@@ -49,6 +49,11 @@ pub struct SltOptions {
     /// both times; the second run, normally from the plan cache, is checked
     /// against the record's expected output.
     pub repeat_queries: bool,
+    /// Offer each file the tables DataFusion's own runner makes for it in
+    /// Rust (its `TestContext`, by the file's name relative to this
+    /// `test_files/` directory) as host tables, as an embedding program
+    /// registers its own ([`Engine::register_host_table`], PUBLIC).
+    pub datafusion_tables: Option<std::path::PathBuf>,
 }
 
 /// The outcome of one file.
@@ -375,6 +380,9 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
     config.target_partitions = Some(TARGET_PARTITIONS);
     config.round_robin_repartition = true;
     let engine = Engine::new(config).map_err(|e| e.to_string())?;
+    if let Some(test_files) = &options.datafusion_tables {
+        datafusion_baseline::register_test_tables(&engine, path, test_files).await?;
+    }
     let admin = engine.session(UserContext::new(ADMIN_USER, Role::Dba));
 
     let mut runners: HashMap<String, Runner<TenantConnection, MakeConn>> = HashMap::new();

@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use datafusion::catalog::TableProvider;
 use datafusion::common::DFSchema;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
@@ -26,7 +27,7 @@ use tenantfusion_tables::{
 };
 
 use crate::config::EngineConfig;
-use crate::external_table::{ExternalTable, split_access_level};
+use crate::external_table::{ExternalTable, is_host_table, split_access_level};
 use crate::live_sources::{LiveSources, SourceTopics, from_live};
 use crate::plan_cache::PlanCache;
 use crate::server_files::ServerFiles;
@@ -166,7 +167,7 @@ impl CatalogChanges<'_> {
             }
             CatalogEvent::CreateTable { def, replace } => self.check_create(def, *replace)?,
             CatalogEvent::DropTable { namespace, table } => {
-                self.cache.lookup(namespace, table)?;
+                refuse_host_table(&self.cache.lookup(namespace, table)?, "dropped")?;
             }
             CatalogEvent::CreateUser { name, .. } => self.users.check_create(name)?,
             CatalogEvent::DropUser { name } => {
@@ -228,6 +229,16 @@ impl CatalogChanges<'_> {
             ahead.built = Some(self.build_table(def)?);
         }
         if let Some(built) = ahead.built.as_mut() {
+            let provider = built.provider.as_ref() as &dyn TableProvider;
+            if let Some(view) = provider.downcast_ref::<View>()
+                && let Some(host) = view.tables_read().iter().find(|t| is_host_table(t))
+            {
+                return Err(TenantError::NotSupported(format!(
+                    "a view over host table '{}': the view is logged, the host table is \
+                     registered anew after each open, so the view could not be planned then",
+                    host.table_id()
+                )));
+            }
             self.start_feed(built)?;
         }
         ahead.topics = self.declare_ahead(event)?;
@@ -270,6 +281,8 @@ impl CatalogChanges<'_> {
     }
 
     /// The restricted table a GRANT or REVOKE to `user` changes.
+    ///
+    /// (A host table is never RESTRICTED: see `ExternalTable::host`.)
     fn grant_target(
         &self,
         namespace: &str,
@@ -343,8 +356,12 @@ impl CatalogChanges<'_> {
         if !self.cache.namespace_exists(namespace) {
             return Err(TenantError::NamespaceNotFound(namespace.to_string()));
         }
-        if !replace && self.cache.get_provider(namespace, table).is_some() {
-            return Err(TenantError::TableExists(format!("{namespace}.{table}")));
+        match self.cache.get_provider(namespace, table) {
+            Some(_) if !replace => {
+                return Err(TenantError::TableExists(format!("{namespace}.{table}")));
+            }
+            Some(old) => refuse_host_table(&old, "replaced")?,
+            None => {}
         }
         Ok(())
     }
@@ -648,4 +665,16 @@ pub(crate) fn replay(changes: &CatalogChanges<'_>, root: &StorageRoot) -> Result
         .collect();
     root.remove_unused(&used)?;
     Ok(log)
+}
+
+/// Refuses a logged change to a host table: nothing logged may depend on
+/// one (see the `external_table` module docs).
+fn refuse_host_table(provider: &Arc<dyn BaseTableProvider>, what: &str) -> Result<()> {
+    if is_host_table(provider) {
+        return Err(TenantError::NotSupported(format!(
+            "host table '{}' is the embedding program's: it cannot be {what} by SQL",
+            provider.table_id()
+        )));
+    }
+    Ok(())
 }

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use datafusion::catalog::CatalogProvider;
+use datafusion::catalog::{CatalogProvider, TableProvider};
 use datafusion::prelude::SessionContext;
-use tenantfusion_core::{Result, SchemaCache, UserContext};
+use tenantfusion_core::{AccessLevel, Result, SchemaCache, TableId, UserContext};
 use tenantfusion_live::LivePool;
 
 use crate::catalog::CATALOG_NAME;
@@ -81,6 +81,46 @@ impl Engine {
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// Offers the host's own `provider` to the engine's users as the shared
+    /// table `namespace.table` (names as stored: DataFusion lowercases
+    /// unquoted names in SQL), read at `level`: `PUBLIC` (everyone) or
+    /// `PRIVATE` (roles dba and system). Every scan and insert is the
+    /// provider's, for whoever may; its rows are one set for every user.
+    ///
+    /// Not logged: register it again after each open of a durable engine.
+    /// So nothing logged may depend on it: SQL cannot drop or replace it,
+    /// build a view over it or grant on it. Errors: `NAMESPACE_NOT_FOUND`,
+    /// `TABLE_EXISTS`, `PERMISSION_DENIED` for the engine's own
+    /// namespaces, `INVALID_ARGUMENT` for `RESTRICTED`.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    /// # use datafusion::datasource::MemTable;
+    /// # use tenantfusion::{AccessLevel, Engine, EngineConfig, Role, UserContext};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let engine = Engine::new(EngineConfig::default()).unwrap();
+    /// let schema = Arc::new(Schema::new(vec![Field::new("code", DataType::Utf8, false)]));
+    /// let host = Arc::new(MemTable::try_new(schema, vec![vec![]]).unwrap());
+    /// engine
+    ///     .register_host_table("default", "countries", host, AccessLevel::Public)
+    ///     .await
+    ///     .unwrap();
+    /// let alice = engine.session(UserContext::new("alice", Role::User));
+    /// assert!(alice.sql("SELECT * FROM countries").await.is_ok());
+    /// # });
+    /// ```
+    pub async fn register_host_table(
+        &self,
+        namespace: &str,
+        table: &str,
+        provider: Arc<dyn TableProvider>,
+        level: AccessLevel,
+    ) -> Result<()> {
+        let id = TableId::new(namespace, table);
+        self.inner.register_host_table(id, level, provider).await
     }
 
     /// The tenantfusion catalog, for registering in another DataFusion context.

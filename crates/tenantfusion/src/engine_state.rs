@@ -5,19 +5,23 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use datafusion::catalog::{CatalogProvider, CatalogProviderList, MemoryCatalogProviderList};
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemoryCatalogProviderList, TableProvider,
+};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::SessionConfig;
 use tenantfusion_core::{
-    Result, SchemaCache, TableId, TableType, TenantError, UserContext, UserId,
+    AccessLevel, Result, SchemaCache, TableId, TableType, TenantError, UserContext, UserId,
 };
 use tenantfusion_store::{CatalogEvent, Durability, StorageRoot, WalOptions};
 
-use crate::catalog::{CATALOG_NAME, TenantCatalog};
+use crate::catalog::{CATALOG_NAME, TenantCatalog, refuse_reserved_namespace};
 use crate::catalog_changes::{BuiltTable, CatalogChanges, DurableCatalog, replay};
 use crate::config::{EngineConfig, Storage};
+use crate::external_table::ExternalTable;
 use crate::information_schema::InformationSchema;
 use crate::limits::{Admission, CancelHandle, Deadline, Governor};
 use crate::live_query::LiveQueries;
@@ -91,7 +95,12 @@ impl EngineState {
         if let Some(partitions) = config.target_partitions {
             session_config = session_config.with_target_partitions(partitions);
         }
-        let mut runtime = RuntimeEnvBuilder::new();
+        // No cache of directory listings: an external table's directory is
+        // listed each time a statement plans it, so a file added since
+        // (by COPY, or by anyone) is read. DataFusion's default keeps the
+        // first listing until the cache fills.
+        let caches = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        let mut runtime = RuntimeEnvBuilder::new().with_cache_manager(caches);
         if let Some(limit) = config.memory_limit {
             runtime = runtime.with_memory_limit(limit, 1.0);
         }
@@ -251,6 +260,21 @@ impl EngineState {
         })
         .await
         .map_err(|e| TenantError::Internal(format!("a change's task ended abnormally: {e}")))?
+    }
+
+    /// See [`Engine::register_host_table`](crate::Engine::register_host_table).
+    pub(crate) async fn register_host_table(
+        &self,
+        id: TableId,
+        level: AccessLevel,
+        provider: Arc<dyn TableProvider>,
+    ) -> Result<()> {
+        refuse_reserved_namespace(id.namespace_id().as_str())?;
+        let table = ExternalTable::host(id, level, provider)?;
+        // Between a CREATE's check of its name and its install, no table
+        // may take the name.
+        let _one_at_a_time = self.ddl.lock().await;
+        self.cache.insert_provider(Arc::new(table))
     }
 
     /// Throws away a table built but never installed: its feed and storage.

@@ -1,23 +1,32 @@
-//! External tables: files on the engine's machine that DataFusion reads
-//! where they lie (`CREATE [UNBOUNDED] EXTERNAL TABLE ... STORED AS ...
-//! LOCATION ...`), as a shared table.
+//! External tables: rows that live outside the engine, read as a shared
+//! table. Two kinds:
 //!
-//! The rows are DataFusion's to read: the table hands every scan and
-//! insert to the provider DataFusion's own table factory makes for the
-//! statement (a listing table), so formats, options, partition columns,
-//! orderings and `EXPLAIN` read as in DataFusion. What is ours is who may:
-//! the table is guarded like any shared table (`ACCESS_LEVEL`, `PRIVATE`
-//! unless its `OPTIONS` say `'access_level' 'public'` or `'restricted'`,
-//! since server files are administrators' until one says otherwise), and
-//! its locations must lie in the engine's server file directories, checked
-//! when it is created and again whenever it is opened.
+//! - **Files** on the engine's machine that DataFusion reads where they lie
+//!   (`CREATE [UNBOUNDED] EXTERNAL TABLE ... STORED AS ... LOCATION ...`).
+//! - **Host tables**: a provider the embedding program registers
+//!   ([`Engine::register_host_table`](crate::Engine::register_host_table)),
+//!   its own rows offered to the engine's users.
 //!
-//! Durable engines log the statement itself (with the schema it had). On
-//! reopen the table is back at once, from the log alone; DataFusion's
+//! The rows are the provider's to read: the table hands every scan and
+//! insert to DataFusion's provider (a listing table, made by DataFusion's own
+//! table factory for the statement) or to the host's, so formats, options,
+//! partition columns, orderings and `EXPLAIN` read as in DataFusion. What is
+//! ours is who may: the table is guarded like any shared table
+//! (`ACCESS_LEVEL`; files are `PRIVATE` unless their `OPTIONS` say
+//! `'access_level' 'public'` or `'restricted'`, since server files are
+//! administrators' until one says otherwise), and file locations must lie in
+//! the engine's server file directories, checked when the table is created
+//! and again whenever it is opened.
+//!
+//! Durable engines log a file table's statement (with the schema it had).
+//! On reopen the table is back at once, from the log alone; DataFusion's
 //! provider is made again when a statement first uses the table, which
 //! lists the files then, and a location no longer allowed, or files whose
 //! schema changed, fail that statement with the reason instead of keeping
-//! the engine from opening.
+//! the engine from opening. Host tables are not logged: the host registers
+//! them again after each open, so nothing logged may depend on one (DROP,
+//! REPLACE and views over them are refused, and grants, as they are
+//! RESTRICTED tables' only).
 
 use std::fmt;
 use std::sync::Arc;
@@ -49,19 +58,30 @@ const ACCESS_LEVEL_OPTION: &str = "access_level";
 pub(crate) struct ExternalTable {
     core: TableProviderCore,
     access: SharedAccess,
-    /// DataFusion's plan of the statement, without our own option.
-    command: CreateExternalTable,
-    server_files: Arc<ServerFiles>,
-    /// DataFusion's provider for the files, once made.
-    files: OnceCell<Arc<dyn TableProvider>>,
+    rows: Rows,
+}
+
+/// Where an external table's rows are.
+enum Rows {
+    Files {
+        /// DataFusion's plan of the statement, without our own option.
+        command: Box<CreateExternalTable>,
+        server_files: Arc<ServerFiles>,
+        /// DataFusion's provider for the files, once made.
+        files: OnceCell<Arc<dyn TableProvider>>,
+    },
+    Host(Arc<dyn TableProvider>),
 }
 
 impl fmt::Debug for ExternalTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ExternalTable")
-            .field("table", &self.core.table_id)
-            .field("locations", &self.command.locations)
-            .finish_non_exhaustive()
+        let mut out = f.debug_struct("ExternalTable");
+        out.field("table", &self.core.table_id);
+        match &self.rows {
+            Rows::Files { command, .. } => out.field("locations", &command.locations),
+            Rows::Host(_) => out.field("rows", &"the host's"),
+        };
+        out.finish_non_exhaustive()
     }
 }
 
@@ -102,10 +122,37 @@ impl ExternalTable {
         Ok(Self {
             core,
             access: SharedAccess::new(level),
-            command,
-            server_files,
-            files: OnceCell::new_with(Some(files)),
+            rows: Rows::Files {
+                command: Box::new(command),
+                server_files,
+                files: OnceCell::new_with(Some(files)),
+            },
         })
+    }
+
+    /// The host's `provider` as table `id`, read at `level` (PUBLIC or
+    /// PRIVATE: grants would be logged, and a host table is not).
+    pub(crate) fn host(
+        id: TableId,
+        level: AccessLevel,
+        provider: Arc<dyn TableProvider>,
+    ) -> Result<Self> {
+        if level == AccessLevel::Restricted {
+            return Err(TenantError::InvalidArgument(format!(
+                "host table '{id}' may be PUBLIC or PRIVATE: grants are logged, a host \
+                 table is registered anew after each open"
+            )));
+        }
+        Ok(Self {
+            core: TableProviderCore::new(id, TableType::Shared, provider.schema()),
+            access: SharedAccess::new(level),
+            rows: Rows::Host(provider),
+        })
+    }
+
+    /// Whether the rows are the host's (the table is not logged).
+    pub(crate) fn is_host(&self) -> bool {
+        matches!(self.rows, Rows::Host(_))
     }
 
     /// The table as logged: its files are opened when first used.
@@ -119,9 +166,11 @@ impl ExternalTable {
         Self {
             core: TableProviderCore::new(id, TableType::Shared, schema),
             access: SharedAccess::new(level),
-            command,
-            server_files,
-            files: OnceCell::new(),
+            rows: Rows::Files {
+                command: Box::new(command),
+                server_files,
+                files: OnceCell::new(),
+            },
         }
     }
 
@@ -130,9 +179,18 @@ impl ExternalTable {
         &self.access
     }
 
-    /// DataFusion's provider for the files, made now if not yet.
-    pub(crate) async fn files(&self, state: &dyn Session) -> Result<&Arc<dyn TableProvider>> {
-        self.files
+    /// The provider of the rows, now: the host's, or DataFusion's for the
+    /// files, made now if not yet.
+    pub(crate) async fn rows(&self, state: &dyn Session) -> Result<&Arc<dyn TableProvider>> {
+        let (command, server_files, files) = match &self.rows {
+            Rows::Host(provider) => return Ok(provider),
+            Rows::Files {
+                command,
+                server_files,
+                files,
+            } => (command, server_files, files),
+        };
+        files
             .get_or_try_init(|| async {
                 let state = state
                     .as_any()
@@ -142,7 +200,7 @@ impl ExternalTable {
                             "external tables are planned by a SessionState".into(),
                         )
                     })?;
-                let files = open_files(&self.command, &self.server_files, state).await?;
+                let files = open_files(command, server_files, state).await?;
                 if files.schema() != self.core.schema {
                     return Err(TenantError::SchemaMismatch(format!(
                         "the files of external table '{}' no longer have the columns it was \
@@ -156,6 +214,23 @@ impl ExternalTable {
             })
             .await
     }
+}
+
+impl ExternalTable {
+    /// The provider of the rows if it is made.
+    fn opened(&self) -> Option<&Arc<dyn TableProvider>> {
+        match &self.rows {
+            Rows::Files { files, .. } => files.get(),
+            Rows::Host(provider) => Some(provider),
+        }
+    }
+}
+
+/// Whether `provider` is a host table (see the module docs).
+pub(crate) fn is_host_table(provider: &Arc<dyn BaseTableProvider>) -> bool {
+    (provider.as_ref() as &dyn TableProvider)
+        .downcast_ref::<ExternalTable>()
+        .is_some_and(ExternalTable::is_host)
 }
 
 /// DataFusion's provider for the files of `command`, once every location
@@ -192,7 +267,10 @@ impl TableProvider for ExternalTable {
     }
 
     fn constraints(&self) -> Option<&Constraints> {
-        Some(&self.command.constraints)
+        match &self.rows {
+            Rows::Files { command, .. } => Some(&command.constraints),
+            Rows::Host(provider) => provider.constraints(),
+        }
     }
 
     fn table_type(&self) -> DataFusionTableType {
@@ -200,7 +278,10 @@ impl TableProvider for ExternalTable {
     }
 
     fn get_column_default(&self, column: &str) -> Option<&Expr> {
-        self.command.column_defaults.get(column)
+        match &self.rows {
+            Rows::Files { command, .. } => command.column_defaults.get(column),
+            Rows::Host(provider) => provider.get_column_default(column),
+        }
     }
 
     fn supports_filters_pushdown(
@@ -209,8 +290,8 @@ impl TableProvider for ExternalTable {
     ) -> DFResult<Vec<TableProviderFilterPushDown>> {
         // Statements open the files before they are planned (see
         // `TenantSession::open_external`); until then nothing is pushed.
-        match self.files.get() {
-            Some(files) => files.supports_filters_pushdown(filters),
+        match self.opened() {
+            Some(rows) => rows.supports_filters_pushdown(filters),
             None => Ok(vec![
                 TableProviderFilterPushDown::Unsupported;
                 filters.len()
@@ -219,7 +300,7 @@ impl TableProvider for ExternalTable {
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        self.files.get().and_then(|files| files.statistics())
+        self.opened().and_then(|rows| rows.statistics())
     }
 
     async fn scan(
@@ -229,8 +310,8 @@ impl TableProvider for ExternalTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let files = self.files(state).await?;
-        files.scan(state, projection, filters, limit).await
+        let rows = self.rows(state).await?;
+        rows.scan(state, projection, filters, limit).await
     }
 
     async fn insert_into(
@@ -239,8 +320,8 @@ impl TableProvider for ExternalTable {
         input: Arc<dyn ExecutionPlan>,
         op: InsertOp,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let files = self.files(state).await?;
-        files.insert_into(state, input, op).await
+        let rows = self.rows(state).await?;
+        rows.insert_into(state, input, op).await
     }
 }
 
@@ -293,7 +374,7 @@ impl BaseTableProvider for ExternalTable {
         _listener: Arc<dyn ChangeListener>,
     ) -> Result<WatchGuard, TenantError> {
         Err(TenantError::NotSupported(format!(
-            "SUBSCRIBE to external table '{}': its files change without the engine",
+            "SUBSCRIBE to external table '{}': its rows change without the engine",
             self.core.table_id
         )))
     }

@@ -83,6 +83,11 @@ impl View {
         }
     }
 
+    /// The tables this view reads itself (views among them).
+    pub(crate) fn tables_read(&self) -> &[Arc<dyn BaseTableProvider>] {
+        &self.reads
+    }
+
     /// Whether this view reads `table` itself (not through another view).
     pub(crate) fn reads(&self, table: &Arc<dyn BaseTableProvider>) -> bool {
         self.reads.iter().any(|t| Arc::ptr_eq(t, table))

@@ -52,6 +52,7 @@ async fn main() -> ExitCode {
         options.server_files = std::env::current_dir()
             .ok()
             .and_then(|dir| dir.ancestors().nth(2).map(Path::to_path_buf));
+        options.datafusion_tables = Some(test_files.clone());
         return compare(&test_files, &files, &options).await;
     }
     let summary = run_files(&files, &options).await;

@@ -31,7 +31,9 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
-use tenantfusion_core::{Access, Result, TableProviderCore, TenantError, UserContext};
+use tenantfusion_core::{
+    Access, BaseTableProvider, Result, TableProviderCore, TenantError, UserContext,
+};
 
 use crate::catalog::{is_reserved_namespace, resolve_table_name};
 use crate::engine_state::EngineState;
@@ -42,6 +44,7 @@ use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, is_deterministic,
 use crate::query::Query;
 use crate::statement::{CreateTable, TenantStatement, parse_in};
 use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
+use crate::view::View;
 use mutation::as_mutation;
 use prepared::Prepared;
 
@@ -265,7 +268,8 @@ impl TenantSession {
         let tables = self.check_references(&statement)?;
         self.open_external(&tables).await?;
         let cache = &self.engine.plans;
-        let key = (cache.enabled() && is_query(&statement)).then(|| PlanKey {
+        let keep = cache.enabled() && is_query(&statement) && plan_may_be_kept(&tables);
+        let key = keep.then(|| PlanKey {
             settings: self.settings_key(),
             text: statement.to_string(),
         });
@@ -293,7 +297,7 @@ impl TenantSession {
         for table in tables {
             let table = table.as_ref() as &dyn TableProvider;
             if let Some(external) = table.downcast_ref::<ExternalTable>() {
-                external.files(&self.engine.state).await?;
+                external.rows(&self.engine.state).await?;
             }
         }
         Ok(())
@@ -781,6 +785,21 @@ fn settings_key(engine: &SessionState, state: &SessionState) -> Arc<str> {
         }
     }
     Arc::from(key)
+}
+
+/// Whether a plan reading `tables` may be kept for later runs: not when one
+/// of them, or a table one of the views among them reads, is an external
+/// table. Its rows change without the engine (files added to a directory,
+/// a host's own writes), and DataFusion's plan of them holds what was true
+/// when it was made: the files listed then, statistics folded into answers.
+fn plan_may_be_kept(tables: &[Arc<dyn BaseTableProvider>]) -> bool {
+    !tables.iter().any(|table| {
+        let table = table.as_ref() as &dyn TableProvider;
+        table.is::<ExternalTable>()
+            || table
+                .downcast_ref::<View>()
+                .is_some_and(|view| !plan_may_be_kept(view.tables_read()))
+    })
 }
 
 /// A DataFusion error from planning a statement, as our error: an INSERT's

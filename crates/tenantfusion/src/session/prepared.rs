@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use parking_lot::RwLock;
 use tenantfusion_core::{Result, TenantError};
 
-use super::{TenantSession, planning_error};
+use super::{TenantSession, plan_may_be_kept, planning_error};
 use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, same_providers};
 use crate::query::Query;
 use crate::statement::TenantStatement;
@@ -200,7 +200,8 @@ impl TenantSession {
         let tables = self.check_references(&prepared.source)?;
         let params = prepared.bind(params)?;
         let cache = &self.engine.plans;
-        let key = (cache.enabled() && prepared.is_query).then(|| PlanKey {
+        let keep = cache.enabled() && prepared.is_query && plan_may_be_kept(&tables);
+        let key = keep.then(|| PlanKey {
             settings: self.settings_key(),
             text: format!("{}\u{0}{params:?}", prepared.text),
         });

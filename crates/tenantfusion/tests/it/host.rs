@@ -85,3 +85,121 @@ async fn host_context_without_a_user_is_refused() {
         .unwrap_err();
     assert_eq!(TenantError::from_datafusion(err).code(), "NOT_SUPPORTED");
 }
+
+/// A host table: the host's MemTable, one set of rows read by access level,
+/// refused to every logged change, and its new rows seen by the next run of
+/// a statement (its plans are not cached).
+#[tokio::test]
+async fn host_tables_are_read_by_access_level_and_not_changed_by_sql() {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::MemTable;
+    use tenantfusion::AccessLevel;
+
+    use crate::common::{count, error_code, rows};
+
+    let engine = engine().await;
+    run(&admin(&engine), "CREATE NAMESPACE host").await;
+    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+    let batch = |values: Vec<i64>| {
+        RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from(values))],
+        )
+        .unwrap()
+    };
+    let public =
+        Arc::new(MemTable::try_new(Arc::clone(&schema), vec![vec![batch(vec![1, 2])]]).unwrap());
+    let private =
+        Arc::new(MemTable::try_new(Arc::clone(&schema), vec![vec![batch(vec![7])]]).unwrap());
+    engine
+        .register_host_table("host", "numbers", public, AccessLevel::Public)
+        .await
+        .unwrap();
+    engine
+        .register_host_table("host", "secrets", private.clone(), AccessLevel::Private)
+        .await
+        .unwrap();
+
+    let (alice, bob) = (user(&engine, "alice"), user(&engine, "bob"));
+    assert_eq!(count(&alice, "SELECT count(*) FROM host.numbers").await, 2);
+    assert_eq!(count(&bob, "SELECT sum(n) FROM host.numbers").await, 3);
+    assert_eq!(
+        count(&admin(&engine), "SELECT n FROM host.secrets").await,
+        7
+    );
+    for sql in [
+        "SELECT * FROM host.secrets",
+        "EXPLAIN SELECT * FROM host.secrets",
+        "WITH s AS (SELECT * FROM host.secrets) SELECT * FROM s",
+        "SELECT (SELECT max(n) FROM host.secrets)",
+        "SELECT * FROM host.numbers WHERE n IN (SELECT n FROM host.secrets)",
+        "INSERT INTO host.secrets VALUES (8)",
+    ] {
+        assert_eq!(error_code(&alice, sql).await, "PERMISSION_DENIED", "{sql}");
+    }
+
+    // The host's own writes are read by the next run (no plan is kept).
+    let sql = "SELECT count(*) FROM host.secrets";
+    assert_eq!(count(&admin(&engine), sql).await, 1);
+    assert_eq!(count(&admin(&engine), sql).await, 1);
+    let ctx = SessionContext::new();
+    ctx.register_table("s", private).unwrap();
+    ctx.sql("INSERT INTO s VALUES (9)")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(count(&admin(&engine), sql).await, 2);
+
+    // Nothing logged may depend on it.
+    let dba = admin(&engine);
+    for (sql, code) in [
+        ("DROP TABLE host.numbers", "NOT_SUPPORTED"),
+        ("DROP TABLE IF EXISTS host.numbers", "NOT_SUPPORTED"),
+        (
+            "CREATE OR REPLACE TABLE host.numbers (n BIGINT)",
+            "NOT_SUPPORTED",
+        ),
+        ("CREATE TABLE host.numbers (n BIGINT)", "TABLE_EXISTS"),
+        (
+            "CREATE VIEW host.v AS SELECT n FROM host.numbers",
+            "NOT_SUPPORTED",
+        ),
+        ("GRANT SELECT ON host.numbers TO alice", "INVALID_ARGUMENT"),
+        ("DROP NAMESPACE host", "NAMESPACE_NOT_EMPTY"),
+    ] {
+        assert_eq!(error_code(&dba, sql).await, code, "{sql}");
+    }
+    assert_eq!(
+        rows(&alice, "SELECT n FROM host.numbers ORDER BY n")
+            .await
+            .len(),
+        2
+    );
+    // A copy is not a dependency.
+    run(
+        &dba,
+        "CREATE TABLE host.copied AS SELECT n FROM host.numbers",
+    )
+    .await;
+    assert_eq!(count(&dba, "SELECT count(*) FROM host.copied").await, 2);
+
+    let again = Arc::new(MemTable::try_new(Arc::clone(&schema), vec![vec![]]).unwrap());
+    let refused = |e: TenantError| e.code();
+    for (namespace, table, level, code) in [
+        ("host", "numbers", AccessLevel::Public, "TABLE_EXISTS"),
+        ("nowhere", "t", AccessLevel::Public, "NAMESPACE_NOT_FOUND"),
+        ("system", "t", AccessLevel::Public, "PERMISSION_DENIED"),
+        ("host", "r", AccessLevel::Restricted, "INVALID_ARGUMENT"),
+    ] {
+        let err = engine
+            .register_host_table(namespace, table, again.clone(), level)
+            .await
+            .unwrap_err();
+        assert_eq!(refused(err), code, "{namespace}.{table}");
+    }
+}
