@@ -86,7 +86,7 @@ impl Engine {
     /// Offers the host's own `provider` to the engine's users as the shared
     /// table `namespace.table` (names as stored: DataFusion lowercases
     /// unquoted names in SQL), read at `level`: `PUBLIC` (everyone) or
-    /// `PRIVATE` (roles dba and system). Every scan and insert is the
+    /// `PRIVATE` (roles service, dba and system). Every scan and insert is the
     /// provider's, for whoever may; its rows are one set for every user.
     ///
     /// Not logged: register it again after each open of a durable engine.

@@ -7,8 +7,8 @@ use datafusion::arrow::array::{ArrayRef, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
-use datafusion::common::Constraint;
-use datafusion::common::TableReference;
+use datafusion::common::{Constraint, SchemaError, TableReference};
+use datafusion::error::DataFusionError;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{
@@ -147,12 +147,16 @@ impl TenantSession {
         let (namespace, table) = self.resolve_name(&create.name)?;
         refuse_reserved_namespace(namespace)?;
         let (schema, primary_key) = keyed_schema(kind, create)?;
-        let mut seen = HashSet::new();
-        if let Some(dup) = schema.fields().iter().find(|f| !seen.insert(f.name())) {
-            return Err(TenantError::InvalidArgument(format!(
-                "column '{}' appears more than once in table '{namespace}.{table}'",
-                dup.name()
-            )));
+        ensure_unique_column_names(&schema)?;
+        if create.or_replace
+            && create.if_not_exists
+            && self.engine.cache.get_provider(namespace, table).is_some()
+        {
+            // DataFusion's rule and words: both only where the table exists.
+            return Err(TenantError::InvalidArgument(
+                DataFusionError::Execution("'IF NOT EXISTS' cannot coexist with 'REPLACE'".into())
+                    .to_string(),
+            ));
         }
         // Defaults are kept as SQL so the catalog log can rebuild them; one
         // that cannot be written back as SQL is refused now, not on reopen.
@@ -227,6 +231,7 @@ impl TenantSession {
             &self.engine.cache,
             &self.engine.config.default_namespace,
         )?;
+        ensure_unique_column_names(create.input.schema().as_arrow())?;
         let view = View::new(
             TableId::new(namespace, table),
             create.input.as_ref().clone(),
@@ -788,5 +793,20 @@ impl Report {
             })
             .collect();
         RecordBatch::try_new(schema, columns).map_err(|e| TenantError::Internal(e.to_string()))
+    }
+}
+
+/// What a table or view stores has no qualifiers, so its column names must
+/// be unique without them (DataFusion's rule, in its words).
+fn ensure_unique_column_names(schema: &Schema) -> Result<()> {
+    let mut seen = HashSet::with_capacity(schema.fields().len());
+    match schema.fields().iter().find(|f| !seen.insert(f.name())) {
+        Some(duplicate) => Err(TenantError::from_datafusion(DataFusionError::SchemaError(
+            Box::new(SchemaError::DuplicateUnqualifiedField {
+                name: duplicate.name().clone(),
+            }),
+            Box::new(None),
+        ))),
+        None => Ok(()),
     }
 }
