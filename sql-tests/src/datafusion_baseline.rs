@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+use datafusion::datasource::TableType;
 use datafusion_sqllogictest::{
     DFColumnType, DataFusion, TestContext, df_value_validator, value_normalizer,
 };
@@ -20,8 +21,8 @@ use tenantfusion::{AccessLevel, Engine};
 use crate::{FileReport, RecordOutcome, SltOptions, Step, run_file};
 
 /// Registers in `engine`'s default namespace, as PUBLIC host tables, the
-/// tables DataFusion's `TestContext` registers in Rust for the file `path`
-/// of `test_files` (none for most files).
+/// base tables DataFusion's `TestContext` registers in Rust for the file
+/// `path` of `test_files` (none for most files).
 pub async fn register_test_tables(
     engine: &Engine,
     path: &Path,
@@ -44,6 +45,12 @@ pub async fn register_test_tables(
         let Some(table) = schema.table(&name).await.map_err(|e| e.to_string())? else {
             continue;
         };
+        // A host table is a base table: DataFusion's temporary-table
+        // stand-in (`information_schema_table_types.slt`, no schema at all)
+        // stays DataFusion's.
+        if table.table_type() != TableType::Base {
+            continue;
+        }
         engine
             .register_host_table(&namespace, &name, table, AccessLevel::Public)
             .await
