@@ -137,9 +137,35 @@ async fn host_tables_are_read_by_access_level_and_not_changed_by_sql() {
         "SELECT (SELECT max(n) FROM host.secrets)",
         "SELECT * FROM host.numbers WHERE n IN (SELECT n FROM host.secrets)",
         "INSERT INTO host.secrets VALUES (8)",
+        "PREPARE q AS SELECT * FROM host.secrets WHERE n > $1",
+        "COPY (SELECT * FROM host.numbers) TO '/tmp/host-numbers.csv' STORED AS CSV",
     ] {
         assert_eq!(error_code(&alice, sql).await, "PERMISSION_DENIED", "{sql}");
     }
+    // A statement prepared over a table alice may read cannot be turned to
+    // the private one; an administrator impersonating alice is alice.
+    run(
+        &alice,
+        "PREPARE q AS SELECT count(*) FROM host.numbers WHERE n > $1",
+    )
+    .await;
+    assert_eq!(count(&alice, "EXECUTE q(0)").await, 2);
+    assert_eq!(
+        error_code(
+            &admin(&engine),
+            "EXECUTE AS USER 'alice' (SELECT * FROM host.secrets)"
+        )
+        .await,
+        "PERMISSION_DENIED"
+    );
+    assert_eq!(
+        count(
+            &admin(&engine),
+            "EXECUTE AS USER 'alice' (SELECT count(*) FROM host.numbers)"
+        )
+        .await,
+        2
+    );
 
     // The host's own writes are read by the next run (no plan is kept).
     let sql = "SELECT count(*) FROM host.secrets";
