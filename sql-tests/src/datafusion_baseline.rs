@@ -9,8 +9,11 @@
 //! same parsed records in order.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use datafusion::datasource::TableType;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion_sqllogictest::{
     DFColumnType, DataFusion, TestContext, df_value_validator, value_normalizer,
 };
@@ -57,6 +60,24 @@ pub async fn register_test_tables(
             .map_err(|e| format!("{}: host table {name}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The scalar functions DataFusion's `TestContext` registers in Rust for
+/// the file `path` of `test_files` beyond DataFusion's own (for
+/// `joins.slt`, `async_udf.slt`), to offer as the host's functions.
+pub async fn test_functions(path: &Path, test_files: &Path) -> Vec<Arc<ScalarUDF>> {
+    let relative = path.strip_prefix(test_files).unwrap_or(path);
+    let Some(context) = TestContext::try_new_for_test_file(relative).await else {
+        return Vec::new();
+    };
+    let stock = SessionStateBuilder::new().with_default_features().build();
+    let state = context.session_ctx().state();
+    state
+        .scalar_functions()
+        .iter()
+        .filter(|(name, _)| !stock.scalar_functions().contains_key(*name))
+        .map(|(_, function)| Arc::clone(function))
+        .collect()
 }
 
 /// Runs one file of DataFusion's `test_files/` on stock DataFusion.

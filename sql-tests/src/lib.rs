@@ -52,7 +52,9 @@ pub struct SltOptions {
     /// Offer each file the tables DataFusion's own runner makes for it in
     /// Rust (its `TestContext`, by the file's name relative to this
     /// `test_files/` directory) as host tables, as an embedding program
-    /// registers its own ([`Engine::register_host_table`], PUBLIC).
+    /// registers its own ([`Engine::register_host_table`], PUBLIC), and the
+    /// scalar functions it registers as the host's
+    /// ([`EngineConfig::with_scalar_function`]).
     pub datafusion_tables: Option<std::path::PathBuf>,
 }
 
@@ -379,6 +381,11 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
     // read as in DataFusion's own files on every machine.
     config.target_partitions = Some(TARGET_PARTITIONS);
     config.round_robin_repartition = true;
+    if let Some(test_files) = &options.datafusion_tables {
+        for function in datafusion_baseline::test_functions(path, test_files).await {
+            config = config.with_scalar_function(function);
+        }
+    }
     let engine = Engine::new(config).map_err(|e| e.to_string())?;
     if let Some(test_files) = &options.datafusion_tables {
         datafusion_baseline::register_test_tables(&engine, path, test_files).await?;

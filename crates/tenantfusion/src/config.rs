@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::logical_expr::ScalarUDF;
 use tenantfusion_core::{Clock, Result, SystemClock, TableType, TenantError};
 use tenantfusion_live::{LiveConfig, PoolConfig, Source};
 use tenantfusion_store::Durability;
@@ -57,6 +58,11 @@ pub struct EngineConfig {
     /// What stream tables age their rows by (the system clock; tests use a
     /// [`ManualClock`](tenantfusion_core::ManualClock)).
     pub clock: Arc<dyn Clock>,
+    /// The host's own scalar functions, offered to every session beside
+    /// DataFusion's (one of the same name takes its place). They are the
+    /// host's code: a function runs for whoever calls it, and one that
+    /// declares itself immutable may have its results kept in cached plans.
+    pub scalar_functions: Vec<Arc<ScalarUDF>>,
     /// Settings of the live provider pool that feeds stream tables. The
     /// pool starts with the engine when `live_sources` is not empty, else
     /// on the first `CREATE SOURCE`.
@@ -196,6 +202,7 @@ impl Default for EngineConfig {
             stream_linger: Duration::from_secs(10),
             stream_default_max_rows: 10_000,
             storage: Storage::Memory,
+            scalar_functions: Vec::new(),
         }
     }
 }
@@ -254,6 +261,21 @@ impl EngineConfig {
     /// ```
     pub fn with_server_files_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.server_files.push(dir.into());
+        self
+    }
+
+    /// Adds a function to [`scalar_functions`](Self::scalar_functions).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use datafusion::logical_expr::ScalarUDF;
+    /// use tenantfusion::EngineConfig;
+    /// # let udf: ScalarUDF = datafusion::functions::math::abs().as_ref().clone();
+    /// let config = EngineConfig::default().with_scalar_function(Arc::new(udf));
+    /// assert_eq!(config.scalar_functions.len(), 1);
+    /// ```
+    pub fn with_scalar_function(mut self, function: Arc<ScalarUDF>) -> Self {
+        self.scalar_functions.push(function);
         self
     }
 

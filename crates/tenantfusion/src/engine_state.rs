@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProviderList, TableProvider,
 };
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
+use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 use tenantfusion_core::{
     AccessLevel, Result, SchemaCache, TableId, TableType, TenantError, UserContext, UserId,
@@ -110,12 +110,15 @@ impl EngineState {
             CATALOG_NAME.to_string(),
             Arc::clone(&catalog) as Arc<dyn CatalogProvider>,
         );
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_runtime_env(runtime)
             .with_catalog_list(catalogs as Arc<dyn CatalogProviderList>)
             .with_default_features()
             .build();
+        for function in &config.scalar_functions {
+            state.register_udf(Arc::clone(function))?;
+        }
         let plans = PlanCache::new(config.plan_cache);
         let logs = |durability: &Durability| WalOptions {
             durability: *durability,

@@ -229,3 +229,80 @@ async fn host_tables_are_read_by_access_level_and_not_changed_by_sql() {
         assert_eq!(refused(err), code, "{namespace}.{table}");
     }
 }
+
+/// The host's scalar functions: every session may call them, over its own
+/// rows; a volatile one is called again on each run (its plans are not
+/// cached), an immutable one may be.
+#[tokio::test]
+async fn host_scalar_functions_serve_every_session() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use datafusion::arrow::array::{ArrayRef, Int64Array};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::common::cast::as_int64_array;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    use tenantfusion::{Engine, EngineConfig};
+
+    use crate::common::{count, rows};
+
+    let doubled = create_udf(
+        "doubled",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let values = ColumnarValue::values_to_arrays(args)?;
+            let input = as_int64_array(&values[0])?;
+            let out: Int64Array = input.iter().map(|v| v.map(|v| v * 2)).collect();
+            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+        }),
+    );
+    let calls = Arc::new(AtomicI64::new(0));
+    let counted = Arc::clone(&calls);
+    let ticket = create_udf(
+        "ticket",
+        vec![],
+        DataType::Int64,
+        Volatility::Volatile,
+        Arc::new(move |_: &[ColumnarValue]| {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(ColumnarValue::Scalar(n.into()))
+        }),
+    );
+    let config = EngineConfig::default()
+        .with_scalar_function(Arc::new(doubled))
+        .with_scalar_function(Arc::new(ticket));
+    let engine = Engine::new(config).unwrap();
+    for sql in [
+        "CREATE NAMESPACE app",
+        "CREATE USER 'alice'",
+        "CREATE USER 'bob'",
+    ] {
+        run(&admin(&engine), sql).await;
+    }
+    run(&admin(&engine), "CREATE USER TABLE app.kv (v BIGINT)").await;
+    run(
+        &user(&engine, "alice"),
+        "INSERT INTO app.kv VALUES (1), (2)",
+    )
+    .await;
+    run(&user(&engine, "bob"), "INSERT INTO app.kv VALUES (10)").await;
+
+    let sql = "SELECT doubled(v) FROM app.kv ORDER BY 1";
+    for _ in 0..2 {
+        assert_eq!(rows(&user(&engine, "alice"), sql).await, vec!["2", "4"]);
+        assert_eq!(rows(&user(&engine, "bob"), sql).await, vec!["20"]);
+    }
+    let alice = user(&engine, "alice");
+    let first = count(&alice, "SELECT ticket()").await;
+    let second = count(&alice, "SELECT ticket()").await;
+    assert!(
+        second > first,
+        "a volatile function runs again: {first}, {second}"
+    );
+    assert_eq!(
+        crate::common::error_code(&alice, "SELECT doubled('x')").await,
+        "PLAN_ERROR"
+    );
+}
