@@ -24,8 +24,8 @@ use tenantfusion::{AccessLevel, Engine};
 use crate::{FileReport, RecordOutcome, SltOptions, Step, run_file};
 
 /// Registers in `engine`'s default namespace, as PUBLIC host tables, the
-/// base tables DataFusion's `TestContext` registers in Rust for the file
-/// `path` of `test_files` (none for most files).
+/// tables DataFusion's `TestContext` registers in Rust for the file `path`
+/// of `test_files` (none for most files).
 pub async fn register_test_tables(
     engine: &Engine,
     path: &Path,
@@ -48,10 +48,11 @@ pub async fn register_test_tables(
         let Some(table) = schema.table(&name).await.map_err(|e| e.to_string())? else {
             continue;
         };
-        // A host table is a base table: DataFusion's temporary-table
-        // stand-in (`information_schema_table_types.slt`, no schema at all)
-        // stays DataFusion's.
-        if table.table_type() != TableType::Base {
+        // DataFusion's stand-in for a temporary table
+        // (`information_schema_table_types.slt`) has no schema at all: it
+        // only shows what information_schema says of one, and stays
+        // DataFusion's.
+        if table.table_type() == TableType::Temporary {
             continue;
         }
         engine
