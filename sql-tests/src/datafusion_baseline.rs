@@ -14,6 +14,7 @@ use std::sync::Arc;
 use datafusion::datasource::TableType;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::SessionContext;
 use datafusion_sqllogictest::{
     DFColumnType, DataFusion, TestContext, df_value_validator, value_normalizer,
 };
@@ -23,19 +24,24 @@ use tenantfusion::{AccessLevel, Engine};
 
 use crate::{FileReport, RecordOutcome, SltOptions, Step, run_file};
 
+/// The session DataFusion's `TestContext` sets up for the file `path` of
+/// `test_files`, with the tables and functions it registers in Rust for
+/// that file (most files: none); `None` when DataFusion's runner skips the
+/// file in this build.
+pub async fn test_context(path: &Path, test_files: &Path) -> Option<SessionContext> {
+    let relative = path.strip_prefix(test_files).unwrap_or(path);
+    let context = TestContext::try_new_for_test_file(relative).await?;
+    Some(context.session_ctx().clone())
+}
+
 /// Registers in `engine`'s default namespace, as PUBLIC host tables, the
-/// tables DataFusion's `TestContext` registers in Rust for the file `path`
-/// of `test_files` (none for most files).
+/// tables of `ctx`'s default schema (a [`test_context`]); `path` names the
+/// file in errors.
 pub async fn register_test_tables(
     engine: &Engine,
+    ctx: &SessionContext,
     path: &Path,
-    test_files: &Path,
 ) -> Result<(), String> {
-    let relative = path.strip_prefix(test_files).unwrap_or(path);
-    let Some(context) = TestContext::try_new_for_test_file(relative).await else {
-        return Ok(());
-    };
-    let ctx = context.session_ctx();
     let options = ctx.state().config().options().catalog.clone();
     let Some(schema) = ctx
         .catalog(&options.default_catalog)
@@ -63,17 +69,11 @@ pub async fn register_test_tables(
     Ok(())
 }
 
-/// The scalar functions DataFusion's `TestContext` registers in Rust for
-/// the file `path` of `test_files` beyond DataFusion's own (for
-/// `joins.slt`, `async_udf.slt`), to offer as the host's functions.
-pub async fn test_functions(path: &Path, test_files: &Path) -> Vec<Arc<ScalarUDF>> {
-    let relative = path.strip_prefix(test_files).unwrap_or(path);
-    let Some(context) = TestContext::try_new_for_test_file(relative).await else {
-        return Vec::new();
-    };
+/// The scalar functions of `ctx` (a [`test_context`]) beyond DataFusion's
+/// own (for `joins.slt`, `async_udf.slt`), to offer as the host's.
+pub fn test_functions(ctx: &SessionContext) -> Vec<Arc<ScalarUDF>> {
     let stock = SessionStateBuilder::new().with_default_features().build();
-    let state = context.session_ctx().state();
-    state
+    ctx.state()
         .scalar_functions()
         .iter()
         .filter(|(name, _)| !stock.scalar_functions().contains_key(*name))
@@ -89,7 +89,7 @@ pub async fn test_functions(path: &Path, test_files: &Path) -> Vec<Arc<ScalarUDF
 /// run from the directory that holds `test_files/`.
 pub async fn run_file_on_datafusion(path: &Path, test_files: &Path) -> Result<FileReport, String> {
     let relative = path.strip_prefix(test_files).unwrap_or(path).to_path_buf();
-    let Some(context) = TestContext::try_new_for_test_file(&relative).await else {
+    let Some(ctx) = test_context(path, test_files).await else {
         return Err(format!(
             "{}: DataFusion's runner skips it in this build",
             path.display()
@@ -98,7 +98,6 @@ pub async fn run_file_on_datafusion(path: &Path, test_files: &Path) -> Result<Fi
     fresh_scratch_dir(test_files, &relative)?;
     let records = sqllogictest::parse_file::<DFColumnType>(path)
         .map_err(|e| format!("{}: cannot parse: {e}", path.display()))?;
-    let ctx = context.session_ctx().clone();
     let mut runner = Runner::new(move || {
         let engine = DataFusion::new(ctx.clone(), relative.clone(), ProgressBar::hidden());
         async move { Ok(engine) }

@@ -381,14 +381,18 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
     // read as in DataFusion's own files on every machine.
     config.target_partitions = Some(TARGET_PARTITIONS);
     config.round_robin_repartition = true;
-    if let Some(test_files) = &options.datafusion_tables {
-        for function in datafusion_baseline::test_functions(path, test_files).await {
+    let test_context = match &options.datafusion_tables {
+        Some(test_files) => datafusion_baseline::test_context(path, test_files).await,
+        None => None,
+    };
+    if let Some(ctx) = &test_context {
+        for function in datafusion_baseline::test_functions(ctx) {
             config = config.with_scalar_function(function);
         }
     }
     let engine = Engine::new(config).map_err(|e| e.to_string())?;
-    if let Some(test_files) = &options.datafusion_tables {
-        datafusion_baseline::register_test_tables(&engine, path, test_files).await?;
+    if let Some(ctx) = &test_context {
+        datafusion_baseline::register_test_tables(&engine, ctx, path).await?;
     }
     let admin = engine.session(UserContext::new(ADMIN_USER, Role::Dba));
 

@@ -70,7 +70,7 @@ impl PartitionScanExec {
     /// them as `declared_schema` (the same columns, NOT NULL where declared).
     pub fn try_new(
         table_id: Arc<TableId>,
-        table_schema: &SchemaRef,
+        stored_schema: &SchemaRef,
         declared_schema: &SchemaRef,
         store: Arc<dyn PartitionStore>,
         policy: Arc<dyn PartitionPolicy>,
@@ -78,8 +78,8 @@ impl PartitionScanExec {
         request: ScanRequest,
     ) -> Result<Self> {
         let read_schema = match &request.columns {
-            Some(indices) => Arc::new(table_schema.project(indices)?),
-            None => Arc::clone(table_schema),
+            Some(indices) => Arc::new(stored_schema.project(indices)?),
+            None => Arc::clone(stored_schema),
         };
         let declared = match &request.columns {
             Some(indices) => Arc::new(declared_schema.project(indices)?),

@@ -179,6 +179,14 @@ impl ExternalTable {
         &self.access
     }
 
+    /// The provider of the rows if it is made.
+    fn opened(&self) -> Option<&Arc<dyn TableProvider>> {
+        match &self.rows {
+            Rows::Files { files, .. } => files.get(),
+            Rows::Host(provider) => Some(provider),
+        }
+    }
+
     /// The provider of the rows, now: the host's, or DataFusion's for the
     /// files, made now if not yet.
     pub(crate) async fn rows(&self, state: &dyn Session) -> Result<&Arc<dyn TableProvider>> {
@@ -213,16 +221,6 @@ impl ExternalTable {
                 Ok(files)
             })
             .await
-    }
-}
-
-impl ExternalTable {
-    /// The provider of the rows if it is made.
-    fn opened(&self) -> Option<&Arc<dyn TableProvider>> {
-        match &self.rows {
-            Rows::Files { files, .. } => files.get(),
-            Rows::Host(provider) => Some(provider),
-        }
     }
 }
 
