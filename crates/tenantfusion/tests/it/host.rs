@@ -133,6 +133,8 @@ async fn host_tables_are_read_by_access_level_and_not_changed_by_sql() {
     for sql in [
         "SELECT * FROM host.secrets",
         "EXPLAIN SELECT * FROM host.secrets",
+        "EXPLAIN ANALYZE SELECT * FROM host.secrets",
+        "EXPLAIN ANALYZE INSERT INTO host.secrets VALUES (8)",
         "WITH s AS (SELECT * FROM host.secrets) SELECT * FROM s",
         "SELECT (SELECT max(n) FROM host.secrets)",
         "SELECT * FROM host.numbers WHERE n IN (SELECT n FROM host.secrets)",
