@@ -42,8 +42,8 @@ async fn main() -> ExitCode {
         "no .slt files found under {}",
         root.display()
     );
-    // Each file runs twice: as written, then with every query run twice
-    // (the second time from the plan cache) and compared.
+    // Each file runs twice: as written, then with every query run three
+    // times (the last from the plan cache) and compared.
     let mut total = Summary::default();
     for repeat_queries in [false, true] {
         let plain_options = SltOptions {

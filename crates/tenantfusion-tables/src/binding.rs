@@ -42,6 +42,33 @@ impl IdentityBinding {
     }
 }
 
+/// The one caller a plan is being made for, in the planning session's
+/// config: set only where the plan will be neither kept nor shared (a
+/// statement's first run, `EXPLAIN`). Scans then describe that caller's
+/// rows to DataFusion's optimizer ([`PartitionStore::statistics`]), as
+/// DataFusion's own tables do, so a one-off query over a few rows is
+/// planned for a few rows. A plan that is kept is made without it: the
+/// statistics of one user's rows at one moment must not shape, or be
+/// folded into, a plan another user runs (DESIGN.md, "plan cache").
+///
+/// It is not the executing caller ([`UserContext::from_task`] is): a scan
+/// planned for one caller refuses to run for another.
+///
+/// [`PartitionStore::statistics`]: crate::PartitionStore::statistics
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use datafusion::prelude::SessionConfig;
+/// # use tenantfusion_core::{Role, UserContext};
+/// # use tenantfusion_tables::PlannedFor;
+/// let alice = Arc::new(UserContext::new("alice", Role::User));
+/// let config = SessionConfig::new().with_extension(Arc::new(PlannedFor(alice)));
+/// let planned = config.get_extension::<PlannedFor>().unwrap();
+/// assert_eq!(planned.0.user_id().as_str(), "alice");
+/// ```
+#[derive(Debug, Clone)]
+pub struct PlannedFor(pub Arc<UserContext>);
+
 /// Runs its input as `caller`, whoever executes it: every node beneath it
 /// sees a task whose caller is `caller` (the rest of the task — settings,
 /// functions, memory pool — is the executing one's).

@@ -22,14 +22,14 @@ mod store;
 mod stream;
 mod topic_filter;
 
-pub use binding::{BoundCallerExec, IdentityBinding};
+pub use binding::{BoundCallerExec, IdentityBinding, PlannedFor};
 pub use change_listeners::{ChangeListeners, Watch};
 pub use matching::{RowMatcher, rows_at};
 pub use policy::{PartitionPolicy, SharedAccess, UserPartitions};
 pub use primary_key::PrimaryKey;
 pub use provider::{PartitionedTable, SharedTableProvider, UserTableProvider};
 pub use ring::{Retention, RingStore};
-pub use scan::{PartitionScanExec, ScanRequest};
+pub use scan::{CallerStatistics, PartitionScanExec, ScanRequest};
 pub use sink::{MutationSink, PartitionSink};
 pub use store::{
     MemoryPartitionStore, PartitionKey, PartitionStore, ReadRequest, append_coalesced,

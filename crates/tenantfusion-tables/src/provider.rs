@@ -20,11 +20,11 @@ use tenantfusion_core::{
     TableProviderCore, TenantError, UserContext, UserId, WatchGuard,
 };
 
-use crate::binding::IdentityBinding;
+use crate::binding::{IdentityBinding, PlannedFor};
 use crate::change_listeners::ChangeListeners;
 use crate::policy::{PartitionPolicy, SharedAccess, UserPartitions};
 use crate::primary_key::PrimaryKey;
-use crate::scan::{PartitionScanExec, ScanRequest};
+use crate::scan::{CallerStatistics, PartitionScanExec, ScanRequest};
 use crate::sink::{MutationSink, PartitionSink};
 use crate::store::{PartitionKey, PartitionStore};
 use crate::topic_filter::topics_in;
@@ -245,12 +245,14 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
             .policy
             .topic_column()
             .and_then(|column| topics_in(filters, column));
+        let statistics = self.caller_statistics(&binding, state, columns.as_deref());
         let request = ScanRequest {
             columns,
             projection,
             predicate,
             limit,
             topics,
+            statistics,
         };
         Ok(Arc::new(PartitionScanExec::try_new(
             Arc::clone(&self.core.table_id),
@@ -261,6 +263,39 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
             binding,
             request,
         )?))
+    }
+
+    /// Statistics of the caller the plan is made for alone, at `columns`
+    /// (see [`PlannedFor`]); `None` in a plan that may be kept. A table
+    /// stored per topic is read over many partitions: none either.
+    fn caller_statistics(
+        &self,
+        binding: &IdentityBinding,
+        state: &dyn Session,
+        columns: Option<&[usize]>,
+    ) -> Option<CallerStatistics> {
+        let PlannedFor(planned) = state
+            .config()
+            .get_extension::<PlannedFor>()?
+            .as_ref()
+            .clone();
+        if self.policy.topic_column().is_some() {
+            return None;
+        }
+        // A bound scan (a view's, run as its invoker) reads its bound caller.
+        let caller = match binding {
+            IdentityBinding::Bound(user) => Arc::clone(user),
+            IdentityBinding::Task => planned,
+        };
+        let key = self
+            .policy
+            .read_partition(&self.core.table_id, &caller)
+            .ok()?;
+        let statistics = self.store.statistics(&key, &self.stored_schema, columns)?;
+        Some(CallerStatistics {
+            caller: caller.user_id().clone(),
+            statistics: Arc::new(statistics),
+        })
     }
 
     fn build_insert(

@@ -7,6 +7,7 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::Statistics;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -14,12 +15,13 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use futures::{StreamExt, TryStreamExt};
-use tenantfusion_core::TableId;
+use tenantfusion_core::{TableId, UserId};
 
 use crate::binding::IdentityBinding;
 use crate::policy::PartitionPolicy;
@@ -42,6 +44,7 @@ pub struct PartitionScanExec {
     projection: Option<Vec<usize>>,
     limit: Option<usize>,
     topics: Option<Vec<Arc<str>>>,
+    statistics: Option<CallerStatistics>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -62,6 +65,20 @@ pub struct ScanRequest {
     /// For tables stored per topic: the only topics the filters allow
     /// (`None`: every topic).
     pub topics: Option<Vec<Arc<str>>>,
+    /// Only in a plan made for one caller alone (see [`PlannedFor`]).
+    ///
+    /// [`PlannedFor`]: crate::PlannedFor
+    pub statistics: Option<CallerStatistics>,
+}
+
+/// Statistics of the columns a scan reads, in the partition of the one
+/// caller its plan was made for; the scan runs for nobody else.
+#[derive(Debug, Clone)]
+pub struct CallerStatistics {
+    /// Whose rows they describe.
+    pub caller: UserId,
+    /// Over the columns read.
+    pub statistics: Arc<Statistics>,
 }
 
 impl PartitionScanExec {
@@ -102,9 +119,16 @@ impl PartitionScanExec {
             projection: request.projection,
             limit: request.limit,
             topics: request.topics,
+            statistics: request.statistics,
             properties: leaf_properties(schema),
             metrics: ExecutionPlanMetricsSet::new(),
         })
+    }
+
+    /// The one caller this scan was planned for, when it carries that
+    /// caller's statistics: such a plan must never be kept or shared.
+    pub fn planned_for(&self) -> Option<&UserId> {
+        self.statistics.as_ref().map(|s| &s.caller)
     }
 }
 
@@ -176,6 +200,7 @@ impl ExecutionPlan for PartitionScanExec {
             projection: self.projection.clone(),
             limit: self.limit,
             topics: self.topics.clone(),
+            statistics: self.statistics.clone(),
             properties: Arc::clone(&self.properties),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
@@ -192,6 +217,14 @@ impl ExecutionPlan for PartitionScanExec {
             )));
         }
         let user = self.binding.resolve(&context)?;
+        if let Some(planned) = &self.statistics
+            && planned.caller != *user.user_id()
+        {
+            return Err(DataFusionError::Internal(format!(
+                "a scan of {} planned for one caller cannot run for another",
+                self.table_id
+            )));
+        }
         let key = self.policy.read_partition(&self.table_id, &user)?;
         let keys = if self.policy.topic_column().is_none() {
             vec![key]
@@ -236,6 +269,26 @@ impl ExecutionPlan for PartitionScanExec {
 
     fn fetch(&self) -> Option<usize> {
         self.limit
+    }
+
+    /// Unknown, but in a plan made for one caller alone: then those of the
+    /// caller's rows, counted when the plan was made.
+    fn statistics_from_inputs(
+        &self,
+        _inputs: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        let Some(read) = &self.statistics else {
+            return Ok(Arc::new(Statistics::new_unknown(&self.schema())));
+        };
+        let read = read.statistics.as_ref().clone();
+        let mut statistics = read.project(self.projection.as_ref());
+        if self.read.predicate.is_some() {
+            // The predicate keeps some of the rows counted: how many is
+            // not known before it runs.
+            statistics = statistics.to_inexact();
+        }
+        Ok(Arc::new(statistics.with_fetch(self.limit, 0, 1)?))
     }
 }
 

@@ -9,10 +9,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::Statistics;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::common::compute_record_batch_statistics;
 use parking_lot::RwLock;
 use tenantfusion_core::UserId;
 
@@ -98,6 +100,19 @@ pub trait PartitionStore: Debug + Send + Sync {
 
     /// Removes a partition and its rows (DROP USER); returns the rows removed.
     async fn drop_partition(&self, partition: &PartitionKey) -> Result<u64>;
+
+    /// Statistics of the partition's rows at `columns` of `schema` (the
+    /// stored schema), where the store knows them without reading files:
+    /// an in-memory store counts exactly. `None`: unknown (the default).
+    fn statistics(
+        &self,
+        partition: &PartitionKey,
+        schema: &Schema,
+        columns: Option<&[usize]>,
+    ) -> Option<Statistics> {
+        let _ = (partition, schema, columns);
+        None
+    }
 
     /// How many partitions hold rows.
     fn partition_count(&self) -> usize;
@@ -228,6 +243,19 @@ impl PartitionStore for MemoryPartitionStore {
 
     async fn drop_partition(&self, partition: &PartitionKey) -> Result<u64> {
         Ok(self.drop_now(partition))
+    }
+
+    fn statistics(
+        &self,
+        partition: &PartitionKey,
+        schema: &Schema,
+        columns: Option<&[usize]>,
+    ) -> Option<Statistics> {
+        Some(compute_record_batch_statistics(
+            &[self.read_now(partition)],
+            schema,
+            columns.map(<[usize]>::to_vec),
+        ))
     }
 
     fn partition_count(&self) -> usize {

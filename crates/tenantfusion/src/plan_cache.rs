@@ -22,6 +22,7 @@ use datafusion::physical_plan::scalar_subquery::ScalarSubqueryExec;
 use datafusion::physical_plan::work_table::WorkTableExec;
 use parking_lot::Mutex;
 use tenantfusion_core::BaseTableProvider;
+use tenantfusion_tables::PartitionScanExec;
 
 /// Bounds of the plan cache. The cache is on by default; `max_entries = 0`
 /// turns it off.
@@ -108,9 +109,9 @@ struct Lru {
     order: BTreeMap<u64, PlanKey>,
     clock: u64,
     bytes: usize,
-    /// Hashes of keys seen once: plans for bound parameter values are only
-    /// kept on their second sighting, so one-off values do not push out the
-    /// plans that are reused.
+    /// Hashes of keys seen once: plans are only kept on their second
+    /// sighting, so one-off statements and values do not push out the plans
+    /// that are reused (see [`PlanCache::admit`]).
     seen_once: HashSet<u64>,
     /// Statement texts exactly as sent (with the settings) -> the key they
     /// normalise to: a statement sent again verbatim is not parsed again.
@@ -174,18 +175,8 @@ pub(crate) type Tables = Vec<Arc<dyn BaseTableProvider>>;
 pub(crate) struct CacheSlot {
     pub key: PlanKey,
     pub tables: Tables,
-    pub admission: Admission,
     /// The statement's text as sent, remembered for [`PlanCache::get_verbatim`].
     pub verbatim: Option<PlanKey>,
-}
-
-/// When a plan may be kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Admission {
-    /// On first use: statement text is reused as is.
-    First,
-    /// On the second use of the same key (bound parameter values).
-    Second,
 }
 
 impl PlanCache {
@@ -261,13 +252,38 @@ impl PlanCache {
         self.hits.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether the plan about to be made for `slot` is to be kept: a
+    /// statement is kept on its second sighting (by any caller), so a
+    /// one-off statement takes no room and, not being kept, is planned for
+    /// its caller alone (`PlannedFor`), with the statistics of their rows.
+    /// Counts the sighting.
+    pub(crate) fn admit(&self, slot: &CacheSlot) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        let hash = self.hasher.hash_one(&slot.key);
+        let mut lru = self.lru.lock();
+        if lru.entries.contains_key(&slot.key) {
+            // Kept by a concurrent run, or a stale plan to be replaced.
+            return true;
+        }
+        if lru.seen_once.insert(hash) {
+            // Bounded: forgetting sightings only delays admission.
+            if lru.seen_once.len() > 4 * self.config.max_entries {
+                lru.seen_once.clear();
+            }
+            return false;
+        }
+        lru.seen_once.remove(&hash);
+        true
+    }
+
     /// Keeps `plan` for `key`, evicting the least recently used plans beyond
     /// the bounds. Callers decide what is cacheable ([`is_reusable`]).
     pub(crate) fn insert(&self, slot: CacheSlot, plan: Arc<dyn ExecutionPlan>) {
         let CacheSlot {
             key,
             tables,
-            admission,
             verbatim,
         } = slot;
         if !self.enabled() {
@@ -278,17 +294,6 @@ impl PlanCache {
             return;
         }
         let mut lru = self.lru.lock();
-        if admission == Admission::Second {
-            let hash = self.hasher.hash_one(&key);
-            if lru.seen_once.insert(hash) {
-                // Bounded: forgetting sightings only delays admission.
-                if lru.seen_once.len() > 4 * self.config.max_entries {
-                    lru.seen_once.clear();
-                }
-                return;
-            }
-            lru.seen_once.remove(&hash);
-        }
         lru.remove(&key);
         if let Some(text) = verbatim {
             lru.alias(text, &key, self.config.max_entries);
@@ -400,7 +405,10 @@ pub(crate) fn is_reusable(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let shared_state = plan.exists(|node| {
         Ok(node.downcast_ref::<ScalarSubqueryExec>().is_some()
             || node.downcast_ref::<RecursiveQueryExec>().is_some()
-            || node.downcast_ref::<WorkTableExec>().is_some())
+            || node.downcast_ref::<WorkTableExec>().is_some()
+            || node
+                .downcast_ref::<PartitionScanExec>()
+                .is_some_and(|scan| scan.planned_for().is_some()))
     });
     matches!(shared_state, Ok(false))
 }

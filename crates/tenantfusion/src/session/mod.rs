@@ -34,13 +34,14 @@ use parking_lot::{Mutex, RwLock};
 use tenantfusion_core::{
     Access, BaseTableProvider, Result, TableProviderCore, TenantError, UserContext,
 };
+use tenantfusion_tables::PlannedFor;
 
 use crate::catalog::{is_reserved_namespace, resolve_table_name};
 use crate::engine_state::EngineState;
 use crate::external_table::ExternalTable;
 use crate::information_schema::InformationSchema;
 use crate::limits::StatementMemoryPool;
-use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, is_deterministic, is_reusable};
+use crate::plan_cache::{CacheSlot, PlanKey, Tables, is_deterministic, is_reusable};
 use crate::query::Query;
 use crate::statement::{CreateTable, TenantStatement, parse_in};
 use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
@@ -155,6 +156,20 @@ impl TenantSession {
         state
     }
 
+    /// [`planning_state`](Self::planning_state), for a plan that is either
+    /// made for this session's caller alone (`alone`: neither kept nor
+    /// shared, so scans may plan with the caller's statistics, see
+    /// [`PlannedFor`]) or to be kept for every caller.
+    pub(crate) fn planning_state_for(&self, alone: bool) -> SessionState {
+        let mut state = self.planning_state();
+        if alone {
+            state
+                .config_mut()
+                .set_extension(Arc::new(PlannedFor(Arc::clone(&self.user))));
+        }
+        state
+    }
+
     async fn run(&self, sql: String) -> Result<Query> {
         let verbatim = PlanKey {
             settings: self.settings_key(),
@@ -192,7 +207,7 @@ impl TenantSession {
                 }) => {
                     let tables = self.check_references(&statement)?;
                     self.open_external(&tables).await?;
-                    let state = self.planning_state();
+                    let state = self.planning_state_for(true);
                     let plan = state.statement_to_plan(statement).await?;
                     self.check_plan(&plan)?;
                     match plan {
@@ -279,13 +294,15 @@ impl TenantSession {
             return self.run_cached(plan);
         }
         let insert_into = find_insert(&statement).map(|i| i.table.to_string());
-        let to_cache = key.map(|key| CacheSlot {
-            key,
-            tables,
-            admission: Admission::First,
-            verbatim,
-        });
-        self.plan_sql(statement, &self.planning_state(), to_cache)
+        let to_cache = key
+            .map(|key| CacheSlot {
+                key,
+                tables,
+                verbatim,
+            })
+            .filter(|slot| cache.admit(slot));
+        let state = self.planning_state_for(to_cache.is_none());
+        self.plan_sql(statement, &state, to_cache)
             .await
             .map_err(|err| planning_error(insert_into.as_deref(), err))?
     }

@@ -21,7 +21,7 @@ use parking_lot::RwLock;
 use tenantfusion_core::{Result, TenantError};
 
 use super::{TenantSession, plan_may_be_kept, planning_error};
-use crate::plan_cache::{Admission, CacheSlot, PlanKey, Tables, same_providers};
+use crate::plan_cache::{CacheSlot, PlanKey, Tables, same_providers};
 use crate::query::Query;
 use crate::statement::TenantStatement;
 
@@ -210,7 +210,14 @@ impl TenantSession {
         {
             return self.run_cached(plan);
         }
-        let state = self.planning_state();
+        let to_cache = key
+            .map(|key| CacheSlot {
+                key,
+                tables: tables.clone(),
+                verbatim: None,
+            })
+            .filter(|slot| cache.admit(slot));
+        let state = self.planning_state_for(to_cache.is_none());
         let planning = |err| planning_error(prepared.insert_into.as_deref(), err);
         let logical = prepared
             .logical_plan(&tables, &state)
@@ -219,12 +226,6 @@ impl TenantSession {
         self.check_plan(&logical)?;
         let result = async {
             let bound = logical.with_param_values(ParamValues::from(params))?;
-            let to_cache = key.map(|key| CacheSlot {
-                key,
-                tables,
-                admission: Admission::Second,
-                verbatim: None,
-            });
             self.plan_physical(&bound, &state, to_cache).await
         }
         .await;

@@ -55,8 +55,11 @@ async fn one_cached_plan_serves_every_user_with_their_own_rows() {
     let alice = user(&engine, "alice");
     let bob = user(&engine, "bob");
     let first = alice.sql(TOP).await.unwrap();
-    assert!(!first.from_cache(), "the first run plans");
+    assert!(!first.from_cache(), "the first run plans, for alice alone");
     drop(first);
+    let second = alice.sql(TOP).await.unwrap();
+    assert!(!second.from_cache(), "the second plans the plan kept");
+    drop(second);
     // Interleaved: alice, bob, alice, bob, each from the cache after the first.
     for _ in 0..3 {
         let (hit, found) = cached_rows(&alice, TOP).await;
@@ -128,6 +131,7 @@ async fn revoke_refuses_a_cached_plan_and_a_refusal_is_not_cached() {
     assert_eq!(error_code(&alice, sql).await, "PERMISSION_DENIED");
     run(&admin, "GRANT SELECT ON app.payroll TO 'alice'").await;
     assert_eq!(count(&alice, sql).await, 7, "the refusal was not cached");
+    assert_eq!(count(&alice, sql).await, 7);
     assert!(alice.sql(sql).await.unwrap().from_cache());
     run(&admin, "REVOKE SELECT ON app.payroll FROM 'alice'").await;
     assert_eq!(error_code(&alice, sql).await, "PERMISSION_DENIED");
@@ -153,6 +157,7 @@ async fn a_cached_plan_without_a_user_fails_with_no_user_context() {
     let engine = notes().await;
     let alice = user(&engine, "alice");
     run(&alice, TOP).await;
+    run(&alice, TOP).await;
     let query = alice.sql(TOP).await.unwrap();
     assert!(query.from_cache());
     let plan = Arc::clone(query.plan().unwrap());
@@ -171,6 +176,7 @@ async fn drop_and_create_with_another_schema_plans_again() {
     let admin = admin(&engine);
     let alice = user(&engine, "alice");
     let sql = "SELECT * FROM app.notes ORDER BY 1";
+    assert_eq!(rows(&alice, sql).await.len(), 3);
     assert_eq!(rows(&alice, sql).await.len(), 3);
     assert!(alice.sql(sql).await.unwrap().from_cache());
     run(&admin, "DROP TABLE app.notes").await;
@@ -193,6 +199,7 @@ async fn new_rows_are_seen_by_a_repeated_statement() {
     let engine = notes().await;
     let alice = user(&engine, "alice");
     let sql = "SELECT count(*) FROM app.notes";
+    assert_eq!(count(&alice, sql).await, 3);
     assert_eq!(count(&alice, sql).await, 3);
     run(&alice, "INSERT INTO app.notes VALUES (4, 'a4')").await;
     assert!(alice.sql(sql).await.unwrap().from_cache());
@@ -236,6 +243,7 @@ async fn settings_are_part_of_the_key() {
     let bob = user(&engine, "bob");
     let sql = "SELECT CAST(TIMESTAMP '2026-01-01T00:00:00Z' AS TEXT) AS t";
     run(&alice, sql).await;
+    run(&alice, sql).await;
     assert!(bob.sql(sql).await.unwrap().from_cache());
     run(&bob, "SET datafusion.execution.time_zone = '+05:00'").await;
     assert!(
@@ -253,20 +261,29 @@ async fn settings_are_part_of_the_key() {
 async fn one_user_partition_is_not_split_round_robin_unless_asked() {
     let engine = notes().await;
     let alice = user(&engine, "alice");
-    let sql = "EXPLAIN SELECT count(*), sum(id) FROM app.notes";
-    let plan = rows(&alice, sql).await.join("\n");
+    let sql = "SELECT count(*), sum(id) FROM app.notes";
+    // The kept plan, made without statistics: a partition of any size.
+    let kept_plan = async |session: &TenantSession| {
+        run(session, sql).await;
+        run(session, sql).await;
+        let query = session.sql(sql).await.unwrap();
+        assert!(query.from_cache());
+        let plan = datafusion::physical_plan::displayable(query.plan().unwrap().as_ref());
+        plan.indent(false).to_string()
+    };
+    let plan = kept_plan(&alice).await;
     assert!(!plan.contains("RoundRobinBatch"), "{plan}");
     run(
         &alice,
         "SET datafusion.optimizer.enable_round_robin_repartition = true",
     )
     .await;
-    let plan = rows(&alice, sql).await.join("\n");
+    let plan = kept_plan(&alice).await;
     assert!(plan.contains("RoundRobinBatch"), "{plan}");
-    assert_eq!(
-        rows(&alice, "SELECT count(*), sum(id) FROM app.notes").await,
-        ["3 6"]
-    );
+    assert_eq!(rows(&alice, sql).await, ["3 6"]);
+    // Made for alice alone (EXPLAIN), knowing her 3 rows: no split either way.
+    let explained = rows(&alice, &format!("EXPLAIN {sql}")).await.join("\n");
+    assert!(!explained.contains("RoundRobinBatch"), "{explained}");
 }
 
 #[tokio::test]
@@ -298,6 +315,8 @@ async fn bounded_by_entries_and_off_when_disabled() {
     let engine = Engine::new(config).unwrap();
     let alice = user(&engine, "alice");
     for v in 1..=3 {
+        // Kept on the second run.
+        run(&alice, &format!("SELECT {v}")).await;
         run(&alice, &format!("SELECT {v}")).await;
     }
     let stats = engine.plan_cache_stats();
@@ -312,6 +331,7 @@ async fn bounded_by_entries_and_off_when_disabled() {
         Engine::new(EngineConfig::default().with_plan_cache(PlanCacheConfig::DISABLED)).unwrap();
     let alice = user(&off, "alice");
     run(&alice, "SELECT 1").await;
+    run(&alice, "SELECT 1").await;
     assert!(!alice.sql("SELECT 1").await.unwrap().from_cache());
     assert_eq!(off.plan_cache_stats().entries, 0);
 }
@@ -320,6 +340,7 @@ async fn bounded_by_entries_and_off_when_disabled() {
 async fn text_is_normalised_by_the_parser() {
     let engine = notes().await;
     let alice = user(&engine, "alice");
+    run(&alice, "SELECT count(*) FROM app.notes").await;
     run(&alice, "SELECT count(*) FROM app.notes").await;
     // Keyword case, spaces and line breaks do not matter.
     let query = alice
@@ -490,4 +511,48 @@ fn strings(batches: Vec<datafusion::arrow::record_batch::RecordBatch>) -> Vec<St
         }
     }
     out
+}
+
+#[tokio::test]
+async fn a_plan_made_for_one_caller_knows_their_rows_and_is_never_shared() {
+    let engine = notes().await;
+    let alice = user(&engine, "alice");
+    let bob = user(&engine, "bob");
+    let sql = "SELECT count(*) FROM app.notes";
+    let explain =
+        async |session: &TenantSession| rows(session, &format!("EXPLAIN {sql}")).await.join("\n");
+    // EXPLAIN is made for its caller alone: DataFusion answers count(*)
+    // from that caller's statistics, as for its own tables.
+    let plan = explain(&alice).await;
+    assert!(plan.contains("3 as count(*)"), "{plan}");
+    let plan = explain(&bob).await;
+    assert!(plan.contains("2 as count(*)"), "{plan}");
+    // The first run is made for alice alone; the second, kept for everyone,
+    // is made without statistics, so bob's run from it counts his rows.
+    assert_eq!(count(&alice, sql).await, 3);
+    assert_eq!(count(&alice, sql).await, 3);
+    let query = bob.sql(sql).await.unwrap();
+    assert!(query.from_cache());
+    let kept = datafusion::physical_plan::displayable(query.plan().unwrap().as_ref())
+        .indent(false)
+        .to_string();
+    assert!(kept.contains("PartitionScanExec"), "{kept}");
+    assert_eq!(count(&bob, sql).await, 2);
+    // Statistics are counted when the plan is made, so they follow writes.
+    run(&alice, "INSERT INTO app.notes VALUES (4, 'a4')").await;
+    let plan = explain(&alice).await;
+    assert!(plan.contains("4 as count(*)"), "{plan}");
+    // A scan planned for alice refuses to run for bob.
+    let one_off = alice.sql("SELECT id FROM app.notes").await.unwrap();
+    assert!(!one_off.from_cache());
+    let mut config = datafusion::prelude::SessionConfig::new();
+    tenantfusion::attach_user(
+        &mut config,
+        tenantfusion::UserContext::new("bob", tenantfusion::Role::User),
+    );
+    let task = TaskContext::default().with_session_config(config);
+    let err = collect(Arc::clone(one_off.plan().unwrap()), Arc::new(task))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("planned for one caller"), "{err}");
 }
