@@ -352,19 +352,26 @@ impl<P: PartitionPolicy> TableProvider for PartitionedTable<P> {
         self.column_defaults.get(column)
     }
 
-    /// Filters are evaluated exactly on the caller's rows, except volatile
-    /// ones (e.g. `random()`), which DataFusion must evaluate once per row itself.
+    /// DataFusion keeps every filter in a `FilterExec` above the scan, as
+    /// over its own memory tables, and offers it to the scan when it
+    /// optimises the physical plan: the scan hands it to the store, which
+    /// may leave out files and row groups it cannot match
+    /// ([`ReadRequest::predicate`](crate::ReadRequest::predicate)). A table
+    /// stored per topic takes its deterministic filters here, exactly: they
+    /// say which topics' partitions to read, and the scan applies them to
+    /// the ring's own buffers (all rows kept: no copy).
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
+        let by_topic = self.policy.topic_column().is_some();
         Ok(filters
             .iter()
             .map(|f| {
-                if f.is_volatile() {
-                    TableProviderFilterPushDown::Unsupported
-                } else {
+                if by_topic && !f.is_volatile() {
                     TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
                 }
             })
             .collect())

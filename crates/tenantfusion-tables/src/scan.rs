@@ -8,12 +8,19 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::Statistics;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::utils::conjunction;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr_common::physical_expr::is_volatile;
 use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
+};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -27,8 +34,11 @@ use crate::binding::IdentityBinding;
 use crate::policy::PartitionPolicy;
 use crate::store::{PartitionKey, PartitionStore, ReadRequest};
 
-/// Reads the partition of whoever executes it, then applies the pushed-down
-/// predicate, projection and limit.
+/// Reads the partition of whoever executes it, then applies the projection
+/// and limit (and, for tables stored per topic, their filters). Other
+/// filters stay in DataFusion's `FilterExec` above; those it offers the scan
+/// go to the store as a hint (files and row groups that cannot match are
+/// skipped).
 ///
 /// The plan holds no user, rows or statistics: the caller's partition is chosen
 /// in [`ExecutionPlan::execute`], so one plan is safe to reuse for every user.
@@ -40,6 +50,9 @@ pub struct PartitionScanExec {
     binding: IdentityBinding,
     /// What the store is asked for: the columns read, the predicate over them.
     read: ReadRequest,
+    /// Over the columns read: what every row returned satisfies (see
+    /// [`ScanRequest::predicate`]); part of the store's hint.
+    exact: Option<Arc<dyn PhysicalExpr>>,
     /// Of the columns read, those returned (the predicate may need more).
     projection: Option<Vec<usize>>,
     limit: Option<usize>,
@@ -57,8 +70,9 @@ pub struct ScanRequest {
     pub columns: Option<Vec<usize>>,
     /// Columns to return, by index into the columns read (`None` = all).
     pub projection: Option<Vec<usize>>,
-    /// Over the columns read: rows must satisfy this (exactly: filters are
-    /// pushed down as `Exact`).
+    /// Over the columns read: the rows returned satisfy it (filters a
+    /// table stored per topic takes exactly). The store gets it as a hint,
+    /// with the filters DataFusion offers the physical plan.
     pub predicate: Option<Arc<dyn PhysicalExpr>>,
     /// At most this many rows, counted after the predicate.
     pub limit: Option<usize>,
@@ -114,8 +128,9 @@ impl PartitionScanExec {
             read: ReadRequest {
                 columns: request.columns,
                 schema: read_schema,
-                predicate: request.predicate,
+                predicate: request.predicate.clone(),
             },
+            exact: request.predicate,
             projection: request.projection,
             limit: request.limit,
             topics: request.topics,
@@ -123,6 +138,48 @@ impl PartitionScanExec {
             properties: leaf_properties(schema),
             metrics: ExecutionPlanMetricsSet::new(),
         })
+    }
+
+    fn copy_with_metrics(&self, metrics: ExecutionPlanMetricsSet) -> Self {
+        Self {
+            table_id: Arc::clone(&self.table_id),
+            store: Arc::clone(&self.store),
+            policy: Arc::clone(&self.policy),
+            binding: self.binding.clone(),
+            read: self.read.clone(),
+            exact: self.exact.clone(),
+            projection: self.projection.clone(),
+            limit: self.limit,
+            topics: self.topics.clone(),
+            statistics: self.statistics.clone(),
+            properties: Arc::clone(&self.properties),
+            metrics,
+        }
+    }
+
+    /// `filter`, over this scan's output, rewritten over the columns it reads.
+    fn over_columns_read(&self, filter: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
+        let Some(projection) = &self.projection else {
+            return Ok(filter);
+        };
+        filter
+            .transform(|expr| match expr.downcast_ref::<Column>() {
+                Some(column) => {
+                    let read = projection.get(column.index()).ok_or_else(|| {
+                        DataFusionError::Internal(format!(
+                            "filter offered to the scan of {} names column {} of {}",
+                            self.table_id,
+                            column.index(),
+                            projection.len()
+                        ))
+                    })?;
+                    Ok(Transformed::yes(
+                        Arc::new(Column::new(column.name(), *read)) as Arc<dyn PhysicalExpr>,
+                    ))
+                }
+                None => Ok(Transformed::no(expr)),
+            })
+            .map(|t| t.data)
     }
 
     /// The one caller this scan was planned for, when it carries that
@@ -191,19 +248,9 @@ impl ExecutionPlan for PartitionScanExec {
     /// A copy with its own metrics: a plan reused for many users must not
     /// add up their row counts where any caller can read them.
     fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(Self {
-            table_id: Arc::clone(&self.table_id),
-            store: Arc::clone(&self.store),
-            policy: Arc::clone(&self.policy),
-            binding: self.binding.clone(),
-            read: self.read.clone(),
-            projection: self.projection.clone(),
-            limit: self.limit,
-            topics: self.topics.clone(),
-            statistics: self.statistics.clone(),
-            properties: Arc::clone(&self.properties),
-            metrics: ExecutionPlanMetricsSet::new(),
-        }))
+        Ok(Arc::new(
+            self.copy_with_metrics(ExecutionPlanMetricsSet::new()),
+        ))
     }
 
     fn execute(
@@ -240,7 +287,7 @@ impl ExecutionPlan for PartitionScanExec {
         let store = Arc::clone(&self.store);
         let read = self.read.clone();
         let filter = RowFilter {
-            predicate: self.read.predicate.clone(),
+            predicate: self.exact.clone(),
             projection: self.projection.clone(),
             remaining: self.limit,
             schema: self.schema(),
@@ -271,6 +318,42 @@ impl ExecutionPlan for PartitionScanExec {
         self.limit
     }
 
+    /// Static filters DataFusion offers (`FilterPushdownPhase::Pre`) join
+    /// the store's hint; every one is reported not pushed down, so the
+    /// `FilterExec` above still applies it exactly. Dynamic filters (from a
+    /// join or TopK, `Post`) are not taken: the scan reads its partition
+    /// before they are known.
+    fn handle_child_pushdown_result(
+        &self,
+        phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        let offered: Vec<_> = child_pushdown_result
+            .parent_filters
+            .into_iter()
+            .map(|f| f.filter)
+            .collect();
+        let not_pushed = FilterPushdownPropagation::with_parent_pushdown_result(vec![
+            PushedDown::No;
+            offered.len()
+        ]);
+        if phase != FilterPushdownPhase::Pre {
+            return Ok(not_pushed);
+        }
+        let mut hints = Vec::new();
+        for filter in offered.into_iter().filter(|f| !is_volatile(f)) {
+            hints.push(self.over_columns_read(filter)?);
+        }
+        if hints.is_empty() {
+            return Ok(not_pushed);
+        }
+        hints.extend(self.read.predicate.clone());
+        let mut scan = self.copy_with_metrics(ExecutionPlanMetricsSet::new());
+        scan.read.predicate = Some(conjunction(hints));
+        Ok(not_pushed.with_updated_node(Arc::new(scan) as Arc<dyn ExecutionPlan>))
+    }
+
     /// Unknown, but in a plan made for one caller alone: then those of the
     /// caller's rows, counted when the plan was made.
     fn statistics_from_inputs(
@@ -283,7 +366,7 @@ impl ExecutionPlan for PartitionScanExec {
         };
         let read = read.statistics.as_ref().clone();
         let mut statistics = read.project(self.projection.as_ref());
-        if self.read.predicate.is_some() {
+        if self.exact.is_some() {
             // The predicate keeps some of the rows counted: how many is
             // not known before it runs.
             statistics = statistics.to_inexact();

@@ -280,7 +280,9 @@ async fn check_notes(engine: &Engine, alice_ids: i64) {
     let plan = rows(&alice, "EXPLAIN SELECT body FROM app.notes WHERE id = 3").await;
     assert!(
         plan.iter()
-            .any(|line| line.contains("PartitionScanExec: table=app.notes, projection=[body]")),
+            .any(|line| line.contains("FilterExec: id@0 = 3, projection=[body@1]")
+                // The filter stays above; the store gets it to skip segments.
+                && line.contains("PartitionScanExec: table=app.notes, projection=[id, body], predicate=id@0 = 3")),
         "{plan:?}"
     );
 }
