@@ -12,8 +12,10 @@
 //! `statement ok` / `ADVANCE CLOCK <n> SECONDS` (a runner command, not SQL).
 
 mod datafusion_baseline;
+mod scan_lines;
 
 pub use datafusion_baseline::{Comparison, compare_file, run_file_on_datafusion};
+pub use scan_lines::differ_only_in_scan_lines;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -77,16 +79,25 @@ pub struct RecordOutcome {
     pub at: String,
     /// What differed from the record's expectation, if anything did.
     pub failure: Option<String>,
+    /// Whether the failure is a query's output that differs from the
+    /// expected one only in its scan lines ([`differ_only_in_scan_lines`]).
+    pub scan_lines_only: bool,
 }
 
 impl RecordOutcome {
     /// The outcome of running the record at `loc`.
     fn new<T>(loc: &sqllogictest::Location, result: Result<T, sqllogictest::TestError>) -> Self {
+        let error = result.err();
+        let scan_lines_only = match error.as_ref().map(|e| e.kind()) {
+            Some(sqllogictest::TestErrorKind::QueryResultMismatch {
+                expected, actual, ..
+            }) => differ_only_in_scan_lines(&expected, &actual),
+            _ => false,
+        };
         Self {
             at: format!("{}:{}", loc.file(), loc.line()),
-            failure: result
-                .err()
-                .map(|e| e.kind().to_string().trim_end().to_string()),
+            failure: error.map(|e| e.kind().to_string().trim_end().to_string()),
+            scan_lines_only,
         }
     }
 }

@@ -206,7 +206,7 @@ impl DisplayAs for PartitionScanExec {
                     write!(f, ", topics=[{}]", topics.join(", "))?;
                 }
                 if let Some(limit) = self.limit {
-                    write!(f, ", limit={limit}")?;
+                    write!(f, ", fetch={limit}")?;
                 }
                 Ok(())
             }
