@@ -259,7 +259,7 @@ SELECT count(*) FROM table_with_map
 ----
 0
 
-statement error NOT_SUPPORTED: host table 'default.table_with_map'
+statement error NOT_SUPPORTED: host table 'public.table_with_map'
 DROP TABLE table_with_map
 ";
         let dir = tempfile::tempdir().expect("temporary directory");

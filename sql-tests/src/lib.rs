@@ -57,7 +57,9 @@ pub struct SltOptions {
     /// `test_files/` directory) as host tables, as an embedding program
     /// registers its own ([`Engine::register_host_table`], PUBLIC), and the
     /// scalar functions it registers as the host's
-    /// ([`EngineConfig::with_scalar_function`]).
+    /// ([`EngineConfig::with_scalar_function`]). The engine's catalog and
+    /// default namespace are then named as DataFusion names its defaults
+    /// (`datafusion`, `public`).
     pub datafusion_tables: Option<std::path::PathBuf>,
 }
 
@@ -407,6 +409,12 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
         Some(test_files) => datafusion_baseline::test_context(path, test_files).await,
         None => None,
     };
+    if test_context.is_some() {
+        // DataFusion's files name its default catalog and schema.
+        config = config
+            .with_catalog_name("datafusion")
+            .with_default_namespace("public");
+    }
     if let Some(ctx) = &test_context {
         for function in datafusion_baseline::test_functions(ctx) {
             config = config.with_scalar_function(function);

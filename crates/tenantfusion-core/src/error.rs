@@ -19,7 +19,7 @@ pub type Result<T, E = TenantError> = std::result::Result<T, E>;
 /// use tenantfusion_core::TenantError;
 /// let err = TenantError::TableNotFound("app.orders".into());
 /// assert_eq!(err.code(), "TABLE_NOT_FOUND");
-/// assert_eq!(err.to_string(), "TABLE_NOT_FOUND: table 'app.orders' does not exist");
+/// assert_eq!(err.to_string(), "TABLE_NOT_FOUND: table 'app.orders' not found");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TenantError {
@@ -32,8 +32,10 @@ pub enum TenantError {
     /// The namespace still holds tables.
     #[error("NAMESPACE_NOT_EMPTY: namespace '{0}' still has tables; drop them first")]
     NamespaceNotEmpty(String),
-    /// The table does not exist.
-    #[error("TABLE_NOT_FOUND: table '{0}' does not exist")]
+    /// The table does not exist. Worded as DataFusion's planner words it
+    /// (where a statement names the table, the name is given in full,
+    /// `catalog.namespace.table`, as DataFusion does).
+    #[error("TABLE_NOT_FOUND: table '{0}' not found")]
     TableNotFound(String),
     /// A table of that name exists already.
     #[error("TABLE_EXISTS: table '{0}' already exists")]

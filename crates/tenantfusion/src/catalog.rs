@@ -28,13 +28,16 @@ pub(crate) fn refuse_reserved_namespace(name: &str) -> tenantfusion_core::Result
     Ok(())
 }
 
-/// The name the tenantfusion catalog is registered under.
+/// The name the tenantfusion catalog is registered under unless
+/// [`EngineConfig::catalog_name`](crate::EngineConfig::catalog_name) says
+/// another.
 pub const CATALOG_NAME: &str = "tenantfusion";
 
 /// `(namespace, table)` of a reference, bare names in `default_namespace`;
-/// other catalogs do not exist here.
+/// catalogs other than `catalog_name` do not exist here.
 pub(crate) fn resolve_table_name<'a>(
     reference: &'a TableReference,
+    catalog_name: &str,
     default_namespace: &'a str,
 ) -> tenantfusion_core::Result<(&'a str, &'a str)> {
     match reference {
@@ -44,7 +47,7 @@ pub(crate) fn resolve_table_name<'a>(
             catalog,
             schema,
             table,
-        } if catalog.as_ref() == CATALOG_NAME => Ok((schema, table)),
+        } if catalog.as_ref() == catalog_name => Ok((schema, table)),
         TableReference::Full { .. } => Err(TenantError::TableNotFound(reference.to_string())),
     }
 }

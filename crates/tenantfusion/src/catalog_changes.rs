@@ -466,7 +466,7 @@ impl CatalogChanges<'_> {
         let LogicalPlan::Ddl(DdlStatement::CreateView(create)) = self.replan(sql)? else {
             return Err(logged_as_other(def, sql, "CREATE VIEW"));
         };
-        let reads = tables_read(&create.input, self.cache, &self.config.default_namespace)?;
+        let reads = tables_read(&create.input, self.cache, self.config)?;
         Ok(Arc::new(View::new(
             TableId::new(def.namespace.as_str(), def.table.as_str()),
             create.input.as_ref().clone(),

@@ -24,6 +24,19 @@ use crate::plan_cache::PlanCacheConfig;
 pub struct EngineConfig {
     /// The namespace of unqualified table names; created at start.
     pub default_namespace: String,
+    /// The name of the engine's one catalog in SQL (`catalog.namespace.table`)
+    /// and in `information_schema`: [`CATALOG_NAME`](crate::CATALOG_NAME)
+    /// unless set. SQL written for DataFusion's defaults reads catalog
+    /// `datafusion`, namespace `public`:
+    ///
+    /// ```
+    /// use tenantfusion::EngineConfig;
+    /// let config = EngineConfig::default()
+    ///     .with_catalog_name("datafusion")
+    ///     .with_default_namespace("public");
+    /// assert_eq!(config.catalog_name, "datafusion");
+    /// ```
+    pub catalog_name: String,
     /// What plain `CREATE TABLE` (no USER/SHARED/STREAM) creates.
     pub default_table_type: TableType,
     /// Let ordinary users create and drop *user* tables (the sqllogictest
@@ -188,6 +201,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             default_namespace: "default".to_string(),
+            catalog_name: crate::CATALOG_NAME.to_string(),
             default_table_type: TableType::User,
             users_may_create_user_tables: false,
             server_files: Vec::new(),
@@ -208,6 +222,18 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// Sets [`catalog_name`](Self::catalog_name).
+    pub fn with_catalog_name(mut self, name: impl Into<String>) -> Self {
+        self.catalog_name = name.into();
+        self
+    }
+
+    /// Sets [`default_namespace`](Self::default_namespace).
+    pub fn with_default_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.default_namespace = namespace.into();
+        self
+    }
+
     /// Sets [`memory_limit`](Self::memory_limit).
     pub fn with_memory_limit(mut self, bytes: usize) -> Self {
         self.memory_limit = Some(bytes);

@@ -7,7 +7,6 @@ use datafusion::prelude::SessionContext;
 use tenantfusion_core::{AccessLevel, Result, SchemaCache, TableId, UserContext};
 use tenantfusion_live::LivePool;
 
-use crate::catalog::CATALOG_NAME;
 use crate::config::EngineConfig;
 use crate::engine_state::EngineState;
 use crate::plan_cache::PlanCacheStats;
@@ -129,11 +128,11 @@ impl Engine {
     }
 
     /// Registers the tenantfusion catalog in a host's own `SessionContext`
-    /// under the name `tenantfusion`, so `tenantfusion.ns.table` resolves
-    /// there. Attach a caller to that context's config with
+    /// under [`EngineConfig::catalog_name`] (`tenantfusion` by default), so
+    /// `tenantfusion.ns.table` resolves there. Attach a caller to that context's config with
     /// [`attach_user`](crate::attach_user); without one, every scan of a
     /// tenantfusion table fails with `NO_USER_CONTEXT`.
     pub fn register_in(&self, ctx: &SessionContext) {
-        ctx.register_catalog(CATALOG_NAME, self.catalog());
+        ctx.register_catalog(&self.config().catalog_name, self.catalog());
     }
 }

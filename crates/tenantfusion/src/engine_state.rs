@@ -18,7 +18,7 @@ use tenantfusion_core::{
 };
 use tenantfusion_store::{CatalogEvent, Durability, StorageRoot, WalOptions};
 
-use crate::catalog::{CATALOG_NAME, TenantCatalog, refuse_reserved_namespace};
+use crate::catalog::{TenantCatalog, refuse_reserved_namespace};
 use crate::catalog_changes::{BuiltTable, CatalogChanges, DurableCatalog, replay};
 use crate::config::{EngineConfig, Storage};
 use crate::external_table::ExternalTable;
@@ -81,14 +81,14 @@ impl EngineState {
             Arc::clone(&live_queries),
         )?);
         let information = Arc::new(InformationSchema::new(
-            CATALOG_NAME,
+            Arc::from(config.catalog_name.as_str()),
             Arc::clone(&cache),
             Arc::clone(&system),
         )?);
         let catalog = Arc::new(TenantCatalog::new(Arc::clone(&cache), system, information));
 
         let mut session_config = SessionConfig::new()
-            .with_default_catalog_and_schema(CATALOG_NAME, &config.default_namespace)
+            .with_default_catalog_and_schema(&config.catalog_name, &config.default_namespace)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(false)
             .with_round_robin_repartition(config.round_robin_repartition);
@@ -107,7 +107,7 @@ impl EngineState {
         let runtime = runtime.build_arc()?;
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         catalogs.register_catalog(
-            CATALOG_NAME.to_string(),
+            config.catalog_name.clone(),
             Arc::clone(&catalog) as Arc<dyn CatalogProvider>,
         );
         let mut state = SessionStateBuilder::new()

@@ -48,7 +48,7 @@ pub struct InformationSchema {
 impl InformationSchema {
     /// The schema of the catalog named `catalog`.
     pub(crate) fn new(
-        catalog: &'static str,
+        catalog: Arc<str>,
         cache: Arc<SchemaCache>,
         system: Arc<SystemSchema>,
     ) -> Result<Self> {
@@ -64,7 +64,7 @@ impl InformationSchema {
                     .ok_or_else(|| DataFusionError::Internal(format!("no {name}")))?
                     .schema();
                 let rows = Arc::new(CallerRows {
-                    catalog,
+                    catalog: Arc::clone(&catalog),
                     table: name,
                     schema: Arc::clone(&schema),
                     cache: Arc::clone(&cache),
@@ -104,7 +104,7 @@ impl SchemaProvider for InformationSchema {
 
 /// One information schema table's rows, made at execution for the caller.
 struct CallerRows {
-    catalog: &'static str,
+    catalog: Arc<str>,
     table: &'static str,
     schema: SchemaRef,
     cache: Arc<SchemaCache>,
@@ -125,8 +125,9 @@ impl PartitionStream for CallerRows {
     }
 
     fn execute(&self, context: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let catalog = UserContext::from_task(&context)
-            .map(|user| CallerCatalog::new(self.catalog, &user, &self.cache, &self.system));
+        let catalog = UserContext::from_task(&context).map(|user| {
+            CallerCatalog::new(Arc::clone(&self.catalog), &user, &self.cache, &self.system)
+        });
         let table = self.table;
         let rows = async move {
             let list = Arc::new(CallerCatalogList(Arc::new(catalog?)));
@@ -166,7 +167,7 @@ impl CatalogProviderList for CallerCatalogList {
     }
 
     fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
-        (name == self.0.name).then(|| Arc::clone(&self.0) as Arc<dyn CatalogProvider>)
+        (name == &*self.0.name).then(|| Arc::clone(&self.0) as Arc<dyn CatalogProvider>)
     }
 }
 
@@ -175,14 +176,14 @@ impl CatalogProviderList for CallerCatalogList {
 /// trusted roles), each with those tables, and `system`.
 #[derive(Debug)]
 struct CallerCatalog {
-    name: &'static str,
+    name: Arc<str>,
     schemas: BTreeMap<String, Arc<CallerSchema>>,
     system: Arc<SystemSchema>,
 }
 
 impl CallerCatalog {
     fn new(
-        name: &'static str,
+        name: Arc<str>,
         user: &UserContext,
         cache: &SchemaCache,
         system: &Arc<SystemSchema>,

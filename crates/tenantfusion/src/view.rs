@@ -37,6 +37,7 @@ use tenantfusion_tables::{
 };
 
 use crate::catalog::{is_reserved_namespace, resolve_table_name};
+use crate::config::EngineConfig;
 use crate::external_table::ExternalTable;
 use tenantfusion_core::{
     Access, BaseTableProvider, ChangeListener, Result, SchemaCache, TableId, TableProviderCore,
@@ -217,7 +218,7 @@ impl BaseTableProvider for View {
 pub(crate) fn tables_read(
     plan: &LogicalPlan,
     cache: &SchemaCache,
-    default_namespace: &str,
+    config: &EngineConfig,
 ) -> Result<Vec<Arc<dyn BaseTableProvider>>> {
     use datafusion::common::tree_node::TreeNodeRecursion;
     use datafusion::datasource::source_as_provider;
@@ -229,7 +230,11 @@ pub(crate) fn tables_read(
             return Ok(TreeNodeRecursion::Continue);
         };
         let provider = source_as_provider(&scan.source)?;
-        let (namespace, table) = resolve_table_name(&scan.table_name, default_namespace)?;
+        let (namespace, table) = resolve_table_name(
+            &scan.table_name,
+            &config.catalog_name,
+            &config.default_namespace,
+        )?;
         if is_reserved_namespace(namespace) {
             // System tables and the information schema: rows per caller.
             return Ok(TreeNodeRecursion::Continue);

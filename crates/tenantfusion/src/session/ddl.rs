@@ -226,11 +226,7 @@ impl TenantSession {
                 "{namespace}.{table} (a table, not a view)"
             )));
         }
-        let reads = tables_read(
-            &create.input,
-            &self.engine.cache,
-            &self.engine.config.default_namespace,
-        )?;
+        let reads = tables_read(&create.input, &self.engine.cache, &self.engine.config)?;
         ensure_unique_column_names(create.input.schema().as_arrow())?;
         let view = View::new(
             TableId::new(namespace, table),

@@ -561,7 +561,7 @@ impl TenantSession {
                     _ => InformationSchema::has_table(table),
                 };
                 if !exists {
-                    return Err(TenantError::TableNotFound(reference.to_string()));
+                    return Err(self.not_found(namespace, table));
                 }
                 if is_target {
                     return Err(TenantError::PermissionDenied(format!(
@@ -570,7 +570,14 @@ impl TenantSession {
                 }
                 continue;
             }
-            let provider = self.engine.cache.lookup(namespace, table)?;
+            let provider = self
+                .engine
+                .cache
+                .lookup(namespace, table)
+                .map_err(|err| match err {
+                    TenantError::TableNotFound(_) => self.not_found(namespace, table),
+                    other => other,
+                })?;
             let access = match target_access {
                 TargetAccess::Write(access) if is_target => access,
                 _ => Access::Select,
@@ -586,12 +593,20 @@ impl TenantSession {
         Ok(tables)
     }
 
+    /// `TABLE_NOT_FOUND` for a table a statement names, named in full as
+    /// DataFusion names it (`table 'datafusion.public.t' not found`).
+    fn not_found(&self, namespace: &str, table: &str) -> TenantError {
+        let catalog = &self.engine.config.catalog_name;
+        TenantError::TableNotFound(format!("{catalog}.{namespace}.{table}"))
+    }
+
     /// `(namespace, table)` of a reference; other catalogs do not exist here.
     pub(crate) fn resolve_name<'a>(
         &'a self,
         reference: &'a TableReference,
     ) -> Result<(&'a str, &'a str)> {
-        resolve_table_name(reference, &self.engine.config.default_namespace)
+        let config = &self.engine.config;
+        resolve_table_name(reference, &config.catalog_name, &config.default_namespace)
     }
 }
 

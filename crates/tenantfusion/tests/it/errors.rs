@@ -77,7 +77,7 @@ async fn error_messages_name_the_object() {
     let err = alice.sql("SELECT * FROM app.ghost").await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "TABLE_NOT_FOUND: table 'app.ghost' does not exist"
+        "TABLE_NOT_FOUND: table 'tenantfusion.app.ghost' not found"
     );
     let err = alice.sql("SELECT * FROM ghost.t").await.unwrap_err();
     assert_eq!(

@@ -308,3 +308,60 @@ async fn host_scalar_functions_serve_every_session() {
         "PLAN_ERROR"
     );
 }
+
+#[tokio::test]
+async fn the_catalog_and_default_namespace_take_the_hosts_names() {
+    let config = tenantfusion::EngineConfig::default()
+        .with_catalog_name("datafusion")
+        .with_default_namespace("public");
+    let engine = crate::common::engine_on(config).await;
+    run(&admin(&engine), "CREATE USER TABLE notes (id BIGINT)").await;
+    let alice = user(&engine, "alice");
+    let bob = user(&engine, "bob");
+    run(
+        &alice,
+        "INSERT INTO datafusion.public.notes VALUES (1), (2)",
+    )
+    .await;
+    run(&bob, "INSERT INTO public.notes VALUES (7)").await;
+    // One table by every name; each user still reads only their rows.
+    for sql in [
+        "SELECT count(*) FROM notes",
+        "SELECT count(*) FROM public.notes",
+        "SELECT count(*) FROM datafusion.public.notes",
+    ] {
+        assert_eq!(crate::common::count(&alice, sql).await, 2, "{sql}");
+        assert_eq!(crate::common::count(&bob, sql).await, 1, "{sql}");
+    }
+    // The default name means another catalog now, which does not exist.
+    let err = alice
+        .sql("SELECT * FROM tenantfusion.public.notes")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "TABLE_NOT_FOUND");
+    let err = alice.sql("SELECT * FROM ghost").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "TABLE_NOT_FOUND: table 'datafusion.public.ghost' not found"
+    );
+    // information_schema names the catalog so, and lists only bob's view.
+    assert_eq!(
+        crate::common::rows(
+            &bob,
+            "SELECT table_catalog, table_schema, table_name FROM information_schema.tables \
+             WHERE table_schema = 'public'"
+        )
+        .await,
+        ["datafusion public notes"]
+    );
+    // A host registers it under that name.
+    let ctx = host(&engine, Some("bob"));
+    let found = ctx
+        .sql("SELECT id FROM datafusion.public.notes")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(found.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+}
