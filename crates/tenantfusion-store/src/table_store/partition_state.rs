@@ -114,11 +114,17 @@ impl PartitionState {
         self.hot_since = None;
     }
 
+    /// The rows a scan reads now: the segments', less those UPDATE/DELETE
+    /// took out of them since, plus the rows not flushed.
+    pub(super) fn rows(&self) -> u64 {
+        let taken_out: u64 = self.pending.iter().map(|b| b.num_rows() as u64).sum();
+        (self.hot_rows + self.manifest.rows()).saturating_sub(taken_out)
+    }
+
     /// Empties the partition for a drop logged at `lsn`; returns the rows
     /// it held.
     pub(super) fn drop_rows(&mut self, lsn: u64) -> u64 {
-        let pending: u64 = self.pending.iter().map(|b| b.num_rows() as u64).sum();
-        let rows = self.hot_rows + self.manifest.rows() - pending;
+        let rows = self.rows();
         let old = Arc::clone(&self.manifest);
         self.retired.extend(old.segments.iter().cloned());
         self.flushed(old.dropped(lsn));

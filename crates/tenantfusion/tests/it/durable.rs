@@ -362,6 +362,19 @@ pub async fn flush_suite(backend: &Backend) {
         backend.segments(storage, "alice").await,
         ["seg-0.parquet", "seg-1.parquet"]
     );
+    // A plan made for alice alone knows her rows once her partition is
+    // open: the segments', less what DELETE took out of them, plus the
+    // rows not flushed.
+    let alice = user(&engine, "alice");
+    run(&alice, "DELETE FROM app.notes WHERE id = 1").await;
+    run(
+        &alice,
+        "INSERT INTO app.notes VALUES (54, 'a54'), (55, 'a55')",
+    )
+    .await;
+    let plan = rows(&alice, "EXPLAIN SELECT count(*) FROM app.notes").await;
+    assert!(plan.join("\n").contains("55 as count(*)"), "{plan:?}");
+    assert_eq!(count(&alice, "SELECT count(*) FROM app.notes").await, 55);
     // DROP USER takes bob's segments with his rows.
     run(&admin, "DROP USER 'bob'").await;
     assert!(backend.segments(storage, "bob").await.is_empty());
