@@ -274,22 +274,18 @@ impl<P: PartitionPolicy> PartitionedTable<P> {
         state: &dyn Session,
         columns: Option<&[usize]>,
     ) -> Option<CallerStatistics> {
-        let PlannedFor(planned) = state
-            .config()
-            .get_extension::<PlannedFor>()?
-            .as_ref()
-            .clone();
         if self.policy.topic_column().is_some() {
             return None;
         }
+        let planned = state.config().get_extension::<PlannedFor>()?;
         // A bound scan (a view's, run as its invoker) reads its bound caller.
         let caller = match binding {
-            IdentityBinding::Bound(user) => Arc::clone(user),
-            IdentityBinding::Task => planned,
+            IdentityBinding::Bound(user) => user,
+            IdentityBinding::Task => &planned.0,
         };
         let key = self
             .policy
-            .read_partition(&self.core.table_id, &caller)
+            .read_partition(&self.core.table_id, caller)
             .ok()?;
         let statistics = self.store.statistics(&key, &self.stored_schema, columns)?;
         Some(CallerStatistics {

@@ -40,8 +40,10 @@ use crate::store::{PartitionKey, PartitionStore, ReadRequest};
 /// go to the store as a hint (files and row groups that cannot match are
 /// skipped).
 ///
-/// The plan holds no user, rows or statistics: the caller's partition is chosen
-/// in [`ExecutionPlan::execute`], so one plan is safe to reuse for every user.
+/// The plan holds no user and no rows: the caller's partition is chosen in
+/// [`ExecutionPlan::execute`], so one plan is safe to reuse for every user.
+/// Only a scan made for one caller alone ([`ScanRequest::statistics`]) holds
+/// that caller's statistics, and then runs for nobody else.
 #[derive(Debug)]
 pub struct PartitionScanExec {
     table_id: Arc<TableId>,
@@ -140,7 +142,8 @@ impl PartitionScanExec {
         })
     }
 
-    fn copy_with_metrics(&self, metrics: ExecutionPlanMetricsSet) -> Self {
+    /// A copy with metrics of its own.
+    fn fresh_copy(&self) -> Self {
         Self {
             table_id: Arc::clone(&self.table_id),
             store: Arc::clone(&self.store),
@@ -153,7 +156,7 @@ impl PartitionScanExec {
             topics: self.topics.clone(),
             statistics: self.statistics.clone(),
             properties: Arc::clone(&self.properties),
-            metrics,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -248,9 +251,7 @@ impl ExecutionPlan for PartitionScanExec {
     /// A copy with its own metrics: a plan reused for many users must not
     /// add up their row counts where any caller can read them.
     fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(
-            self.copy_with_metrics(ExecutionPlanMetricsSet::new()),
-        ))
+        Ok(Arc::new(self.fresh_copy()))
     }
 
     fn execute(
@@ -349,7 +350,7 @@ impl ExecutionPlan for PartitionScanExec {
             return Ok(not_pushed);
         }
         hints.extend(self.read.predicate.clone());
-        let mut scan = self.copy_with_metrics(ExecutionPlanMetricsSet::new());
+        let mut scan = self.fresh_copy();
         scan.read.predicate = Some(conjunction(hints));
         Ok(not_pushed.with_updated_node(Arc::new(scan) as Arc<dyn ExecutionPlan>))
     }

@@ -251,11 +251,15 @@ impl PartitionStore for MemoryPartitionStore {
         schema: &Schema,
         columns: Option<&[usize]>,
     ) -> Option<Statistics> {
-        Some(compute_record_batch_statistics(
-            &[self.read_now(partition)],
-            schema,
-            columns.map(<[usize]>::to_vec),
-        ))
+        let columns = columns.map(<[usize]>::to_vec);
+        Some(match self.partitions.get(partition) {
+            Some(slot) => compute_record_batch_statistics(
+                std::slice::from_ref(&*slot.read()),
+                schema,
+                columns,
+            ),
+            None => compute_record_batch_statistics(&[], schema, columns),
+        })
     }
 
     fn partition_count(&self) -> usize {

@@ -156,11 +156,21 @@ impl TenantSession {
         state
     }
 
+    /// Where a statement's plan goes, and the state to plan it in: `slot`
+    /// if the plan cache admits it now (a plan for every caller, made
+    /// without statistics), else nowhere, and the plan is made for this
+    /// session's caller alone.
+    fn admitted(&self, slot: Option<CacheSlot>) -> (Option<CacheSlot>, SessionState) {
+        let slot = slot.filter(|slot| self.engine.plans.admit(slot));
+        let state = self.planning_state_for(slot.is_none());
+        (slot, state)
+    }
+
     /// [`planning_state`](Self::planning_state), for a plan that is either
     /// made for this session's caller alone (`alone`: neither kept nor
     /// shared, so scans may plan with the caller's statistics, see
     /// [`PlannedFor`]) or to be kept for every caller.
-    pub(crate) fn planning_state_for(&self, alone: bool) -> SessionState {
+    fn planning_state_for(&self, alone: bool) -> SessionState {
         let mut state = self.planning_state();
         if alone {
             state
@@ -294,14 +304,11 @@ impl TenantSession {
             return self.run_cached(plan);
         }
         let insert_into = find_insert(&statement).map(|i| i.table.to_string());
-        let to_cache = key
-            .map(|key| CacheSlot {
-                key,
-                tables,
-                verbatim,
-            })
-            .filter(|slot| cache.admit(slot));
-        let state = self.planning_state_for(to_cache.is_none());
+        let (to_cache, state) = self.admitted(key.map(|key| CacheSlot {
+            key,
+            tables,
+            verbatim,
+        }));
         self.plan_sql(statement, &state, to_cache)
             .await
             .map_err(|err| planning_error(insert_into.as_deref(), err))?

@@ -210,14 +210,11 @@ impl TenantSession {
         {
             return self.run_cached(plan);
         }
-        let to_cache = key
-            .map(|key| CacheSlot {
-                key,
-                tables: tables.clone(),
-                verbatim: None,
-            })
-            .filter(|slot| cache.admit(slot));
-        let state = self.planning_state_for(to_cache.is_none());
+        let (to_cache, state) = self.admitted(key.map(|key| CacheSlot {
+            key,
+            tables: tables.clone(),
+            verbatim: None,
+        }));
         let planning = |err| planning_error(prepared.insert_into.as_deref(), err);
         let logical = prepared
             .logical_plan(&tables, &state)
