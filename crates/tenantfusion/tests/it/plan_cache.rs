@@ -556,3 +556,51 @@ async fn a_plan_made_for_one_caller_knows_their_rows_and_is_never_shared() {
         .unwrap_err();
     assert!(err.to_string().contains("planned for one caller"), "{err}");
 }
+
+#[tokio::test]
+async fn wrapped_forms_plan_with_their_own_callers_rows_only() {
+    let engine = notes().await;
+    let alice = user(&engine, "alice");
+    let bob = user(&engine, "bob");
+    let admin = crate::common::admin(&engine);
+    run(
+        &admin,
+        "CREATE VIEW app.note_count AS SELECT count(*) AS n FROM app.notes",
+    )
+    .await;
+    let forms = [
+        "EXPLAIN SELECT count(*) FROM app.notes",
+        "EXPLAIN ANALYZE SELECT count(*) FROM app.notes",
+        "EXPLAIN WITH c AS (SELECT count(*) FROM app.notes) SELECT * FROM c",
+        "EXPLAIN SELECT * FROM (SELECT count(*) FROM app.notes) AS s",
+        "EXPLAIN SELECT n FROM app.note_count",
+    ];
+    // Interleaved, each user twice: a plan made for one never carries the
+    // other's row count (alice has 3 rows, bob 2).
+    for _ in 0..2 {
+        for (session, mine, theirs) in [(&alice, "3", "2"), (&bob, "2", "3")] {
+            for sql in forms {
+                let plan = rows(session, sql).await.join("\n");
+                assert!(plan.contains(&format!("{mine} as ")), "{sql}: {plan}");
+                assert!(!plan.contains(&format!("{theirs} as ")), "{sql}: {plan}");
+            }
+        }
+    }
+    // EXECUTE AS plans for the target; PREPARE/EXECUTE for the caller.
+    let plan = rows(
+        &admin,
+        "EXECUTE AS USER 'bob' (EXPLAIN SELECT count(*) FROM app.notes)",
+    )
+    .await
+    .join("\n");
+    assert!(plan.contains("2 as count(*)"), "{plan}");
+    for (session, mine) in [(&alice, 3), (&bob, 2), (&alice, 3), (&bob, 2)] {
+        run(
+            session,
+            "PREPARE c AS SELECT count(*) FROM app.notes WHERE id > $1",
+        )
+        .await;
+        assert_eq!(count(session, "EXECUTE c(0)").await, mine);
+        run(session, "DEALLOCATE c").await;
+    }
+}
