@@ -28,6 +28,27 @@ pub(crate) fn refuse_reserved_namespace(name: &str) -> tenantfusion_core::Result
     Ok(())
 }
 
+/// A namespace name a caller or the configuration may use: not reserved,
+/// non-empty, no `.` (names are split on it).
+pub(crate) fn validate_namespace(name: &str) -> tenantfusion_core::Result<()> {
+    refuse_reserved_namespace(name)?;
+    validate_name("namespace", name)
+}
+
+/// A catalog name from the configuration: non-empty, no `.`.
+pub(crate) fn validate_catalog_name(name: &str) -> tenantfusion_core::Result<()> {
+    validate_name("catalog", name)
+}
+
+fn validate_name(what: &str, name: &str) -> tenantfusion_core::Result<()> {
+    if name.is_empty() || name.contains('.') {
+        return Err(TenantError::InvalidArgument(format!(
+            "{what} name '{name}' must be non-empty and contain no '.'"
+        )));
+    }
+    Ok(())
+}
+
 /// The name the tenantfusion catalog is registered under unless
 /// [`EngineConfig::catalog_name`](crate::EngineConfig::catalog_name) says
 /// another.

@@ -18,7 +18,9 @@ use tenantfusion_core::{
 };
 use tenantfusion_store::{CatalogEvent, Durability, StorageRoot, WalOptions};
 
-use crate::catalog::{TenantCatalog, refuse_reserved_namespace};
+use crate::catalog::{
+    TenantCatalog, refuse_reserved_namespace, validate_catalog_name, validate_namespace,
+};
 use crate::catalog_changes::{BuiltTable, CatalogChanges, DurableCatalog, replay};
 use crate::config::{EngineConfig, Storage};
 use crate::external_table::ExternalTable;
@@ -65,6 +67,8 @@ pub(crate) struct EngineState {
 impl EngineState {
     /// The state of a new engine; see [`Engine::new`](crate::Engine::new).
     pub(crate) fn open(config: EngineConfig) -> Result<Self> {
+        validate_catalog_name(&config.catalog_name)?;
+        validate_namespace(&config.default_namespace)?;
         let cache = Arc::new(SchemaCache::new());
         cache.create_namespace(config.default_namespace.as_str())?;
         let users = Arc::new(UserRegistry::default());

@@ -26,7 +26,7 @@ use tenantfusion_core::{
 use tenantfusion_store::{CatalogEvent, TableDef};
 
 use super::TenantSession;
-use crate::catalog::{is_reserved_namespace, refuse_reserved_namespace};
+use crate::catalog::{is_reserved_namespace, refuse_reserved_namespace, validate_namespace};
 use crate::catalog_changes::BuiltTable;
 use crate::external_table::{ExternalTable, split_access_level};
 use crate::query::Query;
@@ -738,16 +738,6 @@ fn keyed_schema(kind: TableType, create: &CreateMemoryTable) -> Result<(SchemaRe
         Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
         names,
     ))
-}
-
-fn validate_namespace(name: &str) -> Result<()> {
-    refuse_reserved_namespace(name)?;
-    if name.is_empty() || name.contains('.') {
-        return Err(TenantError::InvalidArgument(format!(
-            "namespace name '{name}' must be non-empty and contain no '.'"
-        )));
-    }
-    Ok(())
 }
 
 /// The rows `VERIFY` answers: object, file, status, detail.

@@ -365,3 +365,23 @@ async fn the_catalog_and_default_namespace_take_the_hosts_names() {
         .unwrap();
     assert_eq!(found.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
 }
+
+#[test]
+fn a_bad_catalog_or_default_namespace_name_is_refused_at_open() {
+    use tenantfusion::EngineConfig;
+    let refused = |config: EngineConfig| match tenantfusion::Engine::new(config) {
+        Ok(_) => panic!("opened"),
+        Err(err) => err,
+    };
+    for name in ["", "a.b"] {
+        let err = refused(EngineConfig::default().with_catalog_name(name));
+        assert_eq!(err.code(), "INVALID_ARGUMENT", "{err}");
+        let err = refused(EngineConfig::default().with_default_namespace(name));
+        assert_eq!(err.code(), "INVALID_ARGUMENT", "{err}");
+    }
+    // Reserved, as CREATE NAMESPACE system is.
+    let err = refused(EngineConfig::default().with_default_namespace("system"));
+    assert_eq!(err.code(), "PERMISSION_DENIED", "{err}");
+    let long = "c".repeat(100_000);
+    assert!(tenantfusion::Engine::new(EngineConfig::default().with_catalog_name(long)).is_ok());
+}
