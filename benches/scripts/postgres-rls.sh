@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL for the `postgres_rls` benchmark, on 127.0.0.1 only.
+# A throwaway PostgreSQL for the `postgres_rls` and `durable_insert` benchmarks,
+# on 127.0.0.1 only, with PostgreSQL's defaults (fsync, synchronous_commit = on).
 #
 #   postgres-rls.sh start USERS [PORT]   install if needed, start, load USERS x 100 rows
 #                                        under row-level security; prints the data dir
@@ -39,6 +40,18 @@ ANALYZE t;
 ALTER TABLE t ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_rows ON t USING (user_id = current_setting('app.uid'));
 GRANT SELECT, INSERT ON t TO tenant;
+-- For durable_insert: each client writes its own rows (user_id from its
+-- session), under the same row-level security as t.
+CREATE TABLE notes (
+  user_id text NOT NULL DEFAULT current_setting('app.uid'),
+  id bigint NOT NULL,
+  body text
+);
+CREATE INDEX notes_user_id_id ON notes (user_id, id);
+ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_notes ON notes USING (user_id = current_setting('app.uid'))
+  WITH CHECK (user_id = current_setting('app.uid'));
+GRANT SELECT, INSERT ON notes TO tenant;
 SQL
     echo "$dir"
     ;;

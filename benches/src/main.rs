@@ -216,7 +216,13 @@ async fn main() -> ExitCode {
     }
     if wants("durable_insert") {
         step("durable_insert");
-        rows.extend(durable_insert(size).await);
+        match durable_insert(size, run_postgres).await {
+            Ok(found) => rows.extend(found),
+            Err(err) => {
+                eprintln!("durable_insert: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     if wants("storage_scan_scaling") {
         step("storage_scan_scaling");

@@ -25,12 +25,13 @@ pub fn postgres_installed() -> bool {
 }
 
 /// The server started by the script; stopped when dropped, even on panic.
-struct Server {
+pub(crate) struct Server {
     dir: String,
 }
 
 impl Server {
-    fn start(users: usize) -> Result<Self, String> {
+    /// Starts a server whose table `t` holds `users` x 100 rows.
+    pub(crate) fn start(users: usize) -> Result<Self, String> {
         let out = Command::new("bash")
             .arg(script())
             .args(["start", &users.to_string(), &PORT.to_string()])
@@ -47,6 +48,23 @@ impl Server {
     }
 }
 
+/// A client of the server, as user `uid` (what row-level security reads),
+/// its connection driven by a task of its own.
+pub(crate) async fn client(uid: &str) -> Result<tokio_postgres::Client, String> {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={PORT} user=tenant dbname=postgres"),
+        NoTls,
+    )
+    .await
+    .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+    tokio::spawn(connection);
+    client
+        .query_one("SELECT set_config('app.uid', $1, false)", &[&uid])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(client)
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = Command::new("bash")
@@ -60,18 +78,8 @@ impl Drop for Server {
 pub async fn postgres_rls(size: Size) -> Result<Vec<Measurement>, String> {
     let users = *size.user_counts.last().ok_or("no user counts")?;
     let server = Server::start(users)?;
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={PORT} user=tenant dbname=postgres"),
-        NoTls,
-    )
-    .await
-    .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
-    let connection = tokio::spawn(connection);
     let target = format!("u{}", users / 2);
-    client
-        .query_one("SELECT set_config('app.uid', $1, false)", &[&target])
-        .await
-        .map_err(|e| e.to_string())?;
+    let client = client(&target).await?;
 
     let (engine, _) = loaded_engine(users, EngineConfig::default()).await;
     let session = engine.session(UserContext::new(target.as_str(), Role::User));
@@ -108,7 +116,6 @@ pub async fn postgres_rls(size: Size) -> Result<Vec<Measurement>, String> {
         ));
     }
     drop(client);
-    let _ = connection.await;
     drop(server);
     Ok(out)
 }

@@ -76,22 +76,18 @@ where
 /// Single-row INSERT latency, rows/s of `WRITERS` users inserting single
 /// rows at once (their fsyncs shared by group commit), and rows/s of
 /// batched INSERTs; each on an engine whose directory is fsynced before a
-/// statement is acknowledged, beside the same statements into a `MemTable`.
-pub async fn durable_insert(size: Size) -> Vec<Measurement> {
+/// statement is acknowledged, beside the same statements into a `MemTable`;
+/// single-row INSERTs in memory beside the same planned and a `MemTable`'s;
+/// and with `postgres`, single-row INSERTs (one client, then `WRITERS`)
+/// beside PostgreSQL's with its defaults (fsync, `synchronous_commit = on`)
+/// through prepared statements, under row-level security.
+pub async fn durable_insert(size: Size, postgres: bool) -> Result<Vec<Measurement>, String> {
+    let mut rows = memory_insert(size).await;
     let dir = bench_dir();
     let engine = Engine::new(on_disk(&dir, Durability::Fsync)).expect("engine");
     let admin = engine.session(UserContext::new("admin", Role::Dba));
     run_ours(&admin, "CREATE TABLE notes (id BIGINT, body TEXT)").await;
-    let ctx = SessionContext::new();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, true),
-        Field::new("body", DataType::Utf8, true),
-    ]));
-    ctx.register_table(
-        "notes",
-        Arc::new(MemTable::try_new(schema, vec![vec![]]).expect("memtable")),
-    )
-    .expect("register");
+    let ctx = memtable_notes();
 
     let alice = engine.session(UserContext::new("alice", Role::User));
     let mut next = 0;
@@ -116,12 +112,43 @@ pub async fn durable_insert(size: Size) -> Vec<Measurement> {
         }
     })
     .await;
-    let mut rows = vec![Measurement::latency(
+    rows.push(Measurement::latency(
         "durable_insert",
         "single-row INSERT, fsync before ack, vs MemTable INSERT".into(),
         ours,
         baseline,
-    )];
+    ));
+    let server = match postgres {
+        true => Some(crate::postgres::Server::start(1)?),
+        false => None,
+    };
+    if server.is_some() {
+        let client = crate::postgres::client("alice").await?;
+        let insert = client
+            .prepare("INSERT INTO notes (id, body) VALUES ($1, $2)")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut next = 0i64;
+        let pg = latency(size, || {
+            next += 1;
+            let body = format!("note {next}");
+            let (client, insert) = (&client, &insert);
+            async move {
+                client
+                    .execute(insert, &[&next, &body])
+                    .await
+                    .expect("postgres insert");
+            }
+        })
+        .await;
+        rows.push(Measurement::latency(
+            "durable_insert",
+            "single-row INSERT, fsync before ack, vs PostgreSQL (prepared, synchronous_commit = on, RLS)"
+                .into(),
+            ours,
+            pg,
+        ));
+    }
 
     let statements = size.statements_per_task;
     let ours = concurrent_rows_per_second(statements, |w| {
@@ -151,6 +178,18 @@ pub async fn durable_insert(size: Size) -> Vec<Measurement> {
         baseline,
         "rows/s",
     ));
+    if server.is_some() {
+        let pg = postgres_rows_per_second(statements).await?;
+        rows.push(Measurement::figure(
+            "durable_insert",
+            format!(
+                "{WRITERS} users inserting single rows at once vs {WRITERS} PostgreSQL clients"
+            ),
+            ours,
+            pg,
+            "rows/s",
+        ));
+    }
 
     let batch = values(0, BATCH_ROWS);
     let sql = format!("INSERT INTO notes VALUES {batch}");
@@ -182,7 +221,109 @@ pub async fn durable_insert(size: Size) -> Vec<Measurement> {
         ))),
         "alice's rows"
     );
-    rows
+    drop(server);
+    Ok(rows)
+}
+
+/// Rows/s of [`WRITERS`] PostgreSQL clients, each its own user, each
+/// running `statements` prepared single-row INSERTs.
+async fn postgres_rows_per_second(statements: usize) -> Result<f64, String> {
+    let mut clients = Vec::new();
+    for w in 0..WRITERS {
+        let client = crate::postgres::client(&format!("writer{w}")).await?;
+        let insert = client
+            .prepare("INSERT INTO notes (id, body) VALUES ($1, $2)")
+            .await
+            .map_err(|e| e.to_string())?;
+        clients.push((client, insert));
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|(client, insert)| {
+            tokio::spawn(async move {
+                for i in 0..statements as i64 {
+                    let body = format!("note {i}");
+                    client
+                        .execute(&insert, &[&i, &body])
+                        .await
+                        .expect("postgres insert");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())?;
+    }
+    Ok((WRITERS * statements) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A DataFusion session with an empty `MemTable` named `notes`.
+fn memtable_notes() -> SessionContext {
+    let ctx = SessionContext::new();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("body", DataType::Utf8, true),
+    ]));
+    ctx.register_table(
+        "notes",
+        Arc::new(MemTable::try_new(schema, vec![vec![]]).expect("memtable")),
+    )
+    .expect("register");
+    ctx
+}
+
+/// Single-row INSERTs into an in-memory user table: written directly
+/// (`EngineConfig::direct_inserts`) beside the same planned, and beside
+/// DataFusion's `MemTable` INSERT (planned, as DataFusion always does).
+async fn memory_insert(size: Size) -> Vec<Measurement> {
+    let mut single = Vec::new();
+    for direct in [true, false] {
+        let engine =
+            Engine::new(EngineConfig::default().with_direct_inserts(direct)).expect("engine");
+        let admin = engine.session(UserContext::new("admin", Role::Dba));
+        run_ours(&admin, "CREATE TABLE notes (id BIGINT, body TEXT)").await;
+        let alice = engine.session(UserContext::new("alice", Role::User));
+        let mut next = 0;
+        single.push(
+            latency(size, || {
+                next += 1;
+                let sql = format!("INSERT INTO notes VALUES {}", values(next, 1));
+                let alice = &alice;
+                async move {
+                    let query = alice.sql(&sql).await.expect("insert");
+                    assert_eq!(query.written_directly(), direct, "{sql}");
+                    query.collect().await.expect("insert");
+                }
+            })
+            .await,
+        );
+    }
+    let ctx = memtable_notes();
+    let mut next = 0;
+    let memtable = latency(size, || {
+        next += 1;
+        let sql = format!("INSERT INTO notes VALUES {}", values(next, 1));
+        let ctx = &ctx;
+        async move {
+            run_datafusion(ctx, &sql).await;
+        }
+    })
+    .await;
+    vec![
+        Measurement::latency(
+            "durable_insert",
+            "single-row INSERT in memory, written directly vs planned".into(),
+            single[0],
+            single[1],
+        ),
+        Measurement::latency(
+            "durable_insert",
+            "single-row INSERT in memory, written directly vs MemTable INSERT".into(),
+            single[0],
+            memtable,
+        ),
+    ]
 }
 
 /// `storage_scan_scaling`: one user's queries over their 100 rows, all

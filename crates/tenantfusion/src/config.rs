@@ -68,6 +68,15 @@ pub struct EngineConfig {
     /// Bounds of the cache of physical plans shared by all sessions (on by
     /// default; [`PlanCacheConfig::DISABLED`] turns it off).
     pub plan_cache: PlanCacheConfig,
+    /// Write `INSERT INTO t [(columns)] VALUES ...` whose values are
+    /// constants (literals, casts of them, `now()`, `NULL`) without planning
+    /// the statement: its rows are built as the planner would build them and
+    /// handed to the table's sink, the same checks and change events
+    /// included. Any other INSERT, and any such INSERT the engine cannot
+    /// build exactly as the planner would (a value that fails its cast, a
+    /// NULL for a NOT NULL column), is planned. On by default; off plans
+    /// every INSERT (the reference the direct path is tested against).
+    pub direct_inserts: bool,
     /// What stream tables age their rows by (the system clock; tests use a
     /// [`ManualClock`](tenantfusion_core::ManualClock)).
     pub clock: Arc<dyn Clock>,
@@ -210,6 +219,7 @@ impl Default for EngineConfig {
             target_partitions: None,
             plan_cache: PlanCacheConfig::default(),
             round_robin_repartition: false,
+            direct_inserts: true,
             clock: Arc::new(SystemClock),
             live_pool: PoolConfig::default(),
             live_sources: Vec::new(),
@@ -249,6 +259,12 @@ impl EngineConfig {
     /// Sets [`plan_cache`](Self::plan_cache).
     pub fn with_plan_cache(mut self, plan_cache: PlanCacheConfig) -> Self {
         self.plan_cache = plan_cache;
+        self
+    }
+
+    /// Sets [`direct_inserts`](Self::direct_inserts).
+    pub fn with_direct_inserts(mut self, direct: bool) -> Self {
+        self.direct_inserts = direct;
         self
     }
 

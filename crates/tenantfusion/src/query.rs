@@ -23,6 +23,8 @@ pub struct Query {
     plan: Option<Arc<dyn ExecutionPlan>>,
     task: Arc<TaskContext>,
     from_cache: bool,
+    /// Rows built without planning (see `EngineConfig::direct_inserts`).
+    direct: bool,
     governor: Governor,
 }
 
@@ -37,7 +39,16 @@ impl Query {
             plan: Some(plan),
             task,
             from_cache,
+            direct: false,
             governor: Governor::default(),
+        }
+    }
+
+    /// An INSERT whose rows were built without planning it.
+    pub(crate) fn direct(plan: Arc<dyn ExecutionPlan>, task: Arc<TaskContext>) -> Self {
+        Self {
+            direct: true,
+            ..Self::planned(plan, task, false)
         }
     }
 
@@ -54,6 +65,7 @@ impl Query {
             plan: None,
             task,
             from_cache: false,
+            direct: false,
             governor: Governor::default(),
         }
     }
@@ -62,6 +74,12 @@ impl Query {
     /// was not planned again).
     pub fn from_cache(&self) -> bool {
         self.from_cache
+    }
+
+    /// Whether the statement is an INSERT whose rows were built without
+    /// planning it (see [`EngineConfig::direct_inserts`](crate::EngineConfig::direct_inserts)).
+    pub fn written_directly(&self) -> bool {
+        self.direct
     }
 
     /// The columns the statement returns (empty for DDL).

@@ -1,6 +1,7 @@
 //! Per-request sessions: the engine's shared state plus one caller.
 
 mod ddl;
+mod direct_insert;
 mod mutation;
 mod plan_access;
 mod prepared;
@@ -25,8 +26,8 @@ use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
 use datafusion::sql::planner::object_name_to_table_reference;
 use datafusion::sql::sqlparser::ast::{
-    FromTable, Insert, ObjectName, SetExpr, Statement as SqlStatement, TableFactor, TableObject,
-    Visit, Visitor,
+    FromTable, Ident, Insert, ObjectName, SetExpr, Statement as SqlStatement, TableFactor,
+    TableObject, Visit, Visitor,
 };
 use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use futures::future::BoxFuture;
@@ -291,6 +292,9 @@ impl TenantSession {
             }
         }
         let tables = self.check_references(&statement)?;
+        if let Some(query) = self.direct_insert(&statement, &tables).await? {
+            return Ok(query);
+        }
         self.open_external(&tables).await?;
         let cache = &self.engine.plans;
         let keep = cache.enabled() && is_query(&statement) && plan_may_be_kept(&tables);
@@ -726,11 +730,7 @@ fn check_insert_shape(insert: &Insert, core: &TableProviderCore, normalize: bool
         let Some(ident) = column.0.last().and_then(|part| part.as_ident()) else {
             continue;
         };
-        let name = if normalize && ident.quote_style.is_none() {
-            ident.value.to_lowercase()
-        } else {
-            ident.value.clone()
-        };
+        let name = normalized_ident(ident, normalize);
         if schema.index_of(&name).is_err() {
             return Err(TenantError::SchemaMismatch(format!(
                 "table '{table}' has no column '{name}'"
@@ -752,6 +752,17 @@ fn check_insert_shape(insert: &Insert, core: &TableProviderCore, normalize: bool
         )));
     }
     Ok(())
+}
+
+/// The name an identifier stands for, as DataFusion's planner reads it:
+/// unquoted ones in ASCII lower case when `normalize` (the engine's
+/// `enable_ident_normalization`), all others as written.
+pub(crate) fn normalized_ident(ident: &Ident, normalize: bool) -> String {
+    if normalize && ident.quote_style.is_none() {
+        ident.value.to_ascii_lowercase()
+    } else {
+        ident.value.clone()
+    }
 }
 
 fn statement_target(

@@ -3,6 +3,7 @@
 mod catalog_changes;
 mod common;
 mod ddl_crash;
+mod direct_insert;
 mod durable;
 mod errors;
 mod fuzz_sql;
