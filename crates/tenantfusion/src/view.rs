@@ -100,9 +100,8 @@ impl View {
             TenantError::Internal(format!("view '{}' outlived its engine", self.core.table_id))
         })?;
         for table in &self.reads {
-            let id = table.table_id();
-            let current = cache.get_provider(id.namespace_id().as_str(), id.table_name().as_str());
-            if !current.is_some_and(|current| Arc::ptr_eq(&current, table)) {
+            if !cache.is_current(table) {
+                let id = table.table_id();
                 return Err(TenantError::Plan(format!(
                     "view '{}' reads '{id}', which was replaced since the view was made; \
                      CREATE OR REPLACE VIEW to read the table there now",

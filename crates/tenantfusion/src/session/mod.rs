@@ -364,12 +364,7 @@ impl TenantSession {
             return Ok(None);
         };
         for table in &tables {
-            let id = table.table_id();
-            let current = self
-                .engine
-                .cache
-                .get_provider(id.namespace_id().as_str(), id.table_name().as_str());
-            if !current.is_some_and(|current| Arc::ptr_eq(&current, table)) {
+            if !self.engine.cache.is_current(table) {
                 return Ok(None);
             }
             // Cached statements are queries: every table is only read.
