@@ -3,6 +3,7 @@
 //! one user's scan of flushed rows as users grow; and scans of Parquet
 //! segments beside DataFusion's own Parquet reader on the same files.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,9 +16,10 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use tenantfusion::{
     Durability, Engine, EngineConfig, PlanCacheConfig, Role, Storage, UserContext, UserId,
 };
+use tenantfusion_store::{Wal, WalOptions};
 use tenantfusion_tables::PartitionKey;
 
-use crate::scan_scaling::{QUERIES, ROWS_PER_USER, user_table_store};
+use crate::scan_scaling::{QUERIES, ROWS_PER_USER, Stats, user_table_store};
 use crate::{Measurement, Size, latency, loaded_engine, run_datafusion, run_ours};
 
 /// Concurrent writers in the group-commit figure.
@@ -117,6 +119,21 @@ pub async fn durable_insert(size: Size, postgres: bool) -> Result<Vec<Measuremen
         "single-row INSERT, fsync before ack, vs MemTable INSERT".into(),
         ours,
         baseline,
+    ));
+    // Where the durable INSERT's time goes: its log append alone, and the
+    // append's write and fdatasync on the caller's own thread.
+    let (append, sync) = log_floor(size).await;
+    rows.push(Measurement::latency(
+        "durable_insert",
+        "single-row INSERT, fsync before ack, vs its log append alone".into(),
+        ours,
+        append,
+    ));
+    rows.push(Measurement::latency(
+        "durable_insert",
+        "log append of one record (committer thread, fdatasync) vs write + fdatasync inline".into(),
+        append,
+        sync,
     ));
     let server = match postgres {
         true => Some(crate::postgres::Server::start(1)?),
@@ -223,6 +240,32 @@ pub async fn durable_insert(size: Size, postgres: bool) -> Result<Vec<Measuremen
     );
     drop(server);
     Ok(rows)
+}
+
+/// Latencies of appending one 200-byte record to a [`Wal`] with
+/// [`Durability::Fsync`] (the record goes to the log's committer thread,
+/// which writes and fdatasyncs it), and of the same write and fdatasync on
+/// the caller's thread, to a file growing in the same directory.
+async fn log_floor(size: Size) -> (Stats, Stats) {
+    let dir = bench_dir();
+    let wal = Wal::open(dir.path().join("wal"), WalOptions::default(), |_, _| Ok(())).expect("wal");
+    let record = vec![7u8; 200];
+    let append = latency(size, || {
+        let (wal, record) = (&wal, record.clone());
+        async move {
+            wal.append(record).await.expect("append");
+        }
+    })
+    .await;
+    let mut file = std::fs::File::create(dir.path().join("inline")).expect("file");
+    let sync = latency(size, || {
+        file.write_all(&record)
+            .and_then(|()| file.sync_data())
+            .expect("write and fdatasync");
+        async {}
+    })
+    .await;
+    (append, sync)
 }
 
 /// Rows/s of [`WRITERS`] PostgreSQL clients, each its own user, each
