@@ -526,7 +526,7 @@ mod tests {
         // INSERT took the path it was timed on. PostgreSQL's side runs in
         // the bench's own smoke run (`.ci/run`), which installs it.
         let mut rows = durable_insert(Size::SMOKE, false).await.unwrap();
-        assert_eq!(rows.len(), 7);
+        assert_eq!(rows.len(), 8);
         // Checks inside: the user's query answers the same at both sizes,
         // and both readers of the segments return the same rows.
         let scaling = storage_scan_scaling(Size::SMOKE).await;

@@ -342,6 +342,32 @@ async fn memory_insert(size: Size) -> Vec<Measurement> {
             .await,
         );
     }
+    let mut prepared = Vec::new();
+    for direct in [true, false] {
+        let engine =
+            Engine::new(EngineConfig::default().with_direct_inserts(direct)).expect("engine");
+        let admin = engine.session(UserContext::new("admin", Role::Dba));
+        run_ours(&admin, "CREATE TABLE notes (id BIGINT, body TEXT)").await;
+        let alice = engine.session(UserContext::new("alice", Role::User));
+        let insert = alice
+            .prepare("INSERT INTO notes VALUES ($1, $2)")
+            .await
+            .expect("prepare");
+        let mut next = 0i64;
+        prepared.push(
+            latency(size, || {
+                next += 1;
+                let params = vec![next.into(), format!("note {next}").into()];
+                let insert = &insert;
+                async move {
+                    let query = insert.execute(params).await.expect("insert");
+                    assert_eq!(query.written_directly(), direct);
+                    query.collect().await.expect("insert");
+                }
+            })
+            .await,
+        );
+    }
     let ctx = memtable_notes();
     let mut next = 0;
     let memtable = latency(size, || {
@@ -365,6 +391,13 @@ async fn memory_insert(size: Size) -> Vec<Measurement> {
             "single-row INSERT in memory, written directly vs MemTable INSERT".into(),
             single[0],
             memtable,
+        ),
+        Measurement::latency(
+            "durable_insert",
+            "prepared single-row INSERT in memory, new values each run, written directly vs planned"
+                .into(),
+            prepared[0],
+            prepared[1],
         ),
     ]
 }

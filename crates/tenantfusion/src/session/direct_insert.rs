@@ -20,11 +20,17 @@
 //! statement's start); an omitted column takes the table's default, or
 //! NULL, the same way.
 //!
+//! A prepared INSERT (`TenantSession::prepare`, SQL `PREPARE`) takes the
+//! same path on every execution: its placeholders are replaced by the bound
+//! values (cast to the parameters' types first, as for a planned execution)
+//! the way `LogicalPlan::with_param_values` replaces them, so binding new
+//! values plans nothing either.
+//!
 //! Where this could part from the planner, nothing is guessed: the
 //! statement is planned instead. That is any INSERT of another shape (a
 //! column list naming a column twice, `INSERT ... SELECT`, a CTE,
 //! `ORDER BY`, `RETURNING`, ...), any value that is not a constant (a column, a
-//! subquery, a parameter, a volatile function such as `random()`, any
+//! subquery, a parameter of SQL text, a volatile function such as `random()`, any
 //! function taking arguments, arithmetic), and every error: a value that
 //! fails its cast, a NULL for a NOT NULL column. A failing statement costs a
 //! planning; in exchange its error is the planner's own, word for word.
@@ -37,6 +43,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::common::format::DEFAULT_CAST_OPTIONS;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::execution::session_state::SessionState;
@@ -61,11 +68,15 @@ impl TenantSession {
     /// The statement as a write ready to run, when it is an INSERT of
     /// constant rows into one of the engine's own tables (see the module
     /// docs); `None` sends it to the planner. `tables` are the statement's
-    /// tables as `check_references` found (and authorised) them.
+    /// tables as `check_references` found (and authorised) them. `params`
+    /// are the bound values of a prepared statement (`PREPARE` included),
+    /// each already cast to its parameter's type; `None` for SQL text,
+    /// where a parameter is not a constant.
     pub(super) async fn direct_insert(
         &self,
         statement: &DFStatement,
         tables: &Tables,
+        params: Option<&[ScalarValue]>,
     ) -> Result<Option<Query>> {
         if !self.engine.config.direct_inserts {
             return Ok(None);
@@ -73,8 +84,13 @@ impl TenantSession {
         let DFStatement::Statement(statement) = statement else {
             return Ok(None);
         };
-        let SqlStatement::Insert(insert) = statement.as_ref() else {
-            return Ok(None);
+        let insert = match (statement.as_ref(), params) {
+            (SqlStatement::Insert(insert), _) => insert,
+            (SqlStatement::Prepare { statement, .. }, Some(_)) => match statement.as_ref() {
+                SqlStatement::Insert(insert) => insert,
+                _ => return Ok(None),
+            },
+            _ => return Ok(None),
         };
         // A constant VALUES list names no table but the target.
         let (Some((columns, rows)), [table]) = (constant_insert(insert), tables.as_slice()) else {
@@ -86,7 +102,8 @@ impl TenantSession {
         // The guard cannot be held across an await: keep the Arc instead.
         let settings = self.settings.read().clone();
         let state = self.state_of(settings.as_deref());
-        let Some(batch) = RowBuilder::new(state, table.as_ref()).build(columns, rows) else {
+        let builder = RowBuilder::new(state, table.as_ref(), params.unwrap_or_default());
+        let Some(batch) = builder.build(columns, rows) else {
             return Ok(None);
         };
         let schema = batch.schema();
@@ -207,16 +224,24 @@ struct RowBuilder<'a> {
     start: DateTime<Utc>,
     /// Made when a value first needs folding (most never do).
     simplify: Option<SimplifyContext>,
+    /// The values of `$1, $2, ...`, as `LogicalPlan::with_param_values`
+    /// puts them in: literals of the parameters' types.
+    params: &'a [ScalarValue],
 }
 
 impl<'a> RowBuilder<'a> {
-    fn new(state: &'a SessionState, table: &'a dyn BaseTableProvider) -> Self {
+    fn new(
+        state: &'a SessionState,
+        table: &'a dyn BaseTableProvider,
+        params: &'a [ScalarValue],
+    ) -> Self {
         Self {
             state,
             table,
             schema: TableProvider::schema(table),
             start: Utc::now(),
             simplify: None,
+            params,
         }
     }
 
@@ -289,6 +314,10 @@ impl<'a> RowBuilder<'a> {
             .state
             .create_logical_expr_from_sql_expr(value, &DFSchema::empty())
             .ok()?;
+        let expr = match self.params {
+            [] => expr,
+            params => bind(expr, params)?,
+        };
         self.constant(expr, data_type)
     }
 
@@ -334,6 +363,35 @@ impl<'a> RowBuilder<'a> {
         });
         ExprSimplifier::new(context.clone())
     }
+}
+
+/// `expr` with each placeholder `$n` replaced by the literal `params[n - 1]`,
+/// as `LogicalPlan::with_param_values` replaces them; `None` for a
+/// placeholder without a value (planned, that error is the planner's).
+fn bind(expr: Expr, params: &[ScalarValue]) -> Option<Expr> {
+    let mut unbound = false;
+    let bound = expr
+        .transform(|expr| match expr {
+            Expr::Placeholder(placeholder) => {
+                let value = placeholder
+                    .id
+                    .strip_prefix('$')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .and_then(|n| n.checked_sub(1))
+                    .and_then(|n| params.get(n));
+                match value {
+                    Some(value) => Ok(Transformed::yes(Expr::Literal(value.clone(), None))),
+                    None => {
+                        unbound = true;
+                        Ok(Transformed::no(Expr::Placeholder(placeholder)))
+                    }
+                }
+            }
+            other => Ok(Transformed::no(other)),
+        })
+        .ok()?
+        .data;
+    (!unbound).then_some(bound)
 }
 
 /// Whether `expr` is one of the constant forms folded here: a literal; a

@@ -292,7 +292,7 @@ impl TenantSession {
             }
         }
         let tables = self.check_references(&statement)?;
-        if let Some(query) = self.direct_insert(&statement, &tables).await? {
+        if let Some(query) = self.direct_insert(&statement, &tables, None).await? {
             return Ok(query);
         }
         self.open_external(&tables).await?;

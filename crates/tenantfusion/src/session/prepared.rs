@@ -1,8 +1,10 @@
 //! Prepared statements: parsed, checked and planned once, run many times with
 //! parameters `$1, $2, ...`.
 //!
-//! DataFusion 55 cannot run a physical plan that still holds placeholders, so
-//! binding new values runs the optimiser and the physical planner again (not
+//! An `INSERT ... VALUES` is written without planning on every execution
+//! (see `direct_insert`). For the rest, DataFusion 55 cannot run a physical
+//! plan that still holds placeholders, so binding new values runs the
+//! optimiser and the physical planner again (not
 //! the parser or the SQL planner). Plans for values seen before come from the
 //! engine's plan cache: a query's plan is kept on the second use of the same
 //! values, so values used once do not push out plans that are reused.
@@ -199,6 +201,12 @@ impl TenantSession {
     ) -> Result<Query> {
         let tables = self.check_references(&prepared.source)?;
         let params = prepared.bind(params)?;
+        if let Some(query) = self
+            .direct_insert(&prepared.source, &tables, Some(&params))
+            .await?
+        {
+            return Ok(query);
+        }
         let cache = &self.engine.plans;
         let keep = cache.enabled() && prepared.is_query && plan_may_be_kept(&tables);
         let key = keep.then(|| PlanKey {

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use datafusion::common::ScalarValue;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tenantfusion::{Durability, Engine, EngineConfig, Storage, TenantSession};
@@ -441,4 +442,117 @@ async fn a_direct_insert_is_checked_like_a_planned_one() {
             .unwrap(),
     );
     assert_eq!(count(&alice, "SELECT count(*) FROM app.notes").await, 1);
+}
+
+/// Values for the parameters of the prepared INSERT below: some convert to
+/// the columns' types, some do not, some overflow.
+fn param() -> impl Strategy<Value = ScalarValue> {
+    prop_oneof![
+        16 => (-3i64..6).prop_map(ScalarValue::from),
+        1 => Just(ScalarValue::from(40_000i64)),
+        1 => Just(ScalarValue::Null),
+        2 => prop::sample::select(vec!["7", "x", "2024-02-29", "12.5", ""]).prop_map(ScalarValue::from),
+        1 => Just(ScalarValue::Float64(Some(1.5))),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_inserts_bound_to_new_values_match_planned_ones() {
+    let handle = tokio::runtime::Handle::current();
+    let (direct_runs, all_runs) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let sql = "INSERT INTO app.d (k, i16, s, d, dec) VALUES ($1, $2, $3, $4, $5)";
+    let mut runner = TestRunner::new(Config {
+        cases: 32,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let executions = prop::collection::vec(prop::collection::vec(param(), 5), 1..6);
+    let result = tokio::task::block_in_place(|| {
+        runner.run(&executions, |executions| {
+            handle.block_on(async {
+                let (direct, planned) = engines(EngineConfig::default, false).await;
+                let ours = user(&direct, "alice").prepare(sql).await.unwrap();
+                let theirs = user(&planned, "alice").prepare(sql).await.unwrap();
+                for params in &executions {
+                    let (ours_shown, took_direct) = match ours.execute(params.clone()).await {
+                        Ok(query) => {
+                            let direct = query.written_directly();
+                            (collected(query).await, direct)
+                        }
+                        Err(err) => (format!("{}: {err}", err.code()), false),
+                    };
+                    let theirs_shown = match theirs.execute(params.clone()).await {
+                        Ok(query) => {
+                            prop_assert!(!query.written_directly());
+                            collected(query).await
+                        }
+                        Err(err) => format!("{}: {err}", err.code()),
+                    };
+                    prop_assert_eq!(&ours_shown, &theirs_shown, "{:?}", params);
+                    all_runs.fetch_add(1, Ordering::Relaxed);
+                    if took_direct {
+                        direct_runs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let select = "SELECT * FROM app.d ORDER BY k";
+                    prop_assert_eq!(
+                        rows(&user(&direct, "alice"), select).await,
+                        rows(&user(&planned, "alice"), select).await
+                    );
+                }
+                Ok(())
+            })
+        })
+    });
+    result.unwrap();
+    let (direct, all) = (direct_runs.into_inner(), all_runs.into_inner());
+    eprintln!("{direct} of {all} executions written directly");
+    assert!(
+        direct * 3 >= all,
+        "only {direct} of {all} executions were written directly"
+    );
+}
+
+/// A query's rows or error, as [`outcome`] shows them.
+async fn collected(query: tenantfusion::Query) -> String {
+    match query.collect().await {
+        Ok(batches) => {
+            let written: Vec<String> = batches
+                .iter()
+                .map(|b| format!("{:?}", b.columns()))
+                .collect();
+            format!("ok {}", written.join(""))
+        }
+        Err(err) => format!("{}: {err}", err.code()),
+    }
+}
+
+#[tokio::test]
+async fn sql_prepare_and_execute_of_an_insert_write_directly() {
+    let engine = engine().await;
+    run(
+        &admin(&engine),
+        "CREATE TABLE app.t (id BIGINT NOT NULL, body TEXT)",
+    )
+    .await;
+    let alice = user(&engine, "alice");
+    run(
+        &alice,
+        "PREPARE ins(BIGINT, TEXT) AS INSERT INTO app.t VALUES ($1, $2)",
+    )
+    .await;
+    assert!(direct(&alice, "EXECUTE ins(1, 'one')").await);
+    assert!(direct(&alice, "EXECUTE ins('2', 'two')").await);
+    // A value the column refuses is planned, and fails as planned.
+    assert_eq!(
+        error_code(&alice, "EXECUTE ins(NULL, 'three')").await,
+        "NOT_NULL_VIOLATION"
+    );
+    assert_eq!(
+        rows(&alice, "SELECT id, body FROM app.t ORDER BY id").await,
+        ["1 one", "2 two"]
+    );
+    assert_eq!(
+        count(&user(&engine, "bob"), "SELECT count(*) FROM app.t").await,
+        0
+    );
 }
