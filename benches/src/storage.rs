@@ -84,12 +84,23 @@ where
 /// beside PostgreSQL's with its defaults (fsync, `synchronous_commit = on`)
 /// through prepared statements, under row-level security.
 pub async fn durable_insert(size: Size, postgres: bool) -> Result<Vec<Measurement>, String> {
-    let mut rows = memory_insert(size).await;
+    // The ceiling of every single-row figure: DataFusion's own INSERT.
+    let ctx = memtable_notes();
+    let mut next = 0;
+    let baseline = latency(size, || {
+        next += 1;
+        let sql = format!("INSERT INTO notes VALUES {}", values(next, 1));
+        let ctx = &ctx;
+        async move {
+            run_datafusion(ctx, &sql).await;
+        }
+    })
+    .await;
+    let mut rows = memory_insert(size, baseline).await;
     let dir = bench_dir();
     let engine = Engine::new(on_disk(&dir, Durability::Fsync)).expect("engine");
     let admin = engine.session(UserContext::new("admin", Role::Dba));
     run_ours(&admin, "CREATE TABLE notes (id BIGINT, body TEXT)").await;
-    let ctx = memtable_notes();
 
     let alice = engine.session(UserContext::new("alice", Role::User));
     let mut next = 0;
@@ -104,16 +115,6 @@ pub async fn durable_insert(size: Size, postgres: bool) -> Result<Vec<Measuremen
     .await;
     // One row per call, warm-up calls included.
     let single_rows = next;
-    let mut next = 0;
-    let baseline = latency(size, || {
-        next += 1;
-        let sql = format!("INSERT INTO notes VALUES {}", values(next, 1));
-        let ctx = &ctx;
-        async move {
-            run_datafusion(ctx, &sql).await;
-        }
-    })
-    .await;
     rows.push(Measurement::latency(
         "durable_insert",
         "single-row INSERT, fsync before ack, vs MemTable INSERT".into(),
@@ -316,11 +317,13 @@ fn memtable_notes() -> SessionContext {
     ctx
 }
 
-/// Single-row INSERTs into an in-memory user table: written directly
+/// Single-row INSERTs into an in-memory user table, as SQL text and as a
+/// prepared statement bound to new values: written directly
 /// (`EngineConfig::direct_inserts`) beside the same planned, and beside
-/// DataFusion's `MemTable` INSERT (planned, as DataFusion always does).
-async fn memory_insert(size: Size) -> Vec<Measurement> {
-    let mut single = Vec::new();
+/// `memtable`, DataFusion's `MemTable` INSERT (planned, as DataFusion
+/// always does).
+async fn memory_insert(size: Size, memtable: Stats) -> Vec<Measurement> {
+    let (mut single, mut prepared) = (Vec::new(), Vec::new());
     for direct in [true, false] {
         let engine =
             Engine::new(EngineConfig::default().with_direct_inserts(direct)).expect("engine");
@@ -341,19 +344,12 @@ async fn memory_insert(size: Size) -> Vec<Measurement> {
             })
             .await,
         );
-    }
-    let mut prepared = Vec::new();
-    for direct in [true, false] {
-        let engine =
-            Engine::new(EngineConfig::default().with_direct_inserts(direct)).expect("engine");
-        let admin = engine.session(UserContext::new("admin", Role::Dba));
-        run_ours(&admin, "CREATE TABLE notes (id BIGINT, body TEXT)").await;
-        let alice = engine.session(UserContext::new("alice", Role::User));
         let insert = alice
             .prepare("INSERT INTO notes VALUES ($1, $2)")
             .await
             .expect("prepare");
-        let mut next = 0i64;
+        // Ids after the text INSERTs': every value is new.
+        let mut next = next as i64;
         prepared.push(
             latency(size, || {
                 next += 1;
@@ -368,17 +364,6 @@ async fn memory_insert(size: Size) -> Vec<Measurement> {
             .await,
         );
     }
-    let ctx = memtable_notes();
-    let mut next = 0;
-    let memtable = latency(size, || {
-        next += 1;
-        let sql = format!("INSERT INTO notes VALUES {}", values(next, 1));
-        let ctx = &ctx;
-        async move {
-            run_datafusion(ctx, &sql).await;
-        }
-    })
-    .await;
     vec![
         Measurement::latency(
             "durable_insert",

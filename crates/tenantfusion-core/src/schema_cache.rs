@@ -29,7 +29,8 @@ use crate::table::BaseTableProvider;
 pub const INLINE_KEY_BYTES: usize = 38;
 
 /// `namespace.table` as one map key: the namespace's length (4 bytes, so
-/// no two pairs of names share a key), the namespace, the table name.
+/// no two pairs of names share a key), the namespace, the table name. A
+/// lookup builds one too: on the stack when it fits inline.
 #[derive(Clone)]
 enum TableKey {
     Inline {
@@ -41,10 +42,25 @@ enum TableKey {
 
 impl TableKey {
     fn new(namespace: &str, table: &str) -> Self {
-        let key = KeyBytes::new(namespace, table);
-        match key {
-            KeyBytes::Inline { len, bytes } => Self::Inline { len, bytes },
-            KeyBytes::Heap(bytes) => Self::Heap(bytes.into_boxed_slice()),
+        let total = 4 + namespace.len() + table.len();
+        // Names are far shorter than 4 GiB; a longer one saturates, and
+        // its key still holds both names in full.
+        let prefix = u32::try_from(namespace.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes();
+        let parts = [&prefix[..], namespace.as_bytes(), table.as_bytes()];
+        if total > INLINE_KEY_BYTES {
+            return Self::Heap(parts.concat().into_boxed_slice());
+        }
+        let mut bytes = [0; INLINE_KEY_BYTES];
+        let mut at = 0;
+        for part in parts {
+            bytes[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        Self::Inline {
+            len: total as u8,
+            bytes,
         }
     }
 
@@ -74,48 +90,6 @@ impl Eq for TableKey {}
 impl Borrow<[u8]> for TableKey {
     fn borrow(&self) -> &[u8] {
         self.bytes()
-    }
-}
-
-/// A key built for one lookup: on the stack when it fits inline.
-enum KeyBytes {
-    Inline {
-        len: u8,
-        bytes: [u8; INLINE_KEY_BYTES],
-    },
-    Heap(Vec<u8>),
-}
-
-impl KeyBytes {
-    fn new(namespace: &str, table: &str) -> Self {
-        let total = 4 + namespace.len() + table.len();
-        // Names are far shorter than 4 GiB; a longer one saturates, and
-        // its key still holds both names in full.
-        let prefix = u32::try_from(namespace.len())
-            .unwrap_or(u32::MAX)
-            .to_le_bytes();
-        let parts = [&prefix[..], namespace.as_bytes(), table.as_bytes()];
-        if total <= INLINE_KEY_BYTES {
-            let mut bytes = [0; INLINE_KEY_BYTES];
-            let mut at = 0;
-            for part in parts {
-                bytes[at..at + part.len()].copy_from_slice(part);
-                at += part.len();
-            }
-            Self::Inline {
-                len: total as u8,
-                bytes,
-            }
-        } else {
-            Self::Heap(parts.concat())
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Self::Heap(bytes) => bytes,
-        }
     }
 }
 
@@ -223,8 +197,8 @@ impl SchemaCache {
             .namespaces
             .get_mut(id.namespace_id().as_str())
             .ok_or_else(|| TenantError::NamespaceNotFound(id.namespace_id().to_string()))?;
-        let key = KeyBytes::new(id.namespace_id().as_str(), id.table_name().as_str());
-        match self.tables.get_mut(key.as_slice()) {
+        let key = TableKey::new(id.namespace_id().as_str(), id.table_name().as_str());
+        match self.tables.get_mut(key.bytes()) {
             Some(mut slot) => {
                 *slot = provider;
                 Ok(())
@@ -236,10 +210,8 @@ impl SchemaCache {
     /// The provider of `namespace.table`, shared by every caller.
     #[inline]
     pub fn get_provider(&self, namespace: &str, table: &str) -> Option<Arc<dyn BaseTableProvider>> {
-        let key = KeyBytes::new(namespace, table);
-        self.tables
-            .get(key.as_slice())
-            .map(|p| Arc::clone(p.value()))
+        let key = TableKey::new(namespace, table);
+        self.tables.get(key.bytes()).map(|p| Arc::clone(p.value()))
     }
 
     /// Whether `provider` is still the one registered under its table's
@@ -248,9 +220,9 @@ impl SchemaCache {
     #[inline]
     pub fn is_current(&self, provider: &Arc<dyn BaseTableProvider>) -> bool {
         let id = provider.table_id();
-        let key = KeyBytes::new(id.namespace_id().as_str(), id.table_name().as_str());
+        let key = TableKey::new(id.namespace_id().as_str(), id.table_name().as_str());
         self.tables
-            .get(key.as_slice())
+            .get(key.bytes())
             .is_some_and(|current| Arc::ptr_eq(current.value(), provider))
     }
 
@@ -276,8 +248,8 @@ impl SchemaCache {
     /// returns its provider.
     pub fn invalidate(&self, namespace: &str, table: &str) -> Option<Arc<dyn BaseTableProvider>> {
         let mut names = self.namespaces.get_mut(namespace)?;
-        let key = KeyBytes::new(namespace, table);
-        let (_, provider) = self.tables.remove(key.as_slice())?;
+        let key = TableKey::new(namespace, table);
+        let (_, provider) = self.tables.remove(key.bytes())?;
         names.remove(table);
         self.providers.fetch_sub(1, Ordering::Relaxed);
         Some(provider)
@@ -311,7 +283,7 @@ mod tests {
     use super::*;
 
     fn key(namespace: &str, table: &str) -> Vec<u8> {
-        KeyBytes::new(namespace, table).as_slice().to_vec()
+        TableKey::new(namespace, table).bytes().to_vec()
     }
 
     #[test]

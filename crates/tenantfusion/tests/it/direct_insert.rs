@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use datafusion::common::ScalarValue;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use tenantfusion::{Durability, Engine, EngineConfig, Storage, TenantSession};
+use tenantfusion::{Durability, Engine, EngineConfig, Query, Storage, TenantSession};
 
 use crate::common::{admin, count, engine, error_code, rows, run, user};
 
@@ -184,9 +184,10 @@ fn insert() -> impl Strategy<Value = Insert> {
         })
 }
 
-/// What a statement did: rows written, or its error as the caller sees it.
-async fn outcome(session: &TenantSession, sql: &str) -> (String, bool) {
-    let query = match session.sql(sql).await {
+/// What a statement did: rows written, or its error as the caller sees
+/// it (when planned or when run); and whether it was written directly.
+async fn outcome(query: tenantfusion::Result<Query>) -> (String, bool) {
+    let query = match query {
         Ok(query) => query,
         Err(err) => return (format!("{}: {err}", err.code()), false),
     };
@@ -202,6 +203,32 @@ async fn outcome(session: &TenantSession, sql: &str) -> (String, bool) {
         Err(err) => format!("{}: {err}", err.code()),
     };
     (shown, direct)
+}
+
+/// Counts the statements of a differential run and those written directly.
+#[derive(Default)]
+struct Tally {
+    all: AtomicUsize,
+    direct: AtomicUsize,
+}
+
+impl Tally {
+    fn count(&self, direct: bool) {
+        self.all.fetch_add(1, Ordering::Relaxed);
+        self.direct
+            .fetch_add(usize::from(direct), Ordering::Relaxed);
+    }
+
+    /// Fails unless at least one in `every` statements was written directly:
+    /// else the comparison compared the planner with itself.
+    fn require_direct(self, every: usize) {
+        let (direct, all) = (self.direct.into_inner(), self.all.into_inner());
+        eprintln!("{direct} of {all} statements written directly");
+        assert!(
+            direct * every >= all,
+            "only {direct} of {all} statements were written directly"
+        );
+    }
 }
 
 /// Two engines alike but for `direct_inserts`, each with the table.
@@ -230,7 +257,7 @@ async fn engines(config: impl Fn() -> EngineConfig, shared: bool) -> (Engine, En
 /// compares outcomes and rows after each statement.
 fn differential(config: impl Fn() -> EngineConfig + Clone, shared: bool, cases: u32) {
     let handle = tokio::runtime::Handle::current();
-    let (direct_runs, all_runs) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let tally = Tally::default();
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -244,17 +271,14 @@ fn differential(config: impl Fn() -> EngineConfig + Clone, shared: bool, cases: 
                     (user(&direct, "alice"), user(&planned, "alice"));
                 for statement in &statements {
                     let sql = statement.sql("app.d");
-                    let (ours, took_direct) = outcome(&alice_direct, &sql).await;
-                    let (theirs, took_planned) = outcome(&alice_planned, &sql).await;
+                    let (ours, took_direct) = outcome(alice_direct.sql(&sql).await).await;
+                    let (theirs, took_planned) = outcome(alice_planned.sql(&sql).await).await;
                     prop_assert!(
                         !took_planned,
                         "{sql}: the reference engine plans every INSERT"
                     );
                     prop_assert_eq!(&ours, &theirs, "{}", sql);
-                    all_runs.fetch_add(1, Ordering::Relaxed);
-                    if took_direct {
-                        direct_runs.fetch_add(1, Ordering::Relaxed);
-                    }
+                    tally.count(took_direct);
                     let select = "SELECT * FROM app.d ORDER BY k, i8, s";
                     prop_assert_eq!(
                         rows(&alice_direct, select).await,
@@ -268,15 +292,8 @@ fn differential(config: impl Fn() -> EngineConfig + Clone, shared: bool, cases: 
         })
     });
     result.unwrap();
-    // Most statements here are constants of the right width: if few of
-    // them took the direct path, the comparison above compared the planner
-    // with itself.
-    let (direct, all) = (direct_runs.into_inner(), all_runs.into_inner());
-    eprintln!("{direct} of {all} statements written directly");
-    assert!(
-        direct * 2 >= all,
-        "only {direct} of {all} statements were written directly"
-    );
+    // Most statements here are constants of the right width.
+    tally.require_direct(2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,7 +476,7 @@ fn param() -> impl Strategy<Value = ScalarValue> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_inserts_bound_to_new_values_match_planned_ones() {
     let handle = tokio::runtime::Handle::current();
-    let (direct_runs, all_runs) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let tally = Tally::default();
     let sql = "INSERT INTO app.d (k, i16, s, d, dec) VALUES ($1, $2, $3, $4, $5)";
     let mut runner = TestRunner::new(Config {
         cases: 32,
@@ -474,25 +491,13 @@ async fn prepared_inserts_bound_to_new_values_match_planned_ones() {
                 let ours = user(&direct, "alice").prepare(sql).await.unwrap();
                 let theirs = user(&planned, "alice").prepare(sql).await.unwrap();
                 for params in &executions {
-                    let (ours_shown, took_direct) = match ours.execute(params.clone()).await {
-                        Ok(query) => {
-                            let direct = query.written_directly();
-                            (collected(query).await, direct)
-                        }
-                        Err(err) => (format!("{}: {err}", err.code()), false),
-                    };
-                    let theirs_shown = match theirs.execute(params.clone()).await {
-                        Ok(query) => {
-                            prop_assert!(!query.written_directly());
-                            collected(query).await
-                        }
-                        Err(err) => format!("{}: {err}", err.code()),
-                    };
+                    let (ours_shown, took_direct) =
+                        outcome(ours.execute(params.clone()).await).await;
+                    let (theirs_shown, took_planned) =
+                        outcome(theirs.execute(params.clone()).await).await;
+                    prop_assert!(!took_planned);
                     prop_assert_eq!(&ours_shown, &theirs_shown, "{:?}", params);
-                    all_runs.fetch_add(1, Ordering::Relaxed);
-                    if took_direct {
-                        direct_runs.fetch_add(1, Ordering::Relaxed);
-                    }
+                    tally.count(took_direct);
                     let select = "SELECT * FROM app.d ORDER BY k";
                     prop_assert_eq!(
                         rows(&user(&direct, "alice"), select).await,
@@ -504,26 +509,7 @@ async fn prepared_inserts_bound_to_new_values_match_planned_ones() {
         })
     });
     result.unwrap();
-    let (direct, all) = (direct_runs.into_inner(), all_runs.into_inner());
-    eprintln!("{direct} of {all} executions written directly");
-    assert!(
-        direct * 3 >= all,
-        "only {direct} of {all} executions were written directly"
-    );
-}
-
-/// A query's rows or error, as [`outcome`] shows them.
-async fn collected(query: tenantfusion::Query) -> String {
-    match query.collect().await {
-        Ok(batches) => {
-            let written: Vec<String> = batches
-                .iter()
-                .map(|b| format!("{:?}", b.columns()))
-                .collect();
-            format!("ok {}", written.join(""))
-        }
-        Err(err) => format!("{}: {err}", err.code()),
-    }
+    tally.require_direct(3);
 }
 
 #[tokio::test]
