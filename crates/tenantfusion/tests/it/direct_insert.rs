@@ -542,3 +542,55 @@ async fn sql_prepare_and_execute_of_an_insert_write_directly() {
         0
     );
 }
+
+#[tokio::test]
+async fn wrapped_and_indirect_inserts_are_refused_alike_on_both_paths() {
+    let mut engines = Vec::new();
+    for direct in [true, false] {
+        let engine =
+            crate::common::engine_on(EngineConfig::default().with_direct_inserts(direct)).await;
+        let admin = admin(&engine);
+        run(&admin, "CREATE TABLE app.notes (id BIGINT, body TEXT)").await;
+        run(
+            &admin,
+            "CREATE SHARED TABLE app.vault (secret TEXT) WITH (ACCESS_LEVEL = 'private')",
+        )
+        .await;
+        run(
+            &admin,
+            "CREATE VIEW app.mine AS SELECT id, body FROM app.notes",
+        )
+        .await;
+        engines.push(engine);
+    }
+    for sql in [
+        "INSERT INTO app.vault VALUES ('x')",
+        "EXPLAIN ANALYZE INSERT INTO app.vault VALUES ('x')",
+        "EXECUTE AS USER 'bob' (INSERT INTO app.vault VALUES ('x'))",
+        "INSERT INTO app.mine VALUES (1, 'through a view')",
+        "INSERT INTO app.notes VALUES ((SELECT secret FROM app.vault))",
+    ] {
+        let mut shown = Vec::new();
+        for engine in &engines {
+            let (outcome, direct) = outcome(user(engine, "alice").sql(sql).await).await;
+            assert!(!direct, "{sql}");
+            shown.push(outcome);
+        }
+        assert_eq!(shown[0], shown[1], "{sql}");
+        assert!(!shown[0].starts_with("ok"), "{sql}: {}", shown[0]);
+    }
+    for engine in &engines {
+        assert_eq!(
+            count(&admin(engine), "SELECT count(*) FROM app.vault").await,
+            0
+        );
+        assert_eq!(
+            count(&user(engine, "alice"), "SELECT count(*) FROM app.notes").await,
+            0
+        );
+        assert_eq!(
+            count(&user(engine, "bob"), "SELECT count(*) FROM app.notes").await,
+            0
+        );
+    }
+}
