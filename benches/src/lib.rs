@@ -17,7 +17,9 @@ pub use live::{live_failover, live_fanout, live_memory};
 pub use plan_reuse::plan_cache;
 pub use postgres::{postgres_installed, postgres_rls};
 pub use scan_scaling::{Stats, latency, loaded_engine, user_scan_scaling};
-pub use storage::{durable_insert, parquet_scan_200k, point_lookup, storage_scan_scaling};
+pub use storage::{
+    durable_insert, many_durable_tables, parquet_scan_200k, point_lookup, storage_scan_scaling,
+};
 pub use streams::{idle_subscriptions, live_query_latency, stream_ingest};
 
 use std::hint::black_box;
@@ -160,6 +162,8 @@ pub struct Size {
     pub storage_users: usize,
     /// Rows per segment in `parquet_scan_200k` (20 segments).
     pub segment_rows: usize,
+    /// Durable tables of the big side of `many_durable_tables`.
+    pub log_tables: usize,
 }
 
 impl Size {
@@ -180,6 +184,7 @@ impl Size {
         idle_queries: 100_000,
         storage_users: 100_000,
         segment_rows: 10_000,
+        log_tables: 10_000,
     };
     /// Reduced sizes for `--quick`.
     pub const QUICK: Size = Size {
@@ -198,6 +203,7 @@ impl Size {
         idle_queries: 20_000,
         storage_users: 10_000,
         segment_rows: 10_000,
+        log_tables: 2_000,
     };
     /// Tiny sizes for the smoke test.
     pub const SMOKE: Size = Size {
@@ -216,6 +222,7 @@ impl Size {
         idle_queries: 100,
         storage_users: 30,
         segment_rows: 100,
+        log_tables: 40,
     };
 }
 
@@ -526,7 +533,17 @@ mod tests {
         // INSERT took the path it was timed on. PostgreSQL's side runs in
         // the bench's own smoke run (`.ci/run`), which installs it.
         let mut rows = durable_insert(Size::SMOKE, false).await.unwrap();
-        assert_eq!(rows.len(), 8);
+        assert_eq!(rows.len(), 9);
+        // Checks inside: every append is in its table's log. (The thread
+        // figure is checked by the store's own test: tests running beside
+        // this one start and stop committers too.)
+        let many = many_durable_tables(Size::SMOKE).await;
+        assert_eq!(many.len(), 2);
+        assert!(
+            many[0].ours > 0.0 && many[0].baseline > 0.0,
+            "{:?}",
+            many[0]
+        );
         // Checks inside: the user's query answers the same at both sizes,
         // and both readers of the segments return the same rows.
         let scaling = storage_scan_scaling(Size::SMOKE).await;

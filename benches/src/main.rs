@@ -13,9 +13,9 @@ use tenantfusion::{Role, UserContext};
 use tenantfusion_bench::{
     Measurement, Size, concurrent_users, draw_charts, durable_insert, engine_with_tables,
     idle_subscriptions, json, live_failover, live_fanout, live_memory, live_query_latency,
-    markdown, noisy_neighbour, parquet_scan_200k, plan_cache, point_lookup, postgres_installed,
-    postgres_rls, provider_lookup, results_section, session_per_request, storage_scan_scaling,
-    stream_ingest, update_doc, user_scan_scaling,
+    many_durable_tables, markdown, noisy_neighbour, parquet_scan_200k, plan_cache, point_lookup,
+    postgres_installed, postgres_rls, provider_lookup, results_section, session_per_request,
+    storage_scan_scaling, stream_ingest, update_doc, user_scan_scaling,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
@@ -72,6 +72,7 @@ const SCENARIOS: &[&str] = &[
     "live_query_latency",
     "idle_subscriptions",
     "durable_insert",
+    "many_durable_tables",
     "storage_scan_scaling",
     "parquet_scan_200k",
     "point_lookup",
@@ -223,6 +224,10 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if wants("many_durable_tables") {
+        step("many_durable_tables");
+        rows.extend(many_durable_tables(size).await);
     }
     if wants("storage_scan_scaling") {
         step("storage_scan_scaling");

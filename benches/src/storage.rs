@@ -121,13 +121,21 @@ pub async fn durable_insert(size: Size, postgres: bool) -> Result<Vec<Measuremen
         ours,
         baseline,
     ));
-    // Where the durable INSERT's time goes: its log append alone, and the
+    // Where the durable INSERT's time goes: the table store's append of
+    // the row (log, then apply) without SQL, its log append alone, and the
     // append's write and fdatasync on the caller's own thread.
-    let (append, sync) = log_floor(size).await;
+    let (stored, append, sync) = log_floor(size).await;
     rows.push(Measurement::latency(
         "durable_insert",
-        "single-row INSERT, fsync before ack, vs its log append alone".into(),
+        "single-row INSERT, fsync before ack, vs the table store's append of the row (no SQL)"
+            .into(),
         ours,
+        stored,
+    ));
+    rows.push(Measurement::latency(
+        "durable_insert",
+        "table store append of one row (encode, log, apply) vs its log append alone".into(),
+        stored,
         append,
     ));
     rows.push(Measurement::latency(
@@ -247,8 +255,37 @@ pub async fn durable_insert(size: Size, postgres: bool) -> Result<Vec<Measuremen
 /// [`Durability::Fsync`] (the record goes to the log's committer thread,
 /// which writes and fdatasyncs it), and of the same write and fdatasync on
 /// the caller's thread, to a file growing in the same directory.
-async fn log_floor(size: Size) -> (Stats, Stats) {
+async fn log_floor(size: Size) -> (Stats, Stats, Stats) {
+    use tenantfusion_store::{FlushPolicy, StorageRoot};
+    use tenantfusion_tables::PartitionStore;
+
     let dir = bench_dir();
+    let root = StorageRoot::open(dir.path().join("root"), WalOptions::default()).expect("root");
+    let store = root
+        .table_store("app.notes.1", FlushPolicy::default())
+        .expect("table store");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("body", DataType::Utf8View, true),
+    ]));
+    let alice = PartitionKey::User(UserId::new("alice"));
+    let mut next = 0i64;
+    let stored = latency(size, || {
+        next += 1;
+        let row = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![next])),
+                Arc::new(StringViewArray::from(vec![format!("note {next}")])),
+            ],
+        )
+        .expect("row");
+        let (store, alice) = (&store, &alice);
+        async move {
+            store.append(alice, vec![row]).await.expect("append");
+        }
+    })
+    .await;
     let wal = Wal::open(dir.path().join("wal"), WalOptions::default(), |_, _| Ok(())).expect("wal");
     let record = vec![7u8; 200];
     let append = latency(size, || {
@@ -266,7 +303,7 @@ async fn log_floor(size: Size) -> (Stats, Stats) {
         async {}
     })
     .await;
-    (append, sync)
+    (stored, append, sync)
 }
 
 /// Rows/s of [`WRITERS`] PostgreSQL clients, each its own user, each
@@ -654,4 +691,118 @@ fn first_u64(batches: &[RecordBatch], column: usize) -> u64 {
         .downcast_ref::<UInt64Array>()
         .expect("a UInt64 column")
         .value(0)
+}
+
+/// Rows/s of [`WRITERS`] tasks appending single rows to `size.log_tables`
+/// durable tables of one storage root round-robin (each append to the next
+/// table, so nearly every commit group is another table's), beside the
+/// same on 10 tables (where appends to one table share a group); and the
+/// committer threads the root's logs took at that many tables, beside one
+/// per table (what each log took before they were shared).
+pub async fn many_durable_tables(size: Size) -> Vec<Measurement> {
+    let appends = size.statements_per_task * 5;
+    let (many, threads) = round_robin(size.log_tables, appends).await;
+    let (few, _) = round_robin(10, appends).await;
+    let tables = size.log_tables;
+    vec![
+        Measurement::figure(
+            "many_durable_tables",
+            format!(
+                "{WRITERS} writers, single-row appends round-robin over {tables} durable tables vs 10 tables"
+            ),
+            many,
+            few,
+            "rows/s",
+        ),
+        Measurement::figure(
+            "many_durable_tables",
+            format!("log committer threads for {tables} durable tables vs one per table"),
+            threads as f64,
+            tables as f64,
+            "threads",
+        ),
+    ]
+}
+
+/// Threads of this process named as log committers.
+fn committer_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with("tf-wal-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// [`many_durable_tables`] at `tables`: rows/s, and committer threads.
+async fn round_robin(tables: usize, appends: usize) -> (f64, usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tenantfusion_store::{DurablePartitionStore, FlushPolicy, StorageRoot};
+    use tenantfusion_tables::PartitionStore;
+
+    let dir = bench_dir();
+    let before = committer_threads();
+    let root = StorageRoot::open(dir.path(), WalOptions::default()).expect("storage root");
+    let stores: Arc<Vec<Arc<DurablePartitionStore>>> = Arc::new(
+        (0..tables)
+            .map(|t| {
+                root.table_store(&format!("bench.t{t}.{t}"), FlushPolicy::MANUAL)
+                    .expect("table store")
+            })
+            .collect(),
+    );
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("body", DataType::Utf8, true),
+    ]));
+    let row = move |id: usize| {
+        RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![id as i64])),
+                Arc::new(datafusion::arrow::array::StringArray::from(vec![format!(
+                    "note {id}"
+                )])),
+            ],
+        )
+        .expect("row")
+    };
+    // Every table opened (its log created) and written once, untimed.
+    let next = Arc::new(AtomicUsize::new(0));
+    let write = |count: usize| {
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (stores, next, row) = (Arc::clone(&stores), Arc::clone(&next), row.clone());
+                tokio::spawn(async move {
+                    let key = PartitionKey::User(UserId::new(format!("writer{w}")));
+                    for _ in 0..count {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        stores[n % stores.len()]
+                            .append(&key, vec![row(n)])
+                            .await
+                            .expect("append");
+                    }
+                })
+            })
+            .collect();
+        async move {
+            for task in tasks {
+                task.await.expect("writer");
+            }
+        }
+    };
+    write(tables.div_ceil(WRITERS)).await;
+    let threads = committer_threads().saturating_sub(before);
+    let started = Instant::now();
+    write(appends).await;
+    let rate = (WRITERS * appends) as f64 / started.elapsed().as_secs_f64();
+    let logged: u64 = stores.iter().map(|s| s.stats().wal.appends).sum();
+    assert_eq!(
+        logged as usize,
+        WRITERS * (appends + tables.div_ceil(WRITERS)),
+        "every append logged"
+    );
+    (rate, threads)
 }

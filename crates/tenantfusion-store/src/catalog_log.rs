@@ -8,6 +8,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use tenantfusion_core::{Access, Result, Role, TableType, TenantError};
 
 use crate::codec::{Decoder, Encoder};
+use crate::committers::Committers;
 use crate::ipc::{decode_schema, encode_schema};
 use crate::wal::{Wal, WalOptions};
 
@@ -153,10 +154,21 @@ impl CatalogLog {
     pub fn open(
         dir: impl AsRef<Path>,
         options: WalOptions,
+        replay: impl FnMut(CatalogEvent) -> Result<()>,
+    ) -> Result<Self> {
+        Self::open_with(dir, options, &Committers::new(1)?, replay)
+    }
+
+    /// [`CatalogLog::open`], its log written by `committers` (shared with
+    /// the tables' logs).
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        options: WalOptions,
+        committers: &Committers,
         mut replay: impl FnMut(CatalogEvent) -> Result<()>,
     ) -> Result<Self> {
         let dir: PathBuf = dir.as_ref().to_path_buf();
-        let wal = Wal::open(&dir, options, |lsn, payload| {
+        let wal = Wal::open_with(&dir, options, committers, |lsn, payload| {
             let corrupted = |detail: String| TenantError::Corrupted {
                 file: dir.display().to_string(),
                 detail: format!("catalog record {}: {detail}", lsn.0),

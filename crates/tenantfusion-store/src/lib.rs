@@ -11,12 +11,14 @@
 //! - [`DurablePartitionStore`]: one table's rows, per user partition: in
 //!   the log and memory until flushed, then in Parquet segments listed by a
 //!   manifest per partition.
-//! - [`Wal`]: the log underneath both.
+//! - [`Wal`]: the log underneath both, written by [`Committers`] that
+//!   every log of a root shares.
 
 #![deny(missing_docs)]
 
 mod catalog_log;
 mod codec;
+mod committers;
 mod files;
 mod flush_policy;
 mod ipc;
@@ -30,6 +32,7 @@ mod table_store;
 mod wal;
 
 pub use catalog_log::{CatalogEvent, CatalogLog, TableDef};
+pub use committers::Committers;
 pub use flush_policy::FlushPolicy;
 pub use ipc::{decode_batches, encode_batches};
 pub use record::MAX_PAYLOAD;

@@ -18,6 +18,7 @@ use object_store::path::Path as ObjectPath;
 use tenantfusion_core::{Result, TableId, TenantError};
 
 use crate::catalog_log::{CatalogEvent, CatalogLog};
+use crate::committers::Committers;
 use crate::files::Files;
 use crate::flush_policy::FlushPolicy;
 use crate::segment::io_error;
@@ -42,6 +43,8 @@ use crate::wal::{Durability, WalOptions};
 pub struct StorageRoot {
     path: PathBuf,
     options: WalOptions,
+    /// Write every log of the root: the catalog's and the tables'.
+    committers: Committers,
     /// Segments and manifests, under the root.
     files: Arc<Files>,
     /// The stores of the tables opened, by storage name.
@@ -113,6 +116,7 @@ impl StorageRoot {
         Ok(Self {
             path,
             options,
+            committers: Committers::new(options.committers)?,
             files: Arc::new(files),
             tables: DashMap::new(),
             next_table: AtomicU64::new(next_table),
@@ -138,6 +142,7 @@ impl StorageRoot {
             Arc::clone(&self.files),
             ObjectPath::from_iter(["tables", storage, "data"]),
             self.options,
+            self.committers.clone(),
             crate::FlushPolicy::MANUAL,
         );
         store.salvage().await
@@ -151,7 +156,12 @@ impl StorageRoot {
 
     /// Opens the catalog's log, handing each event to `replay` in order.
     pub fn catalog(&self, replay: impl FnMut(CatalogEvent) -> Result<()>) -> Result<CatalogLog> {
-        CatalogLog::open(self.path.join("catalog"), self.options, replay)
+        CatalogLog::open_with(
+            self.path.join("catalog"),
+            self.options,
+            &self.committers,
+            replay,
+        )
     }
 
     /// A storage name no table of this root has had: the table's name
@@ -192,6 +202,7 @@ impl StorageRoot {
             Arc::clone(&self.files),
             data,
             self.options,
+            self.committers.clone(),
             policy,
         ));
         self.tables.insert(storage.to_string(), Arc::clone(&store));

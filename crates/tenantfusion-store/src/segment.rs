@@ -3,7 +3,10 @@
 //! A log is a directory of segments named by the LSN of their first record
 //! (`00000000000000000001.wal`), each starting with [`MAGIC`]. Records are
 //! numbered without gaps across segments, so a missing or reordered file is
-//! noticed. Only the newest segment is written to; a record cut short or
+//! noticed. Only the newest segment is written to, into space made ahead of
+//! the writes (zeros, see `WalOptions::preallocate_bytes`): zeros from a
+//! record's start to the end of the file are where the records end. A
+//! record cut short or
 //! failing its checksum with no good record anywhere after it is a write
 //! that was never acknowledged (acknowledgement waits for the fsync) and is
 //! cut off. Anything else is damage, reported as `DATA_CORRUPTED` naming
@@ -45,7 +48,8 @@ pub(crate) struct Scan {
     /// The LSN the next record gets.
     pub(crate) next_lsn: u64,
     /// Bytes of the newest segment that hold whole, good records (with the
-    /// header); the rest is cut off when the log opens.
+    /// header): where the next record goes. A torn write after them is cut
+    /// off when the log opens; zeros after them are kept for later writes.
     pub(crate) valid_len: u64,
     /// Bytes cut off the newest segment: a write that was not acknowledged.
     pub(crate) torn_bytes: u64,
@@ -197,6 +201,11 @@ fn scan_with(
                 Decoded::Short => "cut short",
                 Decoded::BadChecksum { .. } => "failing its checksum",
             };
+            // No record starts with zeros (none is numbered 0), so only
+            // space never written to is zeros from here to the end.
+            if bytes[offset..].iter().all(|&b| b == 0) {
+                break;
+            }
             // Torn only if nothing good follows: a torn write is the last
             // thing in the newest segment. A good record after the bad one
             // means the bad one was damaged in place (its length field may
@@ -246,7 +255,10 @@ fn scan_with(
             break;
         }
         if newest {
-            (valid_len, torn_bytes) = (offset as u64, (bytes.len() - offset) as u64);
+            // Cut off on open: a torn write, and the zeros after it.
+            let unwritten = bytes[offset..].iter().all(|&b| b == 0);
+            let cut = if unwritten { 0 } else { bytes.len() - offset };
+            (valid_len, torn_bytes) = (offset as u64, cut as u64);
         }
     }
     Ok(Scan {

@@ -1,18 +1,19 @@
 //! The write-ahead log: records appended with group commit, replayed on
 //! open, and dropped once what they hold is stored elsewhere.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tenantfusion_core::{Result, TenantError};
 use tokio::sync::oneshot;
 
+use crate::committers::{Committers, Ready};
 use crate::record::{MAX_PAYLOAD, encode};
 use crate::segment::{MAGIC, Segment, io_error, scan, sync_dir};
 
@@ -42,6 +43,16 @@ pub struct WalOptions {
     /// Appends waiting while a group is written join the next group, up to
     /// this many payload bytes.
     pub group_bytes: usize,
+    /// Committer threads a [`StorageRoot`](crate::StorageRoot) shares
+    /// among all its logs, however many tables it holds (a log opened
+    /// with [`Wal::open`] has one of its own).
+    pub committers: usize,
+    /// The segment being written is extended with zeros this many bytes
+    /// at a time, ahead of the records: an fdatasync of records written
+    /// into space already there need not also make the file's new length
+    /// durable (measured here: about a quarter of its cost). At most this
+    /// much disk per log goes unused; 0 grows the file with each write.
+    pub preallocate_bytes: u64,
 }
 
 impl Default for WalOptions {
@@ -50,6 +61,8 @@ impl Default for WalOptions {
             durability: Durability::Fsync,
             segment_bytes: 64 << 20,
             group_bytes: 8 << 20,
+            committers: Committers::DEFAULT_THREADS,
+            preallocate_bytes: 256 << 10,
         }
     }
 }
@@ -77,9 +90,11 @@ struct Counters {
     bytes: AtomicU64,
 }
 
+/// One open log: what its appenders, its committer and its owner share.
 #[derive(Debug)]
-struct Shared {
+struct Log {
     dir: PathBuf,
+    options: WalOptions,
     /// Oldest first; the last one is being written.
     segments: Mutex<Vec<Segment>>,
     /// Set by the first failed write or fsync: what the disk holds after it
@@ -87,12 +102,39 @@ struct Shared {
     failure: Mutex<Option<TenantError>>,
     counters: Counters,
     /// Makes the next write fail, as a full disk would.
-    fail_next_write: std::sync::atomic::AtomicBool,
+    fail_next_write: AtomicBool,
+    waiting: Mutex<Waiting>,
+    /// Signalled when the log leaves the committers' queue with nothing
+    /// waiting.
+    idle: Condvar,
+    /// Held by the one committer writing the log's group.
+    writer: Mutex<Writer>,
 }
 
+/// Appends not yet taken into a commit group.
+#[derive(Debug, Default)]
+struct Waiting {
+    requests: VecDeque<Request>,
+    /// In the committers' queue, or being written by one of them.
+    queued: bool,
+}
+
+#[derive(Debug)]
 struct Request {
     payload: Vec<u8>,
     reply: oneshot::Sender<Result<Lsn>>,
+}
+
+/// The segment being written, and where.
+#[derive(Debug)]
+struct Writer {
+    file: File,
+    /// Where the next record goes.
+    len: u64,
+    /// The file's length: zeros from `len` on.
+    allocated: u64,
+    next_lsn: u64,
+    buf: Vec<u8>,
 }
 
 /// A write-ahead log in a directory of segment files.
@@ -100,7 +142,8 @@ struct Request {
 /// [`append`](Self::append) resolves once the record is durable (see
 /// [`Durability`]); appends that arrive while a group is being written and
 /// synced are written and synced together as the next group, so one fsync
-/// serves many writers. Records are numbered by [`Lsn`].
+/// serves many writers. Records are numbered by [`Lsn`]. The writing is
+/// done by [`Committers`], which many logs can share.
 ///
 /// ```
 /// use tenantfusion_store::{Lsn, Wal, WalOptions};
@@ -122,9 +165,8 @@ struct Request {
 /// ```
 #[derive(Debug)]
 pub struct Wal {
-    requests: Option<mpsc::Sender<Request>>,
-    shared: Arc<Shared>,
-    committer: Option<JoinHandle<()>>,
+    log: Arc<Log>,
+    committers: Committers,
     replayed: u64,
     torn_bytes: u64,
     opened_at: u64,
@@ -132,12 +174,22 @@ pub struct Wal {
 
 impl Wal {
     /// Opens the log in `dir` (created if missing), handing every record in
-    /// it to `replay` in order first. An unacknowledged write cut short at
-    /// the end is dropped; damage elsewhere is `DATA_CORRUPTED`, naming the
-    /// file.
+    /// it to `replay` in order first, with a committer thread of its own.
+    /// An unacknowledged write cut short at the end is dropped; damage
+    /// elsewhere is `DATA_CORRUPTED`, naming the file.
     pub fn open(
         dir: impl AsRef<Path>,
         options: WalOptions,
+        replay: impl FnMut(Lsn, &[u8]) -> Result<()>,
+    ) -> Result<Self> {
+        Self::open_with(dir, options, &Committers::new(1)?, replay)
+    }
+
+    /// [`Wal::open`], written by `committers` (shared with other logs).
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        options: WalOptions,
+        committers: &Committers,
         mut replay: impl FnMut(Lsn, &[u8]) -> Result<()>,
     ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
@@ -148,9 +200,9 @@ impl Wal {
             replay(Lsn(lsn), payload)
         })?;
         let mut segments = found.segments;
-        let (file, len) = match segments.last() {
+        let (file, len, allocated) = match segments.last() {
             Some(newest) => {
-                let mut file = OpenOptions::new()
+                let file = OpenOptions::new()
                     .write(true)
                     .open(&newest.path)
                     .map_err(|e| io_error(&newest.path, "cannot open", e))?;
@@ -162,41 +214,40 @@ impl Wal {
                         .and_then(|()| file.sync_all())
                         .map_err(|e| io_error(&newest.path, "cannot cut the torn end of", e))?;
                 }
-                file.seek(SeekFrom::Start(len))
-                    .map_err(|e| io_error(&newest.path, "cannot seek in", e))?;
-                (file, len)
+                let allocated = file
+                    .metadata()
+                    .map_err(|e| io_error(&newest.path, "cannot read the length of", e))?
+                    .len()
+                    .max(len);
+                (file, len, allocated)
             }
             None => {
                 let segment = Segment::new(&dir, found.next_lsn);
                 let (file, len) = create_segment(&dir, &segment)?;
                 segments.push(segment);
-                (file, len)
+                (file, len, len)
             }
         };
-        let shared = Arc::new(Shared {
+        let log = Arc::new(Log {
             dir,
+            options,
             segments: Mutex::new(segments),
             failure: Mutex::new(None),
             counters: Counters::default(),
-            fail_next_write: Default::default(),
+            fail_next_write: AtomicBool::new(false),
+            waiting: Mutex::new(Waiting::default()),
+            idle: Condvar::new(),
+            writer: Mutex::new(Writer {
+                file,
+                len,
+                allocated,
+                next_lsn: found.next_lsn,
+                buf: Vec::new(),
+            }),
         });
-        let (requests, receiver) = mpsc::channel();
-        let committer = Committer {
-            file,
-            len,
-            next_lsn: found.next_lsn,
-            options,
-            shared: Arc::clone(&shared),
-            buf: Vec::new(),
-        };
-        let committer = std::thread::Builder::new()
-            .name("tenantfusion-wal".into())
-            .spawn(move || committer.run(receiver))
-            .map_err(|e| TenantError::Storage(format!("cannot start the log writer: {e}")))?;
         Ok(Self {
-            requests: Some(requests),
-            shared,
-            committer: Some(committer),
+            log,
+            committers: committers.clone(),
             replayed,
             torn_bytes: found.torn_bytes,
             opened_at: found.next_lsn,
@@ -223,20 +274,24 @@ impl Wal {
             )));
         }
         let (reply, done) = oneshot::channel();
-        let closed = || TenantError::Storage("the write-ahead log is closed".into());
-        self.requests
-            .as_ref()
-            .ok_or_else(closed)?
-            .send(Request { payload, reply })
-            .map_err(|_| closed())?;
-        done.await.map_err(|_| closed())?
+        let first_waiting = {
+            let mut waiting = self.log.waiting.lock();
+            waiting.requests.push_back(Request { payload, reply });
+            !std::mem::replace(&mut waiting.queued, true)
+        };
+        if first_waiting {
+            self.committers
+                .schedule(Arc::clone(&self.log) as Arc<dyn Ready>);
+        }
+        done.await
+            .map_err(|_| TenantError::Storage("the write-ahead log is closed".into()))?
     }
 
     /// Removes the segments holding only records up to `lsn` (their
     /// contents are stored elsewhere now); the segment being written stays.
     /// Returns how many were removed.
     pub fn truncate_through(&self, lsn: Lsn) -> Result<usize> {
-        let mut segments = self.shared.segments.lock();
+        let mut segments = self.log.segments.lock();
         let mut removable = 0;
         while removable + 1 < segments.len() && segments[removable + 1].first_lsn <= lsn.0 + 1 {
             removable += 1;
@@ -246,14 +301,14 @@ impl Wal {
                 .map_err(|e| io_error(&segment.path, "cannot remove", e))?;
         }
         if removable > 0 {
-            sync_dir(&self.shared.dir)?;
+            sync_dir(&self.log.dir)?;
         }
         Ok(removable)
     }
 
     /// Segment files in the log now.
     pub fn segment_count(&self) -> usize {
-        self.shared.segments.lock().len()
+        self.log.segments.lock().len()
     }
 
     /// Makes the next commit group fail half-written, as a full disk would:
@@ -261,12 +316,12 @@ impl Wal {
     /// swap per commit group otherwise).
     #[doc(hidden)]
     pub fn fail_next_write(&self) {
-        self.shared.fail_next_write.store(true, Ordering::Relaxed);
+        self.log.fail_next_write.store(true, Ordering::Relaxed);
     }
 
     /// Counters since the log opened.
     pub fn stats(&self) -> WalStats {
-        let c = &self.shared.counters;
+        let c = &self.log.counters;
         WalStats {
             appends: c.appends.load(Ordering::Relaxed),
             groups: c.groups.load(Ordering::Relaxed),
@@ -279,10 +334,14 @@ impl Wal {
 
 impl Drop for Wal {
     fn drop(&mut self) {
-        // The writer finishes what was sent, then stops.
-        self.requests.take();
-        if let Some(committer) = self.committer.take() {
-            let _ = committer.join();
+        // What was sent is written before the log closes.
+        let mut waiting = self.log.waiting.lock();
+        while waiting.queued {
+            self.log.idle.wait(&mut waiting);
+        }
+        drop(waiting);
+        if self.log.options.durability == Durability::Buffered {
+            let _ = self.log.writer.lock().file.sync_data();
         }
     }
 }
@@ -307,31 +366,27 @@ fn create_segment(dir: &Path, segment: &Segment) -> Result<(File, u64)> {
     Ok((file, len))
 }
 
-/// The thread that owns the segment being written.
-struct Committer {
-    file: File,
-    len: u64,
-    next_lsn: u64,
-    options: WalOptions,
-    shared: Arc<Shared>,
-    buf: Vec<u8>,
-}
-
-impl Committer {
-    fn run(mut self, requests: mpsc::Receiver<Request>) {
-        while let Ok(first) = requests.recv() {
-            let mut bytes = first.payload.len();
-            let mut group = vec![first];
-            while bytes < self.options.group_bytes {
-                match requests.try_recv() {
-                    Ok(next) => {
-                        bytes += next.payload.len();
-                        group.push(next);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let failed = self.shared.failure.lock().clone();
+impl Ready for Log {
+    /// Writes (and syncs) the appends waiting as one commit group, and
+    /// answers them: called by one committer at a time. Whether more
+    /// arrived meanwhile (then the log stays queued).
+    fn commit_waiting(&self) -> bool {
+        let group: Vec<Request> = {
+            let mut waiting = self.waiting.lock();
+            let mut bytes = 0;
+            let take = waiting
+                .requests
+                .iter()
+                .take_while(|request| {
+                    let first = bytes == 0;
+                    bytes += request.payload.len().max(1);
+                    first || bytes <= self.options.group_bytes
+                })
+                .count();
+            waiting.requests.drain(..take).collect()
+        };
+        if !group.is_empty() {
+            let failed = self.failure.lock().clone();
             let outcome = match failed {
                 Some(failure) => Err(failure),
                 None => self.commit(&group),
@@ -342,77 +397,111 @@ impl Committer {
                     .send(outcome.clone().map(|first| Lsn(first + i as u64)));
             }
         }
-        if self.options.durability == Durability::Buffered {
-            let _ = self.file.sync_data();
+        let mut waiting = self.waiting.lock();
+        if waiting.requests.is_empty() {
+            waiting.queued = false;
+            self.idle.notify_all();
+            false
+        } else {
+            true
         }
     }
+}
 
+impl Log {
     /// Writes and syncs `group`; the LSN of its first record.
-    fn commit(&mut self, group: &[Request]) -> Result<u64> {
-        let first = self.next_lsn;
-        self.buf.clear();
+    fn commit(&self, group: &[Request]) -> Result<u64> {
+        let mut writer = self.writer.lock();
+        let writer = &mut *writer;
+        let first = writer.next_lsn;
+        writer.buf.clear();
         for (i, request) in group.iter().enumerate() {
-            encode(first + i as u64, &request.payload, &mut self.buf);
+            encode(first + i as u64, &request.payload, &mut writer.buf);
         }
-        if self.shared.fail_next_write.swap(false, Ordering::Relaxed) {
+        if self.fail_next_write.swap(false, Ordering::Relaxed) {
             // Half the group reaches the file, then the disk is full.
-            let _ = self.file.write_all(&self.buf[..self.buf.len() / 2]);
+            let half = &writer.buf[..writer.buf.len() / 2];
+            let _ = writer.file.write_all_at(half, writer.len);
             let err = std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left");
             return Err(self.fail(io_error(&self.active_path(), "cannot write to", err)));
         }
-        let written = self.file.write_all(&self.buf).and_then(|()| {
-            if self.options.durability == Durability::Fsync {
-                self.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
+        let end = writer.len + writer.buf.len() as u64;
+        let written = self
+            .preallocate(writer, end)
+            .and_then(|()| writer.file.write_all_at(&writer.buf, writer.len))
+            .and_then(|()| {
+                if self.options.durability == Durability::Fsync {
+                    writer.file.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
         if let Err(err) = written {
             let path = self.active_path();
             // Best effort: the partial group is cut off now, and would be
             // cut off as torn on the next open anyway.
-            let _ = self.file.set_len(self.len);
+            let _ = writer.file.set_len(writer.len);
+            writer.allocated = writer.len;
             return Err(self.fail(io_error(&path, "cannot write to", err)));
         }
-        let counters = &self.shared.counters;
+        let counters = &self.counters;
         counters
             .appends
             .fetch_add(group.len() as u64, Ordering::Relaxed);
         counters.groups.fetch_add(1, Ordering::Relaxed);
         counters
             .bytes
-            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-        self.len += self.buf.len() as u64;
-        self.next_lsn += group.len() as u64;
-        if self.len >= self.options.segment_bytes {
+            .fetch_add(writer.buf.len() as u64, Ordering::Relaxed);
+        writer.len += writer.buf.len() as u64;
+        writer.next_lsn += group.len() as u64;
+        if writer.len >= self.options.segment_bytes {
             // The group is durable whatever happens here; a failure to
             // start the next segment only stops later appends.
-            if let Err(err) = self.rotate() {
+            if let Err(err) = self.rotate(writer) {
                 self.fail(err);
             }
         }
         Ok(first)
     }
 
-    fn rotate(&mut self) -> Result<()> {
-        let segment = Segment::new(&self.shared.dir, self.next_lsn);
-        let (file, len) = create_segment(&self.shared.dir, &segment)?;
-        self.file = file;
-        self.len = len;
-        self.shared.segments.lock().push(segment);
+    /// Makes the segment at least `end` bytes long, zeros past its records,
+    /// in steps of [`WalOptions::preallocate_bytes`] (made durable by the
+    /// group's sync).
+    fn preallocate(&self, writer: &mut Writer, end: u64) -> std::io::Result<()> {
+        let step = self.options.preallocate_bytes;
+        if end <= writer.allocated || step == 0 {
+            return Ok(());
+        }
+        // The group's own bytes fill up to `end`; zeros only after them.
+        let target = (end / step + 1) * step;
+        let zeros = vec![0; (target - end) as usize];
+        writer.file.write_all_at(&zeros, end)?;
+        writer.allocated = target;
+        Ok(())
+    }
+
+    fn rotate(&self, writer: &mut Writer) -> Result<()> {
+        let segment = Segment::new(&self.dir, writer.next_lsn);
+        let (file, len) = create_segment(&self.dir, &segment)?;
+        // The closed segment's unused zeros go (were this lost in a crash,
+        // reading the segment stops at them just as well).
+        let _ = writer.file.set_len(writer.len);
+        writer.file = file;
+        writer.len = len;
+        writer.allocated = len;
+        self.segments.lock().push(segment);
         Ok(())
     }
 
     fn active_path(&self) -> PathBuf {
-        self.shared
-            .segments
+        self.segments
             .lock()
             .last()
-            .map_or_else(|| self.shared.dir.clone(), |s| s.path.clone())
+            .map_or_else(|| self.dir.clone(), |s| s.path.clone())
     }
 
     fn fail(&self, err: TenantError) -> TenantError {
-        *self.shared.failure.lock() = Some(err.clone());
+        *self.failure.lock() = Some(err.clone());
         err
     }
 }
@@ -431,15 +520,28 @@ mod tests {
         (wal, seen)
     }
 
+    /// Segments of about 200 bytes, made 64 bytes at a time ahead of the
+    /// records (so damage lands on records and zeros alike).
     fn small_segments() -> WalOptions {
         WalOptions {
             segment_bytes: 200,
+            preallocate_bytes: 64,
             ..WalOptions::default()
         }
     }
 
     fn payload(n: u64) -> Vec<u8> {
         format!("record {n:04} ").repeat(4).into_bytes()
+    }
+
+    /// A log of records `payload(1..=n)`, closed.
+    async fn written(n: u64, options: WalOptions) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = open(dir.path(), options);
+        for n in 1..=n {
+            wal.append(payload(n)).await.unwrap();
+        }
+        dir
     }
 
     #[tokio::test]
@@ -490,14 +592,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_torn_last_write_is_cut_off_and_the_log_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = open(dir.path(), WalOptions::default());
-        for n in 1..=3 {
-            wal.append(payload(n)).await.unwrap();
-        }
-        drop(wal);
+        let dir = written(3, WalOptions::default()).await;
         let path = newest(dir.path());
-        let whole = std::fs::metadata(&path).unwrap().len();
+        // Where the records end (zeros made ahead of them follow).
+        let whole = (MAGIC.len() + 3 * (16 + payload(1).len())) as u64;
         // Every way the third record can be torn: cut short, or its last
         // bytes never written (zeros, as a crash can leave them).
         let third = whole - (16 + payload(3).len() as u64);
@@ -521,14 +619,94 @@ mod tests {
         assert_eq!(seen.len(), 2);
     }
 
+    /// Records go into zeros made ahead of them: the file is longer than
+    /// its records, reading stops at the zeros without calling them torn,
+    /// and nothing is cut; segments closed by rotation lose their zeros.
+    #[tokio::test]
+    async fn records_are_written_into_space_made_ahead_and_the_zeros_end_them() {
+        let dir = written(3, WalOptions::default()).await;
+        let path = newest(dir.path());
+        let records = (MAGIC.len() + 3 * (16 + payload(1).len())) as u64;
+        let step = WalOptions::default().preallocate_bytes;
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), step);
+        let (wal, seen) = open(dir.path(), WalOptions::default());
+        assert_eq!(seen.len(), 3);
+        assert_eq!(wal.stats().torn_bytes, 0);
+        assert_eq!(wal.append(payload(4)).await.unwrap(), Lsn(4));
+        drop(wal);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), step, "not cut");
+        let (_, seen) = open(dir.path(), WalOptions::default());
+        assert_eq!(seen.len(), 4);
+        assert!(
+            std::fs::read(&path).unwrap()[records as usize..]
+                .iter()
+                .any(|&b| b != 0)
+        );
+
+        // A group bigger than a step: the file grows past it.
+        let big = tempfile::tempdir().unwrap();
+        let (wal, _) = open(big.path(), WalOptions::default());
+        wal.append(vec![7; step as usize + 10]).await.unwrap();
+        assert_eq!(wal.append(b"after".to_vec()).await.unwrap(), Lsn(2));
+        drop(wal);
+        assert_eq!(
+            std::fs::metadata(newest(big.path())).unwrap().len(),
+            2 * step
+        );
+        let (_, seen) = open(big.path(), WalOptions::default());
+        assert_eq!(seen[1], (2, b"after".to_vec()));
+
+        // Rotation: every closed segment ends with its last record.
+        let small = written(20, small_segments()).await;
+        let files = segments(small.path());
+        assert!(files.len() > 2);
+        for closed in &files[..files.len() - 1] {
+            let bytes = std::fs::read(closed).unwrap();
+            assert!((bytes.len() - MAGIC.len()).is_multiple_of(16 + payload(1).len()));
+        }
+        let (_, seen) = open(small.path(), small_segments());
+        assert_eq!(seen.len(), 20);
+
+        // Off: the file holds the records only.
+        let exact = tempfile::tempdir().unwrap();
+        let unallocated = WalOptions {
+            preallocate_bytes: 0,
+            ..WalOptions::default()
+        };
+        let (wal, _) = open(exact.path(), unallocated);
+        wal.append(payload(1)).await.unwrap();
+        drop(wal);
+        let len = std::fs::metadata(newest(exact.path())).unwrap().len();
+        assert_eq!(len, (MAGIC.len() + 16 + payload(1).len()) as u64);
+    }
+
+    /// Zeros are the end only when nothing but zeros follows: a good record
+    /// after them means records were lost there, which is damage.
+    #[tokio::test]
+    async fn a_record_after_zeros_is_damage_not_the_end() {
+        let dir = written(3, WalOptions::default()).await;
+        let path = newest(dir.path());
+        let good = std::fs::read(&path).unwrap();
+        let record = 16 + payload(1).len();
+        // Record 2 zeroed in place (3 follows), and record 5 written far
+        // into the zeros (4 missing).
+        let mut zeroed = good.clone();
+        zeroed[MAGIC.len() + record..MAGIC.len() + 2 * record].fill(0);
+        let mut stray = good.clone();
+        let mut five = Vec::new();
+        crate::record::encode(5, &payload(5), &mut five);
+        stray[4096..4096 + five.len()].copy_from_slice(&five);
+        for (what, bytes) in [("record 2 zeroed", zeroed), ("record 5 after zeros", stray)] {
+            std::fs::write(&path, &bytes).unwrap();
+            let err = Wal::open(dir.path(), WalOptions::default(), |_, _| Ok(())).unwrap_err();
+            assert_eq!(err.code(), "DATA_CORRUPTED", "{what}: {err}");
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: file changed");
+        }
+    }
+
     #[tokio::test]
     async fn damage_before_the_end_is_reported_with_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = open(dir.path(), small_segments());
-        for n in 1..=20 {
-            wal.append(payload(n)).await.unwrap();
-        }
-        drop(wal);
+        let dir = written(20, small_segments()).await;
         let mut files: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -575,12 +753,7 @@ mod tests {
     /// end and cut the five intact records after it).
     #[tokio::test]
     async fn damage_inside_the_newest_segment_is_reported_and_nothing_is_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = open(dir.path(), WalOptions::default());
-        for n in 1..=6 {
-            wal.append(payload(n)).await.unwrap();
-        }
-        drop(wal);
+        let dir = written(6, WalOptions::default()).await;
         let path = newest(dir.path());
         let good = std::fs::read(&path).unwrap();
         let record = 16 + payload(1).len();
@@ -766,7 +939,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (wal, _) = open(dir.path(), WalOptions::default());
         wal.append(b"kept".to_vec()).await.unwrap();
-        wal.shared.fail_next_write.store(true, Ordering::Relaxed);
+        wal.fail_next_write();
         let err = wal.append(b"lost".to_vec()).await.unwrap_err();
         assert_eq!(err.code(), "STORAGE_ERROR");
         assert!(err.to_string().contains("no space left"), "{err}");

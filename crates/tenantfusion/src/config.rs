@@ -77,6 +77,11 @@ pub struct EngineConfig {
     /// NULL for a NOT NULL column), is planned. On by default; off plans
     /// every INSERT (the reference the direct path is tested against).
     pub direct_inserts: bool,
+    /// Threads that write and fsync the write-ahead logs of every durable
+    /// table (and the catalog's), however many tables there are: a commit
+    /// is mostly a wait for the disk, and each thread keeps one table's
+    /// fsync in flight. Four by default; ignored in memory.
+    pub log_committers: usize,
     /// What stream tables age their rows by (the system clock; tests use a
     /// [`ManualClock`](tenantfusion_core::ManualClock)).
     pub clock: Arc<dyn Clock>,
@@ -220,6 +225,7 @@ impl Default for EngineConfig {
             plan_cache: PlanCacheConfig::default(),
             round_robin_repartition: false,
             direct_inserts: true,
+            log_committers: tenantfusion_store::Committers::DEFAULT_THREADS,
             clock: Arc::new(SystemClock),
             live_pool: PoolConfig::default(),
             live_sources: Vec::new(),
@@ -265,6 +271,12 @@ impl EngineConfig {
     /// Sets [`direct_inserts`](Self::direct_inserts).
     pub fn with_direct_inserts(mut self, direct: bool) -> Self {
         self.direct_inserts = direct;
+        self
+    }
+
+    /// Sets [`log_committers`](Self::log_committers) (at least one).
+    pub fn with_log_committers(mut self, threads: usize) -> Self {
+        self.log_committers = threads.max(1);
         self
     }
 

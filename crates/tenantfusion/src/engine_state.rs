@@ -126,6 +126,7 @@ impl EngineState {
         let plans = PlanCache::new(config.plan_cache);
         let logs = |durability: &Durability| WalOptions {
             durability: *durability,
+            committers: config.log_committers,
             ..WalOptions::default()
         };
         let root = match &config.storage {

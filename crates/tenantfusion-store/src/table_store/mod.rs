@@ -54,6 +54,7 @@ use object_store::path::Path as ObjectPath;
 use tenantfusion_core::{Result, TenantError};
 use tenantfusion_tables::{PartitionKey, PartitionStore, ReadRequest};
 
+use crate::committers::Committers;
 use crate::files::Files;
 use crate::flush_policy::FlushPolicy;
 use crate::manifest::{MANIFEST, Manifest, SegmentEntry};
@@ -129,6 +130,7 @@ pub struct TableStats {
 struct Inner {
     wal_dir: PathBuf,
     options: WalOptions,
+    committers: Committers,
     files: Arc<Files>,
     /// Object path of the directory holding one directory per partition.
     data: ObjectPath,
@@ -178,23 +180,26 @@ impl DurablePartitionStore {
             Arc::new(files),
             ObjectPath::from("data"),
             options,
+            Committers::new(1)?,
             policy,
         ))
     }
 
-    /// The store with its log in `wal_dir` and its segments under `data`
-    /// in `files`.
+    /// The store with its log in `wal_dir`, written by `committers`, and
+    /// its segments under `data` in `files`.
     pub(crate) fn new(
         wal_dir: PathBuf,
         files: Arc<Files>,
         data: ObjectPath,
         options: WalOptions,
+        committers: Committers,
         policy: FlushPolicy,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 wal_dir,
                 options,
+                committers,
                 files,
                 data,
                 policy,

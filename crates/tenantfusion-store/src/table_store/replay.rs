@@ -79,27 +79,32 @@ impl Inner {
         }
         let mut last_lsn = 0;
         let mut dropped = Vec::new();
-        let wal = Wal::open(&self.wal_dir, self.options, |Lsn(lsn), payload| {
-            last_lsn = lsn;
-            let mut record = Decoder::new(payload);
-            let (kind, key) =
-                decode_head(&mut record).map_err(|detail| self.corrupted(lsn, detail))?;
-            let partition = partitions
-                .get(&key)
-                .ok_or_else(|| self.corrupted(lsn, "the log changed while it was read".into()))?;
-            if partition.damaged.is_some() {
-                return Ok(());
-            }
-            let mut state = partition.state.write();
-            let had_segments = !state.manifest.segments.is_empty();
-            let applied = state
-                .apply_record(lsn, kind, &mut record)
-                .map_err(|detail| self.corrupted(lsn, detail))?;
-            if applied == Applied::Dropped && had_segments {
-                dropped.push(key.clone());
-            }
-            Ok(())
-        })?;
+        let wal = Wal::open_with(
+            &self.wal_dir,
+            self.options,
+            &self.committers,
+            |Lsn(lsn), payload| {
+                last_lsn = lsn;
+                let mut record = Decoder::new(payload);
+                let (kind, key) =
+                    decode_head(&mut record).map_err(|detail| self.corrupted(lsn, detail))?;
+                let partition = partitions.get(&key).ok_or_else(|| {
+                    self.corrupted(lsn, "the log changed while it was read".into())
+                })?;
+                if partition.damaged.is_some() {
+                    return Ok(());
+                }
+                let mut state = partition.state.write();
+                let had_segments = !state.manifest.segments.is_empty();
+                let applied = state
+                    .apply_record(lsn, kind, &mut record)
+                    .map_err(|detail| self.corrupted(lsn, detail))?;
+                if applied == Applied::Dropped && had_segments {
+                    dropped.push(key.clone());
+                }
+                Ok(())
+            },
+        )?;
         for entry in partitions.iter() {
             let state = entry.value().state.read();
             self.check_log_reaches(entry.key(), &state.manifest, wal.opened_at().0)?;
