@@ -286,6 +286,37 @@ pub async fn provider_lookup(size: Size) -> Vec<Measurement> {
             i = (i + 7919) % tables;
             black_box(cache.get_provider("app", &names[i]));
         });
+        // As a statement looks its tables up: the names are in hand (hot),
+        // the tables' entries are not. Each name is written into one reused
+        // buffer; `borrowed` leaves the provider's reference count alone.
+        let mut name = String::new();
+        let mut cold = |borrow: bool| {
+            median_ns(size, || {
+                use std::fmt::Write;
+                i = (i + 7919) % tables;
+                name.clear();
+                write!(name, "t{i}").expect("name");
+                // What the caller gets: the provider (an address only, so
+                // the figure is the lookup's, not the use's).
+                let address = |p: &Arc<dyn tenantfusion::BaseTableProvider>| {
+                    Arc::as_ptr(p) as *const () as usize
+                };
+                match borrow {
+                    true => black_box(cache.with_provider("app", &name, address)),
+                    false => black_box(cache.get_provider("app", &name).map(|p| address(&p))),
+                };
+            })
+        };
+        let (hot_name, borrowed) = (cold(false), cold(true));
+        // The floor: one random probe of a std HashMap of as many u64s
+        // (the memory latency any lookup striding over this many entries
+        // pays).
+        let floor_map: std::collections::HashMap<u64, u64> =
+            (0..tables as u64).map(|t| (t, t)).collect();
+        let floor = median_ns(size, || {
+            i = (i + 7919) % tables;
+            black_box(floor_map.get(&black_box(i as u64)));
+        });
         let schema = schema();
         let baseline = median_ns(size, || {
             i = (i + 7919) % tables;
@@ -295,6 +326,21 @@ pub async fn provider_lookup(size: Size) -> Vec<Measurement> {
                 Arc::new(MemoryPartitionStore::new()),
             ));
         });
+        for (what, ours) in [
+            ("random lookup, name in hand", hot_name),
+            (
+                "random borrowing lookup (with_provider), name in hand",
+                borrowed,
+            ),
+        ] {
+            out.push(Measurement::figure(
+                "provider_lookup",
+                format!("{what}, vs a HashMap<u64, u64> probe, {tables} tables"),
+                ours,
+                floor,
+                "ns",
+            ));
+        }
         for (access, ours) in [("hot", hot), ("random", random)] {
             let row = Measurement::figure(
                 "provider_lookup",
@@ -481,7 +527,11 @@ mod tests {
     async fn scenarios_produce_figures() {
         let mut rows = provider_lookup(Size::SMOKE).await;
         rows.extend(session_per_request(Size::SMOKE).await);
-        assert_eq!(rows.len(), 3, "hot and random lookups, one session row");
+        assert_eq!(
+            rows.len(),
+            5,
+            "two lookups by hand-held name, hot and random lookups, one session row"
+        );
         for r in &rows {
             assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");
         }

@@ -214,6 +214,27 @@ impl SchemaCache {
         self.tables.get(key.bytes()).map(|p| Arc::clone(p.value()))
     }
 
+    /// `f` of the provider of `namespace.table`, borrowed: its reference
+    /// count is not touched (on a cold table that is one cache miss
+    /// fewer). `f` runs under the read lock of the table's shard, so it
+    /// must not change the cache.
+    ///
+    /// ```
+    /// # use tenantfusion_core::SchemaCache;
+    /// let cache = SchemaCache::new();
+    /// assert_eq!(cache.with_provider("app", "notes", |p| p.table_id().to_string()), None);
+    /// ```
+    #[inline]
+    pub fn with_provider<R>(
+        &self,
+        namespace: &str,
+        table: &str,
+        f: impl FnOnce(&Arc<dyn BaseTableProvider>) -> R,
+    ) -> Option<R> {
+        let key = TableKey::new(namespace, table);
+        self.tables.get(key.bytes()).map(|p| f(p.value()))
+    }
+
     /// Whether `provider` is still the one registered under its table's
     /// name (not dropped, nor replaced by another table of that name).
     /// Borrows: the provider's reference count is not touched.

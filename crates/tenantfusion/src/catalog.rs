@@ -163,7 +163,7 @@ impl SchemaProvider for NamespaceSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.cache
-            .get_provider(self.namespace.as_str(), name)
+            .with_provider(self.namespace.as_str(), name, |_| ())
             .is_some()
     }
 

@@ -392,3 +392,23 @@ async fn update_and_delete_change_only_the_callers_rows() {
     assert!(notes_of(&engine, "bob").await.is_empty());
     assert_eq!(notes_of(&engine, "alice").await, ["1 one"]);
 }
+
+/// A borrowing lookup hands out the one shared provider without touching
+/// its reference count, and finds nothing for a missing table.
+#[tokio::test]
+async fn a_borrowing_lookup_leaves_the_providers_reference_count_alone() {
+    let engine = notes_for_alice_and_bob().await;
+    let cache = engine.schema_cache();
+    let shared = cache.get_provider("app", "notes").unwrap();
+    let before = Arc::strong_count(&shared);
+    let (same, during) = cache
+        .with_provider("app", "notes", |p| {
+            (Arc::ptr_eq(p, &shared), Arc::strong_count(p))
+        })
+        .unwrap();
+    assert!(same);
+    assert_eq!(during, before);
+    assert_eq!(Arc::strong_count(&shared), before);
+    assert!(cache.with_provider("app", "missing", |_| ()).is_none());
+    assert!(cache.with_provider("nowhere", "notes", |_| ()).is_none());
+}
