@@ -588,7 +588,7 @@ mod tests {
         // figure is checked by the store's own test: tests running beside
         // this one start and stop committers too.)
         let many = many_durable_tables(Size::SMOKE).await;
-        assert_eq!(many.len(), 2);
+        assert_eq!(many.len(), 3);
         assert!(
             many[0].ours > 0.0 && many[0].baseline > 0.0,
             "{:?}",

@@ -696,13 +696,18 @@ fn first_u64(batches: &[RecordBatch], column: usize) -> u64 {
 /// Rows/s of [`WRITERS`] tasks appending single rows to `size.log_tables`
 /// durable tables of one storage root round-robin (each append to the next
 /// table, so nearly every commit group is another table's), beside the
-/// same on 10 tables (where appends to one table share a group); and the
+/// same on 10 tables (where appends to one table share a group); the big
+/// side again with one committer per writer, beside the default; and the
 /// committer threads the root's logs took at that many tables, beside one
 /// per table (what each log took before they were shared).
 pub async fn many_durable_tables(size: Size) -> Vec<Measurement> {
+    use tenantfusion_store::Committers;
+
     let appends = size.statements_per_task * 5;
-    let (many, threads) = round_robin(size.log_tables, appends).await;
-    let (few, _) = round_robin(10, appends).await;
+    let default = Committers::DEFAULT_THREADS;
+    let (many, threads) = round_robin(size.log_tables, appends, default).await;
+    let (few, _) = round_robin(10, appends, default).await;
+    let (wide, _) = round_robin(size.log_tables, appends, WRITERS).await;
     let tables = size.log_tables;
     vec![
         Measurement::figure(
@@ -712,6 +717,15 @@ pub async fn many_durable_tables(size: Size) -> Vec<Measurement> {
             ),
             many,
             few,
+            "rows/s",
+        ),
+        Measurement::figure(
+            "many_durable_tables",
+            format!(
+                "the same over {tables} tables, {WRITERS} log committers vs {default} (the default)"
+            ),
+            wide,
+            many,
             "rows/s",
         ),
         Measurement::figure(
@@ -736,15 +750,20 @@ fn committer_threads() -> usize {
         .unwrap_or(0)
 }
 
-/// [`many_durable_tables`] at `tables`: rows/s, and committer threads.
-async fn round_robin(tables: usize, appends: usize) -> (f64, usize) {
+/// [`many_durable_tables`] at `tables` with `committers`: rows/s, and the
+/// committer threads counted.
+async fn round_robin(tables: usize, appends: usize, committers: usize) -> (f64, usize) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tenantfusion_store::{DurablePartitionStore, FlushPolicy, StorageRoot};
     use tenantfusion_tables::PartitionStore;
 
     let dir = bench_dir();
     let before = committer_threads();
-    let root = StorageRoot::open(dir.path(), WalOptions::default()).expect("storage root");
+    let options = WalOptions {
+        committers,
+        ..WalOptions::default()
+    };
+    let root = StorageRoot::open(dir.path(), options).expect("storage root");
     let stores: Arc<Vec<Arc<DurablePartitionStore>>> = Arc::new(
         (0..tables)
             .map(|t| {
