@@ -39,6 +39,7 @@ mod information_schema;
 mod limits;
 mod live_query;
 mod live_sources;
+mod panics;
 mod plan_cache;
 mod query;
 mod salvage;

@@ -12,6 +12,7 @@ use futures::TryStreamExt;
 use tenantfusion_core::Result;
 
 use crate::limits::{CancelHandle, Governor};
+use crate::panics::Guarded;
 
 /// What [`TenantSession::sql`](crate::TenantSession::sql) returns.
 ///
@@ -128,9 +129,10 @@ impl Query {
             )),
         };
         if writes(&plan) {
-            return Ok(run_to_end(plan, self.task, self.governor));
+            return Ok(Guarded::stream(run_to_end(plan, self.task, self.governor)));
         }
-        Ok(self.governor.govern(execute_stream(plan, self.task)?))
+        let stream = execute_stream(plan, self.task)?;
+        Ok(Guarded::stream(self.governor.govern(stream)))
     }
 }
 

@@ -115,7 +115,7 @@ impl TenantSession {
     /// and DML run when the returned [`Query`] is collected or streamed.
     pub async fn sql(&self, sql: &str) -> Result<Query> {
         let governor = self.engine.begin(&self.user).await?;
-        let query = self.run(sql.to_string()).await?;
+        let query = crate::panics::guard(self.run(sql.to_string())).await?;
         Ok(query.governed(governor))
     }
 

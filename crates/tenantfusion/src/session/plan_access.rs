@@ -11,7 +11,12 @@
 //! - holds DDL or a session statement anywhere but at its root (the root
 //!   is run by the engine itself, which checks it there);
 //! - reads a table the caller may not read, or changes one in a way the
-//!   caller may not (INSERT, UPDATE, DELETE each on its own).
+//!   caller may not (INSERT, UPDATE, DELETE each on its own);
+//!
+//! and with `NOT_SUPPORTED` when it holds what the engine cannot run: a
+//! plan node of an extension, or a subquery among the rows of `VALUES`
+//! (DataFusion 55 computes `VALUES` while planning, before any subquery
+//! has run, and fails with an internal error).
 //!
 //! Tables are judged by the provider the plan actually resolved: the name
 //! in the plan is looked up in the schema cache and must give that very
@@ -25,16 +30,25 @@ use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::cte_worktable::CteWorkTable;
 use datafusion::datasource::source_as_provider;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::dml::{InsertOp, WriteOp};
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use tenantfusion_core::{Access, Result, TenantError};
 
 use super::TenantSession;
 use crate::catalog::is_reserved_namespace;
 use crate::view::is_engine_table;
+
+/// Whether `expr` is itself a subquery (scalar, `EXISTS` or `IN`).
+fn is_subquery(expr: &Expr) -> bool {
+    matches!(
+        expr,
+        Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+    )
+}
 
 impl TenantSession {
     /// Refuses `plan` unless this session's caller may do everything it
@@ -109,6 +123,19 @@ impl TenantSession {
                 "plan node '{}'",
                 extension.node.name()
             ))),
+            LogicalPlan::Values(values)
+                if values
+                    .values
+                    .iter()
+                    .flatten()
+                    .any(|value| value.exists(|e| Ok(is_subquery(e))).unwrap_or(true)) =>
+            {
+                Err(TenantError::NotSupported(
+                    "a subquery among the rows of VALUES: write INSERT ... SELECT instead \
+                     (INSERT INTO t SELECT (SELECT ...), ...)"
+                        .into(),
+                ))
+            }
             _ => Ok(()),
         }
     }

@@ -68,8 +68,7 @@ impl PreparedStatement {
     /// type). Queries run when the returned [`Query`] is collected.
     pub async fn execute(&self, params: Vec<ScalarValue>) -> Result<Query> {
         let governor = self.session.engine.begin(&self.session.user).await?;
-        self.session
-            .execute_prepared(&self.prepared, params)
+        crate::panics::guard(self.session.execute_prepared(&self.prepared, params))
             .await
             .map(|query| query.governed(governor))
     }
@@ -105,7 +104,7 @@ impl TenantSession {
         let TenantStatement::Sql(statement) = self.parse(sql)? else {
             return Err(not_preparable());
         };
-        let (_, prepared) = self.make_prepared(statement).await?;
+        let (_, prepared) = crate::panics::guard(self.make_prepared(statement)).await?;
         Ok(PreparedStatement {
             session: self.clone(),
             prepared,

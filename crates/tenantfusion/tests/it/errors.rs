@@ -128,3 +128,40 @@ async fn ctas_failure_leaves_no_table() {
     );
     assert_eq!(engine.schema_cache().provider_count(), 0);
 }
+
+/// A subquery among the rows of VALUES is NOT_SUPPORTED with a way out
+/// (DataFusion 55 computes VALUES while planning and failed with an
+/// internal error), however wrapped; the same subquery through SELECT
+/// runs, and nothing was written by the refused forms.
+#[tokio::test]
+async fn a_subquery_in_values_is_not_supported_and_select_is_the_way() {
+    let engine = engine().await;
+    run(
+        &admin(&engine),
+        "CREATE USER TABLE app.t (id INT NOT NULL, name TEXT)",
+    )
+    .await;
+    let alice = user(&engine, "alice");
+    for sql in [
+        "INSERT INTO app.t VALUES ((SELECT 5), 'sub')",
+        "INSERT INTO app.t VALUES (1, 'a'), ((SELECT max(id) FROM app.t), 'b')",
+        "INSERT INTO app.t VALUES (CASE WHEN EXISTS (SELECT 1) THEN 1 ELSE 0 END, 'e')",
+        "INSERT INTO app.t VALUES (CASE WHEN 1 IN (SELECT 1) THEN 1 ELSE 0 END, 'i')",
+        "SELECT * FROM (VALUES ((SELECT 1))) v",
+        "VALUES ((SELECT 1))",
+        "EXPLAIN INSERT INTO app.t VALUES ((SELECT 5), 'sub')",
+        "EXPLAIN ANALYZE INSERT INTO app.t VALUES ((SELECT 5), 'sub')",
+        "WITH c AS (VALUES ((SELECT 1))) SELECT * FROM c",
+        "PREPARE ins(INT) AS INSERT INTO app.t VALUES ((SELECT $1), 'p')",
+    ] {
+        let err = crate::common::error(&alice, sql).await;
+        assert_eq!(err.code(), "NOT_SUPPORTED", "{sql}: {err}");
+        assert!(
+            err.to_string().contains("INSERT ... SELECT"),
+            "{sql}: {err}"
+        );
+    }
+    assert_eq!(count(&alice, "SELECT count(*) FROM app.t").await, 0);
+    run(&alice, "INSERT INTO app.t SELECT (SELECT 7), 'sel'").await;
+    assert_eq!(count(&alice, "SELECT count(*) FROM app.t").await, 1);
+}

@@ -385,3 +385,65 @@ fn a_bad_catalog_or_default_namespace_name_is_refused_at_open() {
     let long = "c".repeat(100_000);
     assert!(tenantfusion::Engine::new(EngineConfig::default().with_catalog_name(long)).is_ok());
 }
+
+/// A host function that panics fails only the statement using it, with
+/// INTERNAL and the panic's message, whether it panics while the statement
+/// is planned (a constant argument is folded then), run, or prepared and
+/// executed; the session, its user's other statements and other users go
+/// on, and a write that panicked stored nothing.
+#[tokio::test]
+async fn a_panicking_function_fails_its_statement_only() {
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    use tenantfusion::{Engine, EngineConfig};
+
+    use crate::common::{count, error, rows};
+
+    let boom = create_udf(
+        "boom",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|_: &[ColumnarValue]| panic!("boom went the host function")),
+    );
+    let engine = Engine::new(EngineConfig::default().with_scalar_function(Arc::new(boom))).unwrap();
+    let admin = admin(&engine);
+    run(&admin, "CREATE NAMESPACE app").await;
+    run(&admin, "CREATE USER TABLE app.kv (v BIGINT)").await;
+    let alice = user(&engine, "alice");
+    run(&alice, "INSERT INTO app.kv VALUES (1), (2)").await;
+    for sql in [
+        "SELECT boom(1)",
+        "SELECT boom(v) FROM app.kv",
+        "INSERT INTO app.kv SELECT boom(v) FROM app.kv",
+        "EXPLAIN ANALYZE SELECT boom(v) FROM app.kv",
+    ] {
+        let err = error(&alice, sql).await;
+        assert_eq!(err.code(), "INTERNAL", "{sql}: {err}");
+        assert!(
+            err.to_string().contains("boom went the host function"),
+            "{sql}: {err}"
+        );
+    }
+    let prepared = alice
+        .prepare("SELECT boom(v + $1) FROM app.kv")
+        .await
+        .unwrap();
+    let err = match prepared.execute(vec![1i64.into()]).await {
+        Ok(query) => query.collect().await.unwrap_err(),
+        Err(err) => err,
+    };
+    assert_eq!(err.code(), "INTERNAL", "{err}");
+    assert_eq!(count(&alice, "SELECT count(*) FROM app.kv").await, 2);
+    assert_eq!(
+        rows(&alice, "SELECT v FROM app.kv ORDER BY v").await,
+        ["1", "2"]
+    );
+    run(&user(&engine, "bob"), "INSERT INTO app.kv VALUES (3)").await;
+    assert_eq!(
+        count(&user(&engine, "bob"), "SELECT count(*) FROM app.kv").await,
+        1
+    );
+}
