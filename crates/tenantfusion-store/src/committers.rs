@@ -78,10 +78,12 @@ struct Waiting {
 }
 
 impl Committers {
-    /// Threads a storage root's logs share unless told otherwise: a
-    /// commit is mostly waiting for the disk, so a few more than the cores
-    /// of a small machine keep several tables' fsyncs in flight at once.
-    pub const DEFAULT_THREADS: usize = 4;
+    /// Threads a storage root's logs share unless told otherwise. A commit
+    /// is mostly a wait for the disk, so the threads are many more than the
+    /// cores: measured here (2 cores, `many_durable_tables`), 16 writers
+    /// over 10,000 tables got 1.7x the rows/s with 16 committers that they
+    /// got with 4. An idle committer costs its stack's address space only.
+    pub const DEFAULT_THREADS: usize = 16;
 
     /// A pool of `threads` committers (at least one). `STORAGE_ERROR` if a
     /// thread cannot be started.

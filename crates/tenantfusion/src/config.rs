@@ -80,7 +80,7 @@ pub struct EngineConfig {
     /// Threads that write and fsync the write-ahead logs of every durable
     /// table (and the catalog's), however many tables there are: a commit
     /// is mostly a wait for the disk, and each thread keeps one table's
-    /// fsync in flight. Four by default; ignored in memory.
+    /// fsync in flight. Sixteen by default; ignored in memory.
     pub log_committers: usize,
     /// What stream tables age their rows by (the system clock; tests use a
     /// [`ManualClock`](tenantfusion_core::ManualClock)).
