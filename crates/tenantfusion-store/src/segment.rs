@@ -6,10 +6,9 @@
 //! noticed. Only the newest segment is written to, into space made ahead of
 //! the writes (zeros, see `WalOptions::preallocate_bytes`): zeros from a
 //! record's start to the end of the file are where the records end. A
-//! record cut short or
-//! failing its checksum with no good record anywhere after it is a write
-//! that was never acknowledged (acknowledgement waits for the fsync) and is
-//! cut off. Anything else is damage, reported as `DATA_CORRUPTED` naming
+//! record cut short or failing its checksum with no good record anywhere
+//! after it is a write that was never acknowledged (acknowledgement waits
+//! for the fsync) and is cut off. Anything else is damage, reported as `DATA_CORRUPTED` naming
 //! the file and offset, and the file is left exactly as it was: cutting it
 //! would lose acknowledged writes.
 
@@ -174,6 +173,8 @@ fn scan_with(
             }
         }
         let mut offset = MAGIC.len();
+        // Bytes from `offset` on that are a torn write (cut off on open).
+        let mut torn = 0;
         loop {
             let damage = match decode(&bytes[offset..]) {
                 Decoded::Record { lsn, payload, len } => {
@@ -252,13 +253,12 @@ fn scan_with(
                     ),
                 ));
             }
+            // The write, and any zeros after it.
+            torn = bytes.len() - offset;
             break;
         }
         if newest {
-            // Cut off on open: a torn write, and the zeros after it.
-            let unwritten = bytes[offset..].iter().all(|&b| b == 0);
-            let cut = if unwritten { 0 } else { bytes.len() - offset };
-            (valid_len, torn_bytes) = (offset as u64, cut as u64);
+            (valid_len, torn_bytes) = (offset as u64, torn as u64);
         }
     }
     Ok(Scan {

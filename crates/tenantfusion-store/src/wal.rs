@@ -373,14 +373,15 @@ impl Ready for Log {
     fn commit_waiting(&self) -> bool {
         let group: Vec<Request> = {
             let mut waiting = self.waiting.lock();
+            // The first, then as many as fit in `group_bytes`.
             let mut bytes = 0;
             let take = waiting
                 .requests
                 .iter()
-                .take_while(|request| {
-                    let first = bytes == 0;
-                    bytes += request.payload.len().max(1);
-                    first || bytes <= self.options.group_bytes
+                .enumerate()
+                .take_while(|(i, request)| {
+                    bytes += request.payload.len();
+                    *i == 0 || bytes <= self.options.group_bytes
                 })
                 .count();
             waiting.requests.drain(..take).collect()
