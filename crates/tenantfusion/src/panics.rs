@@ -10,9 +10,12 @@
 //! every other statement go on.
 //!
 //! What a panic leaves behind: the session's locks do not poison
-//! (`parking_lot`), the statement's slot is released as its guard unwinds,
-//! and a write's rows reach the table's log only whole (a record is one
-//! statement), so catching here leaves nothing half-done to see.
+//! (`parking_lot`) and the statement's slot is released as its guard
+//! unwinds. What the statement had done before it panicked stays done: a
+//! write's rows reach the table's log whole or not at all (a record is one
+//! statement), but a panic between logging a write and applying it would
+//! leave rows that show only once the table is reopened. Catching does not
+//! make that worse than unwinding into the caller would.
 
 use std::any::Any;
 use std::future::Future;
@@ -35,13 +38,11 @@ fn panicked(doing: &str, panic: &(dyn Any + Send)) -> TenantError {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".to_string());
-    TenantError::Internal(format!(
-        "the statement failed while {doing} (a panic: {message}); nothing else was affected"
-    ))
+    TenantError::Internal(format!("the statement panicked while {doing}: {message}"))
 }
 
-/// `work` (the planning of a statement), its panic made an `INTERNAL`
-/// error.
+/// `work` (a statement planned, or run at once as DDL is), its panic made
+/// an `INTERNAL` error.
 pub(crate) async fn guard<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
     AssertUnwindSafe(work)
         .catch_unwind()
