@@ -161,7 +161,22 @@ async fn a_subquery_in_values_is_not_supported_and_select_is_the_way() {
             "{sql}: {err}"
         );
     }
+    // Wrapped by an administrator: run as alice, and inside a view.
+    let admin = admin(&engine);
+    for sql in [
+        "EXECUTE AS USER 'alice' (INSERT INTO app.t VALUES ((SELECT 5), 'as'))",
+        "CREATE VIEW app.vv AS SELECT * FROM (VALUES ((SELECT 1))) v",
+    ] {
+        let err = crate::common::error(&admin, sql).await;
+        assert_eq!(err.code(), "NOT_SUPPORTED", "{sql}: {err}");
+    }
     assert_eq!(count(&alice, "SELECT count(*) FROM app.t").await, 0);
     run(&alice, "INSERT INTO app.t SELECT (SELECT 7), 'sel'").await;
+    assert_eq!(count(&alice, "SELECT count(*) FROM app.t").await, 1);
+    // A second user saw none of it and writes as before.
+    let bob = user(&engine, "bob");
+    assert_eq!(count(&bob, "SELECT count(*) FROM app.t").await, 0);
+    run(&bob, "INSERT INTO app.t SELECT (SELECT 8), 'bob'").await;
+    assert_eq!(count(&bob, "SELECT count(*) FROM app.t").await, 1);
     assert_eq!(count(&alice, "SELECT count(*) FROM app.t").await, 1);
 }
