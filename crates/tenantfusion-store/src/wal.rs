@@ -473,10 +473,16 @@ impl Log {
         if end <= writer.allocated || step == 0 {
             return Ok(());
         }
-        // The group's own bytes fill up to `end`; zeros only after them.
+        // The group's own bytes fill up to `end`; zeros only after them,
+        // from one fixed buffer (a step of any size allocates nothing).
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let target = (end / step + 1) * step;
-        let zeros = vec![0; (target - end) as usize];
-        writer.file.write_all_at(&zeros, end)?;
+        let mut at = end;
+        while at < target {
+            let chunk = (target - at).min(ZEROS.len() as u64);
+            writer.file.write_all_at(&ZEROS[..chunk as usize], at)?;
+            at += chunk;
+        }
         writer.allocated = target;
         Ok(())
     }
