@@ -635,11 +635,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn plan_cache_rows_compare_cached_with_planned() {
         let rows = plan_cache(Size::SMOKE).await;
-        assert_eq!(rows.len(), 4, "two queries, round robin off, prepared");
+        assert_eq!(
+            rows.len(),
+            5,
+            "two queries, round robin off, prepared twice"
+        );
         for r in &rows {
             assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");
         }
-        assert!(rows[0].curve.is_some() && rows[3].curve.is_none());
+        assert!(rows[0].curve.is_some() && rows[4].curve.is_none());
     }
 
     #[test]

@@ -185,6 +185,20 @@ impl PartitionScanExec {
             .map(|t| t.data)
     }
 
+    /// A copy with metrics of its own and `f` applied to its predicates
+    /// (what the rows returned satisfy, and the store's hint). This is how
+    /// a plan made with parameters gets one run's values; `f` must keep
+    /// each predicate's meaning over the same columns.
+    pub fn map_predicates<F>(&self, mut f: F) -> Result<Self>
+    where
+        F: FnMut(&Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>>,
+    {
+        let mut copy = self.fresh_copy();
+        copy.exact = copy.exact.as_ref().map(&mut f).transpose()?;
+        copy.read.predicate = copy.read.predicate.as_ref().map(f).transpose()?;
+        Ok(copy)
+    }
+
     /// The one caller this scan was planned for, when it carries that
     /// caller's statistics: such a plan must never be kept or shared.
     pub fn planned_for(&self) -> Option<&UserId> {

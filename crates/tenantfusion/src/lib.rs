@@ -35,6 +35,7 @@ mod config;
 mod engine;
 mod engine_state;
 mod external_table;
+mod generic_plan;
 mod information_schema;
 mod limits;
 mod live_query;

@@ -378,9 +378,19 @@ impl TenantSession {
     /// The cached plan itself never runs, so no execution's state (a join's
     /// build side, a TopK heap, metrics) is kept in the cache.
     pub(crate) fn run_cached(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Query> {
-        let plan = reset_plan_states(plan)?;
+        self.run_bound(reset_plan_states(plan)?, true)
+    }
+
+    /// A plan copied for this run alone (a generic plan given its values),
+    /// ready to run as this session's user; `from_cache` unless the plan
+    /// was made for this run.
+    pub(crate) fn run_bound(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        from_cache: bool,
+    ) -> Result<Query> {
         let task = self.with_state(|state| self.task_context(state))?;
-        Ok(Query::planned(plan, task, true))
+        Ok(Query::planned(plan, task, from_cache))
     }
 
     /// Physical planning of a logical plan, keeping a pristine copy in the

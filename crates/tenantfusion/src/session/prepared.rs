@@ -2,14 +2,18 @@
 //! parameters `$1, $2, ...`.
 //!
 //! An `INSERT ... VALUES` is written without planning on every execution
-//! (see `direct_insert`). For the rest, DataFusion 55 cannot run a physical
-//! plan that still holds placeholders, so binding new values runs the
-//! optimiser and the physical planner again (not
-//! the parser or the SQL planner). Plans for values seen before come from the
-//! engine's plan cache: a query's plan is kept on the second use of the same
-//! values, so values used once do not push out plans that are reused.
+//! (see `direct_insert`). A query's plan is made once for every value: its
+//! generic plan (see `generic_plan`), kept in the engine's plan cache on the
+//! statement's second run and given each run's values in a copy, so new
+//! values plan nothing. A query whose generic plan would hold a parameter
+//! where no value can be put is planned per value instead: binding runs the
+//! optimiser and the physical planner again (not the parser or the SQL
+//! planner), and a plan for values seen before comes from the plan cache,
+//! kept on the second use of the same values so that values used once do
+//! not push out plans that are reused.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, ParamValues, ScalarValue};
@@ -23,7 +27,10 @@ use parking_lot::RwLock;
 use tenantfusion_core::{Result, TenantError};
 
 use super::{TenantSession, plan_may_be_kept, planning_error};
-use crate::plan_cache::{CacheSlot, PlanKey, Tables, same_providers};
+use crate::generic_plan;
+use crate::plan_cache::{
+    CacheSlot, PlanKey, Tables, is_deterministic, is_reusable, same_providers,
+};
 use crate::query::Query;
 use crate::statement::TenantStatement;
 
@@ -87,6 +94,10 @@ pub(crate) struct Prepared {
     is_query: bool,
     insert_into: Option<String>,
     planned: RwLock<Planned>,
+    /// Set once the query's generic plan turned out to hold a parameter
+    /// where no value can be put (or not to be reusable): it is planned per
+    /// value from then on.
+    per_value: AtomicBool,
 }
 
 /// A logical plan with placeholders and the providers it was made against.
@@ -137,6 +148,7 @@ impl TenantSession {
             is_query,
             insert_into,
             planned: RwLock::new(Planned { tables, logical }),
+            per_value: AtomicBool::new(false),
         };
         Ok((name, Arc::new(prepared)))
     }
@@ -208,6 +220,12 @@ impl TenantSession {
         }
         let cache = &self.engine.plans;
         let keep = cache.enabled() && prepared.is_query && plan_may_be_kept(&tables);
+        if keep
+            && !prepared.per_value.load(Ordering::Relaxed)
+            && let Some(query) = self.run_generic(prepared, &tables, &params).await?
+        {
+            return Ok(query);
+        }
         let key = keep.then(|| PlanKey {
             settings: self.settings_key(),
             text: format!("{}\u{0}{params:?}", prepared.text),
@@ -234,6 +252,61 @@ impl TenantSession {
         }
         .await;
         result.map_err(planning)
+    }
+}
+
+impl TenantSession {
+    /// Runs a prepared query from its generic plan with `params` put in:
+    /// the plan kept in the plan cache, or, when the cache admits it now,
+    /// one made and kept. `None` when there is none to use (the statement's
+    /// first run, or a query that is planned per value).
+    async fn run_generic(
+        &self,
+        prepared: &Prepared,
+        tables: &Tables,
+        params: &[ScalarValue],
+    ) -> Result<Option<Query>> {
+        let cache = &self.engine.plans;
+        let key = PlanKey {
+            settings: self.settings_key(),
+            text: format!("{}\u{0}generic", prepared.text),
+        };
+        let bound =
+            |plan| generic_plan::bind(plan, params).map_err(|err| planning_error(None, err));
+        if let Some(plan) = cache.get(&key, tables, None) {
+            return Ok(Some(self.run_bound(bound(plan)?, true)?));
+        }
+        let slot = CacheSlot {
+            key,
+            tables: tables.clone(),
+            verbatim: None,
+        };
+        if !cache.admit(&slot) {
+            return Ok(None);
+        }
+        let state = self.planning_state_for(false);
+        // Planning errors are left to planning per value, which reports them
+        // with the statement's own words.
+        let Ok(logical) = prepared.logical_plan(tables, &state).await else {
+            return Ok(None);
+        };
+        self.check_plan(&logical)?;
+        let generic = match is_deterministic(&logical) {
+            true => generic_plan::plan(&logical, &prepared.types, &state).await,
+            false => Ok(None),
+        };
+        match generic {
+            Ok(Some(plan)) if is_reusable(&plan) => {
+                cache.insert(slot, Arc::clone(&plan));
+                Ok(Some(self.run_bound(bound(plan)?, false)?))
+            }
+            // No generic plan (or one that fails to plan where values would
+            // not: `LIMIT $1`): planned per value from now on.
+            Ok(_) | Err(_) => {
+                prepared.per_value.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests.
 
+use std::sync::Arc;
+
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::physical_plan::ExecutionPlan;
 use tenantfusion::{Engine, EngineConfig, Role, TenantError, TenantSession, UserContext};
 
 /// An engine with namespace `app` and users alice, bob (role user).
@@ -41,9 +44,13 @@ pub async fn run(session: &TenantSession, sql: &str) -> Vec<RecordBatch> {
 
 /// Rows rendered as space-separated strings.
 pub async fn rows(session: &TenantSession, sql: &str) -> Vec<String> {
-    let batches = run(session, sql).await;
+    lines(&run(session, sql).await)
+}
+
+/// The rows of `batches` rendered as space-separated strings.
+pub fn lines(batches: &[RecordBatch]) -> Vec<String> {
     let mut out = Vec::new();
-    for batch in &batches {
+    for batch in batches {
         for row in 0..batch.num_rows() {
             let cells: Vec<String> = batch
                 .columns()
@@ -99,4 +106,13 @@ pub fn column_values(batches: &[RecordBatch], column: &str) -> Vec<String> {
             (0..b.num_rows()).map(move |row| array_value_to_string(&array, row).unwrap())
         })
         .collect()
+}
+
+/// Rows output by every node of `plan`, added up: what one run counted.
+pub fn output_rows(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let own = plan
+        .metrics()
+        .and_then(|m| m.output_rows())
+        .unwrap_or_default();
+    own + plan.children().into_iter().map(output_rows).sum::<usize>()
 }

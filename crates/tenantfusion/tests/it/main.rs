@@ -7,6 +7,7 @@ mod direct_insert;
 mod durable;
 mod errors;
 mod fuzz_sql;
+mod generic_plans;
 mod host;
 mod hostile;
 mod isolation;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use datafusion::common::ScalarValue;
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::physical_plan::collect;
 use tenantfusion::{Engine, EngineConfig, PlanCacheConfig, TenantSession};
 
-use crate::common::{admin, count, engine, error_code, rows, run, user};
+use crate::common::{admin, count, engine, error_code, output_rows, rows, run, user};
 
 /// `app.notes` with 3 rows for alice (ids 1..3) and 2 for bob (ids 10, 20).
 async fn notes() -> Engine {
@@ -298,14 +298,6 @@ async fn a_reused_plan_does_not_carry_another_users_metrics() {
     assert_eq!(output_rows(query.plan().unwrap()), 0);
 }
 
-fn output_rows(plan: &Arc<dyn ExecutionPlan>) -> usize {
-    let own = plan
-        .metrics()
-        .and_then(|m| m.output_rows())
-        .unwrap_or_default();
-    own + plan.children().into_iter().map(output_rows).sum::<usize>()
-}
-
 #[tokio::test]
 async fn bounded_by_entries_and_off_when_disabled() {
     let config = EngineConfig::default().with_plan_cache(PlanCacheConfig {
@@ -377,8 +369,9 @@ async fn prepared_statements_bind_parameters_per_user() {
             .execute(vec![ScalarValue::Int64(Some(2))])
             .await
             .unwrap();
-        // Kept on the second use of the same values, reused from the third.
-        assert_eq!(q.from_cache(), round == 2, "round {round}");
+        // Bob's run of the same text (in round 0) is the statement's second:
+        // its generic plan is kept then and serves alice from round 1.
+        assert_eq!(q.from_cache(), round > 0, "round {round}");
         assert_eq!(strings(q.collect().await.unwrap()), ["a2", "a3"]);
         let q = bob_find
             .execute(vec![ScalarValue::Int32(Some(15))])

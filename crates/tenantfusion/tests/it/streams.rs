@@ -9,6 +9,7 @@ use std::time::Duration;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
 use tenantfusion::{
     ChangeEvent, Engine, EngineConfig, LiveQuery, Role, TenantSession, UserContext,
 };
@@ -66,6 +67,18 @@ async fn next(live: &mut LiveQuery) -> ChangeEvent {
         .expect("the query is running")
 }
 
+/// Waits until `session` reads rows of two topics of `m.ticks`.
+async fn rows_of_both_topics(session: &TenantSession) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while count(session, "SELECT count(DISTINCT symbol) FROM m.ticks").await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rows of both topics within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 const TICKS: &str = "CREATE STREAM TABLE m.ticks \
     (symbol TEXT NOT NULL, seq BIGINT, price DOUBLE, volume BIGINT, ts TIMESTAMP) \
     WITH (SOURCE = 'gen', TOPIC_COLUMN = 'symbol', TTL_SECONDS = 60, MAX_ROWS_PER_TOPIC = 1000";
@@ -79,14 +92,7 @@ async fn a_thousand_readers_share_one_ring_per_topic() {
         BTreeSet::from(["AAPL".into(), "MSFT".into()])
     );
     let alice = user(&engine, "alice");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while count(&alice, "SELECT count(DISTINCT symbol) FROM m.ticks").await < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "rows of both topics within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    rows_of_both_topics(&alice).await;
     // A pinned topic reads only that topic's ring.
     let only = run(&alice, "SELECT symbol FROM m.ticks WHERE symbol = 'MSFT'").await;
     assert!(column_values(&only, "symbol").iter().all(|s| s == "MSFT"));
@@ -125,6 +131,45 @@ async fn a_thousand_readers_share_one_ring_per_topic() {
         "1,000 readers got the ring's {} batches, not copies",
         ring_batches.len()
     );
+}
+
+#[tokio::test]
+async fn a_topic_bound_to_a_prepared_query_reads_that_topic_alone() {
+    let (engine, admin) = with_generator(Duration::from_millis(100)).await;
+    run(&admin, &format!("{TICKS}, TOPICS = 'AAPL,MSFT')")).await;
+    let alice = user(&engine, "alice");
+    rows_of_both_topics(&alice).await;
+    run(
+        &admin,
+        "ALTER STREAM TABLE m.ticks DROP TOPICS ('AAPL', 'MSFT')",
+    )
+    .await;
+    eventually("topics released", || held(&engine).is_empty()).await;
+    // The generic plan cannot pick the topic's ring by value: it reads every
+    // ring and keeps the rows the bound filter takes, like the planned query
+    // that reads one ring.
+    let find = alice
+        .prepare("SELECT symbol, seq FROM m.ticks WHERE symbol = $1 ORDER BY seq")
+        .await
+        .unwrap();
+    for (run_number, topic) in ["AAPL", "MSFT", "AAPL", "MSFT", "NONE", "AAPL"]
+        .into_iter()
+        .enumerate()
+    {
+        let query = find.execute(vec![ScalarValue::from(topic)]).await.unwrap();
+        assert_eq!(query.from_cache(), run_number >= 2, "run {run_number}");
+        let got = query.collect().await.unwrap();
+        let sql = format!("SELECT symbol, seq FROM m.ticks WHERE symbol = '{topic}' ORDER BY seq");
+        let planned = run(&alice, &sql).await;
+        assert_eq!(
+            column_values(&got, "seq"),
+            column_values(&planned, "seq"),
+            "{topic}"
+        );
+        let symbols = column_values(&got, "symbol");
+        assert!(symbols.iter().all(|s| s == topic), "{topic}: {symbols:?}");
+        assert_eq!(symbols.is_empty(), topic == "NONE", "{topic}");
+    }
 }
 
 #[tokio::test]
