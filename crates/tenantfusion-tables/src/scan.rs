@@ -33,6 +33,7 @@ use tenantfusion_core::{TableId, UserId};
 use crate::binding::IdentityBinding;
 use crate::policy::PartitionPolicy;
 use crate::store::{PartitionKey, PartitionStore, ReadRequest};
+use crate::topic_filter::topics_pinned_by;
 
 /// Reads the partition of whoever executes it, then applies the projection
 /// and limit (and, for tables stored per topic, their filters). Other
@@ -196,6 +197,14 @@ impl PartitionScanExec {
         let mut copy = self.fresh_copy();
         copy.exact = copy.exact.as_ref().map(&mut f).transpose()?;
         copy.read.predicate = copy.read.predicate.as_ref().map(f).transpose()?;
+        // A table stored per topic reads only the topics the predicate now
+        // pins (rows of others would fail it anyway): a generic plan's scan
+        // reads every topic until its run's value is put in.
+        if copy.topics.is_none()
+            && let (Some(column), Some(exact)) = (copy.policy.topic_column(), &copy.exact)
+        {
+            copy.topics = topics_pinned_by(exact, column);
+        }
         Ok(copy)
     }
 

@@ -77,6 +77,13 @@ pub struct EngineConfig {
     /// NULL for a NOT NULL column), is planned. On by default; off plans
     /// every INSERT (the reference the direct path is tested against).
     pub direct_inserts: bool,
+    /// Take the literal values out of a query's, an UPDATE's or a DELETE's
+    /// filters (and the values an UPDATE assigns) as parameters, so that
+    /// statements that differ only in those values share one generic plan
+    /// (see the README, "Literal values as parameters", for the rules): on
+    /// by default; off plans each text of its own (the reference the
+    /// rewrite is tested against). Needs the plan cache.
+    pub auto_parameters: bool,
     /// Threads that write and fsync the write-ahead logs of every durable
     /// table (and the catalog's), however many tables there are: a commit
     /// is mostly a wait for the disk, and each thread keeps one table's
@@ -225,6 +232,7 @@ impl Default for EngineConfig {
             plan_cache: PlanCacheConfig::default(),
             round_robin_repartition: false,
             direct_inserts: true,
+            auto_parameters: true,
             log_committers: tenantfusion_store::Committers::DEFAULT_THREADS,
             clock: Arc::new(SystemClock),
             live_pool: PoolConfig::default(),
@@ -271,6 +279,12 @@ impl EngineConfig {
     /// Sets [`direct_inserts`](Self::direct_inserts).
     pub fn with_direct_inserts(mut self, direct: bool) -> Self {
         self.direct_inserts = direct;
+        self
+    }
+
+    /// Sets [`auto_parameters`](Self::auto_parameters).
+    pub fn with_auto_parameters(mut self, auto: bool) -> Self {
+        self.auto_parameters = auto;
         self
     }
 

@@ -34,12 +34,14 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Volatility,
 };
-use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_expr::expressions::{CastExpr, Literal, TryCastExpr};
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use tenantfusion_tables::PartitionScanExec;
+
+use crate::auto_parameters::exact_value;
 
 /// Where parameter `$n` stands in a generic plan until [`bind`] puts a
 /// value there. Evaluating one is an error: a plan that still holds one
@@ -113,17 +115,22 @@ pub(crate) async fn plan(
     Ok((!stuck).then_some(physical))
 }
 
-/// A copy of the generic plan `plan` for one run, with `values` (of the
-/// parameter types, `$1` first) in place of its parameters and every node's
-/// execution state fresh, as
+/// A copy of the generic plan `plan` for one run, with `values` (`$1`
+/// first) in place of its parameters and every node's execution state
+/// fresh, as
 /// [`reset_plan_states`](datafusion::physical_plan::execution_plan::reset_plan_states)
-/// gives it.
+/// gives it. `None` when a value is not of its parameter's type and does
+/// not convert to it exactly (see [`exact_value`]): a prepared statement's
+/// values are cast to their types before, a statement's own literals
+/// (`auto_parameters`) are not, and one that would change meaning is
+/// planned from the text instead.
 pub(crate) fn bind(
     plan: Arc<dyn ExecutionPlan>,
     values: &[ScalarValue],
-) -> Result<Arc<dyn ExecutionPlan>> {
-    let mut put = |expr: &Arc<dyn PhysicalExpr>| put_values(expr, values);
-    plan.transform_up(|node| {
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let mut inexact = false;
+    let mut put = |expr: &Arc<dyn PhysicalExpr>| put_values(expr, values, &mut inexact);
+    let bound = plan.transform_up(|node| {
         if !holds_parameter(&node)? {
             return Ok(Transformed::yes(node.reset_state()?));
         }
@@ -156,8 +163,28 @@ pub(crate) fn bind(
             return internal_err!("a generic plan holds a parameter in {}", node.name());
         };
         Ok(Transformed::yes(bound))
-    })
-    .map(|t| t.data)
+    })?;
+    Ok((!inexact).then_some(bound.data))
+}
+
+/// Whether `plan` converts a parameter's value to another type (a cast the
+/// planner's type coercion put there: `text_column BETWEEN 1.5 AND $1`
+/// compares as floats). A value that does not convert fails such a plan
+/// while it runs, where the same statement with the value written in fails
+/// while it is planned, in other words.
+pub(crate) fn converts_a_parameter(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    let converted = |e: &Arc<dyn PhysicalExpr>| {
+        let inner = match (
+            e.downcast_ref::<CastExpr>(),
+            e.downcast_ref::<TryCastExpr>(),
+        ) {
+            (Some(cast), _) => cast.expr(),
+            (_, Some(cast)) => cast.expr(),
+            (None, None) => return Ok(false),
+        };
+        inner.exists(|i| Ok(parameter_index(i).is_some()))
+    };
+    plan.exists(|node| evaluates(node, &converted))
 }
 
 /// Whether [`bind`] can put values into `node`'s expressions.
@@ -169,41 +196,63 @@ fn can_bind(node: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// Whether an expression `node` evaluates holds a [`Parameter`].
 fn holds_parameter(node: &Arc<dyn ExecutionPlan>) -> Result<bool> {
-    let mut found = false;
+    evaluates(node, &|e| Ok(parameter_index(e).is_some()))
+}
+
+/// Whether an expression `node` evaluates holds one for which `found` holds.
+fn evaluates(
+    node: &Arc<dyn ExecutionPlan>,
+    found: &dyn Fn(&Arc<dyn PhysicalExpr>) -> Result<bool>,
+) -> Result<bool> {
+    let mut any = false;
     node.apply_expressions(&mut |expr| {
-        found = expr.exists(|e| Ok(parameter_index(e).is_some()))?;
-        Ok(if found {
+        any = expr.exists(found)?;
+        Ok(if any {
             TreeNodeRecursion::Stop
         } else {
             TreeNodeRecursion::Continue
         })
     })?;
-    Ok(found)
+    Ok(any)
 }
 
 fn parameter_index(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
-    let function = expr.downcast_ref::<ScalarFunctionExpr>()?;
-    let parameter = function.fun().inner().downcast_ref::<Parameter>()?;
-    Some(parameter.index)
+    parameter(expr).map(|p| p.index)
 }
 
+fn parameter(expr: &Arc<dyn PhysicalExpr>) -> Option<&Parameter> {
+    let function = expr.downcast_ref::<ScalarFunctionExpr>()?;
+    function.fun().inner().downcast_ref::<Parameter>()
+}
+
+/// `expr` with `values` in place of its parameters; sets `inexact` (and
+/// leaves the parameter) where a value does not convert exactly.
 fn put_values(
     expr: &Arc<dyn PhysicalExpr>,
     values: &[ScalarValue],
+    inexact: &mut bool,
 ) -> Result<Arc<dyn PhysicalExpr>> {
     Arc::clone(expr)
-        .transform_up(|e| match parameter_index(&e) {
-            None => Ok(Transformed::no(e)),
-            Some(index) => match values.get(index) {
-                Some(value) => Ok(Transformed::yes(
-                    Arc::new(Literal::new(value.clone())) as Arc<dyn PhysicalExpr>
-                )),
-                None => internal_err!(
+        .transform_up(|e| {
+            let Some(parameter) = parameter(&e) else {
+                return Ok(Transformed::no(e));
+            };
+            let Some(value) = values.get(parameter.index) else {
+                return internal_err!(
                     "a generic plan has parameter ${} but {} values were bound",
-                    index + 1,
+                    parameter.index + 1,
                     values.len()
-                ),
-            },
+                );
+            };
+            match exact_value(value, &parameter.data_type) {
+                Some(value) => Ok(Transformed::yes(
+                    Arc::new(Literal::new(value)) as Arc<dyn PhysicalExpr>
+                )),
+                None => {
+                    *inexact = true;
+                    Ok(Transformed::no(e))
+                }
+            }
         })
         .map(|t| t.data)
 }

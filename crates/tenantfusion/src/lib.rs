@@ -29,6 +29,7 @@
 
 #![deny(missing_docs)]
 
+mod auto_parameters;
 mod catalog;
 mod catalog_changes;
 mod config;

@@ -116,6 +116,11 @@ struct Lru {
     /// Statement texts exactly as sent (with the settings) -> the key they
     /// normalise to: a statement sent again verbatim is not parsed again.
     verbatim: HashMap<PlanKey, PlanKey>,
+    /// Hashes of the keys of generic plans that cannot be made (a parameter
+    /// where no value can be put), so that a statement is not planned
+    /// generically again on each run only to find that out; bounded like
+    /// `seen_once`, and forgotten when a table is dropped.
+    per_value: HashSet<u64>,
 }
 
 impl Lru {
@@ -168,6 +173,17 @@ pub(crate) struct PlanCache {
 
 /// The providers of a statement's tables, in the order it names them.
 pub(crate) type Tables = Vec<Arc<dyn BaseTableProvider>>;
+
+/// What [`PlanCache::get_or_admit`] found.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// The plan kept for the key.
+    Kept(Arc<dyn ExecutionPlan>),
+    /// None yet; one made now is to be kept here.
+    Admitted(CacheSlot),
+    /// None, and one made now is not to be kept (a first sighting).
+    NotYet,
+}
 
 /// Where a newly made plan goes in the plan cache, and what it was made
 /// against.
@@ -278,6 +294,45 @@ impl PlanCache {
         true
     }
 
+    /// The plan kept for `key` against `tables` (see [`get`](Self::get)),
+    /// or else the slot to keep one in if the cache [admits](Self::admit)
+    /// it now.
+    pub(crate) fn get_or_admit(&self, key: PlanKey, tables: &Tables) -> Lookup {
+        if let Some(plan) = self.get(&key, tables, None) {
+            return Lookup::Kept(plan);
+        }
+        let slot = CacheSlot {
+            key,
+            tables: tables.clone(),
+            verbatim: None,
+        };
+        match self.admit(&slot) {
+            true => Lookup::Admitted(slot),
+            false => Lookup::NotYet,
+        }
+    }
+
+    /// Remembers that the generic plan of `key` cannot be made: the
+    /// statement is planned per value (see [`is_per_value`](Self::is_per_value)).
+    pub(crate) fn mark_per_value(&self, key: &PlanKey) {
+        if !self.enabled() {
+            return;
+        }
+        let hash = self.hasher.hash_one(key);
+        let mut lru = self.lru.lock();
+        if lru.per_value.len() >= 4 * self.config.max_entries {
+            lru.per_value.clear();
+        }
+        lru.per_value.insert(hash);
+    }
+
+    /// Whether [`mark_per_value`](Self::mark_per_value) was called for `key`
+    /// (and not forgotten since).
+    pub(crate) fn is_per_value(&self, key: &PlanKey) -> bool {
+        let hash = self.hasher.hash_one(key);
+        self.lru.lock().per_value.contains(&hash)
+    }
+
     /// Keeps `plan` for `key`, evicting the least recently used plans beyond
     /// the bounds. Callers decide what is cacheable ([`is_reusable`]).
     pub(crate) fn insert(&self, slot: CacheSlot, plan: Arc<dyn ExecutionPlan>) {
@@ -337,6 +392,8 @@ impl PlanCache {
         for key in &stale {
             lru.remove(key);
         }
+        // A table of the same name may make plans generic that were not.
+        lru.per_value.clear();
         drop(lru);
         self.invalidations
             .fetch_add(stale.len() as u64, Ordering::Relaxed);

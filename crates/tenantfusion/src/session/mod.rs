@@ -296,6 +296,9 @@ impl TenantSession {
             return Ok(query);
         }
         self.open_external(&tables).await?;
+        if let Some(query) = self.run_parameterised(&statement, &tables).await? {
+            return Ok(query);
+        }
         let cache = &self.engine.plans;
         let keep = cache.enabled() && is_query(&statement) && plan_may_be_kept(&tables);
         let key = keep.then(|| PlanKey {

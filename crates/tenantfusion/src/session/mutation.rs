@@ -23,9 +23,10 @@ use datafusion::logical_expr::dml::WriteOp;
 use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, displayable};
-use tenantfusion_core::{Mutation, Result, TenantError};
+use tenantfusion_core::{BaseTableProvider, Mutation, Result, TenantError};
 
 use super::TenantSession;
+use crate::generic_plan;
 use crate::query::Query;
 
 /// The UPDATE or DELETE `plan` is, if it is one.
@@ -48,21 +49,47 @@ impl TenantSession {
         mutation: Mutation,
         state: &SessionState,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (provider, rows) = self.rows_to_change(dml, mutation)?;
+        let input = state
+            .create_physical_plan(&rows)
+            .await
+            .map_err(|e| TenantError::from_insert(&dml.table_name.to_string(), e))?;
+        change(provider, input, mutation)
+    }
+
+    /// The generic plan (see `generic_plan`) of a prepared UPDATE or DELETE
+    /// whose parameters have `types`; `None` if a parameter would sit where
+    /// no value can be put.
+    pub(crate) async fn generic_mutation_plan(
+        &self,
+        dml: &DmlStatement,
+        mutation: Mutation,
+        types: &[DataType],
+        state: &SessionState,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let (provider, rows) = self.rows_to_change(dml, mutation)?;
+        let input = generic_plan::plan(&rows, types, state)
+            .await
+            .map_err(|e| TenantError::from_insert(&dml.table_name.to_string(), e))?;
+        input
+            .map(|input| change(provider, input, mutation))
+            .transpose()
+    }
+
+    /// The table an UPDATE or DELETE changes, and the query of the rows it
+    /// changes (for UPDATE, each row's old values then its new ones).
+    fn rows_to_change(
+        &self,
+        dml: &DmlStatement,
+        mutation: Mutation,
+    ) -> Result<(Arc<dyn BaseTableProvider>, LogicalPlan)> {
         let (namespace, table) = self.resolve_name(&dml.table_name)?;
         let provider = self.engine.cache.lookup(namespace, table)?;
         let rows = match mutation {
             Mutation::Delete => dml.input.as_ref().clone(),
             Mutation::Update => old_and_new(&dml.input, provider.schema().fields().len())?,
         };
-        let mut input = state
-            .create_physical_plan(&rows)
-            .await
-            .map_err(|e| TenantError::from_insert(&dml.table_name.to_string(), e))?;
-        // The change is applied once, to all the rows: one stream of them.
-        if input.output_partitioning().partition_count() > 1 {
-            input = Arc::new(CoalescePartitionsExec::new(input));
-        }
-        provider.mutate(input, mutation)
+        Ok((provider, rows))
     }
 
     /// Runs an UPDATE or DELETE: a plan that answers with the rows changed.
@@ -100,6 +127,19 @@ impl TenantSession {
         .map_err(|e| TenantError::Internal(e.to_string()))?;
         Query::rows(batch, self.task_context(state)?)
     }
+}
+
+/// The plan applying `mutation` to the rows `input` yields.
+fn change(
+    provider: Arc<dyn BaseTableProvider>,
+    mut input: Arc<dyn ExecutionPlan>,
+    mutation: Mutation,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    // The change is applied once, to all the rows: one stream of them.
+    if input.output_partitioning().partition_count() > 1 {
+        input = Arc::new(CoalescePartitionsExec::new(input));
+    }
+    provider.mutate(input, mutation)
 }
 
 /// An UPDATE's input as DataFusion plans it is a projection of each column's

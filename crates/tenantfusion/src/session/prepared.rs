@@ -2,15 +2,18 @@
 //! parameters `$1, $2, ...`.
 //!
 //! An `INSERT ... VALUES` is written without planning on every execution
-//! (see `direct_insert`). A query's plan is made once for every value: its
-//! generic plan (see `generic_plan`), kept in the engine's plan cache on the
-//! statement's second run and given each run's values in a copy, so new
-//! values plan nothing. A query whose generic plan would hold a parameter
-//! where no value can be put is planned per value instead: binding runs the
-//! optimiser and the physical planner again (not the parser or the SQL
-//! planner), and a plan for values seen before comes from the plan cache,
-//! kept on the second use of the same values so that values used once do
-//! not push out plans that are reused.
+//! (see `direct_insert`). A query's, `UPDATE`'s or `DELETE`'s plan is made
+//! once for every value: its generic plan (see `generic_plan`), kept in the
+//! engine's plan cache on the statement's second run and given each run's
+//! values in a copy, so new values plan nothing. SQL text whose literal
+//! values can be taken out as parameters (see `auto_parameters`) runs the
+//! same way, from the generic plan of its rewritten text
+//! (`TenantSession::run_parameterised`). A query whose generic plan would
+//! hold a parameter where no value can be put is planned per value
+//! instead: binding runs the optimiser and the physical planner again (not
+//! the parser or the SQL planner), and a plan for values seen before comes
+//! from the plan cache, kept on the second use of the same values so that
+//! values used once do not push out plans that are reused.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,15 +24,18 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{Execute, Expr, LogicalPlan, Statement};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use parking_lot::RwLock;
 use tenantfusion_core::{Result, TenantError};
 
+use super::mutation::as_mutation;
 use super::{TenantSession, plan_may_be_kept, planning_error};
+use crate::auto_parameters::parameterise;
 use crate::generic_plan;
 use crate::plan_cache::{
-    CacheSlot, PlanKey, Tables, is_deterministic, is_reusable, same_providers,
+    CacheSlot, Lookup, PlanKey, Tables, is_deterministic, is_reusable, same_providers,
 };
 use crate::query::Query;
 use crate::statement::TenantStatement;
@@ -92,6 +98,8 @@ pub(crate) struct Prepared {
     text: String,
     types: Vec<DataType>,
     is_query: bool,
+    /// An UPDATE or DELETE.
+    mutates: bool,
     insert_into: Option<String>,
     planned: RwLock<Planned>,
     /// Set once the query's generic plan turned out to hold a parameter
@@ -108,8 +116,9 @@ struct Planned {
 }
 
 impl TenantSession {
-    /// Parses, checks and plans `sql` once for repeated execution. Only
-    /// queries and `INSERT` can be prepared; parameters are `$1, $2, ...`.
+    /// Parses, checks and plans `sql` once for repeated execution. Queries,
+    /// `INSERT`, `UPDATE` and `DELETE` can be prepared; parameters are
+    /// `$1, $2, ...`.
     pub async fn prepare(&self, sql: &str) -> Result<PreparedStatement> {
         self.engine.finish_drops().await?;
         let TenantStatement::Sql(statement) = self.parse(sql)? else {
@@ -132,9 +141,10 @@ impl TenantSession {
             other => other,
         };
         let is_query = matches!(body, SqlStatement::Query(_));
+        let mutates = matches!(body, SqlStatement::Update(_) | SqlStatement::Delete(_));
         let insert_into = match body {
             SqlStatement::Insert(insert) => Some(insert.table.to_string()),
-            SqlStatement::Query(_) => None,
+            SqlStatement::Query(_) | SqlStatement::Update(_) | SqlStatement::Delete(_) => None,
             _ => return Err(not_preparable()),
         };
         let text = body.to_string();
@@ -146,6 +156,7 @@ impl TenantSession {
             text,
             types,
             is_query,
+            mutates,
             insert_into,
             planned: RwLock::new(Planned { tables, logical }),
             per_value: AtomicBool::new(false),
@@ -219,14 +230,17 @@ impl TenantSession {
             return Ok(query);
         }
         let cache = &self.engine.plans;
-        let keep = cache.enabled() && prepared.is_query && plan_may_be_kept(&tables);
+        let keep = cache.enabled() && plan_may_be_kept(&tables);
         if keep
+            && (prepared.is_query || prepared.mutates)
             && !prepared.per_value.load(Ordering::Relaxed)
             && let Some(query) = self.run_generic(prepared, &tables, &params).await?
         {
             return Ok(query);
         }
-        let key = keep.then(|| PlanKey {
+        // Per value: a query's plan is kept on the second use of the same
+        // values; a change's is made for each run.
+        let key = (keep && prepared.is_query).then(|| PlanKey {
             settings: self.settings_key(),
             text: format!("{}\u{0}{params:?}", prepared.text),
         });
@@ -246,12 +260,15 @@ impl TenantSession {
             .await
             .map_err(planning)?;
         self.check_plan(&logical)?;
-        let result = async {
-            let bound = logical.with_param_values(ParamValues::from(params))?;
-            self.plan_physical(&bound, &state, to_cache).await
+        let bound = logical
+            .with_param_values(ParamValues::from(params))
+            .map_err(planning)?;
+        if let Some((dml, mutation)) = as_mutation(&bound) {
+            return self.run_mutation(dml, mutation, &state).await;
         }
-        .await;
-        result.map_err(planning)
+        self.plan_physical(&bound, &state, to_cache)
+            .await
+            .map_err(planning)
     }
 }
 
@@ -269,21 +286,23 @@ impl TenantSession {
         let cache = &self.engine.plans;
         let key = PlanKey {
             settings: self.settings_key(),
-            text: format!("{}\u{0}generic", prepared.text),
+            // Declared types may differ for one text, and a parameter
+            // shown in the result gives it its type.
+            text: format!("{}\u{0}generic{:?}", prepared.text, prepared.types),
         };
-        let bound =
-            |plan| generic_plan::bind(plan, params).map_err(|err| planning_error(None, err));
-        if let Some(plan) = cache.get(&key, tables, None) {
-            return Ok(Some(self.run_bound(bound(plan)?, true)?));
-        }
-        let slot = CacheSlot {
-            key,
-            tables: tables.clone(),
-            verbatim: None,
+        // The values were cast to the parameters' types: they bind exactly.
+        let bound = |plan| match generic_plan::bind(plan, params) {
+            Ok(Some(plan)) => Ok(plan),
+            Ok(None) => Err(TenantError::Internal(
+                "a prepared statement's value is not of its parameter's type".into(),
+            )),
+            Err(err) => Err(planning_error(None, err)),
         };
-        if !cache.admit(&slot) {
-            return Ok(None);
-        }
+        let slot = match cache.get_or_admit(key, tables) {
+            Lookup::Kept(plan) => return Ok(Some(self.run_bound(bound(plan)?, true)?)),
+            Lookup::Admitted(slot) => slot,
+            Lookup::NotYet => return Ok(None),
+        };
         let state = self.planning_state_for(false);
         // Planning errors are left to planning per value, which reports them
         // with the statement's own words.
@@ -291,22 +310,106 @@ impl TenantSession {
             return Ok(None);
         };
         self.check_plan(&logical)?;
-        let generic = match is_deterministic(&logical) {
-            true => generic_plan::plan(&logical, &prepared.types, &state).await,
-            false => Ok(None),
-        };
-        match generic {
-            Ok(Some(plan)) if is_reusable(&plan) => {
+        match self.generic_plan(&logical, &prepared.types, &state).await {
+            Some(plan) => {
                 cache.insert(slot, Arc::clone(&plan));
                 Ok(Some(self.run_bound(bound(plan)?, false)?))
             }
-            // No generic plan (or one that fails to plan where values would
-            // not: `LIMIT $1`): planned per value from now on.
-            Ok(_) | Err(_) => {
+            None => {
                 prepared.per_value.store(true, Ordering::Relaxed);
                 Ok(None)
             }
         }
+    }
+
+    /// The generic plan of `logical`, a statement whose parameters have
+    /// `types`, if it has one that may be kept: `None` for one that is not
+    /// deterministic, holds a parameter where no value can be put, or fails
+    /// to plan where values would not (`LIMIT $1`). Such a statement is
+    /// planned per value.
+    async fn generic_plan(
+        &self,
+        logical: &LogicalPlan,
+        types: &[DataType],
+        state: &SessionState,
+    ) -> Option<Arc<dyn ExecutionPlan>> {
+        if !is_deterministic(logical) {
+            return None;
+        }
+        let generic = match as_mutation(logical) {
+            Some((dml, mutation)) => {
+                self.generic_mutation_plan(dml, mutation, types, state)
+                    .await
+            }
+            None => generic_plan::plan(logical, types, state)
+                .await
+                .map_err(TenantError::from_datafusion),
+        };
+        generic.ok().flatten().filter(is_reusable)
+    }
+
+    /// Runs a statement given as SQL text from the generic plan of its text
+    /// with its literal values taken out (see `auto_parameters`), kept in
+    /// the plan cache on the second run of that text with any values.
+    /// `None` sends the statement down the text's own path: the rewrite is
+    /// off or finds nothing to take out, the statement's first run, one
+    /// with no generic plan, or a value that does not bind exactly.
+    pub(crate) async fn run_parameterised(
+        &self,
+        statement: &DFStatement,
+        tables: &Tables,
+    ) -> Result<Option<Query>> {
+        let cache = &self.engine.plans;
+        if !self.engine.config.auto_parameters || !cache.enabled() || !plan_may_be_kept(tables) {
+            return Ok(None);
+        }
+        let Some(rewritten) = parameterise(statement) else {
+            return Ok(None);
+        };
+        let key = PlanKey {
+            settings: self.settings_key(),
+            // The parameters' types are inferred from the text (not from
+            // the values, which are converted to them exactly, or not used).
+            text: format!("{}\u{0}literals", rewritten.statement),
+        };
+        if cache.is_per_value(&key) {
+            return Ok(None);
+        }
+        let bind = |plan| {
+            generic_plan::bind(plan, &rewritten.values).map_err(|err| planning_error(None, err))
+        };
+        let slot = match cache.get_or_admit(key, tables) {
+            Lookup::Kept(plan) => {
+                return bind(plan)?
+                    .map(|plan| self.run_bound(plan, true))
+                    .transpose();
+            }
+            Lookup::Admitted(slot) => slot,
+            Lookup::NotYet => return Ok(None),
+        };
+        let state = self.planning_state_for(false);
+        let generic = match plan_source(&rewritten.statement, &state).await {
+            Ok((_, logical, types)) => {
+                self.check_plan(&logical)?;
+                self.generic_plan(&logical, &types, &state).await
+            }
+            // A parameter whose type cannot be inferred, say: the text's
+            // own path plans it, and reports its errors in its own words.
+            Err(_) => None,
+        };
+        // A value converted while the plan runs could fail there, where the
+        // text fails while it is planned: the text's own path keeps its
+        // errors.
+        let generic =
+            generic.filter(|plan| !generic_plan::converts_a_parameter(plan).unwrap_or(true));
+        let Some(plan) = generic else {
+            cache.mark_per_value(&slot.key);
+            return Ok(None);
+        };
+        cache.insert(slot, Arc::clone(&plan));
+        bind(plan)?
+            .map(|plan| self.run_bound(plan, false))
+            .transpose()
     }
 }
 
@@ -442,7 +545,7 @@ async fn plan_source(
 }
 
 fn not_preparable() -> TenantError {
-    TenantError::NotSupported("only SELECT queries and INSERT can be prepared".into())
+    TenantError::NotSupported("only queries, INSERT, UPDATE and DELETE can be prepared".into())
 }
 
 fn unknown(name: &str) -> TenantError {

@@ -8,11 +8,11 @@ use datafusion::common::ScalarValue;
 use datafusion::physical_plan::displayable;
 use tenantfusion::{Engine, TenantSession};
 
-use crate::common::{admin, engine, engine_on, lines, output_rows, run, user};
+use crate::common::{admin, engine, engine_on, error_code, lines, output_rows, rows, run, user};
 use crate::durable::on;
 
 /// `app.notes`: alice has ids 1..=20, bob 101..=120; each body is `b<id>`.
-async fn notes(engine: &Engine) {
+pub(crate) async fn notes(engine: &Engine) {
     run(
         &admin(engine),
         "CREATE USER TABLE app.notes (id BIGINT NOT NULL, body TEXT)",
@@ -27,16 +27,57 @@ async fn notes(engine: &Engine) {
     }
 }
 
-/// Runs a prepared statement: whether its plan came from the cache, its rows.
-async fn execute(
-    session: &TenantSession,
-    sql: &str,
-    params: Vec<ScalarValue>,
-) -> (bool, Vec<String>) {
-    let prepared = session.prepare(sql).await.unwrap();
-    let query = prepared.execute(params).await.unwrap();
-    let from_cache = query.from_cache();
-    (from_cache, lines(&query.collect().await.unwrap()))
+/// How a statement with values is sent: prepared and bound to them, or as
+/// SQL text with them written in as literals (taken out again as
+/// parameters, see `auto_parameters`). Both run from one generic plan.
+#[derive(Debug, Clone, Copy)]
+enum Form {
+    Prepared,
+    Text,
+}
+
+impl Form {
+    const BOTH: [Form; 2] = [Form::Prepared, Form::Text];
+
+    /// Runs `sql` (with `$1, $2, ...`) with `params` in this form: whether
+    /// its plan came from the cache, and its rows.
+    async fn run(
+        self,
+        session: &TenantSession,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> (bool, Vec<String>) {
+        let query = self
+            .query(session, sql, params)
+            .await
+            .unwrap_or_else(|e| panic!("{self:?} {sql}: {e}"));
+        let from_cache = query.from_cache();
+        (from_cache, lines(&query.collect().await.unwrap()))
+    }
+
+    /// The statement `sql` with `params` in this form, ready to run.
+    async fn query(
+        self,
+        session: &TenantSession,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> tenantfusion::Result<tenantfusion::Query> {
+        match self {
+            Form::Prepared => session.prepare(sql).await?.execute(params).await,
+            Form::Text => {
+                let mut text = sql.to_string();
+                // `$10` before `$1`.
+                for (i, value) in params.iter().enumerate().rev() {
+                    let literal = match value {
+                        ScalarValue::Utf8(Some(s)) => format!("'{}'", s.replace('\'', "''")),
+                        other => other.to_string(),
+                    };
+                    text = text.replace(&format!("${}", i + 1), &literal);
+                }
+                session.sql(&text).await
+            }
+        }
+    }
 }
 
 fn ids(range: impl Iterator<Item = i64>) -> Vec<String> {
@@ -65,37 +106,42 @@ async fn new_values_reuse_one_plan_kept_on_the_second_run() {
 async fn two_users_interleaving_one_plan_get_exactly_their_own_answers() {
     let engine = engine().await;
     notes(&engine).await;
-    // Warm the generic plan so that every task below runs a copy of it.
-    let sql = "SELECT id, CAST($1 AS BIGINT) AS asked FROM app.notes WHERE id >= $1 ORDER BY id";
-    for _ in 0..3 {
-        execute(&user(&engine, "alice"), sql, vec![ScalarValue::from(0i64)]).await;
-    }
+    let sql = "SELECT id, body FROM app.notes WHERE id >= $1 AND id < $2 ORDER BY id";
     let mut tasks = Vec::new();
-    for task in 0..16i64 {
-        let (name, first) = if task % 2 == 0 {
-            ("alice", 1)
-        } else {
-            ("bob", 101)
-        };
-        let session = user(&engine, name);
-        tasks.push(tokio::spawn(async move {
-            let find = session.prepare(sql).await.unwrap();
-            for i in 0..40i64 {
-                let value = first - 3 + (task * 7 + i * 13) % 26;
-                let query = find.execute(vec![ScalarValue::from(value)]).await.unwrap();
-                assert!(query.from_cache());
-                let got = lines(&query.collect().await.unwrap());
-                let expected: Vec<String> = (value.max(first)..first + 20)
-                    .map(|id| format!("{id} {value}"))
-                    .collect();
-                assert_eq!(got, expected, "{name} asked for {value}");
-            }
-        }));
+    for form in Form::BOTH {
+        // Warm the generic plan so that every task below runs a copy of it.
+        let warm = || vec![ScalarValue::from(0i64), ScalarValue::from(1i64)];
+        for _ in 0..3 {
+            form.run(&user(&engine, "alice"), sql, warm()).await;
+        }
+        for task in 0..8i64 {
+            let (name, first) = if task % 2 == 0 {
+                ("alice", 1)
+            } else {
+                ("bob", 101)
+            };
+            let session = user(&engine, name);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..40i64 {
+                    // Values inside and outside the caller's own ids.
+                    let low = (task * 7 + i * 13) % 140;
+                    let params = vec![ScalarValue::from(low), ScalarValue::from(low + 3)];
+                    let (from_cache, got) = form.run(&session, sql, params).await;
+                    assert!(from_cache, "{form:?}");
+                    let expected: Vec<String> = (low..low + 3)
+                        .filter(|id| (first..first + 20).contains(id))
+                        .map(|id| format!("{id} b{id}"))
+                        .collect();
+                    assert_eq!(got, expected, "{form:?}: {name} asked for {low}");
+                }
+            }));
+        }
     }
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(engine.plan_cache_stats().entries, 1);
+    // One plan for the prepared statement, one for the text.
+    assert_eq!(engine.plan_cache_stats().entries, 2);
 }
 
 #[tokio::test]
@@ -122,9 +168,9 @@ async fn values_that_skip_different_segments_find_their_own_rows() {
     }
     let find = "SELECT id, body FROM app.notes WHERE id = $1";
     let between = "SELECT count(*) FROM app.notes WHERE id BETWEEN $1 AND $2";
-    for round in 0..3 {
+    for (round, form) in (0..6).zip(Form::BOTH.into_iter().cycle()) {
         for value in [5i64, 15, 25, 35, 0] {
-            let (_, got) = execute(&alice, find, vec![ScalarValue::from(value)]).await;
+            let (_, got) = form.run(&alice, find, vec![ScalarValue::from(value)]).await;
             let expected = match value {
                 1..=30 => vec![format!("{value} b{value}")],
                 _ => vec![],
@@ -133,15 +179,17 @@ async fn values_that_skip_different_segments_find_their_own_rows() {
         }
         for (low, high, expected) in [(5i64, 15i64, "11"), (12, 28, "17"), (40, 50, "0")] {
             let params = vec![ScalarValue::from(low), ScalarValue::from(high)];
-            let (_, got) = execute(&alice, between, params).await;
+            let (_, got) = form.run(&alice, between, params).await;
             assert_eq!(got, [expected], "round {round}, {low}..{high}");
         }
     }
     // Bob reads the same plans and sees none of alice's rows.
     let bob = user(&engine, "bob");
-    let (from_cache, got) = execute(&bob, find, vec![ScalarValue::from(5i64)]).await;
-    assert!(from_cache);
-    assert!(got.is_empty(), "{got:?}");
+    for form in Form::BOTH {
+        let (from_cache, got) = form.run(&bob, find, vec![ScalarValue::from(5i64)]).await;
+        assert!(from_cache, "{form:?}");
+        assert!(got.is_empty(), "{form:?}: {got:?}");
+    }
 }
 
 #[tokio::test]
@@ -278,4 +326,233 @@ async fn sql_execute_of_two_users_shares_the_plan_not_the_rows() {
         assert_eq!(got, ids(value.max(101)..=120), "bob, {value}");
     }
     assert_eq!(engine.plan_cache_stats().entries, 1);
+}
+
+/// What one UPDATE or DELETE run reports: the rows it changed.
+async fn changed(query: tenantfusion::Query) -> String {
+    lines(&query.collect().await.unwrap()).join(",")
+}
+
+#[tokio::test]
+async fn updates_and_deletes_by_key_plan_once_and_touch_the_callers_rows_only() {
+    let update = "UPDATE app.notes SET body = $1 WHERE id = $2";
+    let first = engine().await;
+    notes(&first).await;
+    let types = user(&first, "alice").prepare(update).await.unwrap();
+    assert_eq!(
+        types.parameter_types(),
+        [
+            datafusion::arrow::datatypes::DataType::Utf8View,
+            datafusion::arrow::datatypes::DataType::Int64
+        ]
+    );
+    for form in Form::BOTH {
+        let engine = engine().await;
+        notes(&engine).await;
+        let alice = user(&engine, "alice");
+        let bob = user(&engine, "bob");
+        let set = |body: &str, id: i64| vec![ScalarValue::from(body), ScalarValue::from(id)];
+        for (run, id) in (1..=10i64).enumerate() {
+            let (from_cache, changed) = form.run(&alice, update, set("x", id)).await;
+            // Bob's run of the same statement below is its second.
+            assert_eq!(from_cache, run >= 1, "{form:?} run {run}");
+            assert_eq!(changed, ["1"], "{form:?}: alice's id {id}");
+            // Bob has no row with alice's ids, and his own change only his.
+            let (from_cache, changed) = form.run(&bob, update, set("y", id)).await;
+            assert_eq!(from_cache, run >= 1, "{form:?} run {run}");
+            assert_eq!(changed, ["0"], "{form:?}");
+            let (_, changed) = form.run(&bob, update, set("y", 100 + id)).await;
+            assert_eq!(changed, ["1"], "{form:?}");
+        }
+        let delete = "DELETE FROM app.notes WHERE id = $1";
+        for id in [2i64, 4, 6, 104, 999] {
+            let (_, changed) = form.run(&alice, delete, vec![ScalarValue::from(id)]).await;
+            assert_eq!(changed, [if id < 100 { "1" } else { "0" }], "{form:?}");
+            let (_, changed) = form.run(&bob, delete, vec![ScalarValue::from(id)]).await;
+            assert_eq!(changed, [if id == 104 { "1" } else { "0" }], "{form:?}");
+        }
+        // One plan per statement, whatever the values and users.
+        assert_eq!(engine.plan_cache_stats().entries, 2, "{form:?}");
+        let alice_rows = rows(&alice, "SELECT id, body FROM app.notes ORDER BY id").await;
+        let expected: Vec<String> = (1..=20i64)
+            .filter(|id| ![2, 4, 6].contains(id))
+            .map(|id| match id {
+                1..=10 => format!("{id} x"),
+                _ => format!("{id} b{id}"),
+            })
+            .collect();
+        assert_eq!(alice_rows, expected, "{form:?}");
+        let bob_rows = rows(&bob, "SELECT id, body FROM app.notes ORDER BY id").await;
+        let expected: Vec<String> = (101..=120i64)
+            .filter(|id| *id != 104)
+            .map(|id| match id {
+                101..=110 => format!("{id} y"),
+                _ => format!("{id} b{id}"),
+            })
+            .collect();
+        assert_eq!(bob_rows, expected, "{form:?}");
+    }
+}
+
+/// Runs the same UPDATE/DELETE workload on two durable engines, one through
+/// prepared statements (generic plans) and one as SQL text, with a flush in
+/// the middle; both must report the same changes and end with the same
+/// rows, also after the prepared one is opened again.
+#[tokio::test]
+async fn prepared_changes_match_sql_text_on_flushed_durable_rows_and_survive_reopen() {
+    let prepared_dir = tempfile::tempdir().unwrap();
+    let text_dir = tempfile::tempdir().unwrap();
+    let mut engines = Vec::new();
+    // The text is planned as written: the reference.
+    for (dir, auto) in [(&prepared_dir, true), (&text_dir, false)] {
+        let engine = engine_on(on(dir.path()).with_auto_parameters(auto)).await;
+        run(
+            &admin(&engine),
+            "CREATE USER TABLE app.notes (id BIGINT NOT NULL, body TEXT) WITH (FLUSH_POLICY = 'none')",
+        )
+        .await;
+        for name in ["alice", "bob"] {
+            let values: Vec<String> = (0..25).map(|id| format!("({id}, '{name}{id}')")).collect();
+            let sql = format!("INSERT INTO app.notes VALUES {}", values.join(", "));
+            run(&user(&engine, name), &sql).await;
+        }
+        run(&admin(&engine), "FLUSH TABLE app.notes").await;
+        engines.push(engine);
+    }
+    let sessions: Vec<[TenantSession; 2]> = engines
+        .iter()
+        .map(|e| [user(e, "alice"), user(e, "bob")])
+        .collect();
+    let update = "UPDATE app.notes SET body = $1 WHERE id = $2";
+    let delete = "DELETE FROM app.notes WHERE id = $1";
+    let mut statements = Vec::new();
+    for session in &sessions[0] {
+        statements.push((
+            session.prepare(update).await.unwrap(),
+            session.prepare(delete).await.unwrap(),
+        ));
+    }
+    for i in 0..60i64 {
+        let who = (i % 2) as usize;
+        let id = (i * 7) % 27;
+        let (prepared, text) = if i % 3 == 0 {
+            (
+                statements[who]
+                    .1
+                    .execute(vec![ScalarValue::from(id)])
+                    .await
+                    .unwrap(),
+                format!("DELETE FROM app.notes WHERE id = {id}"),
+            )
+        } else {
+            let body = format!("v{i}");
+            let params = vec![ScalarValue::from(body.as_str()), ScalarValue::from(id)];
+            (
+                statements[who].0.execute(params).await.unwrap(),
+                format!("UPDATE app.notes SET body = '{body}' WHERE id = {id}"),
+            )
+        };
+        let ours = changed(prepared).await;
+        let theirs = lines(&run(&sessions[1][who], &text).await).join(",");
+        assert_eq!(ours, theirs, "step {i}: {text}");
+        if i == 30 {
+            for engine in &engines {
+                run(&admin(engine), "FLUSH TABLE app.notes").await;
+            }
+        }
+    }
+    let all = "SELECT id, body FROM app.notes ORDER BY id";
+    let mut expected = Vec::new();
+    for (who, (ours, theirs)) in sessions[0].iter().zip(&sessions[1]).enumerate() {
+        let ours = rows(ours, all).await;
+        assert_eq!(ours, rows(theirs, all).await, "user {who}");
+        expected.push(ours);
+    }
+    drop(statements);
+    drop(sessions);
+    let first = engines.remove(0);
+    drop(first);
+    let reopened = Engine::new(on(prepared_dir.path())).unwrap();
+    for (who, name) in ["alice", "bob"].into_iter().enumerate() {
+        assert_eq!(
+            rows(&user(&reopened, name), all).await,
+            expected[who],
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_privilege_stops_a_change_from_its_kept_plan() {
+    for form in Form::BOTH {
+        let engine = engine().await;
+        let admin = admin(&engine);
+        run(
+            &admin,
+            "CREATE SHARED TABLE app.ledger (k TEXT, v INT) WITH (ACCESS_LEVEL = 'restricted')",
+        )
+        .await;
+        run(&admin, "INSERT INTO app.ledger VALUES ('a', 1), ('b', 2)").await;
+        run(&admin, "GRANT SELECT, UPDATE ON app.ledger TO 'alice'").await;
+        let alice = user(&engine, "alice");
+        let bump = "UPDATE app.ledger SET v = v + $1 WHERE k = $2";
+        let params = || vec![ScalarValue::from(10i32), ScalarValue::from("a")];
+        let read = "SELECT v FROM app.ledger WHERE k = $1 AND v > $2";
+        let read_params = || vec![ScalarValue::from("a"), ScalarValue::from(0i32)];
+        for run_number in 0..3 {
+            let (from_cache, changed) = form.run(&alice, bump, params()).await;
+            assert_eq!(from_cache, run_number == 2, "{form:?}");
+            assert_eq!(changed, ["1"], "{form:?}");
+            form.run(&alice, read, read_params()).await;
+        }
+        assert_eq!(
+            rows(&admin, "SELECT v FROM app.ledger WHERE k = 'a'").await,
+            ["31"]
+        );
+        // Bob, never granted anything, gets nowhere with the kept plans, in
+        // any wrapping.
+        let bob = user(&engine, "bob");
+        for sql in [bump, read] {
+            let params = if sql == bump { params() } else { read_params() };
+            let err = form.query(&bob, sql, params).await.map(drop).unwrap_err();
+            assert_eq!(err.code(), "PERMISSION_DENIED", "{form:?} {sql}: {err}");
+        }
+        for sql in [
+            "EXPLAIN SELECT v FROM app.ledger WHERE k = 'a' AND v > 0",
+            "WITH l AS (SELECT * FROM app.ledger) SELECT v FROM l WHERE k = 'a' AND v > 0",
+            "SELECT 0 UNION SELECT v FROM app.ledger WHERE k = 'a'",
+            "SELECT v FROM app.ledger WHERE k IN (SELECT k FROM app.ledger WHERE v > 0)",
+            "EXECUTE AS USER 'bob' (UPDATE app.ledger SET v = v + 10 WHERE k = 'a')",
+        ] {
+            let code = error_code(
+                if sql.starts_with("EXECUTE") {
+                    &admin
+                } else {
+                    &bob
+                },
+                sql,
+            )
+            .await;
+            assert_eq!(code, "PERMISSION_DENIED", "{sql}");
+        }
+        // A revoked privilege stops alice's next run of each kept plan.
+        run(&admin, "REVOKE UPDATE ON app.ledger FROM 'alice'").await;
+        let err = form
+            .query(&alice, bump, params())
+            .await
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(err.code(), "PERMISSION_DENIED", "{form:?}: {err}");
+        run(&admin, "REVOKE SELECT ON app.ledger FROM 'alice'").await;
+        let err = form
+            .query(&alice, read, read_params())
+            .await
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(err.code(), "PERMISSION_DENIED", "{form:?}: {err}");
+        assert_eq!(
+            rows(&admin, "SELECT k, v FROM app.ledger ORDER BY k").await,
+            ["a 31", "b 2"]
+        );
+    }
 }

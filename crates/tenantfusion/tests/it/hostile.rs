@@ -208,7 +208,7 @@ async fn each_privilege_on_a_restricted_table_is_granted_on_its_own() {
         let wrapped = format!("EXECUTE AS USER 'alice' ({sql})");
         assert_eq!(error_code(&admin, &wrapped).await, "PERMISSION_DENIED");
         let err = alice.prepare(sql).await.map(drop).unwrap_err();
-        assert_eq!(err.code(), "NOT_SUPPORTED", "{err}");
+        assert_eq!(err.code(), "PERMISSION_DENIED", "{err}");
     }
     assert_eq!(count(&admin, "SELECT sum(v) FROM app.ledger").await, 6);
 

@@ -1,5 +1,6 @@
 //! Integration tests of the engine, as one binary (each links DataFusion).
 
+mod auto_parameters;
 mod catalog_changes;
 mod common;
 mod ddl_crash;

@@ -134,7 +134,7 @@ async fn a_thousand_readers_share_one_ring_per_topic() {
 }
 
 #[tokio::test]
-async fn a_topic_bound_to_a_prepared_query_reads_that_topic_alone() {
+async fn a_topic_bound_to_a_generic_plan_reads_that_topic_alone() {
     let (engine, admin) = with_generator(Duration::from_millis(100)).await;
     run(&admin, &format!("{TICKS}, TOPICS = 'AAPL,MSFT')")).await;
     let alice = user(&engine, "alice");
@@ -145,30 +145,45 @@ async fn a_topic_bound_to_a_prepared_query_reads_that_topic_alone() {
     )
     .await;
     eventually("topics released", || held(&engine).is_empty()).await;
-    // The generic plan cannot pick the topic's ring by value: it reads every
-    // ring and keeps the rows the bound filter takes, like the planned query
-    // that reads one ring.
+    // The generic plan's scan reads every ring until a run's value is put
+    // in; then it reads that topic's ring alone, as the planned query does.
     let find = alice
         .prepare("SELECT symbol, seq FROM m.ticks WHERE symbol = $1 ORDER BY seq")
         .await
         .unwrap();
+    let text = |topic: &str| {
+        format!("SELECT symbol, seq FROM m.ticks WHERE symbol = '{topic}' ORDER BY seq")
+    };
     for (run_number, topic) in ["AAPL", "MSFT", "AAPL", "MSFT", "NONE", "AAPL"]
         .into_iter()
         .enumerate()
     {
-        let query = find.execute(vec![ScalarValue::from(topic)]).await.unwrap();
-        assert_eq!(query.from_cache(), run_number >= 2, "run {run_number}");
-        let got = query.collect().await.unwrap();
-        let sql = format!("SELECT symbol, seq FROM m.ticks WHERE symbol = '{topic}' ORDER BY seq");
-        let planned = run(&alice, &sql).await;
-        assert_eq!(
-            column_values(&got, "seq"),
-            column_values(&planned, "seq"),
-            "{topic}"
-        );
-        let symbols = column_values(&got, "symbol");
-        assert!(symbols.iter().all(|s| s == topic), "{topic}: {symbols:?}");
-        assert_eq!(symbols.is_empty(), topic == "NONE", "{topic}");
+        for query in [
+            find.execute(vec![ScalarValue::from(topic)]).await.unwrap(),
+            // The same as text: its literal is taken out as a parameter.
+            alice.sql(&text(topic)).await.unwrap(),
+        ] {
+            assert_eq!(query.from_cache(), run_number >= 2, "run {run_number}");
+            let plan = query.plan().expect("a plan").clone();
+            let shown = datafusion::physical_plan::displayable(plan.as_ref())
+                .indent(true)
+                .to_string();
+            assert!(shown.contains(&format!("topics=[{topic}]")), "{shown}");
+            let got = query.collect().await.unwrap();
+            // A cast keeps the literal in the text: planned for its value.
+            let sql = format!(
+                "SELECT symbol, seq FROM m.ticks WHERE symbol = CAST('{topic}' AS TEXT) ORDER BY seq"
+            );
+            let planned = run(&alice, &sql).await;
+            assert_eq!(
+                column_values(&got, "seq"),
+                column_values(&planned, "seq"),
+                "{topic}"
+            );
+            let symbols = column_values(&got, "symbol");
+            assert!(symbols.iter().all(|s| s == topic), "{topic}: {symbols:?}");
+            assert_eq!(symbols.is_empty(), topic == "NONE", "{topic}");
+        }
     }
 }
 
