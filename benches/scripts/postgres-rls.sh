@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL for the `postgres_rls` and `durable_insert` benchmarks,
+# A throwaway PostgreSQL for the `postgres_rls`, `durable_insert` and `write_mix` benchmarks,
 # on 127.0.0.1 only, with PostgreSQL's defaults (fsync, synchronous_commit = on).
 #
 #   postgres-rls.sh start USERS [PORT]   install if needed, start, load USERS x 100 rows
@@ -52,6 +52,18 @@ ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_notes ON notes USING (user_id = current_setting('app.uid'))
   WITH CHECK (user_id = current_setting('app.uid'));
 GRANT SELECT, INSERT ON notes TO tenant;
+-- For write_mix: changes by key, each client on its own rows.
+CREATE TABLE kv (
+  user_id text NOT NULL DEFAULT current_setting('app.uid'),
+  id bigint NOT NULL,
+  v bigint,
+  body text,
+  PRIMARY KEY (user_id, id)
+);
+ALTER TABLE kv ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_kv ON kv USING (user_id = current_setting('app.uid'))
+  WITH CHECK (user_id = current_setting('app.uid'));
+GRANT SELECT, INSERT, UPDATE, DELETE ON kv TO tenant;
 SQL
     echo "$dir"
     ;;

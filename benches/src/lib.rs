@@ -10,6 +10,7 @@ mod postgres;
 mod scan_scaling;
 mod storage;
 mod streams;
+mod write_mix;
 
 pub use charts::{Curve, draw_charts};
 pub use concurrency::{concurrent_users, noisy_neighbour};
@@ -21,6 +22,7 @@ pub use storage::{
     durable_insert, many_durable_tables, parquet_scan_200k, point_lookup, storage_scan_scaling,
 };
 pub use streams::{idle_subscriptions, live_query_latency, stream_ingest};
+pub use write_mix::write_mix;
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -606,6 +608,10 @@ mod tests {
         let lookup = point_lookup(Size::SMOKE).await;
         assert_eq!(lookup.len(), 2);
         rows.extend(lookup);
+        // Checks inside: every change by key changed exactly one row.
+        let mix = write_mix(Size::SMOKE, false).await.unwrap();
+        assert_eq!(mix.len(), 3);
+        rows.extend(mix);
         for r in &rows {
             assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");
         }

@@ -15,7 +15,7 @@ use tenantfusion_bench::{
     idle_subscriptions, json, live_failover, live_fanout, live_memory, live_query_latency,
     many_durable_tables, markdown, noisy_neighbour, parquet_scan_200k, plan_cache, point_lookup,
     postgres_installed, postgres_rls, provider_lookup, results_section, session_per_request,
-    storage_scan_scaling, stream_ingest, update_doc, user_scan_scaling,
+    storage_scan_scaling, stream_ingest, update_doc, user_scan_scaling, write_mix,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
@@ -76,6 +76,7 @@ const SCENARIOS: &[&str] = &[
     "storage_scan_scaling",
     "parquet_scan_200k",
     "point_lookup",
+    "write_mix",
 ];
 
 const USAGE: &str = "usage: tenantfusion-bench [--quick|--smoke] [--with-postgres] \
@@ -221,6 +222,16 @@ async fn main() -> ExitCode {
             Ok(found) => rows.extend(found),
             Err(err) => {
                 eprintln!("durable_insert: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if wants("write_mix") {
+        step("write_mix");
+        match write_mix(size, run_postgres).await {
+            Ok(found) => rows.extend(found),
+            Err(err) => {
+                eprintln!("write_mix: {err}");
                 return ExitCode::FAILURE;
             }
         }

@@ -36,14 +36,14 @@ fn values(first: usize, rows: usize) -> String {
 
 /// A directory for an engine, removed when dropped. In the workspace's
 /// target/ rather than /tmp: on a tmpfs fsync is free.
-fn bench_dir() -> tempfile::TempDir {
+pub(crate) fn bench_dir() -> tempfile::TempDir {
     let parent = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
     std::fs::create_dir_all(parent).expect("target dir");
     tempfile::tempdir_in(parent).expect("temp dir")
 }
 
 /// An engine configuration on `dir`.
-fn on_disk(dir: &tempfile::TempDir, durability: Durability) -> EngineConfig {
+pub(crate) fn on_disk(dir: &tempfile::TempDir, durability: Durability) -> EngineConfig {
     EngineConfig::default().with_storage(Storage::Directory {
         path: dir.path().to_path_buf(),
         durability,
