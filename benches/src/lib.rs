@@ -643,13 +643,13 @@ mod tests {
         let rows = plan_cache(Size::SMOKE).await;
         assert_eq!(
             rows.len(),
-            5,
-            "two queries, round robin off, prepared twice"
+            6,
+            "two queries, round robin off, prepared twice, text with new values"
         );
         for r in &rows {
             assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");
         }
-        assert!(rows[0].curve.is_some() && rows[4].curve.is_none());
+        assert!(rows[0].curve.is_some() && rows[5].curve.is_none());
     }
 
     #[test]

@@ -114,5 +114,24 @@ pub async fn plan_cache(size: Size) -> Vec<Measurement> {
         ours,
         base,
     ));
+    // The same as SQL text with the value written in: taken out as a
+    // parameter (`EngineConfig::auto_parameters`), it runs from one
+    // generic plan too.
+    let mut text_value = 0i64;
+    let text = latency(size, || {
+        text_value += 1;
+        let sql = PREPARED.replace("$1", &text_value.to_string());
+        let cached = &cached;
+        async move {
+            run_ours(cached, &sql).await;
+        }
+    })
+    .await;
+    out.push(Measurement::latency(
+        "plan_cache",
+        format!("SQL text, new value each run, {users} users, vs one SQL text from the cache"),
+        text,
+        base,
+    ));
     out
 }
