@@ -16,7 +16,6 @@
 //! values used once do not push out plans that are reused.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, ParamValues, ScalarValue};
@@ -102,10 +101,6 @@ pub(crate) struct Prepared {
     mutates: bool,
     insert_into: Option<String>,
     planned: RwLock<Planned>,
-    /// Set once the query's generic plan turned out to hold a parameter
-    /// where no value can be put (or not to be reusable): it is planned per
-    /// value from then on.
-    per_value: AtomicBool,
 }
 
 /// A logical plan with placeholders and the providers it was made against.
@@ -159,7 +154,6 @@ impl TenantSession {
             mutates,
             insert_into,
             planned: RwLock::new(Planned { tables, logical }),
-            per_value: AtomicBool::new(false),
         };
         Ok((name, Arc::new(prepared)))
     }
@@ -233,7 +227,6 @@ impl TenantSession {
         let keep = cache.enabled() && plan_may_be_kept(&tables);
         if keep
             && (prepared.is_query || prepared.mutates)
-            && !prepared.per_value.load(Ordering::Relaxed)
             && let Some(query) = self.run_generic(prepared, &tables, &params).await?
         {
             return Ok(query);
@@ -290,6 +283,9 @@ impl TenantSession {
             // shown in the result gives it its type.
             text: format!("{}\u{0}generic{:?}", prepared.text, prepared.types),
         };
+        if cache.is_per_value(&key) {
+            return Ok(None);
+        }
         // The values were cast to the parameters' types: they bind exactly.
         let bound = |plan| match generic_plan::bind(plan, params) {
             Ok(Some(plan)) => Ok(plan),
@@ -316,7 +312,7 @@ impl TenantSession {
                 Ok(Some(self.run_bound(bound(plan)?, false)?))
             }
             None => {
-                prepared.per_value.store(true, Ordering::Relaxed);
+                cache.mark_per_value(&slot.key);
                 Ok(None)
             }
         }
