@@ -14,6 +14,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::ExecutionPlan;
@@ -114,8 +115,9 @@ struct Lru {
     /// that are reused (see [`PlanCache::admit`]).
     seen_once: HashSet<u64>,
     /// Statement texts exactly as sent (with the settings) -> the key they
-    /// normalise to: a statement sent again verbatim is not parsed again.
-    verbatim: HashMap<PlanKey, PlanKey>,
+    /// normalise to (and the values taken out of them, for a generic plan):
+    /// a statement sent again verbatim is not parsed again.
+    verbatim: HashMap<PlanKey, (PlanKey, Option<Values>)>,
     /// Hashes of the keys of generic plans that cannot be made (a parameter
     /// where no value can be put), so that a statement is not planned
     /// generically again on each run only to find that out; bounded like
@@ -143,12 +145,14 @@ impl Lru {
         }
     }
 
-    /// Remembers that `text` normalises to `key`; bounded like `seen_once`.
-    fn alias(&mut self, text: PlanKey, key: &PlanKey, max_entries: usize) {
+    /// Remembers that `verbatim` normalises to `key`; bounded like
+    /// `seen_once`.
+    fn alias(&mut self, verbatim: Verbatim, key: &PlanKey, max_entries: usize) {
         if self.verbatim.len() >= 4 * max_entries {
             self.verbatim.clear();
         }
-        self.verbatim.insert(text, key.clone());
+        self.verbatim
+            .insert(verbatim.text, (key.clone(), verbatim.values));
     }
 
     fn remove(&mut self, key: &PlanKey) -> Option<Entry> {
@@ -185,14 +189,29 @@ pub(crate) enum Lookup {
     NotYet,
 }
 
+/// Values a generic plan is run with, `$1`'s first.
+pub(crate) type Values = Arc<[ScalarValue]>;
+
+/// A query's text exactly as sent (with the settings), remembered beside
+/// the key its plan is kept under, so that the same text sent again is not
+/// parsed again ([`PlanCache::get_verbatim`]). Only queries: a hit on it
+/// checks read access alone.
+#[derive(Debug, Clone)]
+pub(crate) struct Verbatim {
+    pub text: PlanKey,
+    /// For a text run from a generic plan: the values taken out of it, which
+    /// each run binds.
+    pub values: Option<Values>,
+}
+
 /// Where a newly made plan goes in the plan cache, and what it was made
 /// against.
 #[derive(Debug)]
 pub(crate) struct CacheSlot {
     pub key: PlanKey,
     pub tables: Tables,
-    /// The statement's text as sent, remembered for [`PlanCache::get_verbatim`].
-    pub verbatim: Option<PlanKey>,
+    /// The query's text as sent, remembered for [`PlanCache::get_verbatim`].
+    pub verbatim: Option<Verbatim>,
 }
 
 impl PlanCache {
@@ -222,7 +241,7 @@ impl PlanCache {
         &self,
         key: &PlanKey,
         tables: &[Arc<dyn BaseTableProvider>],
-        verbatim: Option<PlanKey>,
+        verbatim: Option<Verbatim>,
     ) -> Option<Arc<dyn ExecutionPlan>> {
         if !self.enabled() {
             return None;
@@ -250,15 +269,19 @@ impl PlanCache {
         Some(plan)
     }
 
-    /// The plan kept for a statement sent before with exactly this text and
-    /// these settings, and the providers it was made against. The caller
-    /// checks those providers are still current and readable, then calls
+    /// The plan kept for a query sent before with exactly this text and
+    /// these settings, the providers it was made against, and the values
+    /// to bind if it is a generic plan. The caller checks those providers
+    /// are still current and readable, then calls
     /// [`record_hit`](Self::record_hit); otherwise it takes the full path.
-    pub(crate) fn get_verbatim(&self, text: &PlanKey) -> Option<(Arc<dyn ExecutionPlan>, Tables)> {
+    pub(crate) fn get_verbatim(
+        &self,
+        text: &PlanKey,
+    ) -> Option<(Arc<dyn ExecutionPlan>, Tables, Option<Values>)> {
         let mut lru = self.lru.lock();
-        let key = lru.verbatim.get(text)?.clone();
+        let (key, values) = lru.verbatim.get(text)?.clone();
         let entry = lru.entries.get(&key)?;
-        let found = (Arc::clone(&entry.plan), entry.tables.clone());
+        let found = (Arc::clone(&entry.plan), entry.tables.clone(), values);
         lru.touch(&key);
         Some(found)
     }
@@ -297,14 +320,19 @@ impl PlanCache {
     /// The plan kept for `key` against `tables` (see [`get`](Self::get)),
     /// or else the slot to keep one in if the cache [admits](Self::admit)
     /// it now.
-    pub(crate) fn get_or_admit(&self, key: PlanKey, tables: &Tables) -> Lookup {
-        if let Some(plan) = self.get(&key, tables, None) {
+    pub(crate) fn get_or_admit(
+        &self,
+        key: PlanKey,
+        tables: &Tables,
+        verbatim: Option<Verbatim>,
+    ) -> Lookup {
+        if let Some(plan) = self.get(&key, tables, verbatim.clone()) {
             return Lookup::Kept(plan);
         }
         let slot = CacheSlot {
             key,
             tables: tables.clone(),
-            verbatim: None,
+            verbatim,
         };
         match self.admit(&slot) {
             true => Lookup::Admitted(slot),

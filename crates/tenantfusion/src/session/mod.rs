@@ -40,9 +40,10 @@ use tenantfusion_tables::PlannedFor;
 use crate::catalog::{is_reserved_namespace, resolve_table_name};
 use crate::engine_state::EngineState;
 use crate::external_table::ExternalTable;
+use crate::generic_plan;
 use crate::information_schema::InformationSchema;
 use crate::limits::StatementMemoryPool;
-use crate::plan_cache::{CacheSlot, PlanKey, Tables, is_deterministic, is_reusable};
+use crate::plan_cache::{CacheSlot, PlanKey, Tables, Verbatim, is_deterministic, is_reusable};
 use crate::query::Query;
 use crate::statement::{CreateTable, TenantStatement, parse_in};
 use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
@@ -296,7 +297,13 @@ impl TenantSession {
             return Ok(query);
         }
         self.open_external(&tables).await?;
-        if let Some(query) = self.run_parameterised(&statement, &tables).await? {
+        // Only a query's text is remembered verbatim: a hit on it checks
+        // read access alone.
+        let verbatim = verbatim.filter(|_| is_query(&statement));
+        if let Some(query) = self
+            .run_parameterised(&statement, &tables, verbatim.clone())
+            .await?
+        {
             return Ok(query);
         }
         let cache = &self.engine.plans;
@@ -305,6 +312,7 @@ impl TenantSession {
             settings: self.settings_key(),
             text: statement.to_string(),
         });
+        let verbatim = verbatim.map(|text| Verbatim { text, values: None });
         if let Some(key) = &key
             && let Some(plan) = cache.get(key, &tables, verbatim.clone())
         {
@@ -363,18 +371,26 @@ impl TenantSession {
         if !cache.enabled() {
             return Ok(None);
         }
-        let Some((plan, tables)) = cache.get_verbatim(verbatim) else {
+        let Some((plan, tables, values)) = cache.get_verbatim(verbatim) else {
             return Ok(None);
         };
         for table in &tables {
             if !self.engine.cache.is_current(table) {
                 return Ok(None);
             }
-            // Cached statements are queries: every table is only read.
+            // Only queries are remembered verbatim: every table is only read.
             table.authorize(&self.user, Access::Select)?;
         }
+        let plan = match values {
+            None => reset_plan_states(plan)?,
+            Some(values) => match generic_plan::bind(plan, &values) {
+                Ok(Some(bound)) => bound,
+                Ok(None) => return Ok(None),
+                Err(err) => return Err(planning_error(None, err)),
+            },
+        };
         cache.record_hit();
-        self.run_cached(plan).map(Some)
+        self.run_bound(plan, true).map(Some)
     }
 
     /// A fresh copy of a cached plan, ready to run as this session's user.

@@ -34,7 +34,8 @@ use super::{TenantSession, plan_may_be_kept, planning_error};
 use crate::auto_parameters::parameterise;
 use crate::generic_plan;
 use crate::plan_cache::{
-    CacheSlot, Lookup, PlanKey, Tables, is_deterministic, is_reusable, same_providers,
+    CacheSlot, Lookup, PlanKey, Tables, Values, Verbatim, is_deterministic, is_reusable,
+    same_providers,
 };
 use crate::query::Query;
 use crate::statement::TenantStatement;
@@ -294,7 +295,7 @@ impl TenantSession {
             )),
             Err(err) => Err(planning_error(None, err)),
         };
-        let slot = match cache.get_or_admit(key, tables) {
+        let slot = match cache.get_or_admit(key, tables, None) {
             Lookup::Kept(plan) => return Ok(Some(self.run_bound(bound(plan)?, true)?)),
             Lookup::Admitted(slot) => slot,
             Lookup::NotYet => return Ok(None),
@@ -354,6 +355,7 @@ impl TenantSession {
         &self,
         statement: &DFStatement,
         tables: &Tables,
+        verbatim: Option<PlanKey>,
     ) -> Result<Option<Query>> {
         let cache = &self.engine.plans;
         if !self.engine.config.auto_parameters || !cache.enabled() || !plan_may_be_kept(tables) {
@@ -371,10 +373,15 @@ impl TenantSession {
         if cache.is_per_value(&key) {
             return Ok(None);
         }
-        let bind = |plan| {
-            generic_plan::bind(plan, &rewritten.values).map_err(|err| planning_error(None, err))
-        };
-        let slot = match cache.get_or_admit(key, tables) {
+        let values: Values = rewritten.values.into();
+        let bind =
+            |plan| generic_plan::bind(plan, &values).map_err(|err| planning_error(None, err));
+        // The text sent again is bound to the same values without parsing.
+        let verbatim = verbatim.map(|text| Verbatim {
+            text,
+            values: Some(Arc::clone(&values)),
+        });
+        let slot = match cache.get_or_admit(key, tables, verbatim) {
             Lookup::Kept(plan) => {
                 return bind(plan)?
                     .map(|plan| self.run_bound(plan, true))

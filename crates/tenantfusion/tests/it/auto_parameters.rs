@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tenantfusion::{Durability, Engine, EngineConfig, Query, Storage, TenantSession};
 
-use crate::common::{admin, engine, engine_on, lines, rows, run, user};
+use crate::common::{admin, engine, engine_on, error_code, lines, rows, run, user};
 use crate::generic_plans::notes;
 
 /// Runs `sql`: whether its plan came from the cache, and its rows.
@@ -82,6 +82,52 @@ async fn each_run_shows_its_own_values_only() {
         .await
         .join("\n");
     assert!(explained.contains(">= 11"), "{explained}");
+}
+
+#[tokio::test]
+async fn a_text_sent_again_verbatim_binds_its_own_values_and_only_reads() {
+    let engine = engine().await;
+    notes(&engine).await;
+    let admin = admin(&engine);
+    let alice = user(&engine, "alice");
+    let bob = user(&engine, "bob");
+    // The same texts again and again, by two users, interleaved: each
+    // text is found without parsing once its generic plan is kept.
+    for round in 0..4 {
+        for id in [3i64, 7, 103] {
+            let sql = format!("SELECT id, body FROM app.notes WHERE id = {id}");
+            for (session, owner) in [(&alice, id < 100), (&bob, id > 100)] {
+                let (from_cache, found) = ran(session, &sql).await;
+                assert!(from_cache || round == 0, "round {round}: {sql}");
+                let expected = match owner {
+                    true => vec![format!("{id} b{id}")],
+                    false => vec![],
+                };
+                assert_eq!(found, expected, "round {round}: {sql}");
+            }
+        }
+    }
+    // A change's text is never found that way: a kept UPDATE plan of the
+    // administrator's is no way for alice, who may only read, to write.
+    run(
+        &admin,
+        "CREATE SHARED TABLE app.ledger (k TEXT, v INT) WITH (ACCESS_LEVEL = 'restricted')",
+    )
+    .await;
+    run(&admin, "INSERT INTO app.ledger VALUES ('a', 1)").await;
+    run(&admin, "GRANT SELECT ON app.ledger TO 'alice'").await;
+    let update = "UPDATE app.ledger SET v = 5 WHERE k = 'a'";
+    for _ in 0..3 {
+        run(&admin, update).await;
+    }
+    for _ in 0..2 {
+        assert_eq!(error_code(&alice, update).await, "PERMISSION_DENIED");
+    }
+    run(&admin, "UPDATE app.ledger SET v = 1 WHERE k = 'a'").await;
+    assert_eq!(
+        rows(&alice, "SELECT v FROM app.ledger WHERE k = 'a'").await,
+        ["1"]
+    );
 }
 
 #[tokio::test]
