@@ -7,8 +7,25 @@ use tenantfusion::{EngineConfig, PlanCacheConfig, Role, UserContext};
 use crate::scan_scaling::{CACHED, PLANNED, QUERIES, latency, loaded_engine};
 use crate::{Measurement, Size, run_ours};
 
-/// A query with a parameter, for the prepared-statement rows.
-const PREPARED: &str = "SELECT id, payload FROM t WHERE id >= $1 ORDER BY id DESC LIMIT 10";
+/// A query with parameters, for the prepared-statement rows: every run
+/// finds ten of the user's 100 rows whatever its values (see [`values`]).
+const PREPARED: &str =
+    "SELECT id, payload FROM t WHERE id >= $1 AND id < $2 ORDER BY id DESC LIMIT 10";
+
+/// The values of run `n`: a lower bound among the user's ids and an upper
+/// bound past them that no run repeats, so each run's text is new (never a
+/// text sent before) and each run does the same work.
+fn values(n: i64) -> [i64; 2] {
+    [n % 50, 1_000 + n]
+}
+
+/// [`PREPARED`] with run `n`'s values written in.
+fn text(n: i64) -> String {
+    let [low, high] = values(n);
+    PREPARED
+        .replace("$1", &low.to_string())
+        .replace("$2", &high.to_string())
+}
 
 /// Runs the scenario; returns its rows.
 pub async fn plan_cache(size: Size) -> Vec<Measurement> {
@@ -65,16 +82,13 @@ pub async fn plan_cache(size: Size) -> Vec<Measurement> {
         ours,
         base,
     ));
-    // A prepared statement with a new value each run: its generic plan is
-    // kept and each run's copy given the value, so nothing is planned.
+    // A prepared statement with new values each run: its generic plan is
+    // kept and each run's copy given the values, so nothing is planned.
     let prepared = cached.prepare(PREPARED).await.expect("prepare");
-    let mut value = 0i64;
-    let mut new_value = || {
-        value += 1;
-        vec![ScalarValue::Int64(Some(value))]
-    };
+    let mut n = 0i64;
     let ours = latency(size, || {
-        let params = new_value();
+        n += 1;
+        let params = values(n).map(ScalarValue::from).to_vec();
         let prepared = &prepared;
         async move {
             prepared
@@ -87,11 +101,10 @@ pub async fn plan_cache(size: Size) -> Vec<Measurement> {
         }
     })
     .await;
-    let mut text_value = 0i64;
+    let mut n = 0i64;
     let base = latency(size, || {
-        text_value += 1;
-        let sql = PREPARED.replace("$1", &text_value.to_string());
-        let planned = &planned;
+        n += 1;
+        let (planned, sql) = (&planned, text(n));
         async move {
             run_ours(planned, &sql).await;
         }
@@ -99,29 +112,29 @@ pub async fn plan_cache(size: Size) -> Vec<Measurement> {
     .await;
     out.push(Measurement::latency(
         "plan_cache",
-        format!("prepared, new value each run, {users} users, vs SQL text planned every time"),
+        format!("prepared, new values each run, {users} users, vs SQL text planned every time"),
         ours,
         base,
     ));
-    let hit = PREPARED.replace("$1", "1");
+    // The same text every run: found without parsing (verbatim).
+    let hit = text(1);
     let base = latency(size, || async {
         run_ours(&cached, &hit).await;
     })
     .await;
     out.push(Measurement::latency(
         "plan_cache",
-        format!("prepared, new value each run, {users} users, vs one SQL text from the cache"),
+        format!("prepared, new values each run, {users} users, vs one SQL text from the cache"),
         ours,
         base,
     ));
-    // The same as SQL text with the value written in: taken out as a
-    // parameter (`EngineConfig::auto_parameters`), it runs from one
-    // generic plan too.
-    let mut text_value = 0i64;
-    let text = latency(size, || {
-        text_value += 1;
-        let sql = PREPARED.replace("$1", &text_value.to_string());
-        let cached = &cached;
+    // SQL text with new values written in each run: taken out as
+    // parameters (`EngineConfig::auto_parameters`), it runs from one
+    // generic plan too, after parsing.
+    let mut n = 0i64;
+    let texts = latency(size, || {
+        n += 1;
+        let (cached, sql) = (&cached, text(n));
         async move {
             run_ours(cached, &sql).await;
         }
@@ -129,8 +142,8 @@ pub async fn plan_cache(size: Size) -> Vec<Measurement> {
     .await;
     out.push(Measurement::latency(
         "plan_cache",
-        format!("SQL text, new value each run, {users} users, vs one SQL text from the cache"),
-        text,
+        format!("SQL text, new values each run, {users} users, vs one SQL text from the cache"),
+        texts,
         base,
     ));
     out
