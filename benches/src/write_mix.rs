@@ -72,7 +72,12 @@ pub async fn write_mix(size: Size, postgres: bool) -> Result<Vec<Measurement>, S
     let rows = size.segment_rows.max(100);
     let (_dir, alice) = keyed_table(rows, true).await;
     let (_off_dir, alice_off) = keyed_table(rows, false).await;
+    // Run n changes row `key(n)`: rows spread over the segment, none
+    // changed twice by one timed loop. Each loop starts at its own n (the
+    // other engine's at the same), so no loop finds a row another loop
+    // changed already (which would be in memory, no longer in the segment).
     let key = |n: i64| (n * 7919) % rows as i64;
+    let stride = rows as i64 / 3;
     let update = alice
         .prepare("UPDATE kv SET v = $1 WHERE id = $2")
         .await
@@ -94,7 +99,7 @@ pub async fn write_mix(size: Size, postgres: bool) -> Result<Vec<Measurement>, S
             assert_eq!(changed(&run_ours(&session, &sql).await), 1, "{sql}");
         }
     };
-    let mut n = 0i64;
+    let mut n = stride;
     let auto = latency(size, || {
         n += 1;
         text(&alice, n)
