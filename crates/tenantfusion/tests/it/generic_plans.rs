@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::physical_plan::displayable;
 use tenantfusion::{Engine, TenantSession};
@@ -341,10 +342,7 @@ async fn updates_and_deletes_by_key_plan_once_and_touch_the_callers_rows_only() 
     let types = user(&first, "alice").prepare(update).await.unwrap();
     assert_eq!(
         types.parameter_types(),
-        [
-            datafusion::arrow::datatypes::DataType::Utf8View,
-            datafusion::arrow::datatypes::DataType::Int64
-        ]
+        [DataType::Utf8View, DataType::Int64]
     );
     for form in Form::BOTH {
         let engine = engine().await;
@@ -555,4 +553,29 @@ async fn a_revoked_privilege_stops_a_change_from_its_kept_plan() {
             ["a 31", "b 2"]
         );
     }
+}
+
+#[tokio::test]
+async fn one_text_prepared_with_other_declared_types_keeps_a_plan_per_types() {
+    let engine = engine().await;
+    notes(&engine).await;
+    let alice = user(&engine, "alice");
+    let text = "SELECT $1 AS v FROM app.notes WHERE id = $2";
+    run(&alice, &format!("PREPARE narrow(INT, BIGINT) AS {text}")).await;
+    run(&alice, &format!("PREPARE wide(BIGINT, BIGINT) AS {text}")).await;
+    for round in 0..3 {
+        for (name, expected) in [("narrow", DataType::Int32), ("wide", DataType::Int64)] {
+            let query = alice.sql(&format!("EXECUTE {name}(7, 3)")).await.unwrap();
+            assert_eq!(query.from_cache(), round == 2, "{name} round {round}");
+            let batches = query.collect().await.unwrap();
+            assert_eq!(
+                batches[0].schema().field(0).data_type(),
+                &expected,
+                "{name}"
+            );
+            assert_eq!(lines(&batches), ["7"], "{name}");
+        }
+    }
+    // A plan per declared types, not one for the text.
+    assert_eq!(engine.plan_cache_stats().entries, 2);
 }
