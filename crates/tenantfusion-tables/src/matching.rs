@@ -7,22 +7,44 @@
 //! taking one stored copy: rows with equal values cannot be told apart, so
 //! which copy goes makes no difference to any query.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use datafusion::arrow::array::{BooleanArray, UInt32Array};
 use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{Row, RowConverter, SortField};
+use datafusion::common::hash_utils::{RandomState as ValueHashState, create_hashes};
 use datafusion::error::{DataFusionError, Result};
+use foldhash::fast::RandomState;
 
 /// Rows wanted by value, each to be found once.
+///
+/// Encoding a stored row to look it up costs more than the lookup; most
+/// stored rows are not wanted (an UPDATE by key wants one row of a
+/// segment's thousands). So the wanted rows' values are also hashed column
+/// by column, as DataFusion's hash joins hash them, and only the stored
+/// rows whose hash is among theirs are encoded and looked up.
 #[derive(Debug)]
 pub struct RowMatcher {
     converter: RowConverter,
     /// Encoded row -> indices (into the wanted rows) not found yet.
-    wanted: HashMap<Box<[u8]>, Vec<u32>>,
+    wanted: HashMap<Box<[u8]>, Vec<u32>, RandomState>,
+    /// The hashes of the wanted rows' values ([`value_hashes`]); `None`
+    /// when a column's type cannot be hashed so (every row is encoded).
+    hashes: Option<HashSet<u64, RandomState>>,
     found: Vec<u32>,
     left: usize,
+}
+
+/// Equal values hash alike in every batch: one fixed state.
+const VALUE_HASHES: ValueHashState = ValueHashState::with_seed(0);
+
+/// Each row's hash of its values, as DataFusion's hash joins make it;
+/// `None` for a column type it does not hash.
+fn value_hashes(batch: &RecordBatch) -> Option<Vec<u64>> {
+    let mut hashes = vec![0; batch.num_rows()];
+    create_hashes(batch.columns(), &VALUE_HASHES, &mut hashes).ok()?;
+    Some(hashes)
 }
 
 impl RowMatcher {
@@ -45,9 +67,17 @@ impl RowMatcher {
                 "UPDATE and DELETE are not supported on tables with these column types: {e}"
             ))
         })?;
+        let mut hashes = Some(HashSet::default());
+        for batch in wanted {
+            hashes = hashes.zip(value_hashes(batch)).map(|(mut all, these)| {
+                all.extend(these);
+                all
+            });
+        }
         let mut matcher = Self {
             converter,
-            wanted: HashMap::new(),
+            wanted: HashMap::default(),
+            hashes,
             found: Vec::new(),
             left: 0,
         };
@@ -77,22 +107,42 @@ impl RowMatcher {
         if self.left == 0 || batch.num_rows() == 0 {
             return Ok(BooleanArray::from(vec![true; batch.num_rows()]));
         }
-        let rows = self.converter.convert_columns(batch.columns())?;
-        let keep: Vec<bool> = rows
-            .iter()
-            .map(|row| match self.wanted.get_mut(row.as_ref()) {
-                Some(indices) => match indices.pop() {
-                    Some(index) => {
-                        self.found.push(index);
-                        self.left -= 1;
-                        false
+        let mut keep = vec![true; batch.num_rows()];
+        let candidates = self.hashes.as_ref().and_then(|wanted| {
+            let hashes = value_hashes(batch)?;
+            let at = (0u32..).zip(hashes).filter(|(_, h)| wanted.contains(h));
+            Some(at.map(|(i, _)| i).collect::<Vec<u32>>())
+        });
+        match candidates {
+            Some(candidates) if candidates.is_empty() => {}
+            Some(candidates) => {
+                let rows = self
+                    .converter
+                    .convert_columns(rows_at(batch, &candidates)?.columns())?;
+                for (row, at) in rows.iter().zip(candidates) {
+                    if self.take(row) {
+                        keep[at as usize] = false;
                     }
-                    None => true,
-                },
-                None => true,
-            })
-            .collect();
+                }
+            }
+            None => {
+                let rows = self.converter.convert_columns(batch.columns())?;
+                for (row, keep) in rows.iter().zip(&mut keep) {
+                    *keep = !self.take(row);
+                }
+            }
+        }
         Ok(BooleanArray::from(keep))
+    }
+
+    /// Takes one wanted copy of `row`, if one is left.
+    fn take(&mut self, row: Row<'_>) -> bool {
+        let Some(index) = self.wanted.get_mut(row.as_ref()).and_then(Vec::pop) else {
+            return false;
+        };
+        self.found.push(index);
+        self.left -= 1;
+        true
     }
 
     /// `batches` without the wanted rows found in them; whether any were.
@@ -186,5 +236,43 @@ mod tests {
         assert_eq!(keep, BooleanArray::from(vec![false]));
         assert!(matcher.is_done());
         assert_eq!(rows_at(&wanted, &[3]).unwrap(), batch(&[(9, Some("z"))]));
+    }
+
+    #[test]
+    fn hashing_values_first_finds_what_encoding_every_row_finds() {
+        use datafusion::arrow::array::{Array, Float64Array};
+        let floats = |values: &[Option<f64>]| {
+            let schema = Arc::new(Schema::new(vec![Field::new("f", DataType::Float64, true)]));
+            let column: Arc<dyn Array> = Arc::new(Float64Array::from(values.to_vec()));
+            RecordBatch::try_new(schema, vec![column]).unwrap()
+        };
+        // -0.0 and 0.0, NaN, NULL: equal to themselves only, both ways.
+        let stored = floats(&[Some(0.0), Some(-0.0), Some(f64::NAN), None, Some(1.5), None]);
+        let wanted = floats(&[Some(-0.0), Some(f64::NAN), None, Some(2.5)]);
+        let mut hashed = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
+        assert!(hashed.hashes.is_some());
+        let mut encoded = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
+        encoded.hashes = None;
+        let keep = hashed.take_from(&stored).unwrap();
+        assert_eq!(keep, encoded.take_from(&stored).unwrap());
+        assert_eq!(
+            keep,
+            BooleanArray::from(vec![true, false, false, false, true, true])
+        );
+        assert_eq!(hashed.found(), encoded.found());
+        assert_eq!(hashed.missing(), [3]);
+        // Rows of two columns, a NULL among them, many stored rows.
+        let many: Vec<(i64, Option<&str>)> = (0..1000)
+            .map(|i| (i % 10, if i % 3 == 0 { None } else { Some("a") }))
+            .collect();
+        let stored = batch(&many);
+        let wanted = batch(&[(3, None), (3, None), (4, Some("a")), (11, Some("a"))]);
+        let mut hashed = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
+        let mut encoded = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
+        encoded.hashes = None;
+        let keep = hashed.take_from(&stored).unwrap();
+        assert_eq!(keep, encoded.take_from(&stored).unwrap());
+        assert_eq!(keep.false_count(), 3);
+        assert_eq!(hashed.missing(), [3]);
     }
 }
