@@ -12,10 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::physical_plan::displayable;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use tenantfusion::{Durability, Engine, EngineConfig, Query, Storage, TenantSession};
 
-use crate::common::{admin, engine, engine_on, error_code, lines, rows, run, user};
+use crate::common::{admin, check_cases, engine, engine_on, error_code, lines, rows, run, user};
 use crate::generic_plans::notes;
 
 /// Runs `sql`: whether its plan came from the cache, and its rows.
@@ -297,61 +296,54 @@ async fn engines(config: impl Fn() -> EngineConfig) -> (Engine, Engine) {
 /// how many statements ran from a kept plan on the engine with the
 /// rewrite.
 fn differential(config: impl Fn() -> EngineConfig + Clone, cases: u32) -> usize {
-    let handle = tokio::runtime::Handle::current();
     let reused = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let result = tokio::task::block_in_place(|| {
-        runner.run(&prop::collection::vec(statement(), 1..40), |statements| {
-            handle.block_on(async {
-                let (auto, off) = engines(config.clone()).await;
-                let sessions = [
-                    [user(&auto, "alice"), user(&off, "alice")],
-                    [user(&auto, "bob"), user(&off, "bob")],
-                ];
-                for (i, statement) in statements.iter().enumerate() {
-                    let sql = statement.sql();
-                    if let Statement::Flush = statement {
-                        // Refused alike in memory.
-                        let (flushed, _) = outcome(admin(&auto).sql(&sql).await).await;
-                        let (expected, _) = outcome(admin(&off).sql(&sql).await).await;
-                        prop_assert_eq!(flushed, expected);
-                        continue;
-                    }
-                    let [ours, theirs] = &sessions[i % 2];
-                    let (first, _) = outcome(ours.sql(&sql).await).await;
-                    let (expected, _) = outcome(theirs.sql(&sql).await).await;
-                    prop_assert_eq!(&first, &expected, "{}", sql);
-                    if !matches!(statement, Statement::Update(..) | Statement::Delete(..)) {
-                        // A query's text runs three times with the rewrite:
-                        // the second run of a shape keeps its generic plan,
-                        // the third runs from it. (A change runs once.)
-                        for run in ["second", "third"] {
-                            let (again, from_cache) = outcome(ours.sql(&sql).await).await;
-                            prop_assert_eq!(&again, &expected, "{} run: {}", run, sql);
-                            if from_cache {
-                                reused.fetch_add(1, Ordering::Relaxed);
-                            }
+    let workloads = prop::collection::vec(statement(), 1..40);
+    check_cases(cases, &workloads, |statements| {
+        let (config, reused) = (config.clone(), &reused);
+        async move {
+            let (auto, off) = engines(config).await;
+            let sessions = [
+                [user(&auto, "alice"), user(&off, "alice")],
+                [user(&auto, "bob"), user(&off, "bob")],
+            ];
+            for (i, statement) in statements.iter().enumerate() {
+                let sql = statement.sql();
+                if let Statement::Flush = statement {
+                    // Refused alike in memory.
+                    let (flushed, _) = outcome(admin(&auto).sql(&sql).await).await;
+                    let (expected, _) = outcome(admin(&off).sql(&sql).await).await;
+                    prop_assert_eq!(flushed, expected);
+                    continue;
+                }
+                let [ours, theirs] = &sessions[i % 2];
+                let (first, _) = outcome(ours.sql(&sql).await).await;
+                let (expected, _) = outcome(theirs.sql(&sql).await).await;
+                prop_assert_eq!(&first, &expected, "{}", sql);
+                if !matches!(statement, Statement::Update(..) | Statement::Delete(..)) {
+                    // A query's text runs three times with the rewrite:
+                    // the second run of a shape keeps its generic plan,
+                    // the third runs from it. (A change runs once.)
+                    for run in ["second", "third"] {
+                        let (again, from_cache) = outcome(ours.sql(&sql).await).await;
+                        prop_assert_eq!(&again, &expected, "{} run: {}", run, sql);
+                        if from_cache {
+                            reused.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    for [ours, theirs] in &sessions {
-                        let all = "SELECT * FROM app.t ORDER BY k";
-                        prop_assert_eq!(
-                            rows(ours, all).await,
-                            rows(theirs, all).await,
-                            "after {}",
-                            sql
-                        );
-                    }
                 }
-                Ok(())
-            })
-        })
+                for [ours, theirs] in &sessions {
+                    let all = "SELECT * FROM app.t ORDER BY k";
+                    prop_assert_eq!(
+                        rows(ours, all).await,
+                        rows(theirs, all).await,
+                        "after {}",
+                        sql
+                    );
+                }
+            }
+            Ok(())
+        }
     });
-    result.unwrap();
     reused.into_inner()
 }
 

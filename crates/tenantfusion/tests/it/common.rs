@@ -116,3 +116,24 @@ pub fn output_rows(plan: &Arc<dyn ExecutionPlan>) -> usize {
         .unwrap_or_default();
     own + plan.children().into_iter().map(output_rows).sum::<usize>()
 }
+
+/// Runs the async `test` on `cases` values drawn from `strategy`, from a
+/// multi-threaded tokio test (no failure file: CI's seed is fixed, and
+/// proptest prints the minimal failing value).
+pub fn check_cases<S, F, Fut>(cases: u32, strategy: &S, test: F)
+where
+    S: proptest::strategy::Strategy,
+    F: Fn(S::Value) -> Fut,
+    Fut: std::future::Future<Output = Result<(), proptest::test_runner::TestCaseError>>,
+{
+    use proptest::test_runner::{Config, TestRunner};
+    let handle = tokio::runtime::Handle::current();
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result =
+        tokio::task::block_in_place(|| runner.run(strategy, |value| handle.block_on(test(value))));
+    result.unwrap();
+}

@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::common::ScalarValue;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use tenantfusion::{Durability, Engine, EngineConfig, Query, Storage, TenantSession};
 
-use crate::common::{admin, count, engine, error_code, rows, run, user};
+use crate::common::{admin, check_cases, count, engine, error_code, rows, run, user};
 
 /// The table both engines write: one column of every type the engine
 /// stores, a NOT NULL primary key, two defaults.
@@ -256,17 +255,14 @@ async fn engines(config: impl Fn() -> EngineConfig, shared: bool) -> (Engine, En
 /// Runs random INSERTs by alice into both engines of `config` and
 /// compares outcomes and rows after each statement.
 fn differential(config: impl Fn() -> EngineConfig + Clone, shared: bool, cases: u32) {
-    let handle = tokio::runtime::Handle::current();
     let tally = Tally::default();
-    let mut runner = TestRunner::new(Config {
+    check_cases(
         cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let result = tokio::task::block_in_place(|| {
-        runner.run(&prop::collection::vec(insert(), 1..8), |statements| {
-            handle.block_on(async {
-                let (direct, planned) = engines(config.clone(), shared).await;
+        &prop::collection::vec(insert(), 1..8),
+        |statements| {
+            let (config, tally) = (config.clone(), &tally);
+            async move {
+                let (direct, planned) = engines(config, shared).await;
                 let (alice_direct, alice_planned) =
                     (user(&direct, "alice"), user(&planned, "alice"));
                 for statement in &statements {
@@ -288,10 +284,9 @@ fn differential(config: impl Fn() -> EngineConfig + Clone, shared: bool, cases: 
                     );
                 }
                 Ok(())
-            })
-        })
-    });
-    result.unwrap();
+            }
+        },
+    );
     // Most statements here are constants of the right width.
     tally.require_direct(2);
 }
@@ -475,40 +470,31 @@ fn param() -> impl Strategy<Value = ScalarValue> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_inserts_bound_to_new_values_match_planned_ones() {
-    let handle = tokio::runtime::Handle::current();
     let tally = Tally::default();
     let sql = "INSERT INTO app.d (k, i16, s, d, dec) VALUES ($1, $2, $3, $4, $5)";
-    let mut runner = TestRunner::new(Config {
-        cases: 32,
-        failure_persistence: None,
-        ..Config::default()
-    });
     let executions = prop::collection::vec(prop::collection::vec(param(), 5), 1..6);
-    let result = tokio::task::block_in_place(|| {
-        runner.run(&executions, |executions| {
-            handle.block_on(async {
-                let (direct, planned) = engines(EngineConfig::default, false).await;
-                let ours = user(&direct, "alice").prepare(sql).await.unwrap();
-                let theirs = user(&planned, "alice").prepare(sql).await.unwrap();
-                for params in &executions {
-                    let (ours_shown, took_direct) =
-                        outcome(ours.execute(params.clone()).await).await;
-                    let (theirs_shown, took_planned) =
-                        outcome(theirs.execute(params.clone()).await).await;
-                    prop_assert!(!took_planned);
-                    prop_assert_eq!(&ours_shown, &theirs_shown, "{:?}", params);
-                    tally.count(took_direct);
-                    let select = "SELECT * FROM app.d ORDER BY k";
-                    prop_assert_eq!(
-                        rows(&user(&direct, "alice"), select).await,
-                        rows(&user(&planned, "alice"), select).await
-                    );
-                }
-                Ok(())
-            })
-        })
+    check_cases(32, &executions, |executions| {
+        let tally = &tally;
+        async move {
+            let (direct, planned) = engines(EngineConfig::default, false).await;
+            let ours = user(&direct, "alice").prepare(sql).await.unwrap();
+            let theirs = user(&planned, "alice").prepare(sql).await.unwrap();
+            for params in &executions {
+                let (ours_shown, took_direct) = outcome(ours.execute(params.clone()).await).await;
+                let (theirs_shown, took_planned) =
+                    outcome(theirs.execute(params.clone()).await).await;
+                prop_assert!(!took_planned);
+                prop_assert_eq!(&ours_shown, &theirs_shown, "{:?}", params);
+                tally.count(took_direct);
+                let select = "SELECT * FROM app.d ORDER BY k";
+                prop_assert_eq!(
+                    rows(&user(&direct, "alice"), select).await,
+                    rows(&user(&planned, "alice"), select).await
+                );
+            }
+            Ok(())
+        }
     });
-    result.unwrap();
     tally.require_direct(3);
 }
 
