@@ -7,14 +7,16 @@
 //! that skip different segments, and changes by key run in both forms, text
 //! and prepared, in `generic_plans`, as do access checks on kept plans.)
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::physical_plan::displayable;
 use proptest::prelude::*;
-use tenantfusion::{Durability, Engine, EngineConfig, Query, Storage, TenantSession};
+use tenantfusion::{Engine, EngineConfig, Query, TenantSession};
 
-use crate::common::{admin, check_cases, engine, engine_on, error_code, lines, rows, run, user};
+use crate::common::{
+    admin, check_cases, engine, engine_on, error_code, fresh_durable_engines, lines, rows, run,
+    user,
+};
 use crate::generic_plans::notes;
 
 /// Runs `sql`: whether its plan came from the cache, and its rows.
@@ -358,18 +360,8 @@ async fn literals_as_parameters_match_texts_planned_on_their_own_in_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn literals_as_parameters_match_texts_planned_on_their_own_in_durable_tables() {
+    // Flushed segments are skipped by the bound values.
     let dir = tempfile::tempdir().unwrap();
-    let next = Arc::new(AtomicUsize::new(0));
-    let path = dir.path().to_path_buf();
-    let config = move || {
-        // A directory of its own per engine; flushed segments are pruned by
-        // the bound values.
-        let n = next.fetch_add(1, Ordering::Relaxed);
-        EngineConfig::default().with_storage(Storage::Directory {
-            path: path.join(n.to_string()),
-            durability: Durability::Buffered,
-        })
-    };
-    let reused = differential(config, 8);
+    let reused = differential(fresh_durable_engines(dir.path()), 8);
     assert!(reused > 30, "only {reused} statements ran from a kept plan");
 }

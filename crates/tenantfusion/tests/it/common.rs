@@ -137,3 +137,17 @@ where
         tokio::task::block_in_place(|| runner.run(strategy, |value| handle.block_on(test(value))));
     result.unwrap();
 }
+
+/// Configurations of durable engines (buffered log) under `dir`, each call
+/// a directory of its own: for tests that open a fresh engine per case.
+pub fn fresh_durable_engines(dir: &std::path::Path) -> impl Fn() -> EngineConfig + Clone {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let path = dir.to_path_buf();
+    move || {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        EngineConfig::default().with_storage(tenantfusion::Storage::Directory {
+            path: path.join(n.to_string()),
+            durability: tenantfusion::Durability::Buffered,
+        })
+    }
+}

@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::common::ScalarValue;
 use proptest::prelude::*;
-use tenantfusion::{Durability, Engine, EngineConfig, Query, Storage, TenantSession};
+use tenantfusion::{Engine, EngineConfig, Query, TenantSession};
 
-use crate::common::{admin, check_cases, count, engine, error_code, rows, run, user};
+use crate::common::{
+    admin, check_cases, count, engine, error_code, fresh_durable_engines, rows, run, user,
+};
 
 /// The table both engines write: one column of every type the engine
 /// stores, a NOT NULL primary key, two defaults.
@@ -304,16 +306,7 @@ async fn direct_inserts_match_planned_ones_in_a_shared_table_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_inserts_match_planned_ones_in_durable_tables() {
     let dir = tempfile::tempdir().unwrap();
-    let next = std::sync::Arc::new(AtomicUsize::new(0));
-    let path = dir.path().to_path_buf();
-    let config = move || {
-        // A directory of its own per engine.
-        let n = next.fetch_add(1, Ordering::Relaxed);
-        EngineConfig::default().with_storage(Storage::Directory {
-            path: path.join(n.to_string()),
-            durability: Durability::Buffered,
-        })
-    };
+    let config = fresh_durable_engines(dir.path());
     differential(config.clone(), false, 16);
     differential(config, true, 8);
 }
