@@ -97,7 +97,7 @@ pub(crate) fn exact_value(value: &ScalarValue, ty: &DataType) -> Option<ScalarVa
     let numeric = ty.is_integer() || ty.is_floating() || matches!(ty, DataType::Decimal128(..));
     let string =
         |t: &DataType| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
-    let exact = match from {
+    match from {
         // Integer casts fail on overflow (never wrap); a float or decimal
         // that does not hold the integer exactly reads back otherwise.
         DataType::Int64 if numeric => {
@@ -106,8 +106,7 @@ pub(crate) fn exact_value(value: &ScalarValue, ty: &DataType) -> Option<ScalarVa
         }
         ref s if string(s) && string(ty) => value.cast_to(ty).ok(),
         _ => None,
-    };
-    exact.filter(|v| !v.is_null())
+    }
 }
 
 /// Whether the statement holds a parameter (`$1`, `?`) already.

@@ -187,6 +187,9 @@ pub(crate) enum Lookup {
     Admitted(CacheSlot),
     /// None, and one made now is not to be kept (a first sighting).
     NotYet,
+    /// None can be made: the statement is planned per value (see
+    /// [`PlanCache::mark_per_value`]).
+    PerValue,
 }
 
 /// Values a generic plan is run with, `$1`'s first.
@@ -241,7 +244,7 @@ impl PlanCache {
         &self,
         key: &PlanKey,
         tables: &[Arc<dyn BaseTableProvider>],
-        verbatim: Option<Verbatim>,
+        verbatim: Option<&Verbatim>,
     ) -> Option<Arc<dyn ExecutionPlan>> {
         if !self.enabled() {
             return None;
@@ -262,7 +265,7 @@ impl PlanCache {
         let plan = Arc::clone(&entry.plan);
         lru.touch(key);
         if let Some(text) = verbatim {
-            lru.alias(text, key, self.config.max_entries);
+            lru.alias(text.clone(), key, self.config.max_entries);
         }
         drop(lru);
         self.hits.fetch_add(1, Ordering::Relaxed);
@@ -317,16 +320,21 @@ impl PlanCache {
         true
     }
 
-    /// The plan kept for `key` against `tables` (see [`get`](Self::get)),
-    /// or else the slot to keep one in if the cache [admits](Self::admit)
-    /// it now.
+    /// What a generic plan's `key` has against `tables`: the plan kept
+    /// (see [`get`](Self::get)), none that can be made (see
+    /// [`mark_per_value`](Self::mark_per_value)), or else the slot to keep
+    /// one in if the cache [admits](Self::admit) it now.
     pub(crate) fn get_or_admit(
         &self,
         key: PlanKey,
         tables: &Tables,
         verbatim: Option<Verbatim>,
     ) -> Lookup {
-        if let Some(plan) = self.get(&key, tables, verbatim.clone()) {
+        let per_value = self.hasher.hash_one(&key);
+        if self.lru.lock().per_value.contains(&per_value) {
+            return Lookup::PerValue;
+        }
+        if let Some(plan) = self.get(&key, tables, verbatim.as_ref()) {
             return Lookup::Kept(plan);
         }
         let slot = CacheSlot {
@@ -341,7 +349,8 @@ impl PlanCache {
     }
 
     /// Remembers that the generic plan of `key` cannot be made: the
-    /// statement is planned per value (see [`is_per_value`](Self::is_per_value)).
+    /// statement is planned per value, and [`get_or_admit`](Self::get_or_admit)
+    /// says so until a table is dropped.
     pub(crate) fn mark_per_value(&self, key: &PlanKey) {
         if !self.enabled() {
             return;
@@ -352,13 +361,6 @@ impl PlanCache {
             lru.per_value.clear();
         }
         lru.per_value.insert(hash);
-    }
-
-    /// Whether [`mark_per_value`](Self::mark_per_value) was called for `key`
-    /// (and not forgotten since).
-    pub(crate) fn is_per_value(&self, key: &PlanKey) -> bool {
-        let hash = self.hasher.hash_one(key);
-        self.lru.lock().per_value.contains(&hash)
     }
 
     /// Keeps `plan` for `key`, evicting the least recently used plans beyond

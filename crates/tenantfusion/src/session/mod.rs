@@ -314,7 +314,7 @@ impl TenantSession {
         });
         let verbatim = verbatim.map(|text| Verbatim { text, values: None });
         if let Some(key) = &key
-            && let Some(plan) = cache.get(key, &tables, verbatim.clone())
+            && let Some(plan) = cache.get(key, &tables, verbatim.as_ref())
         {
             return self.run_cached(plan);
         }

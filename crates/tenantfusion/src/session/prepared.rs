@@ -98,8 +98,6 @@ pub(crate) struct Prepared {
     text: String,
     types: Vec<DataType>,
     is_query: bool,
-    /// An UPDATE or DELETE.
-    mutates: bool,
     insert_into: Option<String>,
     planned: RwLock<Planned>,
 }
@@ -137,7 +135,6 @@ impl TenantSession {
             other => other,
         };
         let is_query = matches!(body, SqlStatement::Query(_));
-        let mutates = matches!(body, SqlStatement::Update(_) | SqlStatement::Delete(_));
         let insert_into = match body {
             SqlStatement::Insert(insert) => Some(insert.table.to_string()),
             SqlStatement::Query(_) | SqlStatement::Update(_) | SqlStatement::Delete(_) => None,
@@ -152,7 +149,6 @@ impl TenantSession {
             text,
             types,
             is_query,
-            mutates,
             insert_into,
             planned: RwLock::new(Planned { tables, logical }),
         };
@@ -226,8 +222,10 @@ impl TenantSession {
         }
         let cache = &self.engine.plans;
         let keep = cache.enabled() && plan_may_be_kept(&tables);
+        // Queries, UPDATE and DELETE run from a generic plan (an INSERT that
+        // is not written directly is planned per value).
         if keep
-            && (prepared.is_query || prepared.mutates)
+            && prepared.insert_into.is_none()
             && let Some(query) = self.run_generic(prepared, &tables, &params).await?
         {
             return Ok(query);
@@ -284,9 +282,6 @@ impl TenantSession {
             // shown in the result gives it its type.
             text: format!("{}\u{0}generic{:?}", prepared.text, prepared.types),
         };
-        if cache.is_per_value(&key) {
-            return Ok(None);
-        }
         // The values were cast to the parameters' types: they bind exactly.
         let bound = |plan| match generic_plan::bind(plan, params) {
             Ok(Some(plan)) => Ok(plan),
@@ -298,7 +293,7 @@ impl TenantSession {
         let slot = match cache.get_or_admit(key, tables, None) {
             Lookup::Kept(plan) => return Ok(Some(self.run_bound(bound(plan)?, true)?)),
             Lookup::Admitted(slot) => slot,
-            Lookup::NotYet => return Ok(None),
+            Lookup::NotYet | Lookup::PerValue => return Ok(None),
         };
         let state = self.planning_state_for(false);
         // Planning errors are left to planning per value, which reports them
@@ -370,9 +365,6 @@ impl TenantSession {
             // the values, which are converted to them exactly, or not used).
             text: format!("{}\u{0}literals", rewritten.statement),
         };
-        if cache.is_per_value(&key) {
-            return Ok(None);
-        }
         let values: Values = rewritten.values.into();
         let bind =
             |plan| generic_plan::bind(plan, &values).map_err(|err| planning_error(None, err));
@@ -388,7 +380,7 @@ impl TenantSession {
                     .transpose();
             }
             Lookup::Admitted(slot) => slot,
-            Lookup::NotYet => return Ok(None),
+            Lookup::NotYet | Lookup::PerValue => return Ok(None),
         };
         let state = self.planning_state_for(false);
         let generic = match plan_source(&rewritten.statement, &state).await {
