@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
-use tenantfusion::{Engine, EngineConfig, Role, TableId, TenantSession, UserContext};
+use tenantfusion::{
+    Engine, EngineConfig, PreparedStatement, Role, TableId, TenantSession, UserContext,
+};
 use tenantfusion_tables::{MemoryPartitionStore, UserTableProvider};
 
 /// Runs one statement through tenantfusion to the last row (benchmarks
@@ -41,6 +43,21 @@ pub async fn run_ours(session: &TenantSession, sql: &str) -> Vec<RecordBatch> {
         .sql(sql)
         .await
         .expect("plan")
+        .collect()
+        .await
+        .expect("run")
+}
+
+/// Runs a prepared statement of ours with `params` to the last row
+/// (panics on errors, as [`run_ours`]).
+pub async fn run_prepared(
+    statement: &PreparedStatement,
+    params: Vec<datafusion::common::ScalarValue>,
+) -> Vec<RecordBatch> {
+    statement
+        .execute(params)
+        .await
+        .expect("execute")
         .collect()
         .await
         .expect("run")

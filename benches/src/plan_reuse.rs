@@ -5,7 +5,7 @@ use datafusion::common::ScalarValue;
 use tenantfusion::{EngineConfig, PlanCacheConfig, Role, UserContext};
 
 use crate::scan_scaling::{CACHED, PLANNED, QUERIES, latency, loaded_engine};
-use crate::{Measurement, Size, run_ours};
+use crate::{Measurement, Size, run_ours, run_prepared};
 
 /// A query with parameters, for the prepared-statement rows: every run
 /// finds ten of the user's 100 rows whatever its values (see [`values`]).
@@ -91,13 +91,7 @@ pub async fn plan_cache(size: Size) -> Vec<Measurement> {
         let params = values(n).map(ScalarValue::from).to_vec();
         let prepared = &prepared;
         async move {
-            prepared
-                .execute(params)
-                .await
-                .expect("execute")
-                .collect()
-                .await
-                .expect("run");
+            run_prepared(prepared, params).await;
         }
     })
     .await;

@@ -19,7 +19,7 @@ use tenantfusion_live::{LiveEvent, LivePool, PoolConfig, Request, SubscribeOptio
 use tenantfusion_tables::{Retention, StreamOrigin, StreamTableProvider};
 
 use crate::live::{Received, WARM_UP, consume, generator, join_consumers, now_us, window};
-use crate::{Measurement, Size, run_ours};
+use crate::{Measurement, Size, run_ours, run_prepared};
 
 /// The generator's tick interval in the ingest scenario: every topic gets a
 /// row each millisecond, so `n` topics offer `n * 1,000` rows/s.
@@ -294,13 +294,7 @@ pub async fn live_query_latency(size: Size) -> Vec<Measurement> {
     for _ in 0..inserts {
         for (statement, record) in [(&watched, false), (&quiet, true)] {
             let at = now_us();
-            statement
-                .execute(vec![ScalarValue::Int64(Some(at))])
-                .await
-                .expect("insert")
-                .collect()
-                .await
-                .expect("insert");
+            run_prepared(statement, vec![ScalarValue::Int64(Some(at))]).await;
             if record {
                 acked.saturating_record((now_us() - at).max(1) as u64);
             }

@@ -14,7 +14,7 @@ use tenantfusion::{Durability, Engine, PreparedStatement, Role, TenantSession, U
 
 use crate::scan_scaling::latency;
 use crate::storage::{bench_dir, on_disk};
-use crate::{Measurement, Size, run_ours};
+use crate::{Measurement, Size, run_ours, run_prepared};
 
 /// What the keyed table holds before the timed runs: one user's rows,
 /// flushed to Parquet, so every change finds its row in a segment.
@@ -44,13 +44,7 @@ async fn keyed_table(rows: usize, auto_parameters: bool) -> (tempfile::TempDir, 
 /// Runs a prepared statement of ours to its end: the rows a query gave, or
 /// the rows a change wrote.
 async fn execute(statement: &PreparedStatement, params: Vec<ScalarValue>, query: bool) -> u64 {
-    let batches = statement
-        .execute(params)
-        .await
-        .expect("execute")
-        .collect()
-        .await
-        .expect("run");
+    let batches = run_prepared(statement, params).await;
     match query {
         true => batches.iter().map(|b| b.num_rows() as u64).sum(),
         false => changed(&batches),
