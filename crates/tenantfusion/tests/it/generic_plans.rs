@@ -492,16 +492,26 @@ async fn a_revoked_privilege_stops_a_change_from_its_kept_plan() {
         .await;
         run(&admin, "INSERT INTO app.ledger VALUES ('a', 1), ('b', 2)").await;
         run(&admin, "GRANT SELECT, UPDATE ON app.ledger TO 'alice'").await;
+        run(
+            &admin,
+            "CREATE VIEW app.ledger_view AS SELECT k, v FROM app.ledger",
+        )
+        .await;
         let alice = user(&engine, "alice");
         let bump = "UPDATE app.ledger SET v = v + $1 WHERE k = $2";
         let params = || vec![ScalarValue::from(10i32), ScalarValue::from("a")];
         let read = "SELECT v FROM app.ledger WHERE k = $1 AND v > $2";
         let read_params = || vec![ScalarValue::from("a"), ScalarValue::from(0i32)];
+        // The view runs as its reader (security_invoker).
+        let through_view = "SELECT v FROM app.ledger_view WHERE k = $1 AND v > $2";
         for run_number in 0..3 {
             let (from_cache, changed) = form.run(&alice, bump, params()).await;
             assert_eq!(from_cache, run_number == 2, "{form:?}");
             assert_eq!(changed, ["1"], "{form:?}");
             form.run(&alice, read, read_params()).await;
+            let (from_cache, found) = form.run(&alice, through_view, read_params()).await;
+            assert_eq!(from_cache, run_number == 2, "{form:?} view");
+            assert_eq!(found, [(11 + 10 * run_number).to_string()], "{form:?} view");
         }
         assert_eq!(
             rows(&admin, "SELECT v FROM app.ledger WHERE k = 'a'").await,
@@ -510,13 +520,17 @@ async fn a_revoked_privilege_stops_a_change_from_its_kept_plan() {
         // Bob, never granted anything, gets nowhere with the kept plans, in
         // any wrapping.
         let bob = user(&engine, "bob");
-        for sql in [bump, read] {
+        for sql in [bump, read, through_view] {
             let params = if sql == bump { params() } else { read_params() };
             let err = form.query(&bob, sql, params).await.map(drop).unwrap_err();
             assert_eq!(err.code(), "PERMISSION_DENIED", "{form:?} {sql}: {err}");
         }
         for sql in [
             "EXPLAIN SELECT v FROM app.ledger WHERE k = 'a' AND v > 0",
+            "EXPLAIN ANALYZE SELECT v FROM app.ledger WHERE k = 'a' AND v > 0",
+            "EXPLAIN ANALYZE UPDATE app.ledger SET v = v + 10 WHERE k = 'a'",
+            "PREPARE peek(TEXT) AS SELECT v FROM app.ledger WHERE k = $1",
+            "SELECT v FROM app.ledger_view WHERE k = 'a' AND v > 0",
             "WITH l AS (SELECT * FROM app.ledger) SELECT v FROM l WHERE k = 'a' AND v > 0",
             "SELECT 0 UNION SELECT v FROM app.ledger WHERE k = 'a'",
             "SELECT v FROM app.ledger WHERE k IN (SELECT k FROM app.ledger WHERE v > 0)",
@@ -542,12 +556,14 @@ async fn a_revoked_privilege_stops_a_change_from_its_kept_plan() {
             .unwrap_err();
         assert_eq!(err.code(), "PERMISSION_DENIED", "{form:?}: {err}");
         run(&admin, "REVOKE SELECT ON app.ledger FROM 'alice'").await;
-        let err = form
-            .query(&alice, read, read_params())
-            .await
-            .map(drop)
-            .unwrap_err();
-        assert_eq!(err.code(), "PERMISSION_DENIED", "{form:?}: {err}");
+        for sql in [read, through_view] {
+            let err = form
+                .query(&alice, sql, read_params())
+                .await
+                .map(drop)
+                .unwrap_err();
+            assert_eq!(err.code(), "PERMISSION_DENIED", "{form:?} {sql}: {err}");
+        }
         assert_eq!(
             rows(&admin, "SELECT k, v FROM app.ledger ORDER BY k").await,
             ["a 31", "b 2"]
