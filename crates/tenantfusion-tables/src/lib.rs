@@ -24,7 +24,7 @@ mod topic_filter;
 
 pub use binding::{BoundCallerExec, IdentityBinding, PlannedFor};
 pub use change_listeners::{ChangeListeners, Watch};
-pub use matching::{RowMatcher, rows_at};
+pub use matching::{RowMatcher, bounds_of, rows_at};
 pub use policy::{PartitionPolicy, SharedAccess, UserPartitions};
 pub use primary_key::PrimaryKey;
 pub use provider::{PartitionedTable, SharedTableProvider, UserTableProvider};

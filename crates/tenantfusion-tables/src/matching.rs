@@ -8,13 +8,19 @@
 //! which copy goes makes no difference to any query.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use datafusion::arrow::array::{BooleanArray, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::{filter_record_batch, take_record_batch};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{Row, RowConverter, SortField};
+use datafusion::common::ScalarValue;
 use datafusion::common::hash_utils::{RandomState as ValueHashState, create_hashes};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, col, lit};
 use foldhash::fast::RandomState;
 
 /// Rows wanted by value, each to be found once.
@@ -184,6 +190,92 @@ impl RowMatcher {
     }
 }
 
+/// Above this many rows, [`bounds_of`] gives up: it compares value by
+/// value, and a change of that many rows reads most row groups anyway.
+const BOUNDED_ROWS: usize = 4096;
+
+/// A predicate that every row of `rows` satisfies, for a store to rule out
+/// with its statistics the row groups that cannot hold any of them (where
+/// [`RowMatcher`] would look for them): `c >= smallest AND c <= largest`
+/// for each column with no NULL among `rows` and of a type whose Parquet
+/// statistics bound every value (integers, strings, dates, timestamps,
+/// decimals; not floating point, whose statistics leave NaN out). `None`
+/// when no column qualifies, or there are more than 4,096 rows.
+pub fn bounds_of(rows: &RecordBatch) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+    if rows.num_rows() == 0 || rows.num_rows() > BOUNDED_ROWS {
+        return Ok(None);
+    }
+    let schema = rows.schema();
+    let mut bounds: Option<Arc<dyn PhysicalExpr>> = None;
+    for (field, column) in schema.fields().iter().zip(rows.columns()) {
+        let bounded = matches!(
+            field.data_type(),
+            DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::UInt8
+                | DataType::UInt16
+                | DataType::UInt32
+                | DataType::UInt64
+                | DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Utf8View
+                | DataType::Date32
+                | DataType::Date64
+                | DataType::Timestamp(_, _)
+                | DataType::Decimal128(_, _)
+                | DataType::Decimal256(_, _)
+        );
+        if !bounded || column.null_count() > 0 {
+            continue;
+        }
+        let Some((low, high)) = value_range(std::slice::from_ref(column))? else {
+            continue;
+        };
+        let column = col(field.name(), &schema)?;
+        let within = between(column, low, high);
+        bounds = Some(match bounds {
+            Some(before) => Arc::new(BinaryExpr::new(before, Operator::And, within)),
+            None => within,
+        });
+    }
+    Ok(bounds)
+}
+
+/// The smallest and largest value among `arrays` (NULL counting as the
+/// smallest); `None` when they hold no value.
+pub fn value_range(arrays: &[ArrayRef]) -> Result<Option<(ScalarValue, ScalarValue)>> {
+    let mut range: Option<(ScalarValue, ScalarValue)> = None;
+    for array in arrays {
+        for row in 0..array.len() {
+            let value = ScalarValue::try_from_array(array, row)?;
+            range = Some(match range {
+                None => (value.clone(), value),
+                Some((low, high)) if value < low => (value, high),
+                Some((low, high)) if value > high => (low, value),
+                Some(range) => range,
+            });
+        }
+    }
+    Ok(range)
+}
+
+/// `column >= low AND column <= high`.
+pub fn between(
+    column: Arc<dyn PhysicalExpr>,
+    low: ScalarValue,
+    high: ScalarValue,
+) -> Arc<dyn PhysicalExpr> {
+    let at_least = BinaryExpr::new(Arc::clone(&column), Operator::GtEq, lit(low));
+    let at_most = BinaryExpr::new(column, Operator::LtEq, lit(high));
+    Arc::new(BinaryExpr::new(
+        Arc::new(at_least),
+        Operator::And,
+        Arc::new(at_most),
+    ))
+}
+
 /// The rows of `batch` at `indices`.
 pub fn rows_at(batch: &RecordBatch, indices: &[u32]) -> Result<RecordBatch> {
     Ok(take_record_batch(
@@ -274,5 +366,67 @@ mod tests {
         assert_eq!(keep, encoded.take_from(&stored).unwrap());
         assert_eq!(keep.false_count(), 3);
         assert_eq!(hashed.missing(), [3]);
+    }
+
+    #[test]
+    fn bounds_cover_every_row_and_leave_out_nulls_and_floats() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("x", DataType::Float64, true),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![7, -2, 5])),
+                Arc::new(StringArray::from(vec!["b", "a", "c"])),
+                Arc::new(datafusion::arrow::array::Float64Array::from(vec![
+                    f64::NAN,
+                    1.0,
+                    -0.0,
+                ])),
+                Arc::new(StringArray::from(vec![Some("n"), None, Some("m")])),
+            ],
+        )
+        .unwrap();
+        let bounds = bounds_of(&batch).unwrap().expect("bounds").to_string();
+        assert!(
+            bounds.contains("id@0 >= -2") && bounds.contains("id@0 <= 7"),
+            "{bounds}"
+        );
+        assert!(
+            bounds.contains("name@1 >= a") && bounds.contains("name@1 <= c"),
+            "{bounds}"
+        );
+        assert!(
+            !bounds.contains("x@2") && !bounds.contains("note@3"),
+            "{bounds}"
+        );
+        // Every row satisfies them.
+        let within = bounds_of(&batch)
+            .unwrap()
+            .unwrap()
+            .evaluate(&batch)
+            .unwrap()
+            .into_array(3)
+            .unwrap();
+        assert_eq!(
+            within
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .unwrap()
+                .true_count(),
+            3
+        );
+        // No rows, or too many to compare one by one: no bounds.
+        assert!(bounds_of(&batch.slice(0, 0)).unwrap().is_none());
+        let many = Int64Array::from((0..BOUNDED_ROWS as i64 + 1).collect::<Vec<_>>());
+        let wide = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+            vec![Arc::new(many)],
+        )
+        .unwrap();
+        assert!(bounds_of(&wide).unwrap().is_none());
     }
 }

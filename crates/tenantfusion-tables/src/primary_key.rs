@@ -17,15 +17,13 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::arrow::util::display::array_value_to_string;
-use datafusion::common::ScalarValue;
 use datafusion::error::Result;
-use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::{BinaryExpr, col, lit};
+use datafusion::physical_expr::expressions::{col, lit};
 use tenantfusion_core::{TableId, TenantError};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::matching::{RowMatcher, rows_at};
+use crate::matching::{RowMatcher, between, rows_at, value_range};
 use crate::store::{PartitionKey, PartitionStore, ReadRequest};
 
 /// Partitions map onto this many locks: bounded memory however many users
@@ -133,10 +131,30 @@ impl PrimaryKey {
     ) -> Result<MutexGuard<'_, ()>> {
         let lock = &self.locks[self.hasher.hash_one(partition) as usize % WRITE_LOCKS];
         let guard = lock.lock().await;
-        if added.num_rows() > 0 {
+        let keys_kept = match replaced {
+            Some(old) => self.same_keys(old, added)?,
+            None => false,
+        };
+        if added.num_rows() > 0 && !keys_kept {
             self.check(table, store, partition, added, replaced).await?;
         }
         Ok(guard)
+    }
+
+    /// Whether row `i` of `added` has the key of row `i` of `old`, for
+    /// every row (both of the table's width). Then the change cannot break
+    /// the key: the stored keys are distinct, each replaced row's key is
+    /// put back with its new row, and a row of `old` gone already takes
+    /// its new row with it. An UPDATE that leaves the key columns alone
+    /// needs no read of the stored keys.
+    fn same_keys(&self, old: &RecordBatch, added: &RecordBatch) -> Result<bool> {
+        if old.num_rows() != added.num_rows() {
+            return Ok(false);
+        }
+        let converter = RowConverter::new(self.fields.clone())?;
+        let before = converter.convert_columns(&self.key_columns(old, true))?;
+        let after = converter.convert_columns(&self.key_columns(added, true))?;
+        Ok(before.iter().zip(after.iter()).all(|(a, b)| a == b))
     }
 
     async fn check(
@@ -201,30 +219,10 @@ impl PrimaryKey {
     /// `first key column BETWEEN min AND max` of the values of `bounds`,
     /// over `schema`.
     fn range(&self, schema: &Schema, bounds: &[ArrayRef]) -> Result<Arc<dyn PhysicalExpr>> {
-        let mut low: Option<ScalarValue> = None;
-        let mut high: Option<ScalarValue> = None;
-        for array in bounds {
-            for row in 0..array.len() {
-                let value = ScalarValue::try_from_array(array, row)?;
-                if low.as_ref().is_none_or(|low| value < *low) {
-                    low = Some(value.clone());
-                }
-                if high.as_ref().is_none_or(|high| value > *high) {
-                    high = Some(value);
-                }
-            }
+        match value_range(bounds)? {
+            Some((low, high)) => Ok(between(col(&self.names[0], schema)?, low, high)),
+            None => Ok(lit(false)),
         }
-        let column = col(&self.names[0], schema)?;
-        let (Some(low), Some(high)) = (low, high) else {
-            return Ok(lit(false));
-        };
-        let at_least = BinaryExpr::new(Arc::clone(&column), Operator::GtEq, lit(low));
-        let at_most = BinaryExpr::new(column, Operator::LtEq, lit(high));
-        Ok(Arc::new(BinaryExpr::new(
-            Arc::new(at_least),
-            Operator::And,
-            Arc::new(at_most),
-        )))
     }
 
     /// The key columns of `batch`: of the table's width (`full_width`), or

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use tenantfusion_core::Result;
 use tenantfusion_tables::{PartitionKey, ReadRequest};
@@ -54,13 +55,10 @@ impl Inner {
         let columns = request.columns.as_deref();
         let mut out = Vec::new();
         if !manifest.segments.is_empty() {
-            // Statistics that cannot serve this predicate prune nothing.
-            let pruning = request.predicate.as_ref().and_then(|predicate| {
-                PruningPredicateBuilder::new()
-                    .with_file_schema(Arc::clone(&request.schema))
-                    .try_build(Arc::clone(predicate))
-                    .ok()
-            });
+            let pruning = request
+                .predicate
+                .as_ref()
+                .and_then(|predicate| pruning_predicate(&request.schema, Arc::clone(predicate)));
             let mut taken = TakenOut::new(&pending)?;
             for segment in &manifest.segments {
                 let (rows, _) = self
@@ -147,6 +145,18 @@ impl Inner {
         )
         .await
     }
+}
+
+/// `predicate` (over `schema`) as segment statistics can answer it; `None`
+/// when they cannot serve it: such a predicate prunes nothing.
+pub(super) fn pruning_predicate(
+    schema: &SchemaRef,
+    predicate: Arc<dyn PhysicalExpr>,
+) -> Option<PruningPredicate> {
+    PruningPredicateBuilder::new()
+        .with_file_schema(Arc::clone(schema))
+        .try_build(predicate)
+        .ok()
 }
 
 /// `batch` under `schema` (a segment's columns come back as Parquet stored

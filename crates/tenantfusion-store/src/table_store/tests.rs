@@ -265,13 +265,23 @@ async fn scans_skip_row_groups_the_filter_rules_out_and_read_only_asked_columns(
     let all = store.read(&alice).await.unwrap();
     assert_eq!(ids(&all).len(), 31);
     assert_eq!(ids(&all)[..3], [0, 1, 2]);
-    // Rows taken out of segments (not yet rewritten) still leave the
-    // other segments' row groups to pruning, and stay hidden.
+    // An UPDATE or DELETE looks for its rows only in the row groups whose
+    // statistics can hold them: one segment each here.
+    let read = |store: &DurablePartitionStore| {
+        let stats = store.stats();
+        (stats.row_groups_read, stats.row_groups_skipped)
+    };
+    let (before, skipped) = read(&store);
     assert_eq!(
         store.replace(&alice, rows(&[206]), None).await.unwrap(),
         [0]
     );
+    assert_eq!(read(&store), (before + 1, skipped + 2));
     assert_eq!(store.replace(&alice, rows(&[3]), None).await.unwrap(), [0]);
+    // (Found in the first segment: the others are not even looked at.)
+    assert_eq!(read(&store), (before + 2, skipped + 2));
+    // Rows taken out of segments (not yet rewritten) still leave the
+    // other segments' row groups to pruning, and stay hidden.
     let skipped = store.stats().row_groups_skipped;
     let got = store.scan(&alice, &request(None, schema())).await.unwrap();
     assert_eq!(

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result as DFResult;
-use tenantfusion_tables::{PartitionKey, RowMatcher, rows_at};
+use tenantfusion_tables::{PartitionKey, RowMatcher, bounds_of, rows_at};
 
 use super::Inner;
 use super::partition_state::TakenOut;
 use super::records::{encode_append, encode_drop, encode_replace};
+use super::scan::pruning_predicate;
 
 impl Inner {
     /// Appends `batches` to partition `key`; the rows added.
@@ -55,9 +56,15 @@ impl Inner {
             wanted.take_from(batch)?;
         }
         if !wanted.is_done() && !manifest.segments.is_empty() {
+            // Only row groups whose statistics can hold the rows of `old`
+            // are read (an UPDATE by key reads the one holding its key).
+            let bounds = bounds_of(&old)?;
+            let pruning = bounds.and_then(|bounds| pruning_predicate(&old.schema(), bounds));
             let mut taken = TakenOut::new(&pending)?;
             for segment in &manifest.segments {
-                let (rows, _) = self.live_rows(key, segment, &mut taken, None, None).await?;
+                let (rows, _) = self
+                    .live_rows(key, segment, &mut taken, None, pruning.as_ref())
+                    .await?;
                 for batch in &rows {
                     wanted.take_from(batch)?;
                 }

@@ -217,6 +217,9 @@ enum KeyedOp {
     Insert { user: usize, rows: Vec<(i64, i64)> },
     /// `user` adds `by` to the ids of their rows with `id > above`.
     Shift { user: usize, above: i64, by: i64 },
+    /// `user` sets `v` of their rows with `id >= from`, keys untouched
+    /// (the key check is skipped then: it must not need to run).
+    Set { user: usize, from: i64, v: i64 },
     /// `user` deletes the row with this id.
     Delete { user: usize, id: i64 },
     /// FLUSH TABLE (durable runs only).
@@ -231,6 +234,7 @@ fn keyed_op() -> impl Strategy<Value = KeyedOp> {
             .prop_map(|(user, rows)| KeyedOp::Insert { user, rows }),
         2 => (0..2usize, 0i64..12, -3i64..4)
             .prop_map(|(user, above, by)| KeyedOp::Shift { user, above, by }),
+        2 => (0..2usize, 0i64..12, -9i64..9).prop_map(|(user, from, v)| KeyedOp::Set { user, from, v }),
         1 => (0..2usize, 0i64..12).prop_map(|(user, id)| KeyedOp::Delete { user, id }),
         1 => Just(KeyedOp::Flush),
         1 => Just(KeyedOp::Reopen),
@@ -273,6 +277,12 @@ async fn keyed_model(ops: Vec<KeyedOp>, durable: bool) -> Result<(), TestCaseErr
                     .all(|(id, v)| after.insert(id + by, *v).is_none());
                 let sql = format!("UPDATE k SET id = id + {by} WHERE id > {above}");
                 (u, sql, fits.then_some(after))
+            }
+            KeyedOp::Set { user: u, from, v } => {
+                let mut after = model[u].clone();
+                after.range_mut(from..).for_each(|(_, value)| *value = v);
+                let sql = format!("UPDATE k SET v = {v}, id = id WHERE id >= {from}");
+                (u, sql, Some(after))
             }
             KeyedOp::Delete { user: u, id } => {
                 let mut after = model[u].clone();
