@@ -13,6 +13,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tenantfusion_core::{Result, TenantError};
 
+use crate::row_group_cache::RowGroupCache;
 use crate::segment::{io_error, sync_dir};
 
 /// Where a root's flushed rows live: an [`ObjectStore`] and how to name
@@ -28,6 +29,8 @@ pub(crate) struct Files {
     sync_under: Option<PathBuf>,
     /// Whether the objects are files of this machine.
     local: bool,
+    /// Row groups of the segments decoded, kept for reads to come.
+    row_groups: RowGroupCache,
     /// The storage root's lock: held until the last user of these files
     /// (a table's background flush included) is gone, so an engine opened
     /// after this one never sees its late writes.
@@ -45,6 +48,7 @@ impl Files {
             shown_as: dir.display().to_string(),
             sync_under: sync.then_some(dir),
             local: true,
+            row_groups: RowGroupCache::default(),
             _lock: None,
         })
     }
@@ -90,8 +94,14 @@ impl Files {
             shown_as: url.trim_end_matches('/').to_string(),
             sync_under: None,
             local: false,
+            row_groups: RowGroupCache::default(),
             _lock: None,
         })
+    }
+
+    /// The decoded row groups of these files kept in memory.
+    pub(crate) fn row_groups(&self) -> &RowGroupCache {
+        &self.row_groups
     }
 
     /// Whether the objects are files of this machine.
@@ -154,6 +164,7 @@ impl Files {
 
     /// Deletes `path`; one already gone is fine.
     pub(crate) async fn delete(&self, path: &Path) -> Result<()> {
+        self.row_groups.forget(path.as_ref());
         match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.failed("cannot delete", path, e)),

@@ -123,6 +123,12 @@ impl StorageRoot {
         })
     }
 
+    /// Bytes of decoded row groups kept for the tables of this root (see
+    /// [`RowGroupCache`](crate::RowGroupCache)); 0 keeps none.
+    pub fn set_row_group_cache_bytes(&self, bytes: usize) {
+        self.files.row_groups().set_budget(bytes);
+    }
+
     /// The root directory.
     pub fn path(&self) -> &Path {
         &self.path

@@ -89,6 +89,13 @@ pub struct EngineConfig {
     /// is mostly a wait for the disk, and each thread keeps one table's
     /// fsync in flight. Sixteen by default; ignored in memory.
     pub log_committers: usize,
+    /// Bytes of decoded Parquet row groups kept in memory for the durable
+    /// tables (64 MiB by default; 0 keeps none). An UPDATE or DELETE of a
+    /// flushed row reads its row group whole, and so does every scan of
+    /// that segment until the next flush rewrites it: kept, it is decoded
+    /// once. Only such whole reads fill it; the least recently used row
+    /// groups go first.
+    pub row_group_cache_bytes: usize,
     /// What stream tables age their rows by (the system clock; tests use a
     /// [`ManualClock`](tenantfusion_core::ManualClock)).
     pub clock: Arc<dyn Clock>,
@@ -234,6 +241,7 @@ impl Default for EngineConfig {
             direct_inserts: true,
             auto_parameters: true,
             log_committers: tenantfusion_store::Committers::DEFAULT_THREADS,
+            row_group_cache_bytes: tenantfusion_store::DEFAULT_ROW_GROUP_CACHE_BYTES,
             clock: Arc::new(SystemClock),
             live_pool: PoolConfig::default(),
             live_sources: Vec::new(),
@@ -285,6 +293,12 @@ impl EngineConfig {
     /// Sets [`auto_parameters`](Self::auto_parameters).
     pub fn with_auto_parameters(mut self, auto: bool) -> Self {
         self.auto_parameters = auto;
+        self
+    }
+
+    /// Sets [`row_group_cache_bytes`](Self::row_group_cache_bytes).
+    pub fn with_row_group_cache(mut self, bytes: usize) -> Self {
+        self.row_group_cache_bytes = bytes;
         self
     }
 

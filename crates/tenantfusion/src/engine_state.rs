@@ -141,6 +141,9 @@ impl EngineState {
                 options,
             } => Some(StorageRoot::open_s3(path, logs(durability), url, options)?),
         };
+        if let Some(root) = &root {
+            root.set_row_group_cache_bytes(config.row_group_cache_bytes);
+        }
         let storage_dir = match &config.storage {
             Storage::Memory => None,
             Storage::Directory { path, .. } | Storage::S3 { path, .. } => Some(path.as_path()),

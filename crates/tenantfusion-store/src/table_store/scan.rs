@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::error::{DataFusionError, Result as DFResult};
@@ -136,14 +137,39 @@ impl Inner {
         }
         self.row_groups_read
             .fetch_add(kept.len() as u64, Ordering::Relaxed);
-        parquet_segment::read(
-            &self.files,
-            &self.partition_dir(key),
-            segment,
-            columns,
-            kept,
-        )
-        .await
+        let dir = self.partition_dir(key);
+        let path = dir.clone().join(segment.file.as_str());
+        let cache = self.files.row_groups();
+        let cached: Vec<Option<RecordBatch>> =
+            kept.iter().map(|&g| cache.get(path.as_ref(), g)).collect();
+        // Nothing kept and only some columns wanted: one read, as before
+        // there was a cache (such reads do not fill it).
+        if columns.is_some() && cached.iter().all(Option::is_none) {
+            return parquet_segment::read(&self.files, &dir, segment, columns, kept).await;
+        }
+        let mut out = Vec::with_capacity(kept.len());
+        for (group, cached) in kept.into_iter().zip(cached) {
+            match (cached, columns) {
+                (Some(rows), Some(columns)) => {
+                    out.push(rows.project(columns).map_err(DataFusionError::from)?)
+                }
+                (Some(rows), None) => out.push(rows),
+                (None, Some(_)) => out.extend(
+                    parquet_segment::read(&self.files, &dir, segment, columns, vec![group]).await?,
+                ),
+                (None, None) => {
+                    let rows = parquet_segment::read(&self.files, &dir, segment, None, vec![group])
+                        .await?;
+                    if let Some(first) = rows.first() {
+                        let whole = concat_batches(&first.schema(), &rows)
+                            .map_err(DataFusionError::from)?;
+                        cache.insert(path.as_ref(), group, whole.clone());
+                        out.push(whole);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -292,6 +292,64 @@ async fn scans_skip_row_groups_the_filter_rules_out_and_read_only_asked_columns(
 }
 
 #[tokio::test]
+async fn decoded_row_groups_are_kept_and_give_the_rows_a_fresh_decode_gives() {
+    // Two stores of the same rows, one keeping no decoded row groups: the
+    // same changes and scans give the same rows.
+    let (kept_dir, plain_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let alice = user("alice");
+    let kept = open(kept_dir.path(), FlushPolicy::MANUAL);
+    let plain = open(plain_dir.path(), FlushPolicy::MANUAL);
+    plain.inner.files.row_groups().set_budget(0);
+    for store in [&kept, &plain] {
+        for start in [0, 100] {
+            let ids: Vec<i64> = (start..start + 10).collect();
+            store.append(&alice, vec![rows(&ids)]).await.unwrap();
+            store.flush().await.unwrap();
+        }
+    }
+    let sorted = |batches: Vec<RecordBatch>| {
+        let mut ids = ids(&batches);
+        ids.sort_unstable();
+        ids
+    };
+    let only_id = Arc::new(schema().project(&[0]).unwrap());
+    let request = |columns: Option<Vec<usize>>, schema: SchemaRef| ReadRequest {
+        predicate: Some(Arc::new(BinaryExpr::new(
+            col("id", &schema).unwrap(),
+            Operator::GtEq,
+            lit(5i64),
+        ))),
+        columns,
+        schema,
+    };
+    for (old, new) in [(3, Some(30)), (105, None), (7, Some(70)), (30, Some(31))] {
+        let mut answers = Vec::new();
+        for store in [&kept, &plain] {
+            let new = new.map(|id| rows(&[id]));
+            let found = store.replace(&alice, rows(&[old]), new).await.unwrap();
+            let all = sorted(store.read(&alice).await.unwrap());
+            let some = store
+                .scan(&alice, &request(Some(vec![0]), Arc::clone(&only_id)))
+                .await
+                .unwrap();
+            assert!(some.iter().all(|b| b.schema() == only_id));
+            answers.push((found, all, sorted(some)));
+        }
+        assert_eq!(answers[0], answers[1], "after replacing {old}");
+    }
+    assert!(kept.inner.files.row_groups().bytes() > 0);
+    assert_eq!(plain.inner.files.row_groups().bytes(), 0);
+    // A flush rewrites the segments rows were taken out of and deletes
+    // them: their row groups are forgotten with them.
+    kept.flush().await.unwrap();
+    assert_eq!(kept.inner.files.row_groups().bytes(), 0);
+    assert_eq!(
+        sorted(kept.read(&alice).await.unwrap()),
+        sorted(plain.read(&alice).await.unwrap())
+    );
+}
+
+#[tokio::test]
 async fn a_failed_log_write_stores_nothing_and_reports_storage_error() {
     let dir = tempfile::tempdir().unwrap();
     let alice = user("alice");
