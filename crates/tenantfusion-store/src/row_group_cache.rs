@@ -66,10 +66,11 @@ impl RowGroupCache {
 
     /// Row group `group` of segment `path`, if kept.
     pub fn get(&self, path: &str, group: usize) -> Option<RecordBatch> {
+        let key = (path.to_string(), group);
         let mut state = self.state.lock();
         state.clock += 1;
         let now = state.clock;
-        let (rows, _, used) = state.entries.get_mut(&(path.to_string(), group))?;
+        let (rows, _, used) = state.entries.get_mut(&key)?;
         *used = now;
         Some(rows.clone())
     }
@@ -82,13 +83,11 @@ impl RowGroupCache {
         if size > budget {
             return;
         }
+        let key = (path.to_string(), group);
         let mut state = self.state.lock();
         state.clock += 1;
         let now = state.clock;
-        if let Some((_, old, _)) = state
-            .entries
-            .insert((path.to_string(), group), (rows, size, now))
-        {
+        if let Some((_, old, _)) = state.entries.insert(key, (rows, size, now)) {
             state.bytes -= old;
         }
         state.bytes += size;

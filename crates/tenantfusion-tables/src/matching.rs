@@ -175,6 +175,13 @@ impl RowMatcher {
         self.left == 0
     }
 
+    /// Indices of the wanted rows found so far, in the order they were
+    /// found: those one [`take_from`](Self::take_from) found are the rows
+    /// its mask leaves out, in order.
+    pub fn found_in_order(&self) -> &[u32] {
+        &self.found
+    }
+
     /// Indices of the wanted rows found so far, ascending.
     pub fn found(&self) -> Vec<u32> {
         let mut found = self.found.clone();

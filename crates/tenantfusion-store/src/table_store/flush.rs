@@ -92,7 +92,7 @@ impl Inner {
         let mut merged = Vec::new();
         let mut written = 0;
         for segment in &manifest.segments {
-            if !merge && !taken.remaining() {
+            if !merge && !taken.touches(&segment.file) {
                 segments.push(Arc::clone(segment));
                 continue;
             }

@@ -3,10 +3,13 @@
 //! once it is durable, and replay applies the same record the same way:
 //! there is one path from a record to the partition's rows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use datafusion::arrow::array::BooleanArray;
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result as DFResult;
 use parking_lot::RwLock;
@@ -47,9 +50,10 @@ pub(super) struct PartitionState {
     pub(super) hot: Vec<RecordBatch>,
     pub(super) hot_rows: u64,
     /// Rows of the segments that UPDATE or DELETE took out since the last
-    /// flush (by value, as [`RowMatcher`] finds them); scans leave them
-    /// out, the next flush rewrites the segments without them.
-    pub(super) pending: Vec<RecordBatch>,
+    /// flush; scans leave them out, the next flush rewrites the segments
+    /// without them. Shared with readers, copied only when changed while
+    /// one holds it.
+    pub(super) pending: Arc<TakenRows>,
     /// First and last LSN of the writes not in the manifest yet (rows in
     /// `hot`, rows in `pending`).
     pub(super) hot_lsns: Option<(u64, u64)>,
@@ -84,18 +88,37 @@ impl PartitionState {
 
     /// Takes `removed` out (from the rows in memory first, the rest from
     /// the segments) and adds `added`: the effect of a logged UPDATE or
-    /// DELETE, the same when it is replayed.
+    /// DELETE, the same when it is replayed. `places` (live writes only,
+    /// one per row of `removed`) says where in the segments the write found
+    /// each row it did not find in memory; a row without one is taken out
+    /// by value (replay: the same multiset of rows goes either way).
     pub(super) fn replace(
         &mut self,
         lsn: u64,
         removed: &RecordBatch,
         added: Option<RecordBatch>,
+        places: Option<&[Option<Place>]>,
     ) -> DFResult<()> {
         let mut matcher = RowMatcher::new(std::slice::from_ref(removed))?;
         (self.hot, _) = matcher.take_all(std::mem::take(&mut self.hot))?;
         self.hot_rows -= matcher.found().len() as u64;
         if !matcher.is_done() {
-            self.pending.push(rows_at(removed, &matcher.missing())?);
+            let pending = Arc::make_mut(&mut self.pending);
+            let mut by_value = Vec::new();
+            for row in matcher.missing() {
+                match places
+                    .and_then(|places| places.get(row as usize))
+                    .cloned()
+                    .flatten()
+                {
+                    Some(place) => pending.locate(place),
+                    None => by_value.push(row),
+                }
+            }
+            if !by_value.is_empty() {
+                pending.by_value.push(rows_at(removed, &by_value)?);
+                pending.count += by_value.len() as u64;
+            }
         }
         if let Some(added) = added {
             self.hot_rows += append_coalesced(&mut self.hot, vec![added])?;
@@ -109,7 +132,7 @@ impl PartitionState {
         self.manifest = Arc::new(manifest);
         self.hot.clear();
         self.hot_rows = 0;
-        self.pending.clear();
+        self.pending = Arc::default();
         self.hot_lsns = None;
         self.hot_since = None;
     }
@@ -117,8 +140,7 @@ impl PartitionState {
     /// The rows a scan reads now: the segments', less those UPDATE/DELETE
     /// took out of them since, plus the rows not flushed.
     pub(super) fn rows(&self) -> u64 {
-        let taken_out: u64 = self.pending.iter().map(|b| b.num_rows() as u64).sum();
-        (self.hot_rows + self.manifest.rows()).saturating_sub(taken_out)
+        (self.hot_rows + self.manifest.rows()).saturating_sub(self.pending.count)
     }
 
     /// Empties the partition for a drop logged at `lsn`; returns the rows
@@ -155,7 +177,7 @@ impl PartitionState {
                 Ok(Applied::Dropped)
             }
             Record::Replace { removed, added } => {
-                self.replace(lsn, &removed, added).map_err(unfit)?;
+                self.replace(lsn, &removed, added, None).map_err(unfit)?;
                 Ok(Applied::Changed)
             }
         }
@@ -167,11 +189,11 @@ impl PartitionState {
 
     /// What a reader needs, without holding the lock: the manifest, the
     /// rows in memory and the segment rows taken out.
-    pub(super) fn snapshot(&self) -> (Arc<Manifest>, Vec<RecordBatch>, Vec<RecordBatch>) {
+    pub(super) fn snapshot(&self) -> (Arc<Manifest>, Vec<RecordBatch>, Arc<TakenRows>) {
         (
             Arc::clone(&self.manifest),
             self.hot.clone(),
-            self.pending.clone(),
+            Arc::clone(&self.pending),
         )
     }
 
@@ -194,35 +216,122 @@ impl Partition {
     }
 }
 
+/// Where a row is: its segment's file and its index among the segment's rows.
+pub(super) type Place = (String, u64);
+
+/// Rows of one segment, with the index in the segment of each.
+pub(super) type Placed = (RecordBatch, Vec<u64>);
+
 /// The segment rows UPDATE or DELETE took out since the last flush
-/// ([`PartitionState::pending`]), found by value as a reader goes through
-/// the segments: every read of segment rows goes through [`apply`](Self::apply),
-/// so scans, UPDATE, DELETE, flushes and salvage agree on which rows are
-/// still there.
+/// ([`PartitionState::pending`]).
+///
+/// A live UPDATE or DELETE has just found its rows in the segments, so it
+/// records where they are: a reader leaves those rows out by position,
+/// reading only the columns it wants and comparing nothing. A write
+/// replayed after a restart carries only the rows' values (its log record
+/// is all there is): those rows are found by value by every reader, as
+/// [`RowMatcher`] finds them, until the next flush.
+#[derive(Debug, Default, Clone)]
+pub(super) struct TakenRows {
+    /// Segment file -> indices of its rows taken out, ascending.
+    located: HashMap<String, Vec<u64>>,
+    /// Rows taken out whose places are not known.
+    by_value: Vec<RecordBatch>,
+    /// Rows taken out, both kinds.
+    count: u64,
+}
+
+impl TakenRows {
+    fn locate(&mut self, (file, row): Place) {
+        let rows = self.located.entry(file).or_default();
+        if let Err(at) = rows.binary_search(&row) {
+            rows.insert(at, row);
+            self.count += 1;
+        }
+    }
+}
+
+/// [`TakenRows`] as a reader goes through the segments: every read of
+/// segment rows goes through [`apply`](Self::apply), so scans, UPDATE,
+/// DELETE, flushes and salvage agree on which rows are still there.
 #[derive(Debug)]
-pub(super) struct TakenOut(Option<RowMatcher>);
+pub(super) struct TakenOut {
+    rows: Arc<TakenRows>,
+    by_value: Option<RowMatcher>,
+}
 
 impl TakenOut {
     /// The rows `pending` lists as taken out.
-    pub(super) fn new(pending: &[RecordBatch]) -> DFResult<Self> {
-        match pending.is_empty() {
-            true => Ok(Self(None)),
-            false => RowMatcher::new(pending).map(|taken| Self(Some(taken))),
-        }
+    pub(super) fn new(pending: &Arc<TakenRows>) -> DFResult<Self> {
+        let by_value = match pending.by_value.is_empty() {
+            true => None,
+            false => Some(RowMatcher::new(&pending.by_value)?),
+        };
+        Ok(Self {
+            rows: Arc::clone(pending),
+            by_value,
+        })
     }
 
-    /// Whether some taken-out row has not been met yet: a segment read
-    /// after the last one is met has all its rows.
-    pub(super) fn remaining(&self) -> bool {
-        self.0.as_ref().is_some_and(|taken| !taken.is_done())
+    /// Whether rows taken out by value are still to be met: a reader must
+    /// then read whole rows (they are compared on every column).
+    pub(super) fn needs_values(&self) -> bool {
+        self.by_value.as_ref().is_some_and(|taken| !taken.is_done())
     }
 
-    /// `rows` (every column of a segment's rows) less those taken out, each
-    /// taken-out row left out once; and whether any was.
-    pub(super) fn apply(&mut self, rows: Vec<RecordBatch>) -> DFResult<(Vec<RecordBatch>, bool)> {
-        match self.0.as_mut() {
-            Some(taken) if !taken.is_done() => taken.take_all(rows),
-            _ => Ok((rows, false)),
-        }
+    /// Whether reading `file` may meet rows taken out.
+    pub(super) fn touches(&self, file: &str) -> bool {
+        self.needs_values() || self.rows.located.contains_key(file)
     }
+
+    /// The rows of segment `file` in `rows` (with each row's index in the
+    /// segment) less those taken out: every column when
+    /// [`needs_values`](Self::needs_values); and whether any was.
+    pub(super) fn apply(&mut self, file: &str, rows: Vec<Placed>) -> DFResult<(Vec<Placed>, bool)> {
+        let located = self.rows.located.get(file).map(Vec::as_slice);
+        let mut kept = Vec::with_capacity(rows.len());
+        let mut changed = false;
+        for (batch, places) in rows {
+            let mut keep: Vec<bool> = match located {
+                Some(located) => places
+                    .iter()
+                    .map(|place| located.binary_search(place).is_err())
+                    .collect(),
+                None => vec![true; places.len()],
+            };
+            if let Some(taken) = self.by_value.as_mut().filter(|taken| !taken.is_done()) {
+                let by_value = taken.take_from(&filter_kept(&batch, &keep)?)?;
+                let mut at = by_value.values().iter();
+                for keep in keep.iter_mut().filter(|keep| **keep) {
+                    *keep = at.next().unwrap_or(true);
+                }
+            }
+            if keep.iter().all(|keep| *keep) {
+                kept.push((batch, places));
+                continue;
+            }
+            changed = true;
+            let batch = filter_kept(&batch, &keep)?;
+            let places = places
+                .into_iter()
+                .zip(&keep)
+                .filter_map(|(place, keep)| keep.then_some(place))
+                .collect();
+            if batch.num_rows() > 0 {
+                kept.push((batch, places));
+            }
+        }
+        Ok((kept, changed))
+    }
+}
+
+/// The rows of `batch` whose `keep` is true.
+fn filter_kept(batch: &RecordBatch, keep: &[bool]) -> DFResult<RecordBatch> {
+    if keep.iter().all(|keep| *keep) {
+        return Ok(batch.clone());
+    }
+    Ok(filter_record_batch(
+        batch,
+        &BooleanArray::from(keep.to_vec()),
+    )?)
 }

@@ -9,6 +9,7 @@ use tenantfusion_tables::PartitionKey;
 use super::DurablePartitionStore;
 use super::partition_state::{PartitionState, TakenOut};
 use super::records::decode_head;
+use super::scan::placed;
 use crate::codec::Decoder;
 use crate::manifest::Manifest;
 use crate::parquet_segment;
@@ -88,9 +89,14 @@ impl DurablePartitionStore {
             let mut taken = TakenOut::new(&pending)?;
             for segment in &manifest.segments {
                 let dir = inner.partition_dir(&key);
-                let groups = (0..segment.row_group_rows.len()).collect();
-                match parquet_segment::read(&inner.files, &dir, segment, None, groups).await {
-                    Ok(batches) => rows.extend(taken.apply(batches)?.0),
+                let groups: Vec<usize> = (0..segment.row_group_rows.len()).collect();
+                match parquet_segment::read(&inner.files, &dir, segment, None, groups.clone()).await
+                {
+                    Ok(batches) => {
+                        let batches = placed(segment, &groups, batches);
+                        let (live, _) = taken.apply(&segment.file, batches)?;
+                        rows.extend(live.into_iter().map(|(batch, _)| batch));
+                    }
                     Err(damage) => salvaged.skipped.push(damage.to_string()),
                 }
             }

@@ -15,7 +15,7 @@ use tenantfusion_core::Result;
 use tenantfusion_tables::{PartitionKey, ReadRequest};
 
 use super::Inner;
-use super::partition_state::TakenOut;
+use super::partition_state::{Placed, TakenOut};
 use crate::manifest::SegmentEntry;
 use crate::parquet_segment;
 
@@ -82,12 +82,6 @@ impl Inner {
     /// A segment's rows still in the partition: those `taken` does not
     /// take out, `columns` of them (all when `None`), in the row groups
     /// `pruning` cannot rule out; and whether `taken` took any out.
-    ///
-    /// Taken-out rows are matched on every column, so a segment holding one
-    /// is read whole and projected afterwards. Pruning still holds: a
-    /// taken-out row in a skipped row group fails the predicate, so if it
-    /// matches an equal row elsewhere instead, that row fails it too and
-    /// the scan's own filter drops it either way.
     pub(super) async fn live_rows(
         &self,
         key: &PartitionKey,
@@ -96,32 +90,58 @@ impl Inner {
         columns: Option<&[usize]>,
         pruning: Option<&PruningPredicate>,
     ) -> Result<(Vec<RecordBatch>, bool)> {
-        if !taken.remaining() {
-            let rows = self.read_segment(key, segment, columns, pruning).await?;
+        if !taken.touches(&segment.file) {
+            let (rows, _) = self.read_segment(key, segment, columns, pruning).await?;
             return Ok((rows, false));
         }
-        let rows = self.read_segment(key, segment, None, pruning).await?;
-        let (rows, changed) = taken.apply(rows)?;
-        let rows = match columns {
-            Some(columns) => rows
-                .iter()
-                .map(|batch| batch.project(columns))
-                .collect::<std::result::Result<_, _>>()
-                .map_err(DataFusionError::from)?,
-            None => rows,
+        let (rows, changed) = self
+            .placed_live_rows(key, segment, taken, columns, pruning)
+            .await?;
+        Ok((rows.into_iter().map(|(batch, _)| batch).collect(), changed))
+    }
+
+    /// [`live_rows`](Self::live_rows), each batch with the index in the
+    /// segment of each of its rows.
+    ///
+    /// Rows taken out by value are matched on every column, so while some
+    /// are still to be met the segment is read whole and projected
+    /// afterwards. Pruning still holds: a taken-out row in a skipped row
+    /// group fails the predicate, so if it matches an equal row elsewhere
+    /// instead, that row fails it too and the scan's own filter drops it
+    /// either way.
+    pub(super) async fn placed_live_rows(
+        &self,
+        key: &PartitionKey,
+        segment: &SegmentEntry,
+        taken: &mut TakenOut,
+        columns: Option<&[usize]>,
+        pruning: Option<&PruningPredicate>,
+    ) -> Result<(Vec<Placed>, bool)> {
+        let whole = taken.needs_values();
+        let read = if whole { None } else { columns };
+        let (rows, groups) = self.read_segment(key, segment, read, pruning).await?;
+        let rows = placed(segment, &groups, rows);
+        let (rows, changed) = taken.apply(&segment.file, rows)?;
+        let rows = match (whole, columns) {
+            (true, Some(columns)) => rows
+                .into_iter()
+                .map(|(batch, places)| Ok((batch.project(columns)?, places)))
+                .collect::<std::result::Result<_, DataFusionError>>()?,
+            _ => rows,
         };
         Ok((rows, changed))
     }
 
     /// Reads a segment's rows: `columns` of them (all when `None`), in
-    /// the row groups `pruning` cannot rule out.
+    /// the row groups `pruning` cannot rule out; and which row groups
+    /// those are, ascending.
     pub(super) async fn read_segment(
         &self,
         key: &PartitionKey,
         segment: &SegmentEntry,
         columns: Option<&[usize]>,
         pruning: Option<&PruningPredicate>,
-    ) -> Result<Vec<RecordBatch>> {
+    ) -> Result<(Vec<RecordBatch>, Vec<usize>)> {
         let groups = segment.row_group_rows.len();
         let keep = match pruning {
             Some(pruning) => pruning
@@ -133,7 +153,7 @@ impl Inner {
         self.row_groups_skipped
             .fetch_add((groups - kept.len()) as u64, Ordering::Relaxed);
         if kept.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), kept));
         }
         self.row_groups_read
             .fetch_add(kept.len() as u64, Ordering::Relaxed);
@@ -145,10 +165,12 @@ impl Inner {
         // Nothing kept and only some columns wanted: one read, as before
         // there was a cache (such reads do not fill it).
         if columns.is_some() && cached.iter().all(Option::is_none) {
-            return parquet_segment::read(&self.files, &dir, segment, columns, kept).await;
+            let rows =
+                parquet_segment::read(&self.files, &dir, segment, columns, kept.clone()).await?;
+            return Ok((rows, kept));
         }
         let mut out = Vec::with_capacity(kept.len());
-        for (group, cached) in kept.into_iter().zip(cached) {
+        for (&group, cached) in kept.iter().zip(cached) {
             match (cached, columns) {
                 (Some(rows), Some(columns)) => {
                     out.push(rows.project(columns).map_err(DataFusionError::from)?)
@@ -169,8 +191,38 @@ impl Inner {
                 }
             }
         }
-        Ok(out)
+        Ok((out, kept))
     }
+}
+
+/// `rows`, the rows of row groups `groups` of `segment` in order, each
+/// batch with the index in the segment of each of its rows (counted from
+/// the row groups' sizes, so batches need not line up with row groups).
+pub(super) fn placed(
+    segment: &SegmentEntry,
+    groups: &[usize],
+    rows: Vec<RecordBatch>,
+) -> Vec<Placed> {
+    let starts: Vec<u64> = segment
+        .row_group_rows
+        .iter()
+        .scan(0, |start, rows| {
+            let this = *start;
+            *start += rows;
+            Some(this)
+        })
+        .collect();
+    let mut places = groups.iter().flat_map(|&group| {
+        let start = starts.get(group).copied().unwrap_or(0);
+        let rows = segment.row_group_rows.get(group).copied().unwrap_or(0);
+        start..start + rows
+    });
+    rows.into_iter()
+        .map(|batch| {
+            let these = places.by_ref().take(batch.num_rows()).collect();
+            (batch, these)
+        })
+        .collect()
 }
 
 /// `predicate` (over `schema`) as segment statistics can answer it; `None`

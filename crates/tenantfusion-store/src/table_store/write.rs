@@ -2,6 +2,7 @@
 //! to its partition in memory, under the partition's writer lock so that a
 //! partition's writes apply in log order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::record_batch::RecordBatch;
@@ -9,7 +10,7 @@ use datafusion::error::Result as DFResult;
 use tenantfusion_tables::{PartitionKey, RowMatcher, bounds_of, rows_at};
 
 use super::Inner;
-use super::partition_state::TakenOut;
+use super::partition_state::{Place, TakenOut};
 use super::records::{encode_append, encode_drop, encode_replace};
 use super::scan::pruning_predicate;
 
@@ -49,12 +50,14 @@ impl Inner {
         let partition = self.partition(loaded, key).await?;
         let _writer = partition.writer.lock().await;
         // Which rows of `old` are still here, looked for as the logged
-        // change will take them: in memory first, then in the segments.
+        // change will take them: in memory first, then in the segments,
+        // where each row found is placed (its segment and index there).
         let (manifest, hot, pending) = partition.state.read().snapshot();
         let mut wanted = RowMatcher::new(std::slice::from_ref(&old))?;
         for batch in &hot {
             wanted.take_from(batch)?;
         }
+        let mut places: HashMap<u32, Place> = HashMap::new();
         if !wanted.is_done() && !manifest.segments.is_empty() {
             // Only row groups whose statistics can hold the rows of `old`
             // are read (an UPDATE by key reads the one holding its key).
@@ -63,10 +66,17 @@ impl Inner {
             let mut taken = TakenOut::new(&pending)?;
             for segment in &manifest.segments {
                 let (rows, _) = self
-                    .live_rows(key, segment, &mut taken, None, pruning.as_ref())
+                    .placed_live_rows(key, segment, &mut taken, None, pruning.as_ref())
                     .await?;
-                for batch in &rows {
-                    wanted.take_from(batch)?;
+                for (batch, at) in &rows {
+                    let before = wanted.found_in_order().len();
+                    let keep = wanted.take_from(batch)?;
+                    // The rows taken, in order, are the wanted rows found
+                    // since `before`, in order.
+                    let taken_at = (0..batch.num_rows()).filter(|&i| !keep.value(i));
+                    for (row, &index) in taken_at.zip(&wanted.found_in_order()[before..]) {
+                        places.insert(index, (segment.file.clone(), at[row]));
+                    }
                 }
                 if wanted.is_done() {
                     break;
@@ -78,12 +88,17 @@ impl Inner {
             return Ok(found);
         }
         let removed = rows_at(&old, &found)?;
+        let removed_places: Vec<Option<Place>> =
+            found.iter().map(|index| places.remove(index)).collect();
         let added = new.map(|new| rows_at(&new, &found)).transpose()?;
         let record = encode_replace(key, &removed, added.as_ref())?;
         {
             let _applying = loaded.applying.read().await;
             let lsn = loaded.log(record).await?;
-            partition.state.write().replace(lsn, &removed, added)?;
+            partition
+                .state
+                .write()
+                .replace(lsn, &removed, added, Some(&removed_places))?;
         }
         Ok(found)
     }
