@@ -650,7 +650,7 @@ mod tests {
         rows.extend(lookup);
         // Checks inside: every change by key changed exactly one row.
         let mix = write_mix(Size::SMOKE, false).await.unwrap();
-        assert_eq!(mix.len(), 3);
+        assert_eq!(mix.len(), 4);
         rows.extend(mix);
         for r in &rows {
             assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");

@@ -23,8 +23,17 @@ const CREATE: &str = "CREATE TABLE kv (id BIGINT PRIMARY KEY, v BIGINT, body TEX
 
 /// One engine's keyed table of `rows` flushed rows of alice's; her session.
 async fn keyed_table(rows: usize, auto_parameters: bool) -> (tempfile::TempDir, TenantSession) {
+    keyed_table_with(rows, auto_parameters, Durability::Fsync).await
+}
+
+/// [`keyed_table`] with its log acknowledged at `durability`.
+async fn keyed_table_with(
+    rows: usize,
+    auto_parameters: bool,
+    durability: Durability,
+) -> (tempfile::TempDir, TenantSession) {
     let dir = bench_dir();
-    let config = on_disk(&dir, Durability::Fsync).with_auto_parameters(auto_parameters);
+    let config = on_disk(&dir, durability).with_auto_parameters(auto_parameters);
     let engine = Engine::new(config).expect("engine");
     let admin = engine.session(UserContext::new("admin", Role::Dba));
     run_ours(&admin, CREATE).await;
@@ -77,15 +86,27 @@ pub async fn write_mix(size: Size, postgres: bool) -> Result<Vec<Measurement>, S
         .prepare("UPDATE kv SET v = $1 WHERE id = $2")
         .await
         .expect("prepare");
-    let mut n = 0i64;
-    let prepared = latency(size, || {
-        n += 1;
-        let (update, id) = (&update, key(n));
-        async move {
-            let params = vec![ScalarValue::from(n), ScalarValue::from(id)];
-            assert_eq!(execute(update, params, false).await, 1);
-        }
-    })
+    let updates = |update: PreparedStatement| {
+        let mut n = 0i64;
+        latency(size, move || {
+            n += 1;
+            let (update, id) = (update.clone(), key(n));
+            async move {
+                let params = vec![ScalarValue::from(n), ScalarValue::from(id)];
+                assert_eq!(execute(&update, params, false).await, 1);
+            }
+        })
+    };
+    let prepared = updates(update).await;
+    // The same on a log acknowledged once written, before its fsync: what
+    // an UPDATE costs besides the wait for the disk.
+    let (_buffered_dir, alice_buffered) = keyed_table_with(rows, true, Durability::Buffered).await;
+    let buffered = updates(
+        alice_buffered
+            .prepare("UPDATE kv SET v = $1 WHERE id = $2")
+            .await
+            .expect("prepare"),
+    )
     .await;
     let text = |session: &TenantSession, n: i64| {
         let session = session.clone();
@@ -108,6 +129,14 @@ pub async fn write_mix(size: Size, postgres: bool) -> Result<Vec<Measurement>, S
     .await;
     let label = format!("{rows} flushed keyed rows, fsync before ack");
     let mut out = vec![
+        Measurement::latency(
+            "write_mix",
+            format!(
+                "UPDATE by key, prepared, log written but not fsynced vs fsync before ack, {rows} flushed keyed rows"
+            ),
+            buffered,
+            prepared,
+        ),
         Measurement::latency(
             "write_mix",
             format!(

@@ -5,8 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result as DFResult;
+use datafusion::physical_expr::PhysicalExpr;
 use tenantfusion_tables::{PartitionKey, RowMatcher, bounds_of, rows_at};
 
 use super::Inner;
@@ -61,16 +64,24 @@ impl Inner {
         if !wanted.is_done() && !manifest.segments.is_empty() {
             // Only row groups whose statistics can hold the rows of `old`
             // are read (an UPDATE by key reads the one holding its key).
+            // Within them, only the rows inside those bounds are compared
+            // (one comparison per column, instead of hashing every row).
             let bounds = bounds_of(&old)?;
-            let pruning = bounds.and_then(|bounds| pruning_predicate(&old.schema(), bounds));
+            let pruning = bounds
+                .clone()
+                .and_then(|bounds| pruning_predicate(&old.schema(), bounds));
             let mut taken = TakenOut::new(&pending)?;
             for segment in &manifest.segments {
                 let (rows, _) = self
                     .placed_live_rows(key, segment, &mut taken, None, pruning.as_ref())
                     .await?;
-                for (batch, at) in &rows {
+                for (batch, at) in rows {
+                    let (batch, at) = match &bounds {
+                        Some(bounds) => within(bounds, batch, at)?,
+                        None => (batch, at),
+                    };
                     let before = wanted.found_in_order().len();
-                    let keep = wanted.take_from(batch)?;
+                    let keep = wanted.take_from(&batch)?;
                     // The rows taken, in order, are the wanted rows found
                     // since `before`, in order.
                     let taken_at = (0..batch.num_rows()).filter(|&i| !keep.value(i));
@@ -132,4 +143,23 @@ impl Inner {
         self.delete_segments(key, &free).await?;
         Ok(rows)
     }
+}
+
+/// The rows of `batch` (each at its place in `at`) that `bounds` accepts.
+fn within(
+    bounds: &Arc<dyn PhysicalExpr>,
+    batch: RecordBatch,
+    at: Vec<u64>,
+) -> DFResult<(RecordBatch, Vec<u64>)> {
+    let accepted = bounds.evaluate(&batch)?.into_array(batch.num_rows())?;
+    let accepted = accepted.as_boolean();
+    if accepted.true_count() == batch.num_rows() {
+        return Ok((batch, at));
+    }
+    let at = at
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, place)| (accepted.is_valid(i) && accepted.value(i)).then_some(place))
+        .collect();
+    Ok((filter_record_batch(&batch, accepted)?, at))
 }
