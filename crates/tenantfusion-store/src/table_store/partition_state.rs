@@ -292,14 +292,16 @@ impl TakenOut {
         let mut kept = Vec::with_capacity(rows.len());
         let mut changed = false;
         for (batch, places) in rows {
-            let mut keep: Vec<bool> = match located {
-                Some(located) => places
-                    .iter()
-                    .map(|place| located.binary_search(place).is_err())
-                    .collect(),
+            let by_value = self.by_value.as_mut().filter(|taken| !taken.is_done());
+            let mut keep = match located.and_then(|located| taken_at(located, &places)) {
+                Some(keep) => keep,
+                None if by_value.is_none() => {
+                    kept.push((batch, places));
+                    continue;
+                }
                 None => vec![true; places.len()],
             };
-            if let Some(taken) = self.by_value.as_mut().filter(|taken| !taken.is_done()) {
+            if let Some(taken) = by_value {
                 let by_value = taken.take_from(&filter_kept(&batch, &keep)?)?;
                 let mut at = by_value.values().iter();
                 for keep in keep.iter_mut().filter(|keep| **keep) {
@@ -325,6 +327,38 @@ impl TakenOut {
     }
 }
 
+/// Which of `places` to keep, `located` (ascending) leaving out; `None`
+/// when it leaves out none. Places come ascending from a segment's reader,
+/// so the rows taken out among them are one stretch of `located`, walked
+/// beside them (looked up one by one otherwise).
+fn taken_at(located: &[u64], places: &[u64]) -> Option<Vec<bool>> {
+    let (first, last) = (places.first()?, places.last()?);
+    let sorted = places.is_sorted();
+    let stretch = match sorted {
+        true => {
+            let from = located.partition_point(|row| row < first);
+            &located[from..located.partition_point(|row| row <= last)]
+        }
+        false => located,
+    };
+    if stretch.is_empty() {
+        return None;
+    }
+    let mut keep = vec![true; places.len()];
+    if sorted {
+        let mut taken_out = stretch.iter().peekable();
+        for (place, keep) in places.iter().zip(&mut keep) {
+            while taken_out.next_if(|row| *row < place).is_some() {}
+            *keep = taken_out.next_if(|row| *row == place).is_none();
+        }
+    } else {
+        for (place, keep) in places.iter().zip(&mut keep) {
+            *keep = stretch.binary_search(place).is_err();
+        }
+    }
+    Some(keep)
+}
+
 /// The rows of `batch` whose `keep` is true.
 fn filter_kept(batch: &RecordBatch, keep: &[bool]) -> DFResult<RecordBatch> {
     if keep.iter().all(|keep| *keep) {
@@ -334,4 +368,26 @@ fn filter_kept(batch: &RecordBatch, keep: &[bool]) -> DFResult<RecordBatch> {
         batch,
         &BooleanArray::from(keep.to_vec()),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::taken_at;
+
+    #[test]
+    fn places_taken_out_are_found_walking_or_looking_up() {
+        let located = [2, 5, 9, 40];
+        // Ascending (as a reader gives them): only the stretch 5..9 counts.
+        assert_eq!(
+            taken_at(&located, &[4, 5, 6, 9]),
+            Some(vec![true, false, true, false])
+        );
+        assert_eq!(taken_at(&located, &[10, 11, 39]), None);
+        assert_eq!(taken_at(&located, &[]), None);
+        // Not ascending: looked up one by one, the same answer.
+        assert_eq!(
+            taken_at(&located, &[9, 4, 40, 2]),
+            Some(vec![false, true, false, false])
+        );
+    }
 }

@@ -203,20 +203,19 @@ pub(super) fn placed(
     groups: &[usize],
     rows: Vec<RecordBatch>,
 ) -> Vec<Placed> {
-    let starts: Vec<u64> = segment
-        .row_group_rows
-        .iter()
-        .scan(0, |start, rows| {
-            let this = *start;
-            *start += rows;
-            Some(this)
-        })
-        .collect();
-    let mut places = groups.iter().flat_map(|&group| {
+    let mut start = 0;
+    let mut starts = Vec::with_capacity(segment.row_group_rows.len());
+    for rows in &segment.row_group_rows {
+        starts.push(start);
+        start += rows;
+    }
+    let mut places = Vec::with_capacity(rows.iter().map(RecordBatch::num_rows).sum());
+    for &group in groups {
         let start = starts.get(group).copied().unwrap_or(0);
         let rows = segment.row_group_rows.get(group).copied().unwrap_or(0);
-        start..start + rows
-    });
+        places.extend(start..start + rows);
+    }
+    let mut places = places.into_iter();
     rows.into_iter()
         .map(|batch| {
             let these = places.by_ref().take(batch.num_rows()).collect();
