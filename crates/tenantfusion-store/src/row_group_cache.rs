@@ -5,8 +5,8 @@
 //! that segment wait for the next flush. Decoding the same row group again
 //! and again (snappy, then Parquet's encodings) was most of such a
 //! statement's time. A segment file never changes once written and its name
-//! is never reused (see [`Manifest::next_segment`](crate::manifest::Manifest)),
-//! so a decoded row group stays right for as long as the file exists.
+//! is never reused (a manifest's `next_segment` only grows), so a decoded
+//! row group stays right for as long as the file exists.
 //!
 //! Only whole-width reads fill the cache (an analytic scan of two columns
 //! does not push out the rows being changed); any read may be served from

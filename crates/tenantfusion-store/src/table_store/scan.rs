@@ -162,8 +162,8 @@ impl Inner {
         let cache = self.files.row_groups();
         let cached: Vec<Option<RecordBatch>> =
             kept.iter().map(|&g| cache.get(path.as_ref(), g)).collect();
-        // Nothing kept and only some columns wanted: one read, as before
-        // there was a cache (such reads do not fill it).
+        // None of them decoded already and only some columns wanted: one
+        // read, as before there was a cache (such reads do not fill it).
         if columns.is_some() && cached.iter().all(Option::is_none) {
             let rows =
                 parquet_segment::read(&self.files, &dir, segment, columns, kept.clone()).await?;
