@@ -12,7 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use tenantfusion::{Durability, Engine, PreparedStatement, Role, TenantSession, UserContext};
 
-use crate::scan_scaling::latency;
+use crate::scan_scaling::{Stats, latency};
 use crate::storage::{bench_dir, on_disk};
 use crate::{Measurement, Size, run_ours, run_prepared};
 
@@ -60,6 +60,21 @@ async fn execute(statement: &PreparedStatement, params: Vec<ScalarValue>, query:
     }
 }
 
+/// Times `update` (`UPDATE kv SET v = $1 WHERE id = $2`, prepared), run
+/// `n` setting row `key(n)`'s `v` to `n`.
+async fn timed_updates(size: Size, update: &PreparedStatement, key: impl Fn(i64) -> i64) -> Stats {
+    let mut n = 0i64;
+    latency(size, || {
+        n += 1;
+        let id = key(n);
+        async move {
+            let params = vec![ScalarValue::from(n), ScalarValue::from(id)];
+            assert_eq!(execute(update, params, false).await, 1);
+        }
+    })
+    .await
+}
+
 /// The count of rows an INSERT, UPDATE or DELETE answers.
 fn changed(batches: &[RecordBatch]) -> u64 {
     batches[0]
@@ -86,28 +101,15 @@ pub async fn write_mix(size: Size, postgres: bool) -> Result<Vec<Measurement>, S
         .prepare("UPDATE kv SET v = $1 WHERE id = $2")
         .await
         .expect("prepare");
-    let updates = |update: PreparedStatement| {
-        let mut n = 0i64;
-        latency(size, move || {
-            n += 1;
-            let (update, id) = (update.clone(), key(n));
-            async move {
-                let params = vec![ScalarValue::from(n), ScalarValue::from(id)];
-                assert_eq!(execute(&update, params, false).await, 1);
-            }
-        })
-    };
-    let prepared = updates(update).await;
+    let prepared = timed_updates(size, &update, key).await;
     // The same on a log acknowledged once written, before its fsync: what
     // an UPDATE costs besides the wait for the disk.
     let (_buffered_dir, alice_buffered) = keyed_table_with(rows, true, Durability::Buffered).await;
-    let buffered = updates(
-        alice_buffered
-            .prepare("UPDATE kv SET v = $1 WHERE id = $2")
-            .await
-            .expect("prepare"),
-    )
-    .await;
+    let buffered_update = alice_buffered
+        .prepare("UPDATE kv SET v = $1 WHERE id = $2")
+        .await
+        .expect("prepare");
+    let buffered = timed_updates(size, &buffered_update, key).await;
     let text = |session: &TenantSession, n: i64| {
         let session = session.clone();
         let sql = format!("UPDATE kv SET v = {n} WHERE id = {}", key(n));

@@ -291,36 +291,21 @@ impl TakenOut {
         let located = self.rows.located.get(file).map(Vec::as_slice);
         let mut kept = Vec::with_capacity(rows.len());
         let mut changed = false;
-        for (batch, places) in rows {
-            let by_value = self.by_value.as_mut().filter(|taken| !taken.is_done());
-            let mut keep = match located.and_then(|located| taken_at(located, &places)) {
-                Some(keep) => keep,
-                None if by_value.is_none() => {
-                    kept.push((batch, places));
-                    continue;
-                }
-                None => vec![true; places.len()],
-            };
-            if let Some(taken) = by_value {
-                let by_value = taken.take_from(&filter_kept(&batch, &keep)?)?;
-                let mut at = by_value.values().iter();
-                for keep in keep.iter_mut().filter(|keep| **keep) {
-                    *keep = at.next().unwrap_or(true);
+        for rows in rows {
+            let mut rows = rows;
+            if let Some(keep) = located.and_then(|located| taken_at(located, &rows.1)) {
+                rows = keep_placed(rows, &BooleanArray::from(keep))?;
+                changed = true;
+            }
+            if let Some(taken) = self.by_value.as_mut().filter(|taken| !taken.is_done()) {
+                let keep = taken.take_from(&rows.0)?;
+                if keep.false_count() > 0 {
+                    rows = keep_placed(rows, &keep)?;
+                    changed = true;
                 }
             }
-            if keep.iter().all(|keep| *keep) {
-                kept.push((batch, places));
-                continue;
-            }
-            changed = true;
-            let batch = filter_kept(&batch, &keep)?;
-            let places = places
-                .into_iter()
-                .zip(&keep)
-                .filter_map(|(place, keep)| keep.then_some(place))
-                .collect();
-            if batch.num_rows() > 0 {
-                kept.push((batch, places));
+            if rows.0.num_rows() > 0 {
+                kept.push(rows);
             }
         }
         Ok((kept, changed))
@@ -356,18 +341,18 @@ fn taken_at(located: &[u64], places: &[u64]) -> Option<Vec<bool>> {
             *keep = stretch.binary_search(place).is_err();
         }
     }
-    Some(keep)
+    keep.contains(&false).then_some(keep)
 }
 
-/// The rows of `batch` whose `keep` is true.
-fn filter_kept(batch: &RecordBatch, keep: &[bool]) -> DFResult<RecordBatch> {
-    if keep.iter().all(|keep| *keep) {
-        return Ok(batch.clone());
-    }
-    Ok(filter_record_batch(
-        batch,
-        &BooleanArray::from(keep.to_vec()),
-    )?)
+/// The rows of `rows` that `keep` keeps (a NULL does not), each with its
+/// place.
+pub(super) fn keep_placed((batch, places): Placed, keep: &BooleanArray) -> DFResult<Placed> {
+    let places = places
+        .into_iter()
+        .zip(keep.iter())
+        .filter_map(|(place, keep)| (keep == Some(true)).then_some(place))
+        .collect();
+    Ok((filter_record_batch(&batch, keep)?, places))
 }
 
 #[cfg(test)]
@@ -383,6 +368,8 @@ mod tests {
             Some(vec![true, false, true, false])
         );
         assert_eq!(taken_at(&located, &[10, 11, 39]), None);
+        // Taken-out places around, none among them.
+        assert_eq!(taken_at(&located, &[3, 4, 6]), None);
         assert_eq!(taken_at(&located, &[]), None);
         // Not ascending: looked up one by one, the same answer.
         assert_eq!(

@@ -5,15 +5,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result as DFResult;
 use datafusion::physical_expr::PhysicalExpr;
 use tenantfusion_tables::{PartitionKey, RowMatcher, bounds_of, rows_at};
 
 use super::Inner;
-use super::partition_state::{Place, TakenOut};
+use super::partition_state::{Place, Placed, TakenOut, keep_placed};
 use super::records::{encode_append, encode_drop, encode_replace};
 use super::scan::pruning_predicate;
 
@@ -146,20 +145,11 @@ impl Inner {
 }
 
 /// The rows of `batch` (each at its place in `at`) that `bounds` accepts.
-fn within(
-    bounds: &Arc<dyn PhysicalExpr>,
-    batch: RecordBatch,
-    at: Vec<u64>,
-) -> DFResult<(RecordBatch, Vec<u64>)> {
+fn within(bounds: &Arc<dyn PhysicalExpr>, batch: RecordBatch, at: Vec<u64>) -> DFResult<Placed> {
     let accepted = bounds.evaluate(&batch)?.into_array(batch.num_rows())?;
     let accepted = accepted.as_boolean();
     if accepted.true_count() == batch.num_rows() {
         return Ok((batch, at));
     }
-    let at = at
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, place)| (accepted.is_valid(i) && accepted.value(i)).then_some(place))
-        .collect();
-    Ok((filter_record_batch(&batch, accepted)?, at))
+    keep_placed((batch, at), accepted)
 }
