@@ -25,8 +25,8 @@ use parking_lot::Mutex;
 /// The budget when none is set: 64 MiB.
 pub const DEFAULT_ROW_GROUP_CACHE_BYTES: usize = 64 << 20;
 
-/// One row group: the segment's object path and the row group's index.
-type Key = (String, usize);
+/// A row group kept: its rows, their size, when it was last used.
+type Entry = (RecordBatch, usize, u64);
 
 /// Decoded row groups, least recently used first out. See the module docs.
 #[derive(Debug)]
@@ -37,8 +37,10 @@ pub struct RowGroupCache {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Row group -> (its rows, their size, when last used).
-    entries: HashMap<Key, (RecordBatch, usize, u64)>,
+    /// Segment object path -> row group index -> what is kept of it; by
+    /// path first, so a lookup borrows the path and a deleted segment goes
+    /// whole.
+    segments: HashMap<String, HashMap<usize, Entry>>,
     bytes: usize,
     clock: u64,
 }
@@ -66,11 +68,10 @@ impl RowGroupCache {
 
     /// Row group `group` of segment `path`, if kept.
     pub fn get(&self, path: &str, group: usize) -> Option<RecordBatch> {
-        let key = (path.to_string(), group);
         let mut state = self.state.lock();
         state.clock += 1;
         let now = state.clock;
-        let (rows, _, used) = state.entries.get_mut(&key)?;
+        let (rows, _, used) = state.segments.get_mut(path)?.get_mut(&group)?;
         *used = now;
         Some(rows.clone())
     }
@@ -83,11 +84,11 @@ impl RowGroupCache {
         if size > budget {
             return;
         }
-        let key = (path.to_string(), group);
         let mut state = self.state.lock();
         state.clock += 1;
         let now = state.clock;
-        if let Some((_, old, _)) = state.entries.insert(key, (rows, size, now)) {
+        let groups = state.segments.entry(path.to_string()).or_default();
+        if let Some((_, old, _)) = groups.insert(group, (rows, size, now)) {
             state.bytes -= old;
         }
         state.bytes += size;
@@ -97,15 +98,9 @@ impl RowGroupCache {
     /// Drops every row group of segment `path` (its file is being deleted).
     pub fn forget(&self, path: &str) {
         let mut state = self.state.lock();
-        let mut freed = 0;
-        state.entries.retain(|(kept, _), (_, size, _)| {
-            let keep = kept != path;
-            if !keep {
-                freed += *size;
-            }
-            keep
-        });
-        state.bytes -= freed;
+        if let Some(groups) = state.segments.remove(path) {
+            state.bytes -= groups.values().map(|(_, size, _)| size).sum::<usize>();
+        }
     }
 
     /// Bytes of decoded rows kept now.
@@ -120,16 +115,27 @@ impl State {
     /// a few thousand row groups, and drops are rare next to hits.
     fn shrink_to(&mut self, budget: usize) {
         while self.bytes > budget {
-            let Some(oldest) = self
-                .entries
+            let oldest = self
+                .segments
                 .iter()
-                .min_by_key(|(_, (_, _, used))| *used)
-                .map(|(key, _)| key.clone())
-            else {
+                .flat_map(|(path, groups)| {
+                    groups
+                        .iter()
+                        .map(move |(group, (_, _, used))| (*used, path, *group))
+                })
+                .min()
+                .map(|(_, path, group)| (path.clone(), group));
+            let Some((path, group)) = oldest else {
                 break;
             };
-            if let Some((_, size, _)) = self.entries.remove(&oldest) {
+            let Some(groups) = self.segments.get_mut(&path) else {
+                break;
+            };
+            if let Some((_, size, _)) = groups.remove(&group) {
                 self.bytes -= size;
+            }
+            if groups.is_empty() {
+                self.segments.remove(&path);
             }
         }
     }
