@@ -350,6 +350,40 @@ async fn decoded_row_groups_are_kept_and_give_the_rows_a_fresh_decode_gives() {
 }
 
 #[tokio::test]
+async fn two_users_segments_of_one_name_keep_their_own_rows_and_places() {
+    // Both partitions' first segment is seg-0.parquet: kept row groups and
+    // places taken out must be told apart by partition, not file name.
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (user("alice"), user("bob"));
+    let store = open(dir.path(), FlushPolicy::MANUAL);
+    store.append(&alice, vec![rows(&[1, 2, 3])]).await.unwrap();
+    store.append(&bob, vec![rows(&[10, 20, 30])]).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(segment_files(dir.path(), "u-alice"), ["seg-0.parquet"]);
+    assert_eq!(segment_files(dir.path(), "u-bob"), ["seg-0.parquet"]);
+    // Alice's segment read whole (and kept) first, then bob's.
+    assert_eq!(store.replace(&alice, rows(&[2]), None).await.unwrap(), [0]);
+    assert_eq!(ids(&store.read(&bob).await.unwrap()), [10, 20, 30]);
+    assert_eq!(ids(&store.read(&alice).await.unwrap()), [1, 3]);
+    // Bob's row at alice's taken-out place (index 1) is still his.
+    assert!(
+        store
+            .replace(&bob, rows(&[2]), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.replace(&bob, rows(&[30]), None).await.unwrap(), [0]);
+    assert_eq!(ids(&store.read(&bob).await.unwrap()), [10, 20]);
+    assert_eq!(ids(&store.read(&alice).await.unwrap()), [1, 3]);
+    store.flush().await.unwrap();
+    drop(store);
+    let store = open(dir.path(), FlushPolicy::MANUAL);
+    assert_eq!(ids(&store.read(&alice).await.unwrap()), [1, 3]);
+    assert_eq!(ids(&store.read(&bob).await.unwrap()), [10, 20]);
+}
+
+#[tokio::test]
 async fn equal_rows_taken_out_by_place_and_by_value_leave_the_right_count() {
     // Three equal rows flushed. A live DELETE takes one out by its place;
     // after a reopen that one is known by value only (its log record), and
