@@ -14,6 +14,7 @@ use tenantfusion_core::{Result, TenantError};
 use tenantfusion_tables::PartitionKey;
 
 use super::partition_state::{Partition, TakenOut};
+use super::scan::Selection;
 use super::{Inner, Loaded};
 use crate::manifest::Manifest;
 use crate::parquet_segment;
@@ -96,7 +97,9 @@ impl Inner {
                 segments.push(Arc::clone(segment));
                 continue;
             }
-            let (rows, changed) = self.live_rows(key, segment, &mut taken, None, None).await?;
+            let (rows, changed) = self
+                .live_rows(key, segment, &mut taken, None, &Selection::default())
+                .await?;
             if merge {
                 merged.extend(rows);
                 retired.push(Arc::clone(segment));

@@ -346,7 +346,7 @@ fn taken_at(located: &[u64], places: &[u64]) -> Option<Vec<bool>> {
 
 /// The rows of `rows` that `keep` keeps (a NULL does not), each with its
 /// place.
-pub(super) fn keep_placed((batch, places): Placed, keep: &BooleanArray) -> DFResult<Placed> {
+fn keep_placed((batch, places): Placed, keep: &BooleanArray) -> DFResult<Placed> {
     let places = places
         .into_iter()
         .zip(keep.iter())

@@ -1,15 +1,21 @@
 //! Reads: a partition's segments (row groups the filters rule out skipped,
-//! only the columns asked for decoded), less the rows UPDATE and DELETE
-//! took out, then its rows in memory.
+//! only the columns asked for decoded, rows the filters' plain comparisons
+//! reject left out), less the rows UPDATE and DELETE took out, then its
+//! rows in memory.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use datafusion::arrow::compute::concat_batches;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, prep_null_mask_filter, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result as DFResult};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+use datafusion::physical_expr::{PhysicalExpr, split_conjunction};
+use datafusion::physical_optimizer::pruning::PruningStatistics;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use tenantfusion_core::Result;
 use tenantfusion_tables::{PartitionKey, ReadRequest};
@@ -56,14 +62,11 @@ impl Inner {
         let columns = request.columns.as_deref();
         let mut out = Vec::new();
         if !manifest.segments.is_empty() {
-            let pruning = request
-                .predicate
-                .as_ref()
-                .and_then(|predicate| pruning_predicate(&request.schema, Arc::clone(predicate)));
+            let selection = Selection::of(&request.schema, request.predicate.as_ref());
             let mut taken = TakenOut::new(&pending)?;
             for segment in &manifest.segments {
                 let (rows, _) = self
-                    .live_rows(key, segment, &mut taken, columns, pruning.as_ref())
+                    .live_rows(key, segment, &mut taken, columns, &selection)
                     .await?;
                 for batch in rows {
                     out.push(conform(batch, &request.schema)?);
@@ -80,22 +83,29 @@ impl Inner {
     }
 
     /// A segment's rows still in the partition: those `taken` does not
-    /// take out, `columns` of them (all when `None`), in the row groups
-    /// `pruning` cannot rule out; and whether `taken` took any out.
+    /// take out, `columns` of them (all when `None`), among those
+    /// `selection` selects; and whether `taken` took any out.
     pub(super) async fn live_rows(
         &self,
         key: &PartitionKey,
         segment: &SegmentEntry,
         taken: &mut TakenOut,
         columns: Option<&[usize]>,
-        pruning: Option<&PruningPredicate>,
+        selection: &Selection,
     ) -> Result<(Vec<RecordBatch>, bool)> {
         if !taken.touches(&segment.file) {
-            let (rows, _) = self.read_segment(key, segment, columns, pruning).await?;
-            return Ok((rows, false));
+            let (rows, _) = self.read_segment(key, segment, columns, selection).await?;
+            let mut selected = Vec::with_capacity(rows.len());
+            for batch in rows {
+                let batch = selection.select(batch)?;
+                if batch.num_rows() > 0 {
+                    selected.push(batch);
+                }
+            }
+            return Ok((selected, false));
         }
         let (rows, changed) = self
-            .placed_live_rows(key, segment, taken, columns, pruning)
+            .placed_live_rows(key, segment, taken, columns, selection)
             .await?;
         Ok((rows.into_iter().map(|(batch, _)| batch).collect(), changed))
     }
@@ -105,23 +115,34 @@ impl Inner {
     ///
     /// Rows taken out by value are matched on every column, so while some
     /// are still to be met the segment is read whole and projected
-    /// afterwards. Pruning still holds: a taken-out row in a skipped row
-    /// group fails the predicate, so if it matches an equal row elsewhere
-    /// instead, that row fails it too and the scan's own filter drops it
-    /// either way.
+    /// afterwards. Selecting first still holds: a taken-out row in a
+    /// skipped row group or rejected by the selection's comparisons fails
+    /// them, so if it matches an equal row elsewhere instead, that row
+    /// fails them too and is left out either way.
     pub(super) async fn placed_live_rows(
         &self,
         key: &PartitionKey,
         segment: &SegmentEntry,
         taken: &mut TakenOut,
         columns: Option<&[usize]>,
-        pruning: Option<&PruningPredicate>,
+        selection: &Selection,
     ) -> Result<(Vec<Placed>, bool)> {
         let whole = taken.needs_values();
         let read = if whole { None } else { columns };
-        let (rows, groups) = self.read_segment(key, segment, read, pruning).await?;
-        let rows = placed(segment, &groups, rows);
-        let (rows, changed) = taken.apply(&segment.file, rows)?;
+        let (rows, groups) = self.read_segment(key, segment, read, selection).await?;
+        let mut selected = Vec::with_capacity(rows.len());
+        for rows in placed(segment, &groups, rows) {
+            // The comparisons are over the columns asked for.
+            let asked = match (whole, columns) {
+                (true, Some(columns)) => rows.0.project(columns).map_err(DataFusionError::from)?,
+                _ => rows.0.clone(),
+            };
+            let rows = selection.select_placed(rows, &asked)?;
+            if rows.0.num_rows() > 0 {
+                selected.push(rows);
+            }
+        }
+        let (rows, changed) = taken.apply(&segment.file, selected)?;
         let rows = match (whole, columns) {
             (true, Some(columns)) => rows
                 .into_iter()
@@ -133,22 +154,17 @@ impl Inner {
     }
 
     /// Reads a segment's rows: `columns` of them (all when `None`), in
-    /// the row groups `pruning` cannot rule out; and which row groups
+    /// the row groups `selection` cannot rule out; and which row groups
     /// those are, ascending.
     pub(super) async fn read_segment(
         &self,
         key: &PartitionKey,
         segment: &SegmentEntry,
         columns: Option<&[usize]>,
-        pruning: Option<&PruningPredicate>,
+        selection: &Selection,
     ) -> Result<(Vec<RecordBatch>, Vec<usize>)> {
         let groups = segment.row_group_rows.len();
-        let keep = match pruning {
-            Some(pruning) => pruning
-                .prune(segment)
-                .unwrap_or_else(|_| vec![true; groups]),
-            None => vec![true; groups],
-        };
+        let keep = selection.row_groups(segment);
         let kept: Vec<usize> = (0..groups).filter(|&g| keep[g]).collect();
         self.row_groups_skipped
             .fetch_add((groups - kept.len()) as u64, Ordering::Relaxed);
@@ -224,16 +240,236 @@ pub(super) fn placed(
         .collect()
 }
 
-/// `predicate` (over `schema`) as segment statistics can answer it; `None`
-/// when they cannot serve it: such a predicate prunes nothing.
-pub(super) fn pruning_predicate(
-    schema: &SchemaRef,
-    predicate: Arc<dyn PhysicalExpr>,
-) -> Option<PruningPredicate> {
-    PruningPredicateBuilder::new()
-        .with_file_schema(Arc::clone(schema))
-        .try_build(predicate)
-        .ok()
+/// Which of a segment's rows a reader wants (every row by default): what a
+/// scan's filters let the store leave out before it looks for the rows
+/// UPDATE and DELETE took out, so that a point read by key goes through
+/// the one row it wants, not the thousands of its row group.
+///
+/// The filters' plain comparisons (see [`plain_comparisons`]) are applied
+/// here both ways: to the row groups' statistics, with a comparison of two
+/// values per row group (DataFusion's `PruningPredicate` builds and
+/// evaluates a record batch of statistics for the same answer, which cost
+/// more than the rest of an UPDATE by key), and to the rows, one
+/// comparison at a time over the rows the ones before it kept.
+#[derive(Debug, Default)]
+pub(super) struct Selection {
+    compared: Vec<Comparison>,
+    /// The statistics pruning of the other conjuncts, when there are any.
+    groups: Option<PruningPredicate>,
+}
+
+/// `column op value`, a plain comparison of a selection.
+#[derive(Debug)]
+struct Comparison {
+    /// The comparison as written, over the columns asked for.
+    expr: Arc<dyn PhysicalExpr>,
+    column: String,
+    /// With the column on the left.
+    op: Operator,
+    value: ScalarValue,
+}
+
+impl Selection {
+    /// The rows `predicate` (over `schema`, a hint that rows failing it may
+    /// be left out) may accept.
+    pub(super) fn of(schema: &SchemaRef, predicate: Option<&Arc<dyn PhysicalExpr>>) -> Self {
+        let Some(predicate) = predicate else {
+            return Self::default();
+        };
+        let conjuncts = split_conjunction(predicate);
+        let compared: Vec<Comparison> = conjuncts
+            .iter()
+            .filter_map(|conjunct| Comparison::of(conjunct, schema))
+            .collect();
+        // Floating point statistics leave NaN out, which compares above
+        // every number: DataFusion's pruning knows how far to trust them.
+        let others = conjuncts.len() > compared.len()
+            || compared.iter().any(|c| c.value.data_type().is_floating());
+        Self {
+            groups: others
+                .then(|| {
+                    PruningPredicateBuilder::new()
+                        .with_file_schema(Arc::clone(schema))
+                        .try_build(Arc::clone(predicate))
+                        .ok()
+                })
+                .flatten(),
+            compared,
+        }
+    }
+
+    /// Which row groups of `segment` may hold rows the selection accepts.
+    fn row_groups(&self, segment: &SegmentEntry) -> Vec<bool> {
+        let groups = segment.row_group_rows.len();
+        let mut keep = match &self.groups {
+            Some(pruning) => pruning
+                .prune(segment)
+                .unwrap_or_else(|_| vec![true; groups]),
+            None => vec![true; groups],
+        };
+        for comparison in &self.compared {
+            if comparison.value.data_type().is_floating() {
+                continue;
+            }
+            let column = datafusion::common::Column::new_unqualified(&comparison.column);
+            let (Some(mins), Some(maxes)) =
+                (segment.min_values(&column), segment.max_values(&column))
+            else {
+                continue;
+            };
+            for (group, keep) in keep.iter_mut().enumerate() {
+                let bound = |values: &ArrayRef| ScalarValue::try_from_array(values, group).ok();
+                if *keep && group < mins.len().min(maxes.len()) {
+                    *keep = comparison.may_hold(bound(&mins), bound(&maxes));
+                }
+            }
+        }
+        keep
+    }
+
+    /// Which rows of `batch` (of the columns asked for) the selection
+    /// accepts; `None` for all of them.
+    fn rows(&self, batch: &RecordBatch) -> DFResult<Option<UInt32Array>> {
+        let mut kept: Option<UInt32Array> = None;
+        for comparison in &self.compared {
+            let rows = match &kept {
+                Some(kept) => take_record_batch(batch, kept)?,
+                None => batch.clone(),
+            };
+            if rows.num_rows() == 0 {
+                break;
+            }
+            let mask = comparison
+                .expr
+                .evaluate(&rows)?
+                .into_array(rows.num_rows())?;
+            let mask = mask.as_boolean_opt().ok_or_else(|| {
+                DataFusionError::Internal(format!("{} is not boolean", comparison.expr))
+            })?;
+            let mask = match mask.null_count() {
+                0 => mask.clone(),
+                _ => prep_null_mask_filter(mask),
+            };
+            if mask.true_count() == rows.num_rows() {
+                continue;
+            }
+            let at = mask.values().set_indices().map(|i| match &kept {
+                Some(kept) => kept.value(i),
+                None => i as u32,
+            });
+            kept = Some(at.collect());
+        }
+        Ok(kept)
+    }
+
+    /// The rows of `batch` the selection accepts.
+    fn select(&self, batch: RecordBatch) -> DFResult<RecordBatch> {
+        Ok(match self.rows(&batch)? {
+            Some(kept) => take_record_batch(&batch, &kept)?,
+            None => batch,
+        })
+    }
+
+    /// The rows of `rows` the selection accepts, judged on `asked` (the
+    /// same rows, of the columns asked for), each with its place.
+    fn select_placed(&self, (batch, places): Placed, asked: &RecordBatch) -> DFResult<Placed> {
+        Ok(match self.rows(asked)? {
+            Some(kept) => {
+                let places = kept.values().iter().map(|&i| places[i as usize]).collect();
+                (take_record_batch(&batch, &kept)?, places)
+            }
+            None => (batch, places),
+        })
+    }
+}
+
+impl Comparison {
+    /// `conjunct` if it compares a column with a literal of the column's
+    /// own type, of a type whose comparison cannot fail (numbers, strings,
+    /// binary, booleans, dates and times). Nothing else is evaluated by
+    /// the store: a division, a cast or a function may fail on a row taken
+    /// out, which the query would never have met.
+    fn of(conjunct: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Option<Self> {
+        let binary = conjunct.downcast_ref::<BinaryExpr>()?;
+        let (left, right) = (binary.left(), binary.right());
+        let (column, literal, op) = match (
+            left.downcast_ref::<Column>(),
+            right.downcast_ref::<Literal>(),
+        ) {
+            (Some(column), Some(literal)) => (column, literal, *binary.op()),
+            _ => (
+                right.downcast_ref::<Column>()?,
+                left.downcast_ref::<Literal>()?,
+                binary.op().swap()?,
+            ),
+        };
+        let comparison = matches!(
+            op,
+            Operator::Eq
+                | Operator::NotEq
+                | Operator::Lt
+                | Operator::LtEq
+                | Operator::Gt
+                | Operator::GtEq
+                | Operator::IsDistinctFrom
+                | Operator::IsNotDistinctFrom
+        );
+        let field = schema.fields().get(column.index())?;
+        let data_type = field.data_type();
+        let plain = comparison
+            && field.name() == column.name()
+            && literal.value().data_type() == *data_type
+            && (data_type.is_numeric()
+                || matches!(
+                    data_type,
+                    DataType::Boolean
+                        | DataType::Utf8
+                        | DataType::LargeUtf8
+                        | DataType::Utf8View
+                        | DataType::Binary
+                        | DataType::LargeBinary
+                        | DataType::BinaryView
+                        | DataType::Date32
+                        | DataType::Date64
+                        | DataType::Time32(_)
+                        | DataType::Time64(_)
+                        | DataType::Timestamp(_, _)
+                ));
+        plain.then(|| Self {
+            expr: Arc::clone(conjunct),
+            column: column.name().to_string(),
+            op,
+            value: literal.value().clone(),
+        })
+    }
+
+    /// Whether a row group whose values lie between `min` and `max` (not
+    /// known: `None`) may hold a row this comparison accepts.
+    fn may_hold(&self, min: Option<ScalarValue>, max: Option<ScalarValue>) -> bool {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let (Some(min), Some(max)) = (min, max) else {
+            return true;
+        };
+        if self.value.is_null() || min.is_null() || max.is_null() {
+            return true;
+        }
+        let (Some(to_min), Some(to_max)) =
+            (min.partial_cmp(&self.value), max.partial_cmp(&self.value))
+        else {
+            return true;
+        };
+        match self.op {
+            Operator::Eq | Operator::IsNotDistinctFrom => to_min != Greater && to_max != Less,
+            // Only a group of that one value, where no NULL is counted
+            // (NULL is distinct from any value).
+            Operator::NotEq => !(to_min == Equal && to_max == Equal),
+            Operator::Lt => to_min == Less,
+            Operator::LtEq => to_min != Greater,
+            Operator::Gt => to_max == Greater,
+            Operator::GtEq => to_max != Less,
+            _ => true,
+        }
+    }
 }
 
 /// `batch` under `schema` (a segment's columns come back as Parquet stored
@@ -248,4 +484,149 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> DFResult<RecordBatch> {
         batch.columns().to_vec(),
         &options,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::Field;
+    use datafusion::physical_expr::conjunction;
+    use datafusion::physical_expr::expressions::{CastExpr, col, lit};
+
+    use super::*;
+
+    fn compare(
+        left: Arc<dyn PhysicalExpr>,
+        op: Operator,
+        right: Arc<dyn PhysicalExpr>,
+    ) -> Arc<dyn PhysicalExpr> {
+        Arc::new(BinaryExpr::new(left, op, right))
+    }
+
+    #[test]
+    fn only_comparisons_that_cannot_fail_are_evaluated_by_the_store() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("body", DataType::Utf8View, true),
+            Field::new("list", DataType::new_list(DataType::Int64, true), true),
+        ]));
+        let id = col("id", &schema).unwrap();
+        let body = col("body", &schema).unwrap();
+        let compared = |predicate: Arc<dyn PhysicalExpr>| {
+            let selection = Selection::of(&schema, Some(&predicate));
+            let compared: Vec<_> = selection
+                .compared
+                .iter()
+                .map(|c| format!("{} {} {}", c.column, c.op, c.value))
+                .collect();
+            (compared, selection.groups.is_some())
+        };
+        let id_at_least = compare(Arc::clone(&id), Operator::GtEq, lit(5i64));
+        // Literal first: taken with the column on the left.
+        let body_is = compare(
+            lit(ScalarValue::Utf8View(Some("x".into()))),
+            Operator::Lt,
+            Arc::clone(&body),
+        );
+        let divided = compare(
+            compare(lit(1000i64), Operator::Divide, Arc::clone(&id)),
+            Operator::Lt,
+            lit(5i64),
+        );
+        let cast = compare(
+            Arc::new(CastExpr::new(Arc::clone(&body), DataType::Int64, None)),
+            Operator::Eq,
+            lit(1i64),
+        );
+        // A literal of another type: comparing would need a cast.
+        let other_type = compare(Arc::clone(&id), Operator::Eq, lit(1i32));
+        let list = compare(
+            col("list", &schema).unwrap(),
+            Operator::Eq,
+            lit(ScalarValue::List(ScalarValue::new_list_nullable(
+                &[ScalarValue::Int64(Some(1))],
+                &DataType::Int64,
+            ))),
+        );
+        let plain = vec!["id >= 5".to_string(), "body > x".to_string()];
+        assert_eq!(
+            compared(conjunction([
+                Arc::clone(&id_at_least),
+                Arc::clone(&body_is)
+            ])),
+            (plain.clone(), false)
+        );
+        // The others are left to the scan's filter and to DataFusion's
+        // pruning by statistics.
+        let all = conjunction([
+            id_at_least,
+            Arc::clone(&divided),
+            body_is,
+            Arc::clone(&cast),
+            Arc::clone(&other_type),
+            Arc::clone(&list),
+        ]);
+        assert_eq!(compared(all), (plain, true));
+        for alone in [divided, cast, other_type, list] {
+            assert_eq!(compared(alone), (vec![], true));
+        }
+        // Under OR, a comparison no longer bounds the rows accepted.
+        let either = compare(
+            compare(Arc::clone(&id), Operator::Eq, lit(1i64)),
+            Operator::Or,
+            compare(id, Operator::Eq, lit(2i64)),
+        );
+        assert_eq!(compared(either), (vec![], true));
+    }
+
+    #[test]
+    fn a_comparison_rules_out_only_row_groups_that_cannot_hold_its_rows() {
+        let comparison = |op: Operator, value: i64| Comparison {
+            expr: lit(true),
+            column: "id".into(),
+            op,
+            value: ScalarValue::from(value),
+        };
+        // A row group of the values 10 to 20.
+        let holds = |op: Operator, value: i64| {
+            comparison(op, value).may_hold(
+                Some(ScalarValue::from(10i64)),
+                Some(ScalarValue::from(20i64)),
+            )
+        };
+        for (op, yes, no) in [
+            (Operator::Eq, [10, 15, 20], [9, 21]),
+            (Operator::IsNotDistinctFrom, [10, 15, 20], [9, 21]),
+            (Operator::Lt, [11, 20, 21], [10, 9]),
+            (Operator::LtEq, [10, 20, 21], [9, 8]),
+            (Operator::Gt, [19, 10, 9], [20, 21]),
+            (Operator::GtEq, [20, 10, 9], [21, 22]),
+            (Operator::NotEq, [10, 15, 21], [15, 15]),
+        ] {
+            for value in yes {
+                assert!(holds(op, value), "{op} {value}");
+            }
+            if op != Operator::NotEq {
+                for value in no {
+                    assert!(!holds(op, value), "{op} {value}");
+                }
+            }
+        }
+        // Only a group of one value is ruled out by `<>` that value.
+        let one = |op: Operator| {
+            comparison(op, 7).may_hold(Some(ScalarValue::from(7i64)), Some(ScalarValue::from(7i64)))
+        };
+        assert!(!one(Operator::NotEq));
+        assert!(one(Operator::IsDistinctFrom), "NULLs are not counted");
+        // Unknown or NULL bounds, or a NULL value: kept.
+        assert!(comparison(Operator::Eq, 1).may_hold(None, Some(ScalarValue::from(2i64))));
+        assert!(comparison(Operator::Eq, 1).may_hold(
+            Some(ScalarValue::Int64(None)),
+            Some(ScalarValue::from(0i64))
+        ));
+        let null = Comparison {
+            value: ScalarValue::Int64(None),
+            ..comparison(Operator::Eq, 0)
+        };
+        assert!(null.may_hold(Some(ScalarValue::from(1i64)), Some(ScalarValue::from(2i64))));
+    }
 }

@@ -5,16 +5,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::AsArray;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result as DFResult;
-use datafusion::physical_expr::PhysicalExpr;
 use tenantfusion_tables::{PartitionKey, RowMatcher, bounds_of, rows_at};
 
 use super::Inner;
-use super::partition_state::{Place, Placed, TakenOut, keep_placed};
+use super::partition_state::{Place, TakenOut, TakenRows};
 use super::records::{encode_append, encode_drop, encode_replace};
-use super::scan::pruning_predicate;
+use super::scan::Selection;
+use crate::manifest::Manifest;
 
 impl Inner {
     /// Appends `batches` to partition `key`; the rows added.
@@ -54,43 +53,18 @@ impl Inner {
         // Which rows of `old` are still here, looked for as the logged
         // change will take them: in memory first, then in the segments,
         // where each row found is placed (its segment and index there).
-        let (manifest, hot, pending) = partition.state.read().snapshot();
         let mut wanted = RowMatcher::new(std::slice::from_ref(&old))?;
-        for batch in &hot {
-            wanted.take_from(batch)?;
-        }
         let mut places: HashMap<u32, Place> = HashMap::new();
-        if !wanted.is_done() && !manifest.segments.is_empty() {
-            // Only row groups whose statistics can hold the rows of `old`
-            // are read (an UPDATE by key reads the one holding its key).
-            // Within them, only the rows inside those bounds are compared
-            // (one comparison per column, instead of hashing every row).
-            let bounds = bounds_of(&old)?;
-            let pruning = bounds
-                .clone()
-                .and_then(|bounds| pruning_predicate(&old.schema(), bounds));
-            let mut taken = TakenOut::new(&pending)?;
-            for segment in &manifest.segments {
-                let (rows, _) = self
-                    .placed_live_rows(key, segment, &mut taken, None, pruning.as_ref())
+        // The snapshot is let go before the change applies: the rows taken
+        // out so far are then changed in place, not copied.
+        {
+            let (manifest, hot, pending) = partition.state.read().snapshot();
+            for batch in &hot {
+                wanted.take_from(batch)?;
+            }
+            if !wanted.is_done() && !manifest.segments.is_empty() {
+                self.place(key, &manifest, &pending, &old, &mut wanted, &mut places)
                     .await?;
-                for (batch, at) in rows {
-                    let (batch, at) = match &bounds {
-                        Some(bounds) => within(bounds, batch, at)?,
-                        None => (batch, at),
-                    };
-                    let before = wanted.found_in_order().len();
-                    let keep = wanted.take_from(&batch)?;
-                    // The rows taken, in order, are the wanted rows found
-                    // since `before`, in order.
-                    let taken_at = (0..batch.num_rows()).filter(|&i| !keep.value(i));
-                    for (row, &index) in taken_at.zip(&wanted.found_in_order()[before..]) {
-                        places.insert(index, (segment.file.clone(), at[row]));
-                    }
-                }
-                if wanted.is_done() {
-                    break;
-                }
             }
         }
         let found = wanted.found();
@@ -111,6 +85,46 @@ impl Inner {
                 .replace(lsn, &removed, added, Some(&removed_places))?;
         }
         Ok(found)
+    }
+
+    /// Finds the rows of `old` that `wanted` still wants in the segments of
+    /// `manifest` (less those `pending` took out), recording in `places`
+    /// the segment and index of each, by its index among the wanted rows.
+    ///
+    /// Only row groups whose statistics can hold the wanted rows are read
+    /// (an UPDATE by key reads the one holding its key), and within them
+    /// only the rows inside the wanted rows' bounds (`bounds_of`) are
+    /// hashed and compared: an UPDATE by key compares one row, not 8,192.
+    async fn place(
+        &self,
+        key: &PartitionKey,
+        manifest: &Manifest,
+        pending: &Arc<TakenRows>,
+        old: &RecordBatch,
+        wanted: &mut RowMatcher,
+        places: &mut HashMap<u32, Place>,
+    ) -> DFResult<()> {
+        let selection = Selection::of(&old.schema(), bounds_of(old)?.as_ref());
+        let mut taken = TakenOut::new(pending)?;
+        for segment in &manifest.segments {
+            let (rows, _) = self
+                .placed_live_rows(key, segment, &mut taken, None, &selection)
+                .await?;
+            for (batch, at) in rows {
+                let before = wanted.found_in_order().len();
+                let keep = wanted.take_from(&batch)?;
+                // The rows taken, in order, are the wanted rows found
+                // since `before`, in order.
+                let taken_at = (0..batch.num_rows()).filter(|&i| !keep.value(i));
+                for (row, &index) in taken_at.zip(&wanted.found_in_order()[before..]) {
+                    places.insert(index, (segment.file.clone(), at[row]));
+                }
+            }
+            if wanted.is_done() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Removes every row of partition `key`; how many there were.
@@ -142,14 +156,4 @@ impl Inner {
         self.delete_segments(key, &free).await?;
         Ok(rows)
     }
-}
-
-/// The rows of `batch` (each at its place in `at`) that `bounds` accepts.
-fn within(bounds: &Arc<dyn PhysicalExpr>, batch: RecordBatch, at: Vec<u64>) -> DFResult<Placed> {
-    let accepted = bounds.evaluate(&batch)?.into_array(batch.num_rows())?;
-    let accepted = accepted.as_boolean();
-    if accepted.true_count() == batch.num_rows() {
-        return Ok((batch, at));
-    }
-    keep_placed((batch, at), accepted)
 }
