@@ -245,7 +245,7 @@ pub(super) fn placed(
 /// UPDATE and DELETE took out, so that a point read by key goes through
 /// the one row it wants, not the thousands of its row group.
 ///
-/// The filters' plain comparisons (see [`plain_comparisons`]) are applied
+/// The filters' plain comparisons (see [`Comparison::of`]) are applied
 /// here both ways: to the row groups' statistics, with a comparison of two
 /// values per row group (DataFusion's `PruningPredicate` builds and
 /// evaluates a record batch of statistics for the same answer, which cost
