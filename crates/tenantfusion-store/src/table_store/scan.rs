@@ -130,19 +130,25 @@ impl Inner {
         let whole = taken.needs_values();
         let read = if whole { None } else { columns };
         let (rows, groups) = self.read_segment(key, segment, read, selection).await?;
-        let mut selected = Vec::with_capacity(rows.len());
-        for rows in placed(segment, &groups, rows) {
-            // The comparisons are over the columns asked for.
-            let asked = match (whole, columns) {
-                (true, Some(columns)) => rows.0.project(columns).map_err(DataFusionError::from)?,
-                _ => rows.0.clone(),
-            };
-            let rows = selection.select_placed(rows, &asked)?;
-            if rows.0.num_rows() > 0 {
-                selected.push(rows);
+        let mut rows = placed(segment, &groups, rows);
+        if !selection.compared.is_empty() {
+            let mut selected = Vec::with_capacity(rows.len());
+            for placed in rows {
+                // The comparisons are over the columns asked for.
+                let asked = match (whole, columns) {
+                    (true, Some(columns)) => {
+                        placed.0.project(columns).map_err(DataFusionError::from)?
+                    }
+                    _ => placed.0.clone(),
+                };
+                let placed = selection.select_placed(placed, &asked)?;
+                if placed.0.num_rows() > 0 {
+                    selected.push(placed);
+                }
             }
+            rows = selected;
         }
-        let (rows, changed) = taken.apply(&segment.file, selected)?;
+        let (rows, changed) = taken.apply(&segment.file, rows)?;
         let rows = match (whole, columns) {
             (true, Some(columns)) => rows
                 .into_iter()
@@ -248,9 +254,9 @@ pub(super) fn placed(
 /// The filters' plain comparisons (see [`Comparison::of`]) are applied
 /// here both ways: to the row groups' statistics, with a comparison of two
 /// values per row group (DataFusion's `PruningPredicate` builds and
-/// evaluates a record batch of statistics for the same answer, which cost
-/// more than the rest of an UPDATE by key), and to the rows, one
-/// comparison at a time over the rows the ones before it kept.
+/// evaluates a record batch of statistics for the same answer: ~30 us a
+/// call here, twice per UPDATE by key), and to the rows, one comparison at
+/// a time over the rows the ones before it kept.
 #[derive(Debug, Default)]
 pub(super) struct Selection {
     compared: Vec<Comparison>,
@@ -281,10 +287,8 @@ impl Selection {
             .iter()
             .filter_map(|conjunct| Comparison::of(conjunct, schema))
             .collect();
-        // Floating point statistics leave NaN out, which compares above
-        // every number: DataFusion's pruning knows how far to trust them.
-        let others = conjuncts.len() > compared.len()
-            || compared.iter().any(|c| c.value.data_type().is_floating());
+        let others =
+            conjuncts.len() > compared.len() || compared.iter().any(|c| !c.bounded_by_statistics());
         Self {
             groups: others
                 .then(|| {
@@ -307,10 +311,7 @@ impl Selection {
                 .unwrap_or_else(|_| vec![true; groups]),
             None => vec![true; groups],
         };
-        for comparison in &self.compared {
-            if comparison.value.data_type().is_floating() {
-                continue;
-            }
+        for comparison in self.compared.iter().filter(|c| c.bounded_by_statistics()) {
             let column = datafusion::common::Column::new_unqualified(&comparison.column);
             let (Some(mins), Some(maxes)) =
                 (segment.min_values(&column), segment.max_values(&column))
@@ -441,6 +442,14 @@ impl Comparison {
             op,
             value: literal.value().clone(),
         })
+    }
+
+    /// Whether a row group's min and max bound every value this comparison
+    /// can accept: not for floating point, whose statistics leave NaN out
+    /// (it compares above every number); DataFusion's pruning knows how far
+    /// to trust those.
+    fn bounded_by_statistics(&self) -> bool {
+        !self.value.data_type().is_floating()
     }
 
     /// Whether a row group whose values lie between `min` and `max` (not
