@@ -11,6 +11,7 @@
 
 mod binding;
 mod change_listeners;
+mod compact;
 mod matching;
 mod policy;
 mod primary_key;

@@ -18,6 +18,7 @@ use tokio::sync::MutexGuard;
 
 use crate::binding::IdentityBinding;
 use crate::change_listeners::ChangeListeners;
+use crate::compact::compacted;
 use crate::policy::PartitionPolicy;
 use crate::primary_key::PrimaryKey;
 use crate::store::{PartitionKey, PartitionStore};
@@ -120,8 +121,9 @@ impl PartitionSink {
                 });
             }
         }
-        RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())
-            .map_err(|e| TenantError::SchemaMismatch(e.to_string()))
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())
+            .map_err(|e| TenantError::SchemaMismatch(e.to_string()))?;
+        compacted(batch).map_err(|e| TenantError::Internal(e.to_string()))
     }
 }
 
@@ -224,8 +226,10 @@ impl DataSink for MutationSink {
         }
         let width = rows.schema.fields().len();
         let as_stored = |columns: &[ArrayRef]| {
-            RecordBatch::try_new(Arc::clone(&rows.schema), columns.to_vec())
-                .map_err(|e| TenantError::SchemaMismatch(e.to_string()))
+            let old = RecordBatch::try_new(Arc::clone(&rows.schema), columns.to_vec())
+                .map_err(|e| TenantError::SchemaMismatch(e.to_string()))?;
+            // The store logs the rows it takes out.
+            compacted(old).map_err(|e| TenantError::Internal(e.to_string()))
         };
         let (old, new) = match self.mutation {
             Mutation::Delete => (as_stored(input.columns())?, None),
