@@ -268,12 +268,17 @@ pub fn value_range(arrays: &[ArrayRef]) -> Result<Option<(ScalarValue, ScalarVal
     Ok(range)
 }
 
-/// `column >= low AND column <= high`.
+/// `column >= low AND column <= high`, or `column = low` when they are
+/// the same value: the one comparison a store selecting rows by it meets
+/// first, and the one that keeps least (`>=` alone keeps half a row group).
 pub fn between(
     column: Arc<dyn PhysicalExpr>,
     low: ScalarValue,
     high: ScalarValue,
 ) -> Arc<dyn PhysicalExpr> {
+    if low == high {
+        return Arc::new(BinaryExpr::new(column, Operator::Eq, lit(low)));
+    }
     let at_least = BinaryExpr::new(Arc::clone(&column), Operator::GtEq, lit(low));
     let at_most = BinaryExpr::new(column, Operator::LtEq, lit(high));
     Arc::new(BinaryExpr::new(
@@ -425,6 +430,15 @@ mod tests {
                 .unwrap()
                 .true_count(),
             3
+        );
+        // One row: each column equals its value.
+        let one = bounds_of(&batch.slice(1, 1))
+            .unwrap()
+            .expect("bounds")
+            .to_string();
+        assert!(
+            one.contains("id@0 = ") && one.contains("name@1 = a") && !one.contains(">="),
+            "{one}"
         );
         // No rows, or too many to compare one by one: no bounds.
         assert!(bounds_of(&batch.slice(0, 0)).unwrap().is_none());

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
-use datafusion::arrow::compute::{concat_batches, prep_null_mask_filter, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::compute::{concat_batches, prep_null_mask_filter, take, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result as DFResult};
@@ -267,8 +267,13 @@ pub(super) struct Selection {
 /// `column op value`, a plain comparison of a selection.
 #[derive(Debug)]
 struct Comparison {
-    /// The comparison as written, over the columns asked for.
-    expr: Arc<dyn PhysicalExpr>,
+    /// The column compared, by index among the columns asked for.
+    index: usize,
+    /// The comparison over a batch of that column alone ([`Self::one`]):
+    /// rows are selected one column at a time, not by taking whole rows.
+    alone: Arc<dyn PhysicalExpr>,
+    /// That batch's schema.
+    one: SchemaRef,
     column: String,
     /// With the column on the left.
     op: Operator,
@@ -283,10 +288,13 @@ impl Selection {
             return Self::default();
         };
         let conjuncts = split_conjunction(predicate);
-        let compared: Vec<Comparison> = conjuncts
+        let mut compared: Vec<Comparison> = conjuncts
             .iter()
             .filter_map(|conjunct| Comparison::of(conjunct, schema))
             .collect();
+        // Equalities keep least (a key's one row): the comparisons after
+        // them look at what they kept.
+        compared.sort_by_key(|c| !matches!(c.op, Operator::Eq | Operator::IsNotDistinctFrom));
         let others =
             conjuncts.len() > compared.len() || compared.iter().any(|c| !c.bounded_by_statistics());
         Self {
@@ -333,19 +341,27 @@ impl Selection {
     fn rows(&self, batch: &RecordBatch) -> DFResult<Option<UInt32Array>> {
         let mut kept: Option<UInt32Array> = None;
         for comparison in &self.compared {
-            let rows = match &kept {
-                Some(kept) => take_record_batch(batch, kept)?,
-                None => batch.clone(),
+            let Some(column) = batch.columns().get(comparison.index) else {
+                return Err(DataFusionError::Internal(format!(
+                    "a selection compares column {} of a batch of {}",
+                    comparison.index,
+                    batch.num_columns()
+                )));
             };
-            if rows.num_rows() == 0 {
+            let values = match &kept {
+                Some(kept) => take(column.as_ref(), kept, None)?,
+                None => Arc::clone(column),
+            };
+            if values.is_empty() {
                 break;
             }
+            let rows = RecordBatch::try_new(Arc::clone(&comparison.one), vec![values])?;
             let mask = comparison
-                .expr
+                .alone
                 .evaluate(&rows)?
                 .into_array(rows.num_rows())?;
             let mask = mask.as_boolean_opt().ok_or_else(|| {
-                DataFusionError::Internal(format!("{} is not boolean", comparison.expr))
+                DataFusionError::Internal(format!("{} is not boolean", comparison.alone))
             })?;
             let mask = match mask.null_count() {
                 0 => mask.clone(),
@@ -436,11 +452,23 @@ impl Comparison {
                         | DataType::Time64(_)
                         | DataType::Timestamp(_, _)
                 ));
-        plain.then(|| Self {
-            expr: Arc::clone(conjunct),
-            column: column.name().to_string(),
-            op,
-            value: literal.value().clone(),
+        plain.then(|| {
+            let value = literal.value().clone();
+            // Nullable whatever the table says: the batches compared come
+            // from the store, which does not check NOT NULL on reads.
+            let one = Schema::new(vec![Field::new(column.name(), data_type.clone(), true)]);
+            Self {
+                index: column.index(),
+                alone: Arc::new(BinaryExpr::new(
+                    Arc::new(Column::new(column.name(), 0)),
+                    op,
+                    Arc::new(Literal::new(value.clone())),
+                )),
+                one: Arc::new(one),
+                column: column.name().to_string(),
+                op,
+                value,
+            }
         })
     }
 
@@ -497,7 +525,7 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> DFResult<RecordBatch> {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::datatypes::Field;
+    use datafusion::arrow::compute::filter_record_batch;
     use datafusion::physical_expr::conjunction;
     use datafusion::physical_expr::expressions::{CastExpr, col, lit};
 
@@ -588,12 +616,63 @@ mod tests {
     }
 
     #[test]
+    fn rows_selected_column_by_column_are_those_the_predicate_accepts() {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("body", DataType::Utf8, true),
+        ]));
+        let ids: Vec<Option<i64>> = (0..200).map(|i| (i % 7 != 3).then_some(i % 50)).collect();
+        let bodies: Vec<Option<String>> = (0..200)
+            .map(|i| (i % 11 != 5).then(|| format!("b{}", i % 4)))
+            .collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(bodies)),
+            ],
+        )
+        .unwrap();
+        let id = || col("id", &schema).unwrap();
+        let body = || col("body", &schema).unwrap();
+        let text = |s: &str| lit(ScalarValue::Utf8(Some(s.into())));
+        let predicates = [
+            // The equality is met first whatever its place in the filter.
+            vec![
+                compare(id(), Operator::GtEq, lit(10i64)),
+                compare(body(), Operator::Eq, text("b2")),
+                compare(lit(40i64), Operator::Gt, id()),
+            ],
+            vec![compare(id(), Operator::Eq, lit(12i64))],
+            vec![
+                compare(body(), Operator::IsDistinctFrom, text("b1")),
+                compare(id(), Operator::NotEq, lit(0i64)),
+                compare(id(), Operator::LtEq, lit(30i64)),
+            ],
+            // Nothing left after the first: the rest are not evaluated.
+            vec![
+                compare(id(), Operator::Eq, lit(1000i64)),
+                compare(body(), Operator::Lt, text("b3")),
+            ],
+        ];
+        for conjuncts in predicates {
+            let predicate = conjunction(conjuncts);
+            let selection = Selection::of(&schema, Some(&predicate));
+            assert!(!selection.compared.is_empty(), "{predicate}");
+            let selected = selection.select(batch.clone()).unwrap();
+            let mask = predicate.evaluate(&batch).unwrap().into_array(200).unwrap();
+            let expected = filter_record_batch(&batch, mask.as_boolean()).unwrap();
+            assert_eq!(selected, expected, "{predicate}");
+        }
+    }
+
+    #[test]
     fn a_comparison_rules_out_only_row_groups_that_cannot_hold_its_rows() {
-        let comparison = |op: Operator, value: i64| Comparison {
-            expr: lit(true),
-            column: "id".into(),
-            op,
-            value: ScalarValue::from(value),
+        let schema = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
+        let comparison = |op: Operator, value: i64| {
+            let id = compare(col("id", &schema).unwrap(), op, lit(value));
+            Comparison::of(&id, &schema).unwrap()
         };
         // A row group of the values 10 to 20.
         let holds = |op: Operator, value: i64| {
