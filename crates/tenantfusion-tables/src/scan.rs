@@ -208,6 +208,53 @@ impl PartitionScanExec {
         Ok(copy)
     }
 
+    /// This scan with a `FilterExec` above it taken in: `filter` (over this
+    /// scan's output) then applied to every row returned, and `projection`
+    /// (of this scan's output) to the columns returned. `None` when this
+    /// scan has a limit, which counts rows before such a filter.
+    ///
+    /// A plan made with parameters takes its filters so: each run then
+    /// puts its values into the scan alone (see `map_predicates`), where
+    /// making a new `FilterExec` would compute its statistics, interval
+    /// analysis and equivalences again. The filter joins the store's hint
+    /// too (it is offered it when planned, as a hint only).
+    pub fn with_filter(
+        &self,
+        filter: &Arc<dyn PhysicalExpr>,
+        projection: Option<&[usize]>,
+    ) -> Result<Option<Self>> {
+        if self.limit.is_some() {
+            return Ok(None);
+        }
+        let read_filter = self.over_columns_read(Arc::clone(filter))?;
+        let mut copy = self.fresh_copy();
+        copy.exact = Some(match copy.exact.take() {
+            Some(exact) => conjunction([exact, read_filter]),
+            None => read_filter,
+        });
+        if let Some(projection) = projection {
+            let returned: Vec<usize> = match &self.projection {
+                Some(current) => current.clone(),
+                None => (0..self.read.schema.fields().len()).collect(),
+            };
+            let picked = projection
+                .iter()
+                .map(|&i| {
+                    returned.get(i).copied().ok_or_else(|| {
+                        DataFusionError::Internal(format!(
+                            "a filter over the scan of {} returns column {i} of {}",
+                            self.table_id,
+                            returned.len()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            copy.projection = Some(picked);
+            copy.properties = leaf_properties(Arc::new(self.schema().project(projection)?));
+        }
+        Ok(Some(copy))
+    }
+
     /// The one caller this scan was planned for, when it carries that
     /// caller's statistics: such a plan must never be kept or shared.
     pub fn planned_for(&self) -> Option<&UserId> {
@@ -258,10 +305,14 @@ impl ExecutionPlan for PartitionScanExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        match &self.read.predicate {
-            Some(predicate) => f(predicate),
-            None => Ok(TreeNodeRecursion::Continue),
+        // Both are evaluated: `exact` on every row returned, the hint by
+        // the store.
+        for predicate in self.exact.iter().chain(&self.read.predicate) {
+            if f(predicate)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
         }
+        Ok(TreeNodeRecursion::Continue)
     }
 
     fn with_new_children(
