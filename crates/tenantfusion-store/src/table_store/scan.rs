@@ -129,24 +129,37 @@ impl Inner {
     ) -> Result<(Vec<Placed>, bool)> {
         let whole = taken.needs_values();
         let read = if whole { None } else { columns };
-        let (rows, groups) = self.read_segment(key, segment, read, selection).await?;
-        let mut rows = placed(segment, &groups, rows);
-        if !selection.compared.is_empty() {
-            let mut selected = Vec::with_capacity(rows.len());
-            for placed in rows {
+        let (batches, groups) = self.read_segment(key, segment, read, selection).await?;
+        // Rows are selected before they are placed: a read by key places
+        // the one row it keeps, not every row of its row group.
+        let places = Places::of(&segment.row_group_rows, &groups);
+        let mut rows = Vec::with_capacity(batches.len());
+        let mut first = 0;
+        for batch in batches {
+            let count = batch.num_rows();
+            let kept = match selection.compared.is_empty() {
+                true => None,
                 // The comparisons are over the columns asked for.
-                let asked = match (whole, columns) {
+                false => match (whole, columns) {
                     (true, Some(columns)) => {
-                        placed.0.project(columns).map_err(DataFusionError::from)?
+                        let asked = batch.project(columns).map_err(DataFusionError::from)?;
+                        selection.rows(&asked)?
                     }
-                    _ => placed.0.clone(),
-                };
-                let placed = selection.select_placed(placed, &asked)?;
-                if placed.0.num_rows() > 0 {
-                    selected.push(placed);
+                    _ => selection.rows(&batch)?,
+                },
+            };
+            let placed = match kept {
+                None => (batch, places.range(first, count)),
+                Some(kept) => {
+                    let at = kept.values().iter().map(|&i| places.at(first + i as usize));
+                    let batch = take_record_batch(&batch, &kept).map_err(DataFusionError::from)?;
+                    (batch, at.collect())
                 }
+            };
+            first += count;
+            if placed.0.num_rows() > 0 {
+                rows.push(placed);
             }
-            rows = selected;
         }
         let (rows, changed) = taken.apply(&segment.file, rows)?;
         let rows = match (whole, columns) {
@@ -225,25 +238,74 @@ pub(super) fn placed(
     groups: &[usize],
     rows: Vec<RecordBatch>,
 ) -> Vec<Placed> {
-    let mut start = 0;
-    let mut starts = Vec::with_capacity(segment.row_group_rows.len());
-    for rows in &segment.row_group_rows {
-        starts.push(start);
-        start += rows;
-    }
-    let mut places = Vec::with_capacity(rows.iter().map(RecordBatch::num_rows).sum());
-    for &group in groups {
-        let start = starts.get(group).copied().unwrap_or(0);
-        let rows = segment.row_group_rows.get(group).copied().unwrap_or(0);
-        places.extend(start..start + rows);
-    }
-    let mut places = places.into_iter();
+    let places = Places::of(&segment.row_group_rows, groups);
+    let mut first = 0;
     rows.into_iter()
         .map(|batch| {
-            let these = places.by_ref().take(batch.num_rows()).collect();
+            let these = places.range(first, batch.num_rows());
+            first += batch.num_rows();
             (batch, these)
         })
         .collect()
+}
+
+/// Where in a segment the rows read from some of its row groups (whole,
+/// in order) are: the `n`th row read is its row [`at(n)`](Self::at).
+#[derive(Debug)]
+struct Places {
+    /// For each row group read: the count of rows read before it, and its
+    /// first row's index in the segment.
+    runs: Vec<(usize, u64)>,
+}
+
+impl Places {
+    /// Of row groups `groups` read, in a segment of row groups of
+    /// `group_rows` rows.
+    fn of(group_rows: &[u64], groups: &[usize]) -> Self {
+        let mut starts = Vec::with_capacity(group_rows.len());
+        let mut start = 0;
+        for rows in group_rows {
+            starts.push(start);
+            start += rows;
+        }
+        let mut read = 0;
+        let runs = groups
+            .iter()
+            .map(|&group| {
+                let run = (read, starts.get(group).copied().unwrap_or(0));
+                read += group_rows.get(group).copied().unwrap_or(0) as usize;
+                run
+            })
+            .collect();
+        Self { runs }
+    }
+
+    /// The index in the segment of the `n`th row read.
+    fn at(&self, n: usize) -> u64 {
+        let run = self.runs.partition_point(|&(first, _)| first <= n);
+        match run.checked_sub(1).and_then(|run| self.runs.get(run)) {
+            Some(&(first, start)) => start + (n - first) as u64,
+            None => n as u64,
+        }
+    }
+
+    /// [`at`](Self::at) of the `count` rows read from the `first`th on.
+    fn range(&self, first: usize, count: usize) -> Vec<u64> {
+        let mut out = Vec::with_capacity(count);
+        let end = first + count;
+        let mut n = first;
+        while n < end {
+            let next = self.runs.partition_point(|&(first, _)| first <= n);
+            let stop = self
+                .runs
+                .get(next)
+                .map_or(end, |&(first, _)| first.min(end));
+            let from = self.at(n);
+            out.extend(from..from + (stop - n) as u64);
+            n = stop;
+        }
+        out
+    }
 }
 
 /// Which of a segment's rows a reader wants (every row by default): what a
@@ -384,18 +446,6 @@ impl Selection {
         Ok(match self.rows(&batch)? {
             Some(kept) => take_record_batch(&batch, &kept)?,
             None => batch,
-        })
-    }
-
-    /// The rows of `rows` the selection accepts, judged on `asked` (the
-    /// same rows, of the columns asked for), each with its place.
-    fn select_placed(&self, (batch, places): Placed, asked: &RecordBatch) -> DFResult<Placed> {
-        Ok(match self.rows(asked)? {
-            Some(kept) => {
-                let places = kept.values().iter().map(|&i| places[i as usize]).collect();
-                (take_record_batch(&batch, &kept)?, places)
-            }
-            None => (batch, places),
         })
     }
 }
@@ -613,6 +663,20 @@ mod tests {
             compare(id, Operator::Eq, lit(2i64)),
         );
         assert_eq!(compared(either), (vec![], true));
+    }
+
+    #[test]
+    fn rows_read_from_some_row_groups_are_placed_by_the_groups_sizes() {
+        // Groups of 3, 4, 5 and 2 rows; the first and third read, then an
+        // empty one, then the last.
+        let places = Places::of(&[3, 4, 5, 0, 2], &[0, 2, 3, 4]);
+        let all: Vec<u64> = (0..10).map(|n| places.at(n)).collect();
+        assert_eq!(all, [0, 1, 2, 7, 8, 9, 10, 11, 12, 13]);
+        assert_eq!(places.range(0, 10), all);
+        // Batches need not line up with row groups.
+        assert_eq!(places.range(1, 4), [1, 2, 7, 8]);
+        assert_eq!(places.range(7, 3), [11, 12, 13]);
+        assert!(places.range(4, 0).is_empty());
     }
 
     #[test]
