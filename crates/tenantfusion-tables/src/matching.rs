@@ -29,17 +29,87 @@ use foldhash::fast::RandomState;
 /// stored rows are not wanted (an UPDATE by key wants one row of a
 /// segment's thousands). So the wanted rows' values are also hashed column
 /// by column, as DataFusion's hash joins hash them, and only the stored
-/// rows whose hash is among theirs are encoded and looked up.
+/// rows whose hash is among theirs are encoded and looked up; before that,
+/// one column of fixed-width values alone is hashed to pass over the rows
+/// whose value there no wanted row has.
 #[derive(Debug)]
 pub struct RowMatcher {
     converter: RowConverter,
     /// Encoded row -> indices (into the wanted rows) not found yet.
     wanted: HashMap<Box<[u8]>, Vec<u32>, RandomState>,
-    /// The hashes of the wanted rows' values ([`value_hashes`]); `None`
-    /// when a column's type cannot be hashed so (every row is encoded).
-    hashes: Option<HashSet<u64, RandomState>>,
+    /// The hashes of the wanted rows' values; `None` when a column's type
+    /// cannot be hashed so (every row is encoded).
+    hashes: Option<Hashes>,
     found: Vec<u32>,
     left: usize,
+}
+
+/// The hashes of the wanted rows' values ([`value_hashes`]), whole and in
+/// one column.
+#[derive(Debug)]
+struct Hashes {
+    rows: HashSet<u64, RandomState>,
+    /// A column of fixed-width values (hashed far faster than strings)
+    /// and the hashes of the wanted rows' values in it: a stored row whose
+    /// value there is not among them is passed over before its whole row
+    /// is hashed. An UPDATE by key meets each row of memory this way.
+    column: Option<(usize, HashSet<u64, RandomState>)>,
+}
+
+impl Hashes {
+    fn of(wanted: &[RecordBatch]) -> Option<Self> {
+        let schema = wanted.first()?.schema();
+        let column = (schema.fields().len() > 1)
+            .then(|| {
+                schema
+                    .fields()
+                    .iter()
+                    .position(|f| f.data_type().is_primitive())
+            })
+            .flatten();
+        let mut rows = HashSet::default();
+        let mut in_column = column.map(|index| (index, HashSet::default()));
+        for batch in wanted {
+            rows.extend(value_hashes(batch.columns())?);
+            if let Some((index, hashes)) = in_column.as_mut() {
+                hashes.extend(value_hashes(&batch.columns()[*index..=*index])?);
+            }
+        }
+        Some(Self {
+            rows,
+            column: in_column,
+        })
+    }
+
+    /// The rows of `batch` whose values hash as a wanted row's do;
+    /// `None` when they cannot be hashed.
+    fn candidates(&self, batch: &RecordBatch) -> Option<Vec<u32>> {
+        let among = |hashes: Vec<u64>, wanted: &HashSet<u64, RandomState>| {
+            (0u32..)
+                .zip(hashes)
+                .filter(|(_, h)| wanted.contains(h))
+                .map(|(i, _)| i)
+                .collect::<Vec<u32>>()
+        };
+        let Some((index, in_column)) = &self.column else {
+            return Some(among(value_hashes(batch.columns())?, &self.rows));
+        };
+        let rows = among(
+            value_hashes(batch.columns().get(*index..=*index)?)?,
+            in_column,
+        );
+        if rows.is_empty() {
+            return Some(rows);
+        }
+        // A column that passes over few rows (a status, a tenant) is not
+        // worth copying the rest for.
+        if rows.len() * 2 > batch.num_rows() {
+            return Some(among(value_hashes(batch.columns())?, &self.rows));
+        }
+        let picked = rows_at(batch, &rows).ok()?;
+        let whole = among(value_hashes(picked.columns())?, &self.rows);
+        Some(whole.into_iter().map(|i| rows[i as usize]).collect())
+    }
 }
 
 /// Equal values hash alike in every batch: one fixed state.
@@ -47,9 +117,9 @@ const VALUE_HASHES: ValueHashState = ValueHashState::with_seed(0);
 
 /// Each row's hash of its values, as DataFusion's hash joins make it;
 /// `None` for a column type it does not hash.
-fn value_hashes(batch: &RecordBatch) -> Option<Vec<u64>> {
-    let mut hashes = vec![0; batch.num_rows()];
-    create_hashes(batch.columns(), &VALUE_HASHES, &mut hashes).ok()?;
+fn value_hashes(columns: &[ArrayRef]) -> Option<Vec<u64>> {
+    let mut hashes = vec![0; columns.first().map_or(0, |c| c.len())];
+    create_hashes(columns, &VALUE_HASHES, &mut hashes).ok()?;
     Some(hashes)
 }
 
@@ -73,17 +143,10 @@ impl RowMatcher {
                 "UPDATE and DELETE are not supported on tables with these column types: {e}"
             ))
         })?;
-        let mut hashes = Some(HashSet::default());
-        for batch in wanted {
-            hashes = hashes.zip(value_hashes(batch)).map(|(mut all, these)| {
-                all.extend(these);
-                all
-            });
-        }
         let mut matcher = Self {
             converter,
             wanted: HashMap::default(),
-            hashes,
+            hashes: Hashes::of(wanted),
             found: Vec::new(),
             left: 0,
         };
@@ -114,11 +177,10 @@ impl RowMatcher {
             return Ok(BooleanArray::from(vec![true; batch.num_rows()]));
         }
         let mut keep = vec![true; batch.num_rows()];
-        let candidates = self.hashes.as_ref().and_then(|wanted| {
-            let hashes = value_hashes(batch)?;
-            let at = (0u32..).zip(hashes).filter(|(_, h)| wanted.contains(h));
-            Some(at.map(|(i, _)| i).collect::<Vec<u32>>())
-        });
+        let candidates = self
+            .hashes
+            .as_ref()
+            .and_then(|wanted| wanted.candidates(batch));
         match candidates {
             Some(candidates) if candidates.is_empty() => {}
             Some(candidates) => {
@@ -374,9 +436,52 @@ mod tests {
         let mut hashed = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
         let mut encoded = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
         encoded.hashes = None;
+        assert!(hashed.hashes.as_ref().unwrap().column.is_some());
         let keep = hashed.take_from(&stored).unwrap();
         assert_eq!(keep, encoded.take_from(&stored).unwrap());
         assert_eq!(keep.false_count(), 3);
+        assert_eq!(hashed.missing(), [3]);
+        // The column looked at first holds floats: equal to themselves
+        // only there too.
+        let pairs = |values: &[(Option<f64>, &str)]| {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("f", DataType::Float64, true),
+                Field::new("s", DataType::Utf8, true),
+            ]));
+            let floats: Vec<Option<f64>> = values.iter().map(|(f, _)| *f).collect();
+            let texts: Vec<&str> = values.iter().map(|(_, s)| *s).collect();
+            RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(Float64Array::from(floats)),
+                    Arc::new(StringArray::from(texts)),
+                ],
+            )
+            .unwrap()
+        };
+        let stored = pairs(&[
+            (Some(0.0), "a"),
+            (Some(-0.0), "a"),
+            (Some(f64::NAN), "b"),
+            (None, "c"),
+            (Some(-0.0), "b"),
+        ]);
+        let wanted = pairs(&[
+            (Some(-0.0), "a"),
+            (Some(f64::NAN), "b"),
+            (None, "c"),
+            (None, "d"),
+        ]);
+        let mut hashed = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
+        assert!(hashed.hashes.as_ref().unwrap().column.is_some());
+        let mut encoded = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
+        encoded.hashes = None;
+        let keep = hashed.take_from(&stored).unwrap();
+        assert_eq!(keep, encoded.take_from(&stored).unwrap());
+        assert_eq!(
+            keep,
+            BooleanArray::from(vec![true, false, false, false, true])
+        );
         assert_eq!(hashed.missing(), [3]);
     }
 
