@@ -404,6 +404,20 @@ mod tests {
         assert_eq!(rows_at(&wanted, &[3]).unwrap(), batch(&[(9, Some("z"))]));
     }
 
+    /// `wanted` taken from `stored` by a matcher hashing values first and
+    /// by one encoding every row, which must keep and find the same rows:
+    /// the mask, and the matcher hashing values.
+    fn both_ways(wanted: &RecordBatch, stored: &RecordBatch) -> (BooleanArray, RowMatcher) {
+        let mut hashed = RowMatcher::new(std::slice::from_ref(wanted)).unwrap();
+        assert!(hashed.hashes.is_some());
+        let mut encoded = RowMatcher::new(std::slice::from_ref(wanted)).unwrap();
+        encoded.hashes = None;
+        let keep = hashed.take_from(stored).unwrap();
+        assert_eq!(keep, encoded.take_from(stored).unwrap());
+        assert_eq!(hashed.found(), encoded.found());
+        (keep, hashed)
+    }
+
     #[test]
     fn hashing_values_first_finds_what_encoding_every_row_finds() {
         use datafusion::arrow::array::{Array, Float64Array};
@@ -415,17 +429,12 @@ mod tests {
         // -0.0 and 0.0, NaN, NULL: equal to themselves only, both ways.
         let stored = floats(&[Some(0.0), Some(-0.0), Some(f64::NAN), None, Some(1.5), None]);
         let wanted = floats(&[Some(-0.0), Some(f64::NAN), None, Some(2.5)]);
-        let mut hashed = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
-        assert!(hashed.hashes.is_some());
-        let mut encoded = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
-        encoded.hashes = None;
-        let keep = hashed.take_from(&stored).unwrap();
-        assert_eq!(keep, encoded.take_from(&stored).unwrap());
+        let (keep, hashed) = both_ways(&wanted, &stored);
+        assert!(hashed.hashes.as_ref().unwrap().column.is_none());
         assert_eq!(
             keep,
             BooleanArray::from(vec![true, false, false, false, true, true])
         );
-        assert_eq!(hashed.found(), encoded.found());
         assert_eq!(hashed.missing(), [3]);
         // Rows of two columns, a NULL among them, many stored rows.
         let many: Vec<(i64, Option<&str>)> = (0..1000)
@@ -433,12 +442,8 @@ mod tests {
             .collect();
         let stored = batch(&many);
         let wanted = batch(&[(3, None), (3, None), (4, Some("a")), (11, Some("a"))]);
-        let mut hashed = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
-        let mut encoded = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
-        encoded.hashes = None;
+        let (keep, hashed) = both_ways(&wanted, &stored);
         assert!(hashed.hashes.as_ref().unwrap().column.is_some());
-        let keep = hashed.take_from(&stored).unwrap();
-        assert_eq!(keep, encoded.take_from(&stored).unwrap());
         assert_eq!(keep.false_count(), 3);
         assert_eq!(hashed.missing(), [3]);
         // The column looked at first holds floats: equal to themselves
@@ -472,12 +477,8 @@ mod tests {
             (None, "c"),
             (None, "d"),
         ]);
-        let mut hashed = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
+        let (keep, hashed) = both_ways(&wanted, &stored);
         assert!(hashed.hashes.as_ref().unwrap().column.is_some());
-        let mut encoded = RowMatcher::new(std::slice::from_ref(&wanted)).unwrap();
-        encoded.hashes = None;
-        let keep = hashed.take_from(&stored).unwrap();
-        assert_eq!(keep, encoded.take_from(&stored).unwrap());
         assert_eq!(
             keep,
             BooleanArray::from(vec![true, false, false, false, true])

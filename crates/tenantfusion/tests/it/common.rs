@@ -47,6 +47,16 @@ pub async fn rows(session: &TenantSession, sql: &str) -> Vec<String> {
     lines(&run(session, sql).await)
 }
 
+/// The rows a prepared statement gives for `params`, rendered as
+/// [`lines`]; panics on an error.
+pub async fn prepared_rows(
+    statement: &tenantfusion::PreparedStatement,
+    params: Vec<datafusion::common::ScalarValue>,
+) -> Vec<String> {
+    let query = statement.execute(params).await.unwrap();
+    lines(&query.collect().await.unwrap())
+}
+
 /// The rows of `batches` rendered as space-separated strings.
 pub fn lines(batches: &[RecordBatch]) -> Vec<String> {
     let mut out = Vec::new();

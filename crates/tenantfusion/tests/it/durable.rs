@@ -16,7 +16,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use tenantfusion::{Durability, Engine, EngineConfig, Storage};
 
-use crate::common::{admin, count, error, error_code, lines, rows, run, user};
+use crate::common::{admin, count, error, error_code, prepared_rows, rows, run, user};
 
 /// A durable engine's configuration on `dir`, fsync per commit group.
 pub fn on(dir: &Path) -> EngineConfig {
@@ -1741,23 +1741,9 @@ async fn a_change_by_key_of_a_flushed_row_logs_that_row_not_its_row_group() {
     // scan selects the row out of the decoded row group.
     for n in 0..20i64 {
         let params = vec![ScalarValue::from(n), ScalarValue::from(n * 97)];
-        let changed = update
-            .execute(params)
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        assert_eq!(lines(&changed), ["1"]);
+        assert_eq!(prepared_rows(&update, params).await, ["1"]);
         let params = vec![ScalarValue::from(n * 101 + 1)];
-        let deleted = delete
-            .execute(params)
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        assert_eq!(lines(&deleted), ["1"]);
+        assert_eq!(prepared_rows(&delete, params).await, ["1"]);
     }
     let logged = log_bytes(dir.path()) - before;
     // 40 records of a row or two each: a few KB apiece with their IPC
