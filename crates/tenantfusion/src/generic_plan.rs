@@ -19,10 +19,10 @@
 //! rebuilt: filters, projections and the predicates of our scans (whose
 //! hint to the store then skips files by the run's value). A filter
 //! directly over one of our scans is taken into the scan when the plan is
-//! made, so that a run makes a new scan, not a new `FilterExec` too. A plan holding a
-//! parameter anywhere else (an aggregate, a join condition, a sort key, a
-//! scan of files) is not generic ([`plan`] gives `None`), and the statement
-//! is planned per value instead.
+//! made, so that a run makes a new scan, not a new `FilterExec` too. A
+//! plan holding a parameter anywhere else (an aggregate, a join condition,
+//! a sort key, a scan of files) is not generic ([`plan`] gives `None`), and
+//! the statement is planned per value instead.
 
 use std::sync::Arc;
 
