@@ -3,8 +3,8 @@
 //!
 //! A log with appends waiting is *ready*: it is queued once, however many
 //! appends wait in it, and the next free thread takes it, writes and syncs
-//! everything waiting as one commit group, and queues it again if more
-//! arrived meanwhile. So:
+//! everything waiting as one commit group, and if more arrived meanwhile
+//! goes on with it, or queues it again behind other logs waiting. So:
 //!
 //! - one log's groups are written one at a time, in order (a log is never
 //!   in the queue twice, nor held by two threads);
@@ -140,11 +140,27 @@ impl Queue {
     }
 
     fn work(&self) {
-        while let Some(log) = self.next() {
-            if log.commit_waiting() {
-                // More arrived while the group was written: to the back,
-                // behind the logs that waited meanwhile.
-                self.push(log);
+        let mut next = self.next();
+        while let Some(log) = next {
+            next = match log.commit_waiting() {
+                true => Some(self.then(log)),
+                false => self.next(),
+            };
+        }
+    }
+
+    /// What to write after a group of `log`, which has more waiting: `log`
+    /// again if no other log waits (handing it to another thread would
+    /// cost the next group a thread's wake-up), else the oldest waiting,
+    /// `log` going to the back behind the logs that waited meanwhile.
+    fn then(&self, log: Arc<dyn Ready>) -> Arc<dyn Ready> {
+        let mut ready = self.ready.lock();
+        match ready.logs.pop_front() {
+            None => log,
+            Some(oldest) => {
+                // One thread was woken for `oldest`; it finds `log` instead.
+                ready.logs.push_back(log);
+                oldest
             }
         }
     }
