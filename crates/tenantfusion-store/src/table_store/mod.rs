@@ -57,6 +57,7 @@ use tenantfusion_tables::{PartitionKey, PartitionStore, ReadRequest};
 use crate::committers::Committers;
 use crate::files::Files;
 use crate::flush_policy::FlushPolicy;
+use crate::ipc::RowsEncoder;
 use crate::manifest::{MANIFEST, Manifest, SegmentEntry};
 use crate::partition::dir_name;
 use crate::wal::{Durability, Lsn, Wal, WalOptions, WalStats};
@@ -140,6 +141,8 @@ struct Inner {
     row_groups_read: AtomicU64,
     row_groups_skipped: AtomicU64,
     background_flush_failures: AtomicU64,
+    /// Encodes the rows of the table's log records.
+    rows: RowsEncoder,
 }
 
 impl Loaded {
@@ -208,6 +211,7 @@ impl DurablePartitionStore {
                 row_groups_read: AtomicU64::new(0),
                 row_groups_skipped: AtomicU64::new(0),
                 background_flush_failures: AtomicU64::new(0),
+                rows: RowsEncoder::default(),
             }),
         }
     }

@@ -17,7 +17,7 @@ use datafusion::error::Result as DFResult;
 use tenantfusion_tables::PartitionKey;
 
 use crate::codec::{Decoder, Encoder};
-use crate::ipc::{decode_batches, encode_batches};
+use crate::ipc::{RowsEncoder, decode_batches};
 use crate::partition::{decode_key, encode_key};
 
 pub(super) const APPEND: u8 = 1;
@@ -71,30 +71,27 @@ impl Record {
 
 /// The record of `batches` (rows of `schema`) appended to `key`.
 pub(super) fn encode_append(
+    rows: &RowsEncoder,
     key: &PartitionKey,
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> DFResult<Vec<u8>> {
-    let rows = encode_batches(schema, batches)?;
+    let rows = rows.encode(schema, batches)?;
     Ok(head(APPEND, key).bytes(&rows).finish())
 }
 
 /// The record of an UPDATE (`added` given) or DELETE of `key`.
 pub(super) fn encode_replace(
+    rows: &RowsEncoder,
     key: &PartitionKey,
     removed: &RecordBatch,
     added: Option<&RecordBatch>,
 ) -> DFResult<Vec<u8>> {
+    let one = |batch: &RecordBatch| rows.encode(&batch.schema(), std::slice::from_ref(batch));
     let mut record = head(REPLACE, key);
-    record.bytes(&encode_batches(
-        &removed.schema(),
-        std::slice::from_ref(removed),
-    )?);
+    record.bytes(&one(removed)?);
     match added {
-        Some(added) => record.u8(1).bytes(&encode_batches(
-            &added.schema(),
-            std::slice::from_ref(added),
-        )?),
+        Some(added) => record.u8(1).bytes(&one(added)?),
         None => record.u8(0),
     };
     Ok(record.finish())
@@ -145,9 +142,11 @@ mod tests {
     #[test]
     fn every_record_reads_back_as_written_and_a_cut_one_is_an_error() {
         let alice = PartitionKey::User(UserId::new("alice"));
-        let append = encode_append(&alice, &rows(&[1]).schema(), &[rows(&[1, 2])]).unwrap();
-        let update = encode_replace(&alice, &rows(&[1]), Some(&rows(&[10]))).unwrap();
-        let delete = encode_replace(&alice, &rows(&[2]), None).unwrap();
+        let encoder = RowsEncoder::default();
+        let append =
+            encode_append(&encoder, &alice, &rows(&[1]).schema(), &[rows(&[1, 2])]).unwrap();
+        let update = encode_replace(&encoder, &alice, &rows(&[1]), Some(&rows(&[10]))).unwrap();
+        let delete = encode_replace(&encoder, &alice, &rows(&[2]), None).unwrap();
         let dropped = encode_drop(&alice);
 
         let (key, Record::Append(batches)) = decode(&append).unwrap() else {

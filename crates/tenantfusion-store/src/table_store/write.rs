@@ -25,7 +25,7 @@ impl Inner {
         let Some(first) = batches.iter().find(|b| b.num_rows() > 0) else {
             return Ok(0);
         };
-        let record = encode_append(key, &first.schema(), &batches)?;
+        let record = encode_append(&self.rows, key, &first.schema(), &batches)?;
         let loaded = self.load().await?;
         let partition = self.partition(loaded, key).await?;
         let added = {
@@ -75,7 +75,7 @@ impl Inner {
         let removed_places: Vec<Option<Place>> =
             found.iter().map(|index| places.remove(index)).collect();
         let added = new.map(|new| rows_at(&new, &found)).transpose()?;
-        let record = encode_replace(key, &removed, added.as_ref())?;
+        let record = encode_replace(&self.rows, key, &removed, added.as_ref())?;
         {
             let _applying = loaded.applying.read().await;
             let lsn = loaded.log(record).await?;
