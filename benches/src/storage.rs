@@ -11,6 +11,7 @@ use datafusion::arrow::array::{
     Float64Array, Int64Array, RecordBatch, StringViewArray, UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use tenantfusion::{
@@ -20,7 +21,7 @@ use tenantfusion_store::{Wal, WalOptions};
 use tenantfusion_tables::PartitionKey;
 
 use crate::scan_scaling::{QUERIES, ROWS_PER_USER, Stats, user_table_store};
-use crate::{Measurement, Size, latency, loaded_engine, run_datafusion, run_ours};
+use crate::{Measurement, Size, latency, loaded_engine, run_datafusion, run_ours, run_prepared};
 
 /// Concurrent writers in the group-commit figure.
 const WRITERS: usize = 16;
@@ -51,11 +52,11 @@ pub(crate) fn on_disk(dir: &tempfile::TempDir, durability: Durability) -> Engine
 }
 
 /// Rows/s of [`WRITERS`] tasks each running `statements` single-row
-/// INSERTs through the runner `writer(task)` makes.
+/// INSERTs, the `i`th of task `w` by `writer(w)(i)`.
 async fn concurrent_rows_per_second<W, R, Fut>(statements: usize, writer: W) -> f64
 where
     W: Fn(usize) -> R,
-    R: Fn(String) -> Fut + Send + 'static,
+    R: Fn(usize) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let started = Instant::now();
@@ -64,7 +65,7 @@ where
             let run = writer(w);
             tokio::spawn(async move {
                 for i in 0..statements {
-                    run(format!("INSERT INTO notes VALUES {}", values(i, 1))).await;
+                    run(i).await;
                 }
             })
         })
@@ -75,14 +76,28 @@ where
     (WRITERS * statements) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The SQL text of the `i`th single-row INSERT.
+fn insert_text(i: usize) -> String {
+    format!("INSERT INTO notes VALUES {}", values(i, 1))
+}
+
+/// The values of the `i`th single-row INSERT, for `INSERT_PREPARED`.
+fn insert_params(i: usize) -> Vec<ScalarValue> {
+    vec![(i as i64).into(), format!("note {i}").into()]
+}
+
+/// The prepared single-row INSERT, as PostgreSQL runs it too.
+const INSERT_PREPARED: &str = "INSERT INTO notes (id, body) VALUES ($1, $2)";
+
 /// Single-row INSERT latency, rows/s of `WRITERS` users inserting single
 /// rows at once (their fsyncs shared by group commit), and rows/s of
 /// batched INSERTs; each on an engine whose directory is fsynced before a
 /// statement is acknowledged, beside the same statements into a `MemTable`;
 /// single-row INSERTs in memory beside the same planned and a `MemTable`'s;
-/// and with `postgres`, single-row INSERTs (one client, then `WRITERS`)
-/// beside PostgreSQL's with its defaults (fsync, `synchronous_commit = on`)
-/// through prepared statements, under row-level security.
+/// and with `postgres`, single-row INSERTs (one client, then `WRITERS`),
+/// as SQL text and prepared, beside PostgreSQL's with its defaults (fsync,
+/// `synchronous_commit = on`) through prepared statements, under row-level
+/// security.
 pub async fn durable_insert(size: Size, postgres: bool) -> Result<Vec<Measurement>, String> {
     // The ceiling of every single-row figure: DataFusion's own INSERT.
     let ctx = memtable_notes();
@@ -110,6 +125,15 @@ pub async fn durable_insert(size: Size, postgres: bool) -> Result<Vec<Measuremen
         let alice = &alice;
         async move {
             run_ours(alice, &sql).await;
+        }
+    })
+    .await;
+    let insert = alice.prepare(INSERT_PREPARED).await.expect("prepare");
+    let prepared = latency(size, || {
+        next += 1;
+        let (insert, params) = (&insert, insert_params(next));
+        async move {
+            run_prepared(insert, params).await;
         }
     })
     .await;
@@ -174,25 +198,47 @@ pub async fn durable_insert(size: Size, postgres: bool) -> Result<Vec<Measuremen
             ours,
             pg,
         ));
+        rows.push(Measurement::latency(
+            "durable_insert",
+            "prepared single-row INSERT, fsync before ack, vs PostgreSQL (prepared, synchronous_commit = on, RLS)"
+                .into(),
+            prepared,
+            pg,
+        ));
     }
 
     let statements = size.statements_per_task;
     let ours = concurrent_rows_per_second(statements, |w| {
         let session = engine.session(UserContext::new(format!("writer{w}"), Role::User));
-        move |sql: String| {
+        move |i| {
             let session = session.clone();
             async move {
-                run_ours(&session, &sql).await;
+                run_ours(&session, &insert_text(i)).await;
+            }
+        }
+    })
+    .await;
+    let mut inserts = Vec::new();
+    for w in 0..WRITERS {
+        let session = engine.session(UserContext::new(format!("writer{w}"), Role::User));
+        inserts.push(session.prepare(INSERT_PREPARED).await.expect("prepare"));
+    }
+    let ours_prepared = concurrent_rows_per_second(statements, |w| {
+        let insert = inserts[w].clone();
+        move |i| {
+            let insert = insert.clone();
+            async move {
+                run_prepared(&insert, insert_params(i)).await;
             }
         }
     })
     .await;
     let baseline = concurrent_rows_per_second(statements, |_| {
         let ctx = ctx.clone();
-        move |sql: String| {
+        move |i| {
             let ctx = ctx.clone();
             async move {
-                run_datafusion(&ctx, &sql).await;
+                run_datafusion(&ctx, &insert_text(i)).await;
             }
         }
     })
@@ -212,6 +258,15 @@ pub async fn durable_insert(size: Size, postgres: bool) -> Result<Vec<Measuremen
                 "{WRITERS} users inserting single rows at once vs {WRITERS} PostgreSQL clients"
             ),
             ours,
+            pg,
+            "rows/s",
+        ));
+        rows.push(Measurement::figure(
+            "durable_insert",
+            format!(
+                "{WRITERS} users running a prepared single-row INSERT at once vs {WRITERS} PostgreSQL clients"
+            ),
+            ours_prepared,
             pg,
             "rows/s",
         ));
