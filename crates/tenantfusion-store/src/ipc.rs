@@ -45,9 +45,13 @@ fn not_encoded(e: ArrowError) -> TenantError {
 /// encode as a one-row batch.
 #[derive(Debug, Default)]
 pub(crate) struct RowsEncoder {
-    /// The schemas met last, with their messages; the newest last.
-    schemas: Mutex<Vec<(SchemaRef, Arc<[u8]>)>>,
+    /// The schemas met last, with their messages (`None`: the schema's
+    /// streams are written whole); the newest last.
+    schemas: Mutex<Vec<(SchemaRef, Option<SchemaMessage>)>>,
 }
+
+/// A schema's encoded message, the start of each of its streams.
+type SchemaMessage = Arc<[u8]>;
 
 impl RowsEncoder {
     /// Schemas remembered: a table's rows, and the rows an UPDATE takes
@@ -56,21 +60,16 @@ impl RowsEncoder {
 
     /// What [`encode_batches`] makes of `batches` (all of `schema`).
     pub(crate) fn encode(&self, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>> {
-        // A dictionary is written once per stream and its id given out by
-        // the schema's encoding: such a stream is written whole.
-        if schema
-            .flattened_fields()
-            .iter()
-            .any(|field| matches!(field.data_type(), DataType::Dictionary(..)))
-        {
+        let Some(message) = self.schema_message(schema)? else {
             return encode_batches(schema, batches);
-        }
-        let mut out = self.schema_message(schema)?.to_vec();
+        };
+        let mut out = message.to_vec();
         let options = IpcWriteOptions::default();
+        let generator = IpcDataGenerator::default();
         let mut dictionaries = DictionaryTracker::new(false);
         let mut context = IpcWriteContext::default();
         for batch in batches {
-            let (_, encoded) = IpcDataGenerator::default()
+            let (_, encoded) = generator
                 .encode(batch, &mut dictionaries, &options, &mut context)
                 .map_err(not_encoded)?;
             write_message(&mut out, encoded, &options).map_err(not_encoded)?;
@@ -80,22 +79,34 @@ impl RowsEncoder {
         Ok(out)
     }
 
-    /// The start of every stream of `schema`: its message.
-    fn schema_message(&self, schema: &SchemaRef) -> Result<Arc<[u8]>> {
+    /// The start of every stream of `schema`: its message; `None` when its
+    /// streams are written whole.
+    fn schema_message(&self, schema: &SchemaRef) -> Result<Option<SchemaMessage>> {
         let mut schemas = self.schemas.lock();
         if let Some((_, message)) = schemas
             .iter()
             .rev()
             .find(|(known, _)| Arc::ptr_eq(known, schema) || known == schema)
         {
-            return Ok(Arc::clone(message));
+            return Ok(message.clone());
         }
-        let writer = StreamWriter::try_new(Vec::new(), schema).map_err(not_encoded)?;
-        let message: Arc<[u8]> = writer.get_ref().as_slice().into();
+        // A dictionary is written once per stream and its id given out by
+        // the schema's encoding: such a stream is written whole.
+        let dictionaries = schema
+            .flattened_fields()
+            .iter()
+            .any(|field| matches!(field.data_type(), DataType::Dictionary(..)));
+        let message: Option<SchemaMessage> = match dictionaries {
+            true => None,
+            false => {
+                let writer = StreamWriter::try_new(Vec::new(), schema).map_err(not_encoded)?;
+                Some(writer.get_ref().as_slice().into())
+            }
+        };
         if schemas.len() == Self::SCHEMAS {
             schemas.remove(0);
         }
-        schemas.push((Arc::clone(schema), Arc::clone(&message)));
+        schemas.push((Arc::clone(schema), message.clone()));
         Ok(message)
     }
 }
@@ -203,6 +214,6 @@ mod tests {
             encoder.encode(&copy, std::slice::from_ref(&plain)).unwrap(),
             encode_batches(&copy, &[plain]).unwrap()
         );
-        assert_eq!(encoder.schemas.lock().len(), RowsEncoder::SCHEMAS.min(3));
+        assert_eq!(encoder.schemas.lock().len(), RowsEncoder::SCHEMAS);
     }
 }
