@@ -47,8 +47,29 @@ async fn tenants() -> Engine {
 
 fn assert_clean(what: &str, text: &str) {
     for marker in MARKERS {
-        assert!(!text.contains(marker), "{what} shows {marker:?}: {text}");
+        assert!(!shows(text, marker), "{what} shows {marker:?}: {text}");
     }
+}
+
+/// Whether `marker` occurs in `text` with no digit touching it: "7499" is
+/// bob's id in `7499` or `Int64(7499)`, but not in a clock reading such as
+/// `13:04:38.749909Z` (a timestamp's fraction has 3, 6 or 9 digits, so a
+/// number that is not part of a longer one never comes from a clock).
+fn shows(text: &str, marker: &str) -> bool {
+    text.match_indices(marker).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + marker.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+#[test]
+fn a_marker_touched_by_digits_is_part_of_another_number() {
+    assert!(shows("Max=Exact(Int64(7499))", "7499"));
+    assert!(shows("7499", "7499"));
+    assert!(shows("bob-secret-7000", "bob-secret"));
+    assert!(!shows("2026-12-07T13:04:38.749909Z", "7499"));
+    assert!(!shows("output_rows=5000", "output_rows=500"));
 }
 
 /// CVE-2016-2193 (a plan cached for one role reused for another without its
