@@ -88,42 +88,107 @@ impl PartitionState {
 
     /// Takes `removed` out (from the rows in memory first, the rest from
     /// the segments) and adds `added`: the effect of a logged UPDATE or
-    /// DELETE, the same when it is replayed. `places` (live writes only,
-    /// one per row of `removed`) says where in the segments the write found
-    /// each row it did not find in memory; a row without one is taken out
-    /// by value (replay: the same multiset of rows goes either way).
+    /// DELETE, the same when it is replayed. `located` (live writes only)
+    /// says where the write found each row; without it (replay), rows are
+    /// looked for by value in memory and taken out of the segments by
+    /// value: the same multiset of rows goes either way.
     pub(super) fn replace(
         &mut self,
         lsn: u64,
         removed: &RecordBatch,
         added: Option<RecordBatch>,
-        places: Option<&[Option<Place>]>,
+        located: Option<Located>,
     ) -> DFResult<()> {
-        let mut matcher = RowMatcher::new(std::slice::from_ref(removed))?;
-        (self.hot, _) = matcher.take_all(std::mem::take(&mut self.hot))?;
-        self.hot_rows -= matcher.found().len() as u64;
-        if !matcher.is_done() {
-            let pending = Arc::make_mut(&mut self.pending);
-            let mut by_value = Vec::new();
-            for row in matcher.missing() {
-                match places
-                    .and_then(|places| places.get(row as usize))
-                    .cloned()
-                    .flatten()
-                {
-                    Some(place) => pending.locate(place),
-                    None => by_value.push(row),
-                }
+        match located {
+            // The writer lock held since the write looked keeps the rows in
+            // memory as it saw them; should they differ, the rows are
+            // looked for again rather than taken out at stale positions.
+            Some(located)
+                if located.rows.len() == removed.num_rows()
+                    && same_rows(&located.hot, &self.hot) =>
+            {
+                self.take_out_at(&located.rows)?
             }
-            if !by_value.is_empty() {
-                pending.by_value.push(rows_at(removed, &by_value)?);
-                pending.count += by_value.len() as u64;
+            located => {
+                let places: Option<Vec<Option<Place>>> = located.map(|located| {
+                    located
+                        .rows
+                        .into_iter()
+                        .map(|found| match found {
+                            Found::Segment(place) => Some(place),
+                            Found::Hot { .. } => None,
+                        })
+                        .collect()
+                });
+                self.take_out_by_value(removed, places.as_deref())?
             }
         }
         if let Some(added) = added {
             self.hot_rows += append_coalesced(&mut self.hot, vec![added])?;
         }
         self.logged(lsn);
+        Ok(())
+    }
+
+    /// Takes out the rows at `rows`, as a live write found them.
+    fn take_out_at(&mut self, rows: &[Found]) -> DFResult<()> {
+        let mut in_memory: Vec<Vec<usize>> = vec![Vec::new(); self.hot.len()];
+        for found in rows {
+            match found {
+                Found::Hot { batch, row } => in_memory[*batch].push(*row),
+                Found::Segment(place) => Arc::make_mut(&mut self.pending).locate(place.clone()),
+            }
+        }
+        let mut taken = 0;
+        let hot = std::mem::take(&mut self.hot);
+        for (batch, at) in hot.into_iter().zip(in_memory) {
+            if at.is_empty() {
+                self.hot.push(batch);
+                continue;
+            }
+            let mut keep = vec![true; batch.num_rows()];
+            for row in at {
+                taken += u64::from(std::mem::replace(&mut keep[row], false));
+            }
+            let batch = filter_record_batch(&batch, &BooleanArray::from(keep))?;
+            if batch.num_rows() > 0 {
+                self.hot.push(batch);
+            }
+        }
+        self.hot_rows -= taken;
+        Ok(())
+    }
+
+    /// Takes `removed` out by value: from the rows in memory first, the
+    /// rest from the segments, at `places` where known (one per row of
+    /// `removed`), by value otherwise.
+    fn take_out_by_value(
+        &mut self,
+        removed: &RecordBatch,
+        places: Option<&[Option<Place>]>,
+    ) -> DFResult<()> {
+        let mut matcher = RowMatcher::new(std::slice::from_ref(removed))?;
+        (self.hot, _) = matcher.take_all(std::mem::take(&mut self.hot))?;
+        self.hot_rows -= matcher.found().len() as u64;
+        if matcher.is_done() {
+            return Ok(());
+        }
+        let pending = Arc::make_mut(&mut self.pending);
+        let mut by_value = Vec::new();
+        for row in matcher.missing() {
+            match places
+                .and_then(|places| places.get(row as usize))
+                .cloned()
+                .flatten()
+            {
+                Some(place) => pending.locate(place),
+                None => by_value.push(row),
+            }
+        }
+        if !by_value.is_empty() {
+            pending.by_value.push(rows_at(removed, &by_value)?);
+            pending.count += by_value.len() as u64;
+        }
         Ok(())
     }
 
@@ -218,6 +283,37 @@ impl Partition {
 
 /// Where a row is: its segment's file and its index among the segment's rows.
 pub(super) type Place = (String, u64);
+
+/// Where a live UPDATE or DELETE found a row it takes out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Found {
+    /// Row `row` of batch `batch` of the rows in memory.
+    Hot { batch: usize, row: usize },
+    /// A segment's row.
+    Segment(Place),
+}
+
+/// Where a live UPDATE or DELETE found the rows it takes out, one
+/// [`Found`] per row, and the rows in memory it looked through (positions
+/// there hold only for those very batches).
+#[derive(Debug)]
+pub(super) struct Located {
+    pub(super) hot: Vec<RecordBatch>,
+    pub(super) rows: Vec<Found>,
+}
+
+/// Whether `a` and `b` are the same batches (not merely equal ones): a
+/// row's position found in one holds in the other.
+fn same_rows(a: &[RecordBatch], b: &[RecordBatch]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.num_rows() == b.num_rows()
+                && a.columns()
+                    .iter()
+                    .zip(b.columns())
+                    .all(|(a, b)| Arc::ptr_eq(a, b))
+        })
+}
 
 /// Rows of one segment, with the index in the segment of each.
 pub(super) type Placed = (RecordBatch, Vec<u64>);
@@ -357,7 +453,87 @@ fn keep_placed((batch, places): Placed, keep: &BooleanArray) -> DFResult<Placed>
 
 #[cfg(test)]
 mod tests {
-    use super::taken_at;
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Array, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::{Found, Located, PartitionState, taken_at};
+
+    fn ids(values: &[i64]) -> RecordBatch {
+        let schema = Schema::new(vec![Field::new("id", DataType::Int64, false)]);
+        let column = Int64Array::from(values.to_vec());
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(column)]).unwrap()
+    }
+
+    fn hot_ids(state: &PartitionState) -> Vec<i64> {
+        let values = state.hot.iter().flat_map(|batch| {
+            let column = batch.column(0).as_any().downcast_ref::<Int64Array>();
+            column.unwrap().values().to_vec()
+        });
+        values.collect()
+    }
+
+    /// Two batches in memory that appending does not merge (the later
+    /// one is smaller).
+    fn two_batches() -> PartitionState {
+        let mut state = PartitionState::default();
+        state.append(1, vec![ids(&[1, 2, 3])]).unwrap();
+        state.append(2, vec![ids(&[4, 5])]).unwrap();
+        assert_eq!(state.hot.len(), 2);
+        state
+    }
+
+    #[test]
+    fn a_live_write_takes_out_the_rows_where_it_found_them() {
+        let mut state = two_batches();
+        let located = Located {
+            hot: state.hot.clone(),
+            rows: vec![
+                Found::Hot { batch: 1, row: 0 },
+                Found::Segment(("s1.parquet".into(), 7)),
+                Found::Hot { batch: 0, row: 0 },
+            ],
+        };
+        // The rows' values say nothing of where they are: 99 is nowhere.
+        let removed = ids(&[4, 99, 1]);
+        state
+            .replace(3, &removed, Some(ids(&[40])), Some(located))
+            .unwrap();
+        assert_eq!(hot_ids(&state), [2, 3, 5, 40]);
+        assert_eq!(state.hot_rows, 4);
+        assert_eq!(state.pending.count, 1);
+        assert_eq!(state.pending.located["s1.parquet"], [7]);
+        assert!(state.pending.by_value.is_empty());
+    }
+
+    #[test]
+    fn rows_in_memory_other_than_the_write_saw_are_looked_for_by_value() {
+        let mut state = two_batches();
+        // The same values in other batches than those in memory now:
+        // positions would not hold there, values do.
+        let located = Located {
+            hot: vec![ids(&[1, 2, 3]), ids(&[4, 5])],
+            rows: vec![
+                Found::Hot { batch: 0, row: 0 },
+                Found::Segment(("s1.parquet".into(), 7)),
+            ],
+        };
+        state
+            .replace(3, &ids(&[2, 9]), None, Some(located))
+            .unwrap();
+        assert_eq!(hot_ids(&state), [1, 3, 4, 5]);
+        assert_eq!(state.hot_rows, 4);
+        // The row not in memory goes by its place, still known.
+        assert_eq!(state.pending.located["s1.parquet"], [7]);
+        assert!(state.pending.by_value.is_empty());
+        // Replay knows values only.
+        state.replace(4, &ids(&[5, 8]), None, None).unwrap();
+        assert_eq!(hot_ids(&state), [1, 3, 4]);
+        assert_eq!(state.pending.by_value.len(), 1);
+        assert_eq!(state.pending.count, 2);
+    }
 
     #[test]
     fn places_taken_out_are_found_walking_or_looking_up() {

@@ -5,12 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::error::Result as DFResult;
+use datafusion::error::{DataFusionError, Result as DFResult};
 use tenantfusion_tables::{PartitionKey, RowMatcher, bounds_of, rows_at};
 
 use super::Inner;
-use super::partition_state::{Place, TakenOut, TakenRows};
+use super::partition_state::{Found, Located, TakenOut, TakenRows};
 use super::records::{encode_append, encode_drop, encode_replace};
 use super::scan::Selection;
 use crate::manifest::Manifest;
@@ -54,26 +55,37 @@ impl Inner {
         // change will take them: in memory first, then in the segments,
         // where each row found is placed (its segment and index there).
         let mut wanted = RowMatcher::new(std::slice::from_ref(&old))?;
-        let mut places: HashMap<u32, Place> = HashMap::new();
+        let mut places: HashMap<u32, Found> = HashMap::new();
         // The snapshot is let go before the change applies: the rows taken
         // out so far are then changed in place, not copied.
-        {
+        let hot = {
             let (manifest, hot, pending) = partition.state.read().snapshot();
-            for batch in &hot {
-                wanted.take_from(batch)?;
+            for (at, batch) in hot.iter().enumerate() {
+                let before = wanted.found_in_order().len();
+                let keep = wanted.take_from(batch)?;
+                for (row, index) in taken_since(&wanted, &keep, before) {
+                    places.insert(index, Found::Hot { batch: at, row });
+                }
             }
             if !wanted.is_done() && !manifest.segments.is_empty() {
                 self.place(key, &manifest, &pending, &old, &mut wanted, &mut places)
                     .await?;
             }
-        }
+            hot
+        };
         let found = wanted.found();
         if found.is_empty() {
             return Ok(found);
         }
         let removed = rows_at(&old, &found)?;
-        let removed_places: Vec<Option<Place>> =
-            found.iter().map(|index| places.remove(index)).collect();
+        let rows = found
+            .iter()
+            .map(|index| {
+                places
+                    .remove(index)
+                    .ok_or_else(|| DataFusionError::Internal(format!("row {index} found nowhere")))
+            })
+            .collect::<DFResult<Vec<Found>>>()?;
         let added = new.map(|new| rows_at(&new, &found)).transpose()?;
         let record = encode_replace(&self.rows, key, &removed, added.as_ref())?;
         {
@@ -82,7 +94,7 @@ impl Inner {
             partition
                 .state
                 .write()
-                .replace(lsn, &removed, added, Some(&removed_places))?;
+                .replace(lsn, &removed, added, Some(Located { hot, rows }))?;
         }
         Ok(found)
     }
@@ -102,7 +114,7 @@ impl Inner {
         pending: &Arc<TakenRows>,
         old: &RecordBatch,
         wanted: &mut RowMatcher,
-        places: &mut HashMap<u32, Place>,
+        places: &mut HashMap<u32, Found>,
     ) -> DFResult<()> {
         let selection = Selection::of(&old.schema(), bounds_of(old)?.as_ref());
         let mut taken = TakenOut::new(pending)?;
@@ -113,11 +125,8 @@ impl Inner {
             for (batch, at) in rows {
                 let before = wanted.found_in_order().len();
                 let keep = wanted.take_from(&batch)?;
-                // The rows taken, in order, are the wanted rows found
-                // since `before`, in order.
-                let taken_at = (0..batch.num_rows()).filter(|&i| !keep.value(i));
-                for (row, &index) in taken_at.zip(&wanted.found_in_order()[before..]) {
-                    places.insert(index, (segment.file.clone(), at[row]));
+                for (row, index) in taken_since(wanted, &keep, before) {
+                    places.insert(index, Found::Segment((segment.file.clone(), at[row])));
                 }
             }
             if wanted.is_done() {
@@ -156,4 +165,17 @@ impl Inner {
         self.delete_segments(key, &free).await?;
         Ok(rows)
     }
+}
+
+/// The rows a [`RowMatcher::take_from`] that returned `keep` took, each
+/// with the index of the wanted row it is: the rows taken, in order, are
+/// the wanted rows found since `before` (the count found until then), in
+/// order.
+fn taken_since<'a>(
+    wanted: &'a RowMatcher,
+    keep: &'a BooleanArray,
+    before: usize,
+) -> impl Iterator<Item = (usize, u32)> + 'a {
+    let taken_at = (0..keep.len()).filter(|&i| !keep.value(i));
+    taken_at.zip(wanted.found_in_order()[before..].iter().copied())
 }
