@@ -56,8 +56,9 @@ impl Inner {
         // where each row found is placed (its segment and index there).
         let mut wanted = RowMatcher::new(std::slice::from_ref(&old))?;
         let mut places: HashMap<u32, Found> = HashMap::new();
-        // The snapshot is let go before the change applies: the rows taken
-        // out so far are then changed in place, not copied.
+        // The snapshot's taken-out rows are let go before the change
+        // applies (they are then changed in place, not copied); its rows in
+        // memory are kept: the change takes rows out at positions in them.
         let hot = {
             let (manifest, hot, pending) = partition.state.read().snapshot();
             for (at, batch) in hot.iter().enumerate() {
