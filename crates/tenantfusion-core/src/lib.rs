@@ -14,6 +14,7 @@ mod error;
 mod ids;
 mod role;
 mod schema_cache;
+pub mod scram;
 mod table;
 mod user;
 
@@ -23,5 +24,6 @@ pub use error::{Result, TenantError};
 pub use ids::{NamespaceId, StorageId, TableId, TableName, UserId};
 pub use role::Role;
 pub use schema_cache::SchemaCache;
+pub use scram::ScramVerifier;
 pub use table::{Access, AccessLevel, BaseTableProvider, Mutation, TableProviderCore, TableType};
 pub use user::UserContext;
