@@ -225,7 +225,10 @@ mod tests {
     fn the_text_form_is_postgresqls_and_reads_back() {
         let verifier = rfc_verifier();
         let text = verifier.to_string();
-        assert!(text.starts_with(&format!("SCRAM-SHA-256$4096:{SALT}$")), "{text}");
+        assert!(
+            text.starts_with(&format!("SCRAM-SHA-256$4096:{SALT}$")),
+            "{text}"
+        );
         assert_eq!(text.parse::<ScramVerifier>().unwrap(), verifier);
         assert_eq!(format!("{verifier:?}"), "ScramVerifier(..)");
         for bad in [

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use tenantfusion_core::{Access, Result, Role, TableType, TenantError};
+use tenantfusion_core::{Access, Result, Role, ScramVerifier, TableType, TenantError};
 
 use crate::codec::{Decoder, Encoder};
 use crate::committers::Committers;
@@ -70,6 +70,16 @@ pub enum CatalogEvent {
         name: String,
         /// Their role.
         role: Role,
+        /// What their password is kept as (`WITH PASSWORD`); without one,
+        /// they cannot log in over the wire.
+        verifier: Option<ScramVerifier>,
+    },
+    /// `ALTER USER ... WITH PASSWORD`: the user's password is now this one.
+    SetPassword {
+        /// The user's name.
+        name: String,
+        /// What the new password is kept as.
+        verifier: ScramVerifier,
     },
     /// `DROP USER`: the user is gone and their rows are to go. Logged
     /// before any table lets go of them; [`CatalogEvent::UserForgotten`]
@@ -228,6 +238,10 @@ const USER_FORGOTTEN: u8 = 11;
 /// A `CREATE_TABLE` record with one more field, the definition's SQL:
 /// logs written before external tables existed still read as they were.
 const CREATE_EXTERNAL_TABLE: u8 = 12;
+/// A `CREATE_USER` record with one more field, the password's verifier:
+/// logs written before passwords existed still read as they were.
+const CREATE_USER_WITH_PASSWORD: u8 = 13;
+const SET_PASSWORD: u8 = 14;
 
 fn encode(event: &CatalogEvent) -> Result<Vec<u8>> {
     let mut out = Encoder::default();
@@ -257,8 +271,23 @@ fn encode(event: &CatalogEvent) -> Result<Vec<u8>> {
         CatalogEvent::DropTable { namespace, table } => {
             out.u8(DROP_TABLE).str(namespace).str(table)
         }
-        CatalogEvent::CreateUser { name, role } => {
-            out.u8(CREATE_USER).str(name).str(&role.to_string())
+        CatalogEvent::CreateUser {
+            name,
+            role,
+            verifier,
+        } => {
+            let kind = match verifier {
+                None => CREATE_USER,
+                Some(_) => CREATE_USER_WITH_PASSWORD,
+            };
+            out.u8(kind).str(name).str(&role.to_string());
+            if let Some(verifier) = verifier {
+                out.str(&verifier.to_string());
+            }
+            &mut out
+        }
+        CatalogEvent::SetPassword { name, verifier } => {
+            out.u8(SET_PASSWORD).str(name).str(&verifier.to_string())
         }
         CatalogEvent::DropUser { name } => out.u8(DROP_USER).str(name),
         CatalogEvent::UserForgotten { name } => out.u8(USER_FORGOTTEN).str(name),
@@ -335,9 +364,17 @@ fn decode(payload: &[u8]) -> Result<CatalogEvent, String> {
             namespace: d.str("namespace")?,
             table: d.str("table")?,
         },
-        CREATE_USER => CatalogEvent::CreateUser {
+        kind @ (CREATE_USER | CREATE_USER_WITH_PASSWORD) => CatalogEvent::CreateUser {
             name: d.str("name")?,
             role: d.str("role")?.parse().map_err(|e| format!("role: {e}"))?,
+            verifier: match kind {
+                CREATE_USER_WITH_PASSWORD => Some(verifier(&mut d)?),
+                _ => None,
+            },
+        },
+        SET_PASSWORD => CatalogEvent::SetPassword {
+            name: d.str("name")?,
+            verifier: verifier(&mut d)?,
         },
         DROP_USER => CatalogEvent::DropUser {
             name: d.str("name")?,
@@ -374,6 +411,12 @@ fn decode(payload: &[u8]) -> Result<CatalogEvent, String> {
     };
     d.end()?;
     Ok(event)
+}
+
+fn verifier(d: &mut Decoder<'_>) -> Result<ScramVerifier, String> {
+    d.str("verifier")?
+        .parse()
+        .map_err(|e| format!("verifier: {e}"))
 }
 
 #[cfg(test)]
@@ -422,6 +465,16 @@ mod tests {
             CatalogEvent::CreateUser {
                 name: "alice".into(),
                 role: Role::Service,
+                verifier: None,
+            },
+            CatalogEvent::CreateUser {
+                name: "bob".into(),
+                role: Role::User,
+                verifier: Some(ScramVerifier::with_salt("pencil", b"salt", 4096).unwrap()),
+            },
+            CatalogEvent::SetPassword {
+                name: "bob".into(),
+                verifier: ScramVerifier::with_salt("ink", b"salt2", 8192).unwrap(),
             },
             CatalogEvent::Grant {
                 namespace: "app".into(),
@@ -466,6 +519,37 @@ mod tests {
             assert!(decode(&bytes[..bytes.len() - 1]).is_err(), "{event:?}");
         }
         assert_eq!(decode(&[99]).unwrap_err(), "unknown catalog record kind 99");
+        // A user logged before passwords existed reads as one without.
+        let old = [
+            &[CREATE_USER][..],
+            &[5, 0, 0, 0],
+            b"carol",
+            &[4, 0, 0, 0],
+            b"user",
+        ]
+        .concat();
+        let mut plain = Encoder::default();
+        plain.u8(CREATE_USER).str("carol").str("user");
+        assert_eq!(plain.finish(), old);
+        assert_eq!(
+            decode(&old),
+            Ok(CatalogEvent::CreateUser {
+                name: "carol".into(),
+                role: Role::User,
+                verifier: None,
+            })
+        );
+        // A damaged verifier is named, never taken for no password.
+        let mut damaged = Encoder::default();
+        damaged
+            .u8(SET_PASSWORD)
+            .str("bob")
+            .str("SCRAM-SHA-256$4096:x");
+        assert!(
+            decode(&damaged.finish())
+                .unwrap_err()
+                .starts_with("verifier:")
+        );
     }
 
     #[tokio::test]

@@ -80,8 +80,19 @@ impl CatalogChanges<'_> {
                 let old = self.cache.lookup(namespace, table)?;
                 return Ok(self.remove(&old));
             }
-            CatalogEvent::CreateUser { name, role } => {
-                self.users.create(UserId::new(name.as_str()), *role)
+            CatalogEvent::CreateUser {
+                name,
+                role,
+                verifier,
+            } => {
+                self.users.create(UserId::new(name.as_str()), *role)?;
+                match verifier {
+                    Some(verifier) => self.users.set_verifier(name, verifier.clone()),
+                    None => Ok(()),
+                }
+            }
+            CatalogEvent::SetPassword { name, verifier } => {
+                self.users.set_verifier(name, verifier.clone())
             }
             // The user goes now; their rows go next (see
             // `EngineState::forget_user`), then `UserForgotten` is logged.
@@ -170,6 +181,11 @@ impl CatalogChanges<'_> {
                 refuse_host_table(&self.cache.lookup(namespace, table)?, "dropped")?;
             }
             CatalogEvent::CreateUser { name, .. } => self.users.check_create(name)?,
+            CatalogEvent::SetPassword { name, .. } => {
+                if self.users.get(name).is_none() {
+                    return Err(TenantError::UserNotFound(name.clone()));
+                }
+            }
             CatalogEvent::DropUser { name } => {
                 if self.users.get(name).is_none() {
                     return Err(TenantError::UserNotFound(name.clone()));

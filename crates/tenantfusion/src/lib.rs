@@ -69,7 +69,8 @@ pub use session::TenantSession;
 pub use system_tables::SYSTEM_NAMESPACE;
 pub use tenantfusion_core::{
     Access, AccessLevel, BaseTableProvider, Clock, ManualClock, NamespaceId, Result, Role,
-    SchemaCache, SystemClock, TableId, TableName, TableType, TenantError, UserContext, UserId,
+    SchemaCache, ScramVerifier, SystemClock, TableId, TableName, TableType, TenantError,
+    UserContext, UserId,
 };
 pub use tenantfusion_store::Durability;
 pub use users::{UserRecord, UserRegistry};

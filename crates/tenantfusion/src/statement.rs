@@ -3,8 +3,8 @@
 //! ```text
 //! CREATE NAMESPACE [IF NOT EXISTS] ns          DROP NAMESPACE [IF EXISTS] ns
 //! CREATE [USER|SHARED|STREAM] TABLE ns.t (...) [WITH (ACCESS_LEVEL = 'public')]
-//! CREATE USER [IF NOT EXISTS] 'name' [WITH ROLE user|service|dba|system|anonymous]
-//! DROP USER [IF EXISTS] 'name'
+//! CREATE USER [IF NOT EXISTS] 'name' [WITH] [ROLE user|service|dba|system|anonymous] [PASSWORD 'p']
+//! ALTER USER 'name' [WITH] PASSWORD 'p'       DROP USER [IF EXISTS] 'name'
 //! GRANT SELECT|INSERT|UPDATE|DELETE [, ...] | ALL [PRIVILEGES] ON [TABLE] ns.t TO 'name'
 //! REVOKE SELECT|INSERT|UPDATE|DELETE [, ...] | ALL [PRIVILEGES] ON [TABLE] ns.t FROM 'name'
 //! EXECUTE AS USER 'name' ( statement )
@@ -39,7 +39,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion::sql::sqlparser::tokenizer::Token;
-use tenantfusion_core::{Access, Result, Role, TableType, TenantError};
+use tenantfusion_core::{Access, Result, Role, ScramVerifier, TableType, TenantError};
 
 /// One parsed statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +47,7 @@ pub(crate) enum TenantStatement {
     CreateNamespace(CreateNamespace),
     DropNamespace(DropNamespace),
     CreateUser(CreateUser),
+    AlterUser(AlterUser),
     DropUser(DropUser),
     Grant(Grant),
     ExecuteAs(ExecuteAs),
@@ -75,12 +76,26 @@ pub(crate) struct DropNamespace {
     pub(crate) if_exists: bool,
 }
 
-/// `CREATE USER [IF NOT EXISTS] 'name' [WITH ROLE role]`.
+/// `CREATE USER [IF NOT EXISTS] 'name' [WITH] [ROLE role] [PASSWORD 'p']`.
+///
+/// The password is turned into its verifier as it is parsed: no statement
+/// holds one, and one printed shows the verifier, which parses back to
+/// itself (as in PostgreSQL, a password already in SCRAM form is kept as
+/// given).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CreateUser {
     pub(crate) name: String,
     pub(crate) role: Role,
     pub(crate) if_not_exists: bool,
+    pub(crate) verifier: Option<ScramVerifier>,
+}
+
+/// `ALTER USER 'name' [WITH] PASSWORD 'p'` (the password as in
+/// [`CreateUser`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AlterUser {
+    pub(crate) name: String,
+    pub(crate) verifier: ScramVerifier,
 }
 
 /// `DROP USER [IF EXISTS] 'name'`.
@@ -246,6 +261,9 @@ impl TenantParser<'_> {
             (Some(Keyword::CREATE), Some(Keyword::USER), _) => {
                 self.parse_create_user().map(TenantStatement::CreateUser)
             }
+            (Some(Keyword::ALTER), Some(Keyword::USER), _) => {
+                self.parse_alter_user().map(TenantStatement::AlterUser)
+            }
             (Some(Keyword::DROP), Some(Keyword::USER), _) => {
                 self.parse_drop_user().map(TenantStatement::DropUser)
             }
@@ -308,25 +326,60 @@ impl TenantParser<'_> {
         CreateTable::new(Some(kind), statement)
     }
 
-    /// `CREATE USER [IF NOT EXISTS] 'name' [WITH ROLE role]`.
+    /// `CREATE USER [IF NOT EXISTS] 'name' [WITH] [ROLE role] [PASSWORD 'p']`
+    /// (the two options in either order).
     fn parse_create_user(&mut self) -> Result<CreateUser> {
         self.skip(2);
         let if_not_exists = self.parse_if_not_exists();
         let name = self.parse_user_name()?;
-        let role = if self
-            .parser
-            .parser
-            .parse_keywords(&[Keyword::WITH, Keyword::ROLE])
-        {
-            self.parse_name()?.parse()?
-        } else {
-            Role::User
-        };
+        // `WITH` may be left out, as in PostgreSQL.
+        let _ = self.parser.parser.parse_keyword(Keyword::WITH);
+        let (mut role, mut verifier) = (None, None);
+        loop {
+            if role.is_none() && self.parser.parser.parse_keyword(Keyword::ROLE) {
+                role = Some(self.parse_name()?.parse()?);
+            } else if verifier.is_none() && self.parser.parser.parse_keyword(Keyword::PASSWORD) {
+                verifier = Some(self.parse_password()?);
+            } else {
+                break;
+            }
+        }
         Ok(CreateUser {
             name,
-            role,
+            role: role.unwrap_or(Role::User),
             if_not_exists,
+            verifier,
         })
+    }
+
+    /// `ALTER USER 'name' [WITH] PASSWORD 'p'`.
+    fn parse_alter_user(&mut self) -> Result<AlterUser> {
+        self.skip(2);
+        let name = self.parse_user_name()?;
+        // `WITH` may be left out, as in PostgreSQL.
+        let _ = self.parser.parser.parse_keyword(Keyword::WITH);
+        self.parser
+            .parser
+            .expect_keyword(Keyword::PASSWORD)
+            .map_err(syntax)?;
+        let verifier = self.parse_password()?;
+        Ok(AlterUser { name, verifier })
+    }
+
+    /// A password's string, as its verifier: one already in SCRAM form is
+    /// taken as it is, any other is made into one (an empty one is
+    /// refused: it could not be typed at a login prompt).
+    fn parse_password(&mut self) -> Result<ScramVerifier> {
+        let password = self.parser.parser.parse_literal_string().map_err(syntax)?;
+        if password.starts_with("SCRAM-SHA-256$") {
+            return password.parse();
+        }
+        if password.is_empty() {
+            return Err(TenantError::InvalidArgument(
+                "a password must not be empty".into(),
+            ));
+        }
+        ScramVerifier::new(&password)
     }
 
     /// `DROP USER [IF EXISTS] 'name'`.
@@ -736,6 +789,7 @@ impl fmt::Display for TenantStatement {
             Self::CreateNamespace(s) => s.fmt(f),
             Self::DropNamespace(s) => s.fmt(f),
             Self::CreateUser(s) => s.fmt(f),
+            Self::AlterUser(s) => s.fmt(f),
             Self::DropUser(s) => s.fmt(f),
             Self::Grant(s) => s.fmt(f),
             Self::ExecuteAs(s) => s.fmt(f),
@@ -814,7 +868,19 @@ impl fmt::Display for CreateUser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let exists = if_not_exists(self.if_not_exists);
         let user = string(&self.name);
-        write!(f, "CREATE USER {exists}{user} WITH ROLE {}", self.role)
+        write!(f, "CREATE USER {exists}{user} WITH ROLE {}", self.role)?;
+        match &self.verifier {
+            Some(verifier) => write!(f, " PASSWORD {}", string(&verifier.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for AlterUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = string(&self.name);
+        let verifier = string(&self.verifier.to_string());
+        write!(f, "ALTER USER {user} WITH PASSWORD {verifier}")
     }
 }
 
@@ -1169,6 +1235,8 @@ mod tests {
             "CREATE NAMESPACE IF NOT EXISTS \"Mixed Case\"",
             "DROP NAMESPACE IF EXISTS app",
             "CREATE USER IF NOT EXISTS 'O''Brien' WITH ROLE dba",
+            "CREATE USER 'carol' PASSWORD 'pencil' ROLE service",
+            "ALTER USER 'carol' WITH PASSWORD 'it''s'",
             "DROP USER 'bob'",
             "GRANT SELECT, DELETE ON app.t TO 'bob'",
             "REVOKE ALL ON TABLE app.\"T\" FROM 'bob'",
@@ -1205,5 +1273,21 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 60, "only {checked} statements of ours checked");
+    }
+
+    #[test]
+    fn a_password_is_its_verifier_from_the_parse_on() {
+        for sql in [
+            "CREATE USER 'carol' WITH PASSWORD 'hunter2' ROLE dba",
+            "ALTER USER 'carol' PASSWORD 'hunter2'",
+        ] {
+            let statement = parse(sql).unwrap();
+            for shown in [statement.to_string(), format!("{statement:?}")] {
+                assert!(!shown.contains("hunter2"), "{shown}");
+            }
+            assert!(statement.to_string().contains("'SCRAM-SHA-256$4096:"));
+            // The same password twice: two salts, two verifiers.
+            assert_ne!(parse(sql).unwrap(), statement);
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use tenantfusion_core::{Result, Role, TenantError, UserId};
+use tenantfusion_core::{Result, Role, ScramVerifier, TenantError, UserId};
 
 /// A registered user.
 #[derive(Debug, Clone)]
@@ -16,6 +16,9 @@ pub struct UserRecord {
     pub role: Role,
     /// When the user was created.
     pub created_at: DateTime<Utc>,
+    /// What their password is kept as; `None`: they have none, and cannot
+    /// log in with one.
+    pub verifier: Option<ScramVerifier>,
 }
 
 /// The users created with `CREATE USER` (or [`UserRegistry::create`]).
@@ -48,10 +51,22 @@ impl UserRegistry {
                     user_id,
                     role,
                     created_at: Utc::now(),
+                    verifier: None,
                 });
                 Ok(())
             }
         }
+    }
+
+    /// Keeps `verifier` as `user_id`'s password from now on;
+    /// `USER_NOT_FOUND` if there is no such user.
+    pub fn set_verifier(&self, user_id: &str, verifier: ScramVerifier) -> Result<()> {
+        let mut record = self
+            .users
+            .get_mut(user_id)
+            .ok_or_else(|| TenantError::UserNotFound(user_id.to_string()))?;
+        record.verifier = Some(verifier);
+        Ok(())
     }
 
     /// Whether a user named `user_id` can be created now.

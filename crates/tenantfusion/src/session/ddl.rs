@@ -30,6 +30,7 @@ use crate::catalog::{is_reserved_namespace, refuse_reserved_namespace, validate_
 use crate::catalog_changes::BuiltTable;
 use crate::external_table::{ExternalTable, split_access_level};
 use crate::query::Query;
+use crate::statement::{AlterUser, CreateUser};
 use crate::table_options::TableOptions;
 use crate::view::{View, tables_read};
 
@@ -403,26 +404,38 @@ impl TenantSession {
         })
     }
 
-    pub(crate) async fn create_user(
-        &self,
-        name: &str,
-        role: Role,
-        if_not_exists: bool,
-    ) -> Result<Query> {
+    pub(crate) async fn create_user(&self, create: CreateUser) -> Result<Query> {
         self.require_admin("CREATE USER")?;
-        if name.trim().is_empty() {
+        if create.name.trim().is_empty() {
             return Err(TenantError::InvalidArgument(
                 "user name must not be empty".into(),
             ));
         }
         let event = CatalogEvent::CreateUser {
-            name: name.into(),
-            role,
+            name: create.name,
+            role: create.role,
+            verifier: create.verifier,
         };
         let outcome = self.engine.commit(event).await;
-        self.done_unless(outcome, if_not_exists, |e| {
+        self.done_unless(outcome, create.if_not_exists, |e| {
             matches!(e, TenantError::UserExists(_))
         })
+    }
+
+    /// `ALTER USER ... PASSWORD`: administrators set anyone's password, a
+    /// user their own (an anonymous session is nobody's to set).
+    pub(crate) async fn alter_user(&self, alter: AlterUser) -> Result<Query> {
+        let own = alter.name == self.user.user_id().as_str()
+            && !matches!(self.user.role(), Role::Anonymous);
+        if !own {
+            self.require_admin("ALTER USER of another user")?;
+        }
+        let event = CatalogEvent::SetPassword {
+            name: alter.name,
+            verifier: alter.verifier,
+        };
+        self.engine.commit(event).await?;
+        self.done()
     }
 
     /// Drops a user and everything tables hold for them, so a later user of

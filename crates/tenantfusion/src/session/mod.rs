@@ -239,10 +239,8 @@ impl TenantSession {
                 TenantStatement::DropNamespace(drop) => {
                     self.drop_namespace(&drop.name, drop.if_exists).await
                 }
-                TenantStatement::CreateUser(create) => {
-                    self.create_user(&create.name, create.role, create.if_not_exists)
-                        .await
-                }
+                TenantStatement::CreateUser(create) => self.create_user(create).await,
+                TenantStatement::AlterUser(alter) => self.alter_user(alter).await,
                 TenantStatement::DropUser(drop) => self.drop_user(&drop.name, drop.if_exists).await,
                 TenantStatement::Grant(grant) => {
                     self.grant(&grant.privileges, grant.table, &grant.user, !grant.revoke)

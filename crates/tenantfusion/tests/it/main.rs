@@ -14,6 +14,7 @@ mod hostile;
 mod isolation;
 mod limits;
 mod live_queries;
+mod logins;
 mod model;
 mod plan_cache;
 mod primary_key;
