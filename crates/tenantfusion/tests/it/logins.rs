@@ -42,6 +42,14 @@ async fn a_password_is_kept_as_a_verifier_and_changed_by_its_user_or_an_admin() 
     let as_carol = "EXECUTE AS USER 'carol' (ALTER USER 'dave' WITH PASSWORD 'mine')";
     assert_eq!(error_code(&admin, as_carol).await, "PERMISSION_DENIED");
     assert!(has_password(&engine, "dave", "ink"));
+    // An anonymous session is nobody's, whatever name it carries.
+    let anonymous = engine.session(tenantfusion::UserContext::new(
+        "carol",
+        tenantfusion::Role::Anonymous,
+    ));
+    let err = error(&anonymous, "ALTER USER 'carol' WITH PASSWORD 'mine'").await;
+    assert_eq!(err.code(), "PERMISSION_DENIED");
+    assert!(has_password(&engine, "carol", "quill"));
     // An administrator sets anyone's.
     run(&admin, "ALTER USER 'dave' PASSWORD 'chalk'").await;
     assert!(has_password(&engine, "dave", "chalk"));
