@@ -460,7 +460,7 @@ pub async fn run_file(path: &Path, options: &SltOptions) -> Result<FileReport, S
                     None => {
                         engine
                             .users()
-                            .create(UserId::new(&name), Role::User)
+                            .create(UserId::new(&name), Role::User, None)
                             .map_err(|e| e.to_string())?;
                         Role::User
                     }

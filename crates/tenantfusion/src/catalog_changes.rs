@@ -84,13 +84,9 @@ impl CatalogChanges<'_> {
                 name,
                 role,
                 verifier,
-            } => {
-                self.users.create(UserId::new(name.as_str()), *role)?;
-                match verifier {
-                    Some(verifier) => self.users.set_verifier(name, verifier.clone()),
-                    None => Ok(()),
-                }
-            }
+            } => self
+                .users
+                .create(UserId::new(name.as_str()), *role, verifier.clone()),
             CatalogEvent::SetPassword { name, verifier } => {
                 self.users.set_verifier(name, verifier.clone())
             }
@@ -181,12 +177,7 @@ impl CatalogChanges<'_> {
                 refuse_host_table(&self.cache.lookup(namespace, table)?, "dropped")?;
             }
             CatalogEvent::CreateUser { name, .. } => self.users.check_create(name)?,
-            CatalogEvent::SetPassword { name, .. } => {
-                if self.users.get(name).is_none() {
-                    return Err(TenantError::UserNotFound(name.clone()));
-                }
-            }
-            CatalogEvent::DropUser { name } => {
+            CatalogEvent::SetPassword { name, .. } | CatalogEvent::DropUser { name } => {
                 if self.users.get(name).is_none() {
                     return Err(TenantError::UserNotFound(name.clone()));
                 }

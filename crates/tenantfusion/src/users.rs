@@ -38,8 +38,14 @@ pub struct UserRegistry {
 }
 
 impl UserRegistry {
-    /// Registers a user; `USER_EXISTS` if the name is taken.
-    pub fn create(&self, user_id: UserId, role: Role) -> Result<()> {
+    /// Registers a user, with what their password is kept as if they have
+    /// one; `USER_EXISTS` if the name is taken.
+    pub fn create(
+        &self,
+        user_id: UserId,
+        role: Role,
+        verifier: Option<ScramVerifier>,
+    ) -> Result<()> {
         // A log written before drops were finished in two steps has no
         // `UserForgotten`: its drop was complete when it was logged.
         self.forgetting.lock().remove(user_id.as_str());
@@ -51,7 +57,7 @@ impl UserRegistry {
                     user_id,
                     role,
                     created_at: Utc::now(),
-                    verifier: None,
+                    verifier,
                 });
                 Ok(())
             }
