@@ -25,13 +25,14 @@
 //! shown in an error, or sent on without its original text.
 
 use std::fmt;
+use std::ops::ControlFlow;
 
 use datafusion::sql::parser::{
     CopyToStatement, DFParser, DFParserBuilder, ParserInput, Statement as DFStatement,
 };
 use datafusion::sql::sqlparser::ast::{
     CreateTableOptions, Expr as SqlExpr, Ident, ObjectName, SqlOption, Statement as SqlStatement,
-    Value,
+    Value, visit_statements,
 };
 use datafusion::sql::sqlparser::dialect::Dialect;
 #[cfg(test)]
@@ -577,6 +578,16 @@ impl TenantParser<'_> {
             .parser
             .parse_statement()
             .map_err(TenantError::from_datafusion)?;
+        // DataFusion's planner quotes a statement it cannot plan in its
+        // error, which would show the password of `EXPLAIN ALTER USER ...
+        // PASSWORD '...'` (or of sqlparser's `CREATE ROLE ... PASSWORD`).
+        if sets_a_password(&statement) {
+            return Err(TenantError::NotSupported(
+                "a statement that sets a password runs only on its own \
+                 (CREATE USER or ALTER USER), not inside another"
+                    .into(),
+            ));
+        }
         match statement {
             DFStatement::Statement(s) if matches!(*s, SqlStatement::CreateTable(_)) => {
                 CreateTable::new(None, DFStatement::Statement(s)).map(TenantStatement::CreateTable)
@@ -672,6 +683,23 @@ impl TenantParser<'_> {
                 "expected end of statement, found {other} (one statement per call)"
             ))),
         }
+    }
+}
+
+/// Whether `statement` holds, anywhere, a statement that may carry a
+/// password (`CREATE|ALTER USER`, `CREATE|ALTER ROLE`).
+fn sets_a_password(statement: &DFStatement) -> bool {
+    match statement {
+        DFStatement::Statement(statement) => visit_statements(statement.as_ref(), |s| match s {
+            SqlStatement::CreateUser(_)
+            | SqlStatement::AlterUser(_)
+            | SqlStatement::CreateRole(_)
+            | SqlStatement::AlterRole { .. } => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .is_break(),
+        DFStatement::Explain(explain) => sets_a_password(&explain.statement),
+        _ => false,
     }
 }
 

@@ -42,6 +42,25 @@ async fn a_password_is_kept_as_a_verifier_and_changed_by_its_user_or_an_admin() 
     let as_carol = "EXECUTE AS USER 'carol' (ALTER USER 'dave' WITH PASSWORD 'mine')";
     assert_eq!(error_code(&admin, as_carol).await, "PERMISSION_DENIED");
     assert!(has_password(&engine, "dave", "ink"));
+    // Nor wrapped in another statement: refused for everyone, and the
+    // error does not quote the statement (DataFusion's would, password and
+    // all). `CREATE ROLE` is sqlparser's, with a password of its own.
+    for sql in [
+        "EXPLAIN ALTER USER 'dave' WITH PASSWORD 'mine'",
+        "EXPLAIN ANALYZE ALTER USER 'dave' WITH PASSWORD 'mine'",
+        "EXPLAIN VERBOSE CREATE USER 'eve' WITH PASSWORD 'mine'",
+        "PREPARE p AS ALTER USER 'dave' WITH PASSWORD 'mine'",
+        "CREATE ROLE eve PASSWORD 'mine'",
+        "EXPLAIN CREATE ROLE eve PASSWORD 'mine'",
+        "WITH c AS (SELECT 1) ALTER USER 'dave' WITH PASSWORD 'mine'",
+    ] {
+        for session in [&carol, &admin] {
+            let err = error(session, sql).await;
+            assert!(!err.to_string().contains("mine"), "{sql}: {err}");
+        }
+        assert!(has_password(&engine, "dave", "ink"), "{sql}");
+        assert!(engine.users().get("eve").is_none(), "{sql}");
+    }
     // An anonymous session is nobody's, whatever name it carries.
     let anonymous = engine.session(tenantfusion::UserContext::new(
         "carol",
