@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{DFSchema, ParamValues, ScalarValue};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::simplify::SimplifyContext;
@@ -75,6 +75,13 @@ impl PreparedStatement {
     /// inferred from where each parameter is used.
     pub fn parameter_types(&self) -> &[DataType] {
         &self.prepared.types
+    }
+
+    /// The columns each execution returns (`count` for `INSERT`, `UPDATE`
+    /// and `DELETE`), known before it runs: what a client's `Describe`
+    /// asks for.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(self.prepared.planned.read().logical.schema().inner())
     }
 
     /// Runs the statement with `params` (one per parameter, cast to its

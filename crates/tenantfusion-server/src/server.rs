@@ -1,0 +1,161 @@
+//! Accepting connections, bounding them, and stopping.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pgwire::error::ErrorInfo;
+use pgwire::messages::PgWireBackendMessage;
+use tenantfusion::Engine;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::config::ServerConfig;
+use crate::connection::{Connection, Handlers, Shared};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// Accepting connections failed.
+    #[error("accepting connections failed: {0}")]
+    Accept(std::io::Error),
+}
+
+/// A PostgreSQL-protocol server over one [`Engine`].
+///
+/// ```no_run
+/// # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+/// use tenantfusion::{Engine, EngineConfig};
+/// use tenantfusion_server::{Server, ServerConfig};
+///
+/// let engine = Engine::new(EngineConfig::default())?;
+/// let server = Server::bind(engine, ServerConfig::default()).await?;
+/// println!("listening on {}", server.local_addr());
+/// server.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    config: ServerConfig,
+}
+
+impl Server {
+    /// Listens on `config.listen`; nothing is accepted until [`run`](Self::run).
+    pub async fn bind(engine: Engine, config: ServerConfig) -> Result<Self, ServerError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        Ok(Self {
+            listener,
+            shared: Arc::new(Shared::new(engine)),
+            config,
+        })
+    }
+
+    /// The address the server listens on (with the port the system chose
+    /// for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.config.listen)
+    }
+
+    /// Serves connections until `shutdown` completes, then stops accepting,
+    /// lets running statements finish for `config.shutdown_grace`, cancels
+    /// what still runs and closes every connection. Every write
+    /// acknowledged before is durable already (the engine logs it before
+    /// answering), so nothing is flushed here.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let slots = Arc::new(Semaphore::new(self.config.max_connections));
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        info!(addr = %self.local_addr(), "accepting connections");
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = self.listener.accept() => {
+                    let (socket, addr) = match accepted {
+                        Ok(accepted) => accepted,
+                        // Out of file descriptors and the like: the
+                        // listener is still good; try again shortly.
+                        Err(err) => {
+                            warn!("accept failed: {err}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        warn!(%addr, max = self.config.max_connections, "connection refused: too many connections");
+                        connections.spawn(refuse(socket));
+                        continue;
+                    };
+                    let _ = socket.set_nodelay(true);
+                    let connection = Arc::new(Connection::new(Arc::clone(&self.shared)));
+                    connections.spawn(async move {
+                        debug!(%addr, "connected");
+                        if let Err(err) = pgwire::tokio::process_socket(socket, None, Handlers(connection)).await {
+                            debug!(%addr, "connection ended: {err}");
+                        }
+                        drop(slot);
+                    });
+                }
+            }
+        }
+        info!(
+            connections = connections.len(),
+            "shutting down: no new connections"
+        );
+        drop(self.listener);
+        // Idle connections are closed at once; running statements get the
+        // grace period.
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        while self.shared.is_busy() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.shared.is_busy() {
+            warn!("cancelling the statements still running");
+        }
+        self.shared.cancel_all();
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Tells a client there is no room and closes: `53300`, as PostgreSQL's
+/// `too_many_connections`, sent before the client's startup packet is read
+/// (libpq reads it as the answer to its startup).
+async fn refuse(mut socket: TcpStream) {
+    let info = ErrorInfo::new(
+        "FATAL".to_string(),
+        "53300".to_string(),
+        "sorry, too many clients already".to_string(),
+    );
+    let mut buf = BytesMut::new();
+    if PgWireBackendMessage::ErrorResponse(info.into())
+        .encode(&mut buf)
+        .is_ok()
+    {
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.write_all(&buf)).await;
+    }
+    let _ = socket.shutdown().await;
+}

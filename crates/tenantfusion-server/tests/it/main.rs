@@ -1,0 +1,8 @@
+//! The server through real clients: tokio-postgres (simple and extended
+//! protocols) and psql.
+
+mod harness;
+mod logins;
+mod psql;
+mod shutdown;
+mod statements;
