@@ -2,7 +2,10 @@
 //! engine, with users alice and bob (role user) and the table
 //! `app.notes`, a user table: each user's rows are their own.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use tenantfusion::{Engine, EngineConfig, Role, UserContext};
 use tenantfusion_server::{Server, ServerConfig, bootstrap_admin};
@@ -108,4 +111,114 @@ pub fn sqlstate(err: &tokio_postgres::Error) -> String {
     err.code()
         .map(|c| c.code().to_string())
         .unwrap_or_else(|| format!("no SQLSTATE: {err}"))
+}
+
+/// The `tenantfusion` binary serving a data directory on 127.0.0.1, its
+/// administrator's password `admin-pw`. Killed when dropped.
+pub struct Process {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Process {
+    /// On a free port.
+    pub fn start(data: &Path) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(data, port)
+    }
+
+    pub fn start_on(data: &Path, port: u16) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_tenantfusion"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("TENANTFUSION_ADMIN_PASSWORD", "admin-pw")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            child: Some(child),
+            port,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn config(&self, user: &str, password: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname("tenantfusion")
+            .connect_timeout(Duration::from_secs(10));
+        config
+    }
+
+    /// Connects, retrying while the server starts (for up to a minute).
+    pub async fn connect(&self, user: &str, password: &str) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.config(user, password).connect(NoTls).await {
+                Ok((client, connection)) => {
+                    tokio::spawn(connection);
+                    return client;
+                }
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(err) => panic!("cannot connect as {user}: {err}"),
+            }
+        }
+    }
+
+    /// The server's resident memory, in bytes (Linux).
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+
+    /// Waits for the process to exit (for up to a minute).
+    pub async fn wait(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    return status;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("the server did not stop");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

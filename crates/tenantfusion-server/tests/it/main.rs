@@ -2,6 +2,7 @@
 //! protocols) and psql.
 
 mod harness;
+mod hostile;
 mod logins;
 mod psql;
 mod shutdown;

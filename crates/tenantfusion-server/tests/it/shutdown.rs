@@ -3,79 +3,19 @@
 //! it holds every row whose INSERT was acknowledged.
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, NoTls};
+use crate::harness::Process;
 
 const USERS: i64 = 4;
 
-/// A free port on 127.0.0.1 (bound, read, released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(data: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tenantfusion"))
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("TENANTFUSION_ADMIN_PASSWORD", "admin-pw")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-async fn connect(port: u16, user: &str, password: &str) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .port(port)
-            .user(user)
-            .password(password)
-            .dbname("tenantfusion");
-        match config.connect(NoTls).await {
-            Ok((client, connection)) => {
-                tokio::spawn(connection);
-                return client;
-            }
-            Err(err) if Instant::now() < deadline => {
-                let _ = err;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(err) => panic!("cannot connect as {user}: {err}"),
-        }
-    }
-}
-
-fn wait(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the server did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 async fn stopped_while_writing(signal: &str) {
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = start(data.path(), port);
-    let admin = connect(port, "admin", "admin-pw").await;
+    let mut server = Process::start(data.path());
+    let port = server.port;
+    let admin = server.connect("admin", "admin-pw").await;
     admin
         .batch_execute(
             "CREATE NAMESPACE app; CREATE USER TABLE app.notes (id BIGINT NOT NULL, body TEXT)",
@@ -92,7 +32,7 @@ async fn stopped_while_writing(signal: &str) {
         Arc::new(Mutex::new(vec![BTreeSet::new(); USERS as usize]));
     let mut writers = Vec::new();
     for n in 0..USERS {
-        let client = connect(port, &format!("u{n}"), &format!("pw{n}")).await;
+        let client = server.connect(&format!("u{n}"), &format!("pw{n}")).await;
         let acknowledged = Arc::clone(&acknowledged);
         writers.push(tokio::spawn(async move {
             let insert = client
@@ -120,23 +60,21 @@ async fn stopped_while_writing(signal: &str) {
     }
     let status = Command::new("kill")
         .arg(format!("-{signal}"))
-        .arg(server.id().to_string())
+        .arg(server.pid().to_string())
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || wait(&mut server))
-        .await
-        .unwrap();
+    let exit = server.wait().await;
     if signal == "TERM" {
         assert!(exit.success(), "a graceful stop exits cleanly: {exit:?}");
     }
     for writer in writers {
         writer.await.unwrap();
     }
-    let mut server = start(data.path(), port);
+    let server = Process::start_on(data.path(), port);
     let acknowledged = acknowledged.lock().unwrap().clone();
     for n in 0..USERS {
-        let client = connect(port, &format!("u{n}"), &format!("pw{n}")).await;
+        let client = server.connect(&format!("u{n}"), &format!("pw{n}")).await;
         let rows = client.query("SELECT id FROM app.notes", &[]).await.unwrap();
         let found: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
         let lost: Vec<_> = acknowledged[n as usize].difference(&found).collect();
@@ -148,8 +86,6 @@ async fn stopped_while_writing(signal: &str) {
         // its acknowledgement reaching the client.
         assert!(found.len() <= acknowledged[n as usize].len() + 1);
     }
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
