@@ -23,6 +23,9 @@ pub struct ServerConfig {
     /// At shutdown, how long running statements may go on before they are
     /// cancelled and every connection is closed.
     pub shutdown_grace: Duration,
+    /// How long a live query with no events waits before it checks that its
+    /// client is still there (see [`HEARTBEAT`](crate::HEARTBEAT)).
+    pub live_heartbeat: Duration,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +34,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 5433)),
             max_connections: 100,
             shutdown_grace: Duration::from_secs(5),
+            live_heartbeat: crate::live::HEARTBEAT,
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::{
     DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
@@ -26,9 +27,9 @@ use pgwire::api::query::{
 };
 use pgwire::api::results::{FieldInfo, Response, Tag};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::PortalStore;
+use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ErrorHandler, METADATA_DATABASE, METADATA_USER,
+    ClientInfo, ClientPortalStore, DEFAULT_NAME, ErrorHandler, METADATA_DATABASE, METADATA_USER,
     PgWireConnectionState, PgWireServerHandlers, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
@@ -40,8 +41,11 @@ use pgwire::messages::startup::{Authentication, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tenantfusion::{CancelHandle, Engine, PreparedStatement, TenantSession};
 use tenantfusion_core::{Role, UserContext};
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+use crate::config::ServerConfig;
+use crate::live;
 use crate::results::{check_format, fields, respond};
 use crate::scram::{self, Credential, ScramError, ServerFirst};
 use crate::settings::client_setting;
@@ -55,6 +59,7 @@ pub const DATABASE: &str = "tenantfusion";
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) engine: Engine,
+    pub(crate) config: ServerConfig,
     /// Derives the made-up salts of unknown users (see `scram`): fresh per
     /// server, so they cannot be told from real salts across restarts.
     server_key: [u8; 32],
@@ -83,9 +88,10 @@ impl Drop for Busy<'_> {
 }
 
 impl Shared {
-    pub(crate) fn new(engine: Engine) -> Self {
+    pub(crate) fn new(engine: Engine, config: ServerConfig) -> Self {
         Self {
             engine,
+            config,
             server_key: rand::random(),
             next_pid: AtomicI32::new(1),
             running: Mutex::new(HashMap::new()),
@@ -101,14 +107,7 @@ impl Shared {
     /// Cancels every connection's statement (at shutdown).
     pub(crate) fn cancel_all(&self) {
         for running in self.running().values() {
-            let handle = running
-                .statement
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            if let Some(handle) = handle {
-                handle.cancel();
-            }
+            running.cancel();
         }
     }
 
@@ -123,12 +122,34 @@ impl Shared {
 #[derive(Debug)]
 struct Running {
     secret: SecretKey,
-    statement: Mutex<Option<CancelHandle>>,
+    statement: Mutex<Option<Stop>>,
+}
+
+/// How to stop a running statement.
+#[derive(Debug, Clone)]
+enum Stop {
+    Query(CancelHandle),
+    /// A live query: notified (with a permit kept, should the stream be
+    /// busy sending when the request comes).
+    Live(Arc<Notify>),
 }
 
 impl Running {
-    fn set(&self, handle: Option<CancelHandle>) {
-        *self.statement.lock().unwrap_or_else(|e| e.into_inner()) = handle;
+    fn set(&self, stop: Stop) {
+        *self.statement.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop);
+    }
+
+    fn cancel(&self) {
+        let stop = self
+            .statement
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match stop {
+            Some(Stop::Query(handle)) => handle.cancel(),
+            Some(Stop::Live(notify)) => notify.notify_one(),
+            None => {}
+        }
     }
 }
 
@@ -169,6 +190,9 @@ pub(crate) enum Parsed {
     },
     /// Anything else (DDL, `SET`, `SHOW`, ...): run as text, without values.
     Text { sql: String, kind: Kind },
+    /// `SUBSCRIBE TO ...`: its rows stream from `Execute` until cancelled;
+    /// `schema` is the table's, for `Describe`.
+    Live { sql: String, schema: SchemaRef },
 }
 
 impl Connection {
@@ -267,7 +291,7 @@ impl Connection {
     ) -> PgWireResult<Response> {
         let running = self.running.get().map(|(_, running)| Arc::clone(running));
         if let Some(running) = &running {
-            running.set(Some(query.cancel_handle()));
+            running.set(Stop::Query(query.cancel_handle()));
         }
         let response = respond(query, kind, format).await;
         if matches!(kind, Kind::Change(_))
@@ -277,6 +301,39 @@ impl Connection {
             *changes += 1;
         }
         response
+    }
+
+    /// Runs a live query until it is cancelled or ends (see `live`).
+    /// `described`: the extended protocol's `Describe` sent the columns,
+    /// to be sent in this format.
+    async fn subscribe<C>(
+        &self,
+        client: &mut C,
+        request: live::Request<'_>,
+        described: Option<Format>,
+    ) -> PgWireResult<()>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = self.session()?;
+        let query = session
+            .subscribe(request.subscribe)
+            .await
+            .map_err(|err| user_error(&err))?;
+        let stop = Arc::new(Notify::new());
+        if let Some((_, running)) = self.running.get() {
+            running.set(Stop::Live(Arc::clone(&stop)));
+        }
+        let user = session.user().user_id().to_string();
+        let shape = live::Shape {
+            copy: request.copy,
+            describe: described.is_none(),
+            format: described.unwrap_or(Format::UnifiedText),
+            heartbeat: self.shared.config.live_heartbeat,
+        };
+        live::stream(client, query, shape, stop, &user).await
     }
 
     /// Checks the SCRAM proof and, when it holds, makes the session.
@@ -468,15 +525,19 @@ impl SimpleQueryHandler for Connection {
                 .await?;
         }
         for Piece { sql, kind } in pieces {
-            let sent = match self.run(client, sql, &kind, &Format::UnifiedText).await {
-                Ok(Response::Query(rows)) => send_query_response(client, rows, true).await,
-                Ok(
-                    Response::Execution(tag)
-                    | Response::TransactionStart(tag)
-                    | Response::TransactionEnd(tag),
-                ) => send_execution_response(client, tag).await,
-                Ok(_) => Ok(()),
-                Err(err) => Err(err),
+            let sent = if let Some(request) = live::request(sql) {
+                self.subscribe(client, request, None).await
+            } else {
+                match self.run(client, sql, &kind, &Format::UnifiedText).await {
+                    Ok(Response::Query(rows)) => send_query_response(client, rows, true).await,
+                    Ok(
+                        Response::Execution(tag)
+                        | Response::TransactionStart(tag)
+                        | Response::TransactionEnd(tag),
+                    ) => send_execution_response(client, tag).await,
+                    Ok(_) => Ok(()),
+                    Err(err) => Err(err),
+                }
             };
             if let Err(err) = sent {
                 let info = ErrorInfo::from(err);
@@ -533,6 +594,24 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        if let Some(request) = live::request(sql) {
+            if request.copy {
+                return Err(wire_error(
+                    "ERROR",
+                    "0A000",
+                    "COPY (SUBSCRIBE ...) TO STDOUT runs by the simple query protocol only",
+                ));
+            }
+            let schema = self
+                .session()?
+                .subscription_schema(request.subscribe)
+                .await
+                .map_err(|err| user_error(&err))?;
+            return Ok(Some(Parsed::Live {
+                sql: request.subscribe.to_string(),
+                schema,
+            }));
+        }
         let pieces = split(sql);
         if pieces.len() > 1 {
             return Err(wire_error(
@@ -563,7 +642,7 @@ impl QueryParser for Parser {
                 .iter()
                 .map(|t| arrow_pg::datatypes::into_pg_type(t).unwrap_or(Type::UNKNOWN))
                 .collect(),
-            Parsed::Text { .. } => Vec::new(),
+            Parsed::Text { .. } | Parsed::Live { .. } => Vec::new(),
         })
     }
 
@@ -577,6 +656,10 @@ impl QueryParser for Parser {
                 statement,
                 kind: Kind::Rows(_),
             } => fields(&statement.schema(), format.unwrap_or(&Format::UnifiedText)),
+            Parsed::Live { schema, .. } => {
+                let format = format.unwrap_or(&Format::UnifiedText);
+                fields(&live::event_schema(schema), format)
+            }
             // A change without RETURNING, and text statements: no rows
             // described (`NoData`).
             _ => Ok(Vec::new()),
@@ -601,6 +684,22 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let _busy = Busy::new(&self.shared.busy);
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name)
+            && let Parsed::Live { sql, .. } = &portal.statement.statement
+        {
+            // Rows go out as events come, each flushed; pgwire's execute
+            // would hold them until the buffer fills. Described already.
+            if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+                return Err(PgWireError::NotReadyForQuery);
+            }
+            let request = live::Request {
+                subscribe: sql,
+                copy: false,
+            };
+            let format = portal.result_column_format.clone();
+            return self.subscribe(client, request, Some(format)).await;
+        }
         self._on_execute(client, message).await
     }
 
@@ -645,6 +744,9 @@ impl ExtendedQueryHandler for Connection {
                     .map_err(|err| user_error(&err))?;
                 self.answer(query, kind, &portal.result_column_format).await
             }
+            Parsed::Live { .. } => {
+                Err(wire_error("ERROR", "0A000", "a live query runs by Execute"))
+            }
             Parsed::Text { sql, kind } => {
                 if !portal.parameters.is_empty() {
                     return Err(wire_error(
@@ -669,15 +771,8 @@ impl CancelHandler for Connection {
         let running = self.shared.running().get(&request.pid).cloned();
         match running {
             Some(running) if running.secret.eq_value(&request.secret_key) => {
-                let handle = running
-                    .statement
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                if let Some(handle) = handle {
-                    info!(pid = request.pid, "statement cancelled by request");
-                    handle.cancel();
-                }
+                info!(pid = request.pid, "statement cancelled by request");
+                running.cancel();
             }
             _ => debug!(pid = request.pid, "cancel request for no such connection"),
         }

@@ -45,6 +45,7 @@
 mod bootstrap;
 mod config;
 mod connection;
+mod live;
 mod results;
 mod scram;
 mod server;
@@ -55,5 +56,6 @@ mod statements;
 pub use bootstrap::{ADMIN, bootstrap_admin};
 pub use config::ServerConfig;
 pub use connection::DATABASE;
+pub use live::HEARTBEAT;
 pub use server::{Server, ServerError};
 pub use sqlstate::sqlstate;

@@ -66,7 +66,7 @@ impl Server {
                 })?;
         Ok(Self {
             listener,
-            shared: Arc::new(Shared::new(engine)),
+            shared: Arc::new(Shared::new(engine, config.clone())),
             config,
         })
     }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::physical_expr::PhysicalExpr;
@@ -60,6 +61,7 @@ enum Change {
 #[derive(Debug)]
 pub struct LiveQuery {
     id: u64,
+    schema: SchemaRef,
     queue: Arc<DeliveryQueue<Change>>,
     ended: bool,
     // Dropped in this order: events stop, then the upstream topics go.
@@ -108,6 +110,11 @@ impl LiveQuery {
                 Err(err)
             }
         }
+    }
+
+    /// The columns of every event's rows: the table's.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
     }
 
     /// This query's id, as in `system.live_subscriptions`.
@@ -262,6 +269,7 @@ impl LiveQueries {
         );
         Ok(LiveQuery {
             id,
+            schema: table.schema(),
             queue,
             ended: false,
             _watch: watch,

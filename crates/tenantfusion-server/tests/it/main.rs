@@ -3,7 +3,9 @@
 
 mod harness;
 mod hostile;
+mod live;
 mod logins;
 mod psql;
+mod python;
 mod shutdown;
 mod statements;

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use crate::harness::TestServer;
 
-fn psql_path() -> PathBuf {
+pub fn psql_path() -> PathBuf {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/psql.sh");
     let out = Command::new(script).output().expect("run scripts/psql.sh");
     assert!(out.status.success(), "scripts/psql.sh failed: {out:?}");

@@ -1,9 +1,12 @@
 //! `SUBSCRIBE`: a session's live queries, checked and started here, then
 //! run by [`LiveQueries`](crate::live_query).
 
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DFSchema;
-use datafusion::sql::sqlparser::ast::ExprWithAlias;
-use tenantfusion_core::{Access, Result, TenantError};
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, ExprWithAlias};
+use tenantfusion_core::{Access, BaseTableProvider, Result, TenantError};
 use tenantfusion_tables::topics_in;
 
 use super::TenantSession;
@@ -37,20 +40,7 @@ impl TenantSession {
     /// # }).unwrap();
     /// ```
     pub async fn subscribe(&self, sql: &str) -> Result<LiveQuery> {
-        self.engine.finish_drops().await?;
-        let TenantStatement::Subscribe(Subscribe {
-            table,
-            predicate,
-            options,
-        }) = self.parse(sql)?
-        else {
-            return Err(TenantError::InvalidArgument(
-                "subscribe takes SUBSCRIBE TO table [WHERE ...] [OPTIONS (...)]".into(),
-            ));
-        };
-        let options = LiveOptions::parse(&options)?;
-        let provider = self.lookup_object(table)?;
-        provider.authorize(&self.user, Access::Select)?;
+        let (provider, predicate, options) = self.subscription(sql).await?;
         let schema = provider.schema();
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let predicate = match predicate {
@@ -82,5 +72,36 @@ impl TenantSession {
             .live_queries
             .start(&self.user, &provider, filter, topics, leases, options)
             .await
+    }
+
+    /// The columns of a live query's rows (the table's), checked as
+    /// [`subscribe`](Self::subscribe) checks them, without starting it:
+    /// what a client's `Describe` asks for.
+    pub async fn subscription_schema(&self, sql: &str) -> Result<SchemaRef> {
+        let (provider, _, _) = self.subscription(sql).await?;
+        Ok(provider.schema())
+    }
+
+    /// The table, predicate and options of `SUBSCRIBE` text, the caller's
+    /// read access checked.
+    async fn subscription(
+        &self,
+        sql: &str,
+    ) -> Result<(Arc<dyn BaseTableProvider>, Option<SqlExpr>, LiveOptions)> {
+        self.engine.finish_drops().await?;
+        let TenantStatement::Subscribe(Subscribe {
+            table,
+            predicate,
+            options,
+        }) = self.parse(sql)?
+        else {
+            return Err(TenantError::InvalidArgument(
+                "subscribe takes SUBSCRIBE TO table [WHERE ...] [OPTIONS (...)]".into(),
+            ));
+        };
+        let options = LiveOptions::parse(&options)?;
+        let provider = self.lookup_object(table)?;
+        provider.authorize(&self.user, Access::Select)?;
+        Ok((provider, predicate, options))
     }
 }
