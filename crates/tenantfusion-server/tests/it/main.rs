@@ -9,3 +9,4 @@ mod psql;
 mod python;
 mod shutdown;
 mod statements;
+mod types;
