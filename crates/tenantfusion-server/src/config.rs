@@ -1,7 +1,30 @@
-//! The server's settings.
+//! The server's settings, and the file they can be read from.
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:5433"
+//! max_connections = 100
+//! shutdown_grace_secs = 5
+//! idle_session_timeout_secs = 0     # 0: idle connections stay
+//! live_heartbeat_secs = 10
+//!
+//! [limits]
+//! memory_mib = 2048                 # the one memory pool of every query
+//! statement_memory_mib = 512        # one statement's share of it
+//! statements_per_user = 16          # running at once, per user
+//! statement_timeout_secs = 600      # 0: none
+//! ```
+//!
+//! Every key is optional; an unknown key or a value of the wrong kind is
+//! `INVALID_CONFIG` naming the key.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
+
+use tenantfusion::{EngineConfig, StatementLimits};
+use tenantfusion_core::TenantError;
+use toml::{Table, Value};
 
 /// How a [`Server`](crate::Server) listens and what it allows.
 ///
@@ -23,6 +46,9 @@ pub struct ServerConfig {
     /// At shutdown, how long running statements may go on before they are
     /// cancelled and every connection is closed.
     pub shutdown_grace: Duration,
+    /// A connection that sends nothing for this long, with no statement
+    /// running, is closed (`None`: never).
+    pub idle_session_timeout: Option<Duration>,
     /// How long a live query with no events waits before it checks that its
     /// client is still there (see [`HEARTBEAT`](crate::HEARTBEAT)).
     pub live_heartbeat: Duration,
@@ -34,7 +60,208 @@ impl Default for ServerConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 5433)),
             max_connections: 100,
             shutdown_grace: Duration::from_secs(5),
+            idle_session_timeout: None,
             live_heartbeat: crate::live::HEARTBEAT,
+        }
+    }
+}
+
+/// What `tenantfusion.toml` holds (see the [module docs](self)): the
+/// server's settings and the engine's limits.
+#[derive(Debug, Clone)]
+pub struct FileConfig {
+    /// The server's settings.
+    pub server: ServerConfig,
+    /// Bytes of the one memory pool all queries draw on.
+    pub memory_limit: Option<usize>,
+    /// One statement's bounds.
+    pub statement_limits: StatementLimits,
+}
+
+impl Default for FileConfig {
+    /// Limits for a server facing tenants it does not trust: a 2 GiB pool,
+    /// 512 MiB per statement, 16 statements per user, 10 minutes each.
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            memory_limit: Some(2048 << 20),
+            statement_limits: StatementLimits {
+                memory: Some(512 << 20),
+                per_user: Some(16),
+                timeout: Some(Duration::from_secs(600)),
+            },
+        }
+    }
+}
+
+impl FileConfig {
+    /// Reads `text` over the defaults.
+    ///
+    /// ```
+    /// use tenantfusion_server::FileConfig;
+    ///
+    /// let config = FileConfig::from_toml("[limits]\nstatements_per_user = 4").unwrap();
+    /// assert_eq!(config.statement_limits.per_user, Some(4));
+    /// let err = FileConfig::from_toml("[limits]\nstatement_per_user = 4").unwrap_err();
+    /// assert_eq!(err.code(), "INVALID_CONFIG");
+    /// ```
+    pub fn from_toml(text: &str) -> Result<Self, TenantError> {
+        let root: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| invalid("(file)", e.to_string().trim()))?;
+        let mut config = Self::default();
+        for (section, value) in &root {
+            let table = value
+                .as_table()
+                .ok_or_else(|| invalid(section, "must be a table"))?;
+            for (key, value) in table {
+                let name = format!("{section}.{key}");
+                match (section.as_str(), key.as_str()) {
+                    ("server", "listen") => {
+                        config.server.listen = string(&name, value)?
+                            .parse()
+                            .map_err(|e| invalid(&name, &format!("not an address: {e}")))?;
+                    }
+                    ("server", "max_connections") => {
+                        config.server.max_connections = count(&name, value)?.max(1);
+                    }
+                    ("server", "shutdown_grace_secs") => {
+                        config.server.shutdown_grace =
+                            Duration::from_secs(count(&name, value)? as u64);
+                    }
+                    ("server", "idle_session_timeout_secs") => {
+                        config.server.idle_session_timeout = seconds(&name, value)?;
+                    }
+                    ("server", "live_heartbeat_secs") => {
+                        config.server.live_heartbeat = seconds(&name, value)?
+                            .ok_or_else(|| invalid(&name, "must be at least 1"))?;
+                    }
+                    ("limits", "memory_mib") => config.memory_limit = mebibytes(&name, value)?,
+                    ("limits", "statement_memory_mib") => {
+                        config.statement_limits.memory = mebibytes(&name, value)?;
+                    }
+                    ("limits", "statements_per_user") => {
+                        let n = count(&name, value)?;
+                        config.statement_limits.per_user = (n > 0).then_some(n);
+                    }
+                    ("limits", "statement_timeout_secs") => {
+                        config.statement_limits.timeout = seconds(&name, value)?;
+                    }
+                    _ => return Err(invalid(&name, "unknown setting")),
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Reads the file at `path` over the defaults.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, TenantError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(&path.display().to_string(), &e.to_string()))?;
+        Self::from_toml(&text)
+    }
+
+    /// `engine` with these limits.
+    pub fn apply(&self, engine: EngineConfig) -> EngineConfig {
+        let engine = engine.with_statement_limits(self.statement_limits);
+        match self.memory_limit {
+            Some(bytes) => engine.with_memory_limit(bytes),
+            None => engine,
+        }
+    }
+}
+
+fn invalid(key: &str, message: &str) -> TenantError {
+    TenantError::InvalidConfig {
+        key: key.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn string<'a>(key: &str, value: &'a Value) -> Result<&'a str, TenantError> {
+    value
+        .as_str()
+        .ok_or_else(|| invalid(key, "must be a string"))
+}
+
+fn count(key: &str, value: &Value) -> Result<usize, TenantError> {
+    value
+        .as_integer()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| invalid(key, "must be a whole number, 0 or more"))
+}
+
+/// Whole seconds; 0 is `None`.
+fn seconds(key: &str, value: &Value) -> Result<Option<Duration>, TenantError> {
+    let n = count(key, value)?;
+    Ok((n > 0).then(|| Duration::from_secs(n as u64)))
+}
+
+/// Mebibytes; 0 is `None` (no limit).
+fn mebibytes(key: &str, value: &Value) -> Result<Option<usize>, TenantError> {
+    let n = count(key, value)?;
+    let bytes = n
+        .checked_mul(1 << 20)
+        .ok_or_else(|| invalid(key, "too large"))?;
+    Ok((n > 0).then_some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_is_read() {
+        let config = FileConfig::from_toml(
+            r#"
+            [server]
+            listen = "127.0.0.1:6543"
+            max_connections = 7
+            shutdown_grace_secs = 2
+            idle_session_timeout_secs = 30
+            live_heartbeat_secs = 3
+            [limits]
+            memory_mib = 100
+            statement_memory_mib = 0
+            statements_per_user = 2
+            statement_timeout_secs = 0
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 6543);
+        assert_eq!(config.server.max_connections, 7);
+        assert_eq!(config.server.shutdown_grace, Duration::from_secs(2));
+        assert_eq!(
+            config.server.idle_session_timeout,
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(config.server.live_heartbeat, Duration::from_secs(3));
+        assert_eq!(config.memory_limit, Some(100 << 20));
+        assert_eq!(config.statement_limits.memory, None);
+        assert_eq!(config.statement_limits.per_user, Some(2));
+        assert_eq!(config.statement_limits.timeout, None);
+    }
+
+    #[test]
+    fn mistakes_name_their_key() {
+        for (text, key) in [
+            ("[server]\nlisten = 5", "server.listen"),
+            ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            ("[server]\nmax_connections = -1", "server.max_connections"),
+            ("[limits]\nmemory_mib = \"lots\"", "limits.memory_mib"),
+            ("[limits]\nmemory = 1", "limits.memory"),
+            (
+                "[server]\nlive_heartbeat_secs = 0",
+                "server.live_heartbeat_secs",
+            ),
+            ("server = 1", "server"),
+            ("[server", "(file)"),
+        ] {
+            match FileConfig::from_toml(text) {
+                Err(TenantError::InvalidConfig { key: got, .. }) => assert_eq!(got, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -71,19 +72,38 @@ pub(crate) struct Shared {
     busy: AtomicUsize,
 }
 
-/// Counts a statement as running for as long as it lives.
-struct Busy<'a>(&'a AtomicUsize);
+/// When a connection last did something, and whether it is doing it now:
+/// what the idle-session timeout looks at.
+#[derive(Debug)]
+struct Activity {
+    last: Mutex<Instant>,
+    running: AtomicUsize,
+}
+
+/// Counts a statement as running, on the server and on its connection, for
+/// as long as it lives.
+struct Busy<'a> {
+    server: &'a AtomicUsize,
+    connection: &'a Activity,
+}
 
 impl<'a> Busy<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Self(count)
+    fn new(server: &'a AtomicUsize, connection: &'a Activity) -> Self {
+        server.fetch_add(1, Ordering::SeqCst);
+        connection.running.fetch_add(1, Ordering::SeqCst);
+        Self { server, connection }
     }
 }
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        *self
+            .connection
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.connection.running.fetch_sub(1, Ordering::SeqCst);
+        self.server.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -172,6 +192,7 @@ pub(crate) struct Connection {
     running: OnceLock<(i32, Arc<Running>)>,
     /// Inside `BEGIN ... COMMIT`: how many changes ran since `BEGIN`.
     block: Mutex<Option<usize>>,
+    activity: Activity,
 }
 
 /// Makes a connection's statements: shares the session with the connection.
@@ -203,6 +224,33 @@ impl Connection {
             parser: Arc::new(Parser::default()),
             running: OnceLock::new(),
             block: Mutex::new(None),
+            activity: Activity {
+                last: Mutex::new(Instant::now()),
+                running: AtomicUsize::new(0),
+            },
+        }
+    }
+
+    fn busy(&self) -> Busy<'_> {
+        Busy::new(&self.shared.busy, &self.activity)
+    }
+
+    /// Completes once the connection has run nothing for `limit` (the
+    /// idle-session timeout); never while a statement runs.
+    pub(crate) async fn idle_for(&self, limit: Duration) {
+        loop {
+            let since = self
+                .activity
+                .last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed();
+            let running = self.activity.running.load(Ordering::SeqCst) > 0;
+            if !running && since >= limit {
+                return;
+            }
+            let wait = if running { limit } else { limit - since };
+            tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
         }
     }
 
@@ -515,7 +563,7 @@ impl SimpleQueryHandler for Connection {
             return Err(PgWireError::NotReadyForQuery);
         }
         client.set_state(PgWireConnectionState::QueryInProgress);
-        let _busy = Busy::new(&self.shared.busy);
+        let _busy = self.busy();
         let pieces = split(&query.query);
         if pieces.is_empty() {
             client
@@ -683,7 +731,7 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let _busy = Busy::new(&self.shared.busy);
+        let _busy = self.busy();
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name)
             && let Parsed::Live { sql, .. } = &portal.statement.statement

@@ -54,7 +54,7 @@ mod sqlstate;
 mod statements;
 
 pub use bootstrap::{ADMIN, bootstrap_admin};
-pub use config::ServerConfig;
+pub use config::{FileConfig, ServerConfig};
 pub use connection::DATABASE;
 pub use live::HEARTBEAT;
 pub use server::{Server, ServerError};

@@ -1,7 +1,8 @@
 //! `tenantfusion`: the server binary.
 //!
 //! ```text
-//! tenantfusion serve [--data-dir DIR | --memory] [--listen 127.0.0.1:5433]
+//! tenantfusion serve [--data-dir DIR | --memory] [--config tenantfusion.toml]
+//!                    [--listen 127.0.0.1:5433] [--max-connections 100]
 //! ```
 
 use std::io::IsTerminal;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tenantfusion::{Engine, EngineConfig, Storage};
-use tenantfusion_server::{ADMIN, Server, ServerConfig, bootstrap_admin};
+use tenantfusion_server::{ADMIN, FileConfig, Server, bootstrap_admin};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -40,12 +41,16 @@ struct Serve {
     /// Keep everything in memory: gone when the server stops.
     #[arg(long)]
     memory: bool,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:5433")]
-    listen: SocketAddr,
-    /// Connections served at once.
-    #[arg(long, default_value_t = 100)]
-    max_connections: usize,
+    /// Settings and limits (see the tenantfusion-server docs); without it,
+    /// the defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5433, or the config's].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Connections served at once [default: 100, or the config's].
+    #[arg(long)]
+    max_connections: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -78,7 +83,17 @@ fn main() -> ExitCode {
 }
 
 async fn run(serve: Serve) -> Result<(), Box<dyn std::error::Error>> {
-    let mut config = EngineConfig::default();
+    let mut settings = match &serve.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    if let Some(listen) = serve.listen {
+        settings.server.listen = listen;
+    }
+    if let Some(max) = serve.max_connections {
+        settings.server.max_connections = max.max(1);
+    }
+    let mut config = settings.apply(EngineConfig::default());
     if let Some(dir) = &serve.data_dir {
         config = config.with_storage(Storage::from_url(&dir.to_string_lossy())?);
     }
@@ -94,15 +109,7 @@ async fn run(serve: Serve) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    let server = Server::bind(
-        engine,
-        ServerConfig {
-            listen: serve.listen,
-            max_connections: serve.max_connections,
-            ..ServerConfig::default()
-        },
-    )
-    .await?;
+    let server = Server::bind(engine, settings.server).await?;
     server.run(shutdown_signal()).await?;
     Ok(())
 }

@@ -109,9 +109,21 @@ impl Server {
                     };
                     let _ = socket.set_nodelay(true);
                     let connection = Arc::new(Connection::new(Arc::clone(&self.shared)));
+                    let idle = self.config.idle_session_timeout;
                     connections.spawn(async move {
                         debug!(%addr, "connected");
-                        if let Err(err) = pgwire::tokio::process_socket(socket, None, Handlers(connection)).await {
+                        let serve = pgwire::tokio::process_socket(socket, None, Handlers(Arc::clone(&connection)));
+                        let ended = match idle {
+                            None => serve.await,
+                            Some(limit) => tokio::select! {
+                                ended = serve => ended,
+                                () = connection.idle_for(limit) => {
+                                    info!(%addr, "closed: idle for {limit:?}");
+                                    Ok(())
+                                }
+                            },
+                        };
+                        if let Err(err) = ended {
                             debug!(%addr, "connection ended: {err}");
                         }
                         drop(slot);

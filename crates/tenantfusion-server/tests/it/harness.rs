@@ -15,6 +15,14 @@ use tokio_postgres::{Client, NoTls};
 
 pub const ADMIN_PASSWORD: &str = "admin-pw";
 
+/// The default settings on a port the system picks.
+pub fn local() -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub engine: Engine,
@@ -24,15 +32,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
-        Self::start_with(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ServerConfig::default()
-        })
-        .await
+        Self::start_with(local()).await
     }
 
     pub async fn start_with(config: ServerConfig) -> Self {
-        let engine = Engine::new(EngineConfig::default()).unwrap();
+        Self::start_with_engine(EngineConfig::default(), config).await
+    }
+
+    pub async fn start_with_engine(engine: EngineConfig, config: ServerConfig) -> Self {
+        let engine = Engine::new(engine).unwrap();
         bootstrap_admin(&engine, Some(ADMIN_PASSWORD))
             .await
             .unwrap();
@@ -221,4 +229,11 @@ impl Drop for Process {
             let _ = child.wait();
         }
     }
+}
+
+/// The server's message of a failed call.
+pub fn message(err: &tokio_postgres::Error) -> String {
+    err.as_db_error()
+        .map(|db| db.message().to_string())
+        .unwrap_or_else(|| err.to_string())
 }

@@ -2,7 +2,7 @@
 
 use tokio_postgres::SimpleQueryMessage;
 
-use crate::harness::{TestServer, sqlstate};
+use crate::harness::{TestServer, message, sqlstate};
 
 /// The ids `client` sees in app.notes, by the simple protocol.
 async fn ids(client: &tokio_postgres::Client) -> Vec<String> {
@@ -54,8 +54,8 @@ async fn wrong_password_unknown_user_and_other_database_are_refused() {
     assert_eq!(sqlstate(&unknown), "28P01", "{unknown}");
     // The answer does not tell an unknown user from a wrong password.
     assert_eq!(
-        wrong.to_string().replace("alice", "?"),
-        unknown.to_string().replace("mallory", "?")
+        message(&wrong).replace("alice", "?"),
+        message(&unknown).replace("mallory", "?")
     );
     let mut config = server.config("alice", "alice-pw");
     config.dbname("postgres");

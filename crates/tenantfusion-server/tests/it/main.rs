@@ -3,6 +3,7 @@
 
 mod harness;
 mod hostile;
+mod limits;
 mod live;
 mod logins;
 mod psql;
