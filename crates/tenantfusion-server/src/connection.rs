@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::{
@@ -39,9 +40,9 @@ use pgwire::messages::extendedquery::Execute;
 use pgwire::messages::response::{EmptyQueryResponse, NoticeResponse, TransactionStatus};
 use pgwire::messages::simplequery::Query as QueryMessage;
 use pgwire::messages::startup::{Authentication, SecretKey};
-use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage, ProtocolVersion};
 use tenantfusion::{CancelHandle, Engine, PreparedStatement, TenantSession};
-use tenantfusion_core::{Role, UserContext};
+use tenantfusion_core::{Role, ScramVerifier, TenantError, UserContext};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -64,6 +65,8 @@ pub(crate) struct Shared {
     /// Derives the made-up salts of unknown users (see `scram`): fresh per
     /// server, so they cannot be told from real salts across restarts.
     server_key: [u8; 32],
+    /// What an unknown user's proof is checked against (see `scram`).
+    decoy: ScramVerifier,
     next_pid: AtomicI32,
     /// Connections by process id, for `CancelRequest`.
     running: Mutex<HashMap<i32, Arc<Running>>>,
@@ -108,15 +111,16 @@ impl Drop for Busy<'_> {
 }
 
 impl Shared {
-    pub(crate) fn new(engine: Engine, config: ServerConfig) -> Self {
-        Self {
+    pub(crate) fn new(engine: Engine, config: ServerConfig) -> Result<Self, TenantError> {
+        Ok(Self {
             engine,
             config,
             server_key: rand::random(),
+            decoy: decoy_verifier()?,
             next_pid: AtomicI32::new(1),
             running: Mutex::new(HashMap::new()),
             busy: AtomicUsize::new(0),
-        }
+        })
     }
 
     /// Whether any statement is running.
@@ -135,6 +139,13 @@ impl Shared {
         // A panic elsewhere while holding it leaves a usable map.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A verifier of a random password nobody knows.
+fn decoy_verifier() -> Result<ScramVerifier, TenantError> {
+    let password: [u8; 16] = rand::random();
+    let password: String = password.iter().map(|b| format!("{b:02x}")).collect();
+    ScramVerifier::new(&password)
 }
 
 /// The statement a connection is running, for a `CancelRequest` with the
@@ -177,8 +188,13 @@ impl Running {
 #[derive(Debug)]
 enum Login {
     AwaitingStartup,
-    AwaitingInitial { user: String },
-    AwaitingFinal { user: String, exchange: ServerFirst },
+    AwaitingInitial {
+        user: String,
+    },
+    AwaitingFinal {
+        user: String,
+        exchange: Box<ServerFirst>,
+    },
     Done,
 }
 
@@ -254,8 +270,20 @@ impl Connection {
         }
     }
 
+    /// The connection's session, while its user exists: a user dropped
+    /// while connected is disconnected at their next statement (`28000`),
+    /// so no row is written for a user whose rows are gone.
     fn session(&self) -> PgWireResult<&TenantSession> {
-        self.parser.session()
+        let session = self.parser.session()?;
+        let user = session.user().user_id();
+        if self.shared.engine.users().get(user.as_str()).is_none() {
+            return Err(wire_error(
+                "FATAL",
+                "28000",
+                format!("user \"{user}\" no longer exists"),
+            ));
+        }
+        Ok(session)
     }
 
     fn login(&self) -> std::sync::MutexGuard<'_, Login> {
@@ -421,7 +449,13 @@ impl Connection {
             .set(session)
             .map_err(|_| wire_error("FATAL", "08P01", "already logged in"))?;
         let pid = self.shared.next_pid.fetch_add(1, Ordering::Relaxed);
-        let secret = SecretKey::I32(rand::random());
+        // Protocol 3.2 allows a longer secret: 256 bits, not 32, against
+        // cancels guessed at random.
+        let secret = if client.protocol_version() == ProtocolVersion::PROTOCOL3_0 {
+            SecretKey::I32(rand::random())
+        } else {
+            SecretKey::Bytes(Bytes::copy_from_slice(&rand::random::<[u8; 32]>()))
+        };
         client.set_pid_and_secret_key(pid, secret.clone());
         let running = Arc::new(Running {
             secret,
@@ -518,11 +552,15 @@ impl StartupHandler for Connection {
                     .users()
                     .get(&user)
                     .and_then(|r| r.verifier);
-                let credential = Credential::new(verifier, &user, &self.shared.server_key);
+                let credential =
+                    Credential::new(verifier, &user, &self.shared.server_key, &self.shared.decoy);
                 let exchange = scram::client_first(&data, credential, &scram::new_nonce())
                     .map_err(|err| login_error(&user, &err))?;
                 let reply = exchange.message.clone().into_bytes();
-                *self.login() = Login::AwaitingFinal { user, exchange };
+                *self.login() = Login::AwaitingFinal {
+                    user,
+                    exchange: Box::new(exchange),
+                };
                 client
                     .send(PgWireBackendMessage::Authentication(
                         Authentication::SASLContinue(reply.into()),
@@ -535,7 +573,7 @@ impl StartupHandler for Connection {
                 PgWireFrontendMessage::PasswordMessageFamily(message),
             ) => {
                 let response = message.into_sasl_response()?;
-                self.finish_login(client, user, exchange, &response.data)
+                self.finish_login(client, user, *exchange, &response.data)
                     .await
             }
             _ => Err(wire_error(
@@ -765,6 +803,7 @@ impl ExtendedQueryHandler for Connection {
     {
         match &portal.statement.statement {
             Parsed::Prepared { statement, kind } => {
+                self.session()?;
                 let types = statement.parameter_types();
                 if portal.parameters.len() != types.len() {
                     return Err(wire_error(

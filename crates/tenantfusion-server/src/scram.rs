@@ -16,8 +16,9 @@
 //!
 //! An unknown user, or one without a password, gets a made-up salt that is
 //! the same on every attempt (derived from the name and a per-server key),
-//! and fails only at the proof: the answer does not tell whether the user
-//! exists.
+//! and fails only at the proof, after the same work as a wrong password (a
+//! check against a decoy verifier): neither the answer nor its timing tells
+//! whether the user exists.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -49,14 +50,23 @@ pub(crate) enum Credential {
     /// The user's verifier.
     Known(ScramVerifier),
     /// No such user, or no password: salt and iterations that look like a
-    /// verifier's, and no proof matches.
-    Absent { salt: [u8; 16] },
+    /// verifier's, and no proof matches (the proof is checked against
+    /// `decoy` all the same, so that refusing takes as long).
+    Absent {
+        salt: [u8; 16],
+        decoy: ScramVerifier,
+    },
 }
 
 impl Credential {
     /// `verifier`, or a stand-in whose salt is derived from `user` and
-    /// `server_key`.
-    pub(crate) fn new(verifier: Option<ScramVerifier>, user: &str, server_key: &[u8]) -> Self {
+    /// `server_key` and whose work is `decoy`'s.
+    pub(crate) fn new(
+        verifier: Option<ScramVerifier>,
+        user: &str,
+        server_key: &[u8],
+        decoy: &ScramVerifier,
+    ) -> Self {
         match verifier {
             Some(verifier) => Credential::Known(verifier),
             None => {
@@ -65,7 +75,10 @@ impl Credential {
                 input.extend_from_slice(user.as_bytes());
                 let mut salt = [0u8; 16];
                 salt.copy_from_slice(&digest(&SHA256, &input).as_ref()[..16]);
-                Credential::Absent { salt }
+                Credential::Absent {
+                    salt,
+                    decoy: decoy.clone(),
+                }
             }
         }
     }
@@ -73,7 +86,7 @@ impl Credential {
     fn salt(&self) -> &[u8] {
         match self {
             Credential::Known(verifier) => verifier.salt(),
-            Credential::Absent { salt } => salt,
+            Credential::Absent { salt, .. } => salt,
         }
     }
 
@@ -186,7 +199,11 @@ impl ServerFirst {
                 let signature = verifier.server_signature(auth_message.as_bytes());
                 Ok(format!("v={}", BASE64.encode(signature)))
             }
-            _ => Err(ScramError::Rejected),
+            Credential::Known(_) => Err(ScramError::Rejected),
+            Credential::Absent { decoy, .. } => {
+                std::hint::black_box(decoy.verify(auth_message.as_bytes(), &proof));
+                Err(ScramError::Rejected)
+            }
         }
     }
 }
@@ -213,12 +230,17 @@ mod tests {
     const CLIENT_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
     const SERVER_FINAL: &str = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
 
+    fn decoy() -> ScramVerifier {
+        ScramVerifier::with_salt("decoy", b"salt", 4096).unwrap()
+    }
+
     fn pencil() -> Credential {
         let salt = BASE64.decode(SALT).unwrap();
         Credential::new(
             Some(ScramVerifier::with_salt("pencil", &salt, 4096).unwrap()),
             "user",
             b"key",
+            &decoy(),
         )
     }
 
@@ -242,6 +264,7 @@ mod tests {
             Some(ScramVerifier::with_salt("pencil2", &salt, 4096).unwrap()),
             "user",
             b"key",
+            &decoy(),
         );
         let first = client_first(CLIENT_FIRST.as_bytes(), other, SERVER_NONCE).unwrap();
         assert_eq!(
@@ -252,9 +275,9 @@ mod tests {
 
     #[test]
     fn absent_user_looks_like_a_user_and_is_rejected() {
-        let a = Credential::new(None, "ghost", b"key");
-        let again = Credential::new(None, "ghost", b"key");
-        let other = Credential::new(None, "other", b"key");
+        let a = Credential::new(None, "ghost", b"key", &decoy());
+        let again = Credential::new(None, "ghost", b"key", &decoy());
+        let other = Credential::new(None, "other", b"key", &decoy());
         assert_eq!(a.salt(), again.salt(), "the same salt on every attempt");
         assert_ne!(a.salt(), other.salt());
         let first = client_first(CLIENT_FIRST.as_bytes(), a, SERVER_NONCE).unwrap();

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use pgwire::error::ErrorInfo;
 use pgwire::messages::PgWireBackendMessage;
 use tenantfusion::Engine;
+use tenantfusion_core::TenantError;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -29,9 +30,9 @@ pub enum ServerError {
         /// What the operating system said.
         source: std::io::Error,
     },
-    /// Accepting connections failed.
-    #[error("accepting connections failed: {0}")]
-    Accept(std::io::Error),
+    /// The server's own setup failed.
+    #[error("cannot set up the server: {0}")]
+    Setup(#[from] TenantError),
 }
 
 /// A PostgreSQL-protocol server over one [`Engine`].
@@ -66,7 +67,7 @@ impl Server {
                 })?;
         Ok(Self {
             listener,
-            shared: Arc::new(Shared::new(engine, config.clone())),
+            shared: Arc::new(Shared::new(engine, config.clone())?),
             config,
         })
     }

@@ -158,3 +158,28 @@ async fn admin_creates_users_who_then_log_in() {
     server.connect("carol", "new").await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_dropped_while_connected_is_disconnected() {
+    let server = TestServer::start().await;
+    let alice = server.alice().await;
+    let insert = alice
+        .prepare("INSERT INTO app.notes VALUES ($1, 'x')")
+        .await
+        .unwrap();
+    alice.execute(&insert, &[&1i64]).await.unwrap();
+    let admin = server
+        .connect("admin", crate::harness::ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    admin.batch_execute("DROP USER 'alice'").await.unwrap();
+    // Neither a prepared statement nor a new one writes for her again.
+    let err = alice.execute(&insert, &[&2i64]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "28000", "{err}");
+    assert!(alice.is_closed() || alice.simple_query("SELECT 1").await.is_err());
+    assert_eq!(
+        sqlstate(&server.connect("alice", "alice-pw").await.unwrap_err()),
+        "28P01"
+    );
+    server.stop().await;
+}
