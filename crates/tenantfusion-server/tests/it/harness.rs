@@ -103,6 +103,16 @@ impl TestServer {
         self.connect("bob", "bob-pw").await.unwrap()
     }
 
+    /// The administrator, over the wire.
+    pub async fn admin(&self) -> Client {
+        self.connect("admin", ADMIN_PASSWORD).await.unwrap()
+    }
+
+    /// The administrator's session in the engine itself (no wire).
+    pub fn admin_session(&self) -> tenantfusion::TenantSession {
+        self.engine.session(UserContext::new("admin", Role::Dba))
+    }
+
     /// Stops the server and waits until it has.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -69,6 +69,32 @@ impl AsyncWrite for Stallable {
     }
 }
 
+/// Alice over a socket whose reads the returned flag stops, with a second
+/// handle on the same socket to write raw bytes to.
+async fn stallable_alice(
+    server: &Process,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    Arc<AtomicBool>,
+    std::net::TcpStream,
+) {
+    let std_socket = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let raw = std_socket.try_clone().unwrap();
+    std_socket.set_nonblocking(true).unwrap();
+    let stalled = Arc::new(AtomicBool::new(false));
+    let socket = Stallable {
+        inner: TcpStream::from_std(std_socket).unwrap(),
+        stalled: Arc::clone(&stalled),
+    };
+    let (client, connection) = server
+        .config("alice", "alice-pw")
+        .connect_raw(socket, NoTls)
+        .await
+        .unwrap();
+    (client, tokio::spawn(connection), stalled, raw)
+}
+
 /// Whether a new session of alice works.
 async fn still_serves(server: &Process) {
     let alice = server.connect("alice", "alice-pw").await;
@@ -111,20 +137,7 @@ async fn broken_and_hostile_clients_leave_the_server_up_and_bounded() {
     still_serves(&server).await;
 
     // After login: an impossible length ends the connection, not the server.
-    let std_socket = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    let mut raw = std_socket.try_clone().unwrap();
-    std_socket.set_nonblocking(true).unwrap();
-    let stalled = Arc::new(AtomicBool::new(false));
-    let socket = Stallable {
-        inner: TcpStream::from_std(std_socket).unwrap(),
-        stalled: Arc::clone(&stalled),
-    };
-    let (client, connection) = server
-        .config("alice", "alice-pw")
-        .connect_raw(socket, NoTls)
-        .await
-        .unwrap();
-    let connection = tokio::spawn(connection);
+    let (client, connection, _, mut raw) = stallable_alice(&server).await;
     assert_eq!(client.query("SELECT 1", &[]).await.unwrap().len(), 1);
     std::io::Write::write_all(&mut raw, b"Q\x7f\xff\xff\xff").unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(30), connection).await;
@@ -177,19 +190,7 @@ async fn broken_and_hostile_clients_leave_the_server_up_and_bounded() {
 
     // A client that stops reading a large result holds the query, not the
     // server's memory.
-    let std_socket = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    std_socket.set_nonblocking(true).unwrap();
-    let stalled = Arc::new(AtomicBool::new(false));
-    let socket = Stallable {
-        inner: TcpStream::from_std(std_socket).unwrap(),
-        stalled: Arc::clone(&stalled),
-    };
-    let (client, connection) = server
-        .config("alice", "alice-pw")
-        .connect_raw(socket, NoTls)
-        .await
-        .unwrap();
-    let connection = tokio::spawn(connection);
+    let (client, connection, stalled, _) = stallable_alice(&server).await;
     stalled.store(true, Ordering::SeqCst);
     let reader = tokio::spawn(async move {
         let _ = client

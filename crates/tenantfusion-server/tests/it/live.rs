@@ -80,10 +80,7 @@ async fn psql_reads_a_live_query_as_it_happens_and_cancels_it() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("cancel"), "{err}");
     // The live query is gone from the engine.
-    let admin = server
-        .connect("admin", crate::harness::ADMIN_PASSWORD)
-        .await
-        .unwrap();
+    let admin = server.admin().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let rows = admin
@@ -117,10 +114,7 @@ async fn psql_reads_a_live_query_as_it_happens_and_cancels_it() {
 
 /// The live queries running now.
 async fn live_queries(server: &TestServer) -> i64 {
-    let admin = server
-        .connect("admin", crate::harness::ADMIN_PASSWORD)
-        .await
-        .unwrap();
+    let admin = server.admin().await;
     let rows = admin
         .query("SELECT count(*) FROM system.live_subscriptions", &[])
         .await

@@ -65,11 +65,7 @@ async fn wrong_password_unknown_user_and_other_database_are_refused() {
     assert_eq!(sqlstate(&err), "3D000", "{err}");
     // A user created without a password cannot log in with any.
     server
-        .engine
-        .session(tenantfusion::UserContext::new(
-            "admin",
-            tenantfusion::Role::Dba,
-        ))
+        .admin_session()
         .sql("CREATE USER 'nopass'")
         .await
         .unwrap();
@@ -127,10 +123,7 @@ async fn nothing_sent_after_login_changes_the_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_creates_users_who_then_log_in() {
     let server = TestServer::start().await;
-    let admin = server
-        .connect("admin", crate::harness::ADMIN_PASSWORD)
-        .await
-        .unwrap();
+    let admin = server.admin().await;
     admin
         .simple_query("CREATE USER 'carol' WITH PASSWORD 'it''s carol'")
         .await
@@ -168,10 +161,7 @@ async fn a_user_dropped_while_connected_is_disconnected() {
         .await
         .unwrap();
     alice.execute(&insert, &[&1i64]).await.unwrap();
-    let admin = server
-        .connect("admin", crate::harness::ADMIN_PASSWORD)
-        .await
-        .unwrap();
+    let admin = server.admin().await;
     admin.batch_execute("DROP USER 'alice'").await.unwrap();
     // Neither a prepared statement nor a new one writes for her again.
     let err = alice.execute(&insert, &[&2i64]).await.unwrap_err();

@@ -166,10 +166,7 @@ async fn transactions_are_answered_and_rollback_warns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_users_at_once_each_see_only_their_rows() {
     let server = std::sync::Arc::new(TestServer::start().await);
-    let admin = server.engine.session(tenantfusion::UserContext::new(
-        "admin",
-        tenantfusion::Role::Dba,
-    ));
+    let admin = server.admin_session();
     for n in 0..32 {
         admin
             .sql(&format!("CREATE USER 'u{n}' WITH PASSWORD 'pw{n}'"))

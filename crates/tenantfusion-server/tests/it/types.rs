@@ -14,10 +14,7 @@ use crate::harness::TestServer;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_round_trips_as_parameter_and_result() {
     let server = TestServer::start().await;
-    let admin = server
-        .connect("admin", crate::harness::ADMIN_PASSWORD)
-        .await
-        .unwrap();
+    let admin = server.admin().await;
     admin
         .batch_execute(
             "CREATE USER TABLE app.types (\
