@@ -7,6 +7,7 @@
 //! shutdown_grace_secs = 5
 //! idle_session_timeout_secs = 0     # 0: idle connections stay
 //! live_heartbeat_secs = 10
+//! max_message_mib = 64              # the longest query text or Bind
 //!
 //! [limits]
 //! memory_mib = 2048                 # the one memory pool of every query
@@ -52,6 +53,10 @@ pub struct ServerConfig {
     /// How long a live query with no events waits before it checks that its
     /// client is still there (see [`HEARTBEAT`](crate::HEARTBEAT)).
     pub live_heartbeat: Duration,
+    /// The largest message a client may send (a query's text, a `Bind`'s
+    /// values); a longer one ends the connection (`08P01`) before it is
+    /// read. pgwire alone would buffer up to 1 GiB per connection.
+    pub max_message_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +67,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             idle_session_timeout: None,
             live_heartbeat: crate::live::HEARTBEAT,
+            max_message_bytes: 64 << 20,
         }
     }
 }
@@ -131,6 +137,10 @@ impl FileConfig {
                     }
                     ("server", "idle_session_timeout_secs") => {
                         config.server.idle_session_timeout = seconds(&name, value)?;
+                    }
+                    ("server", "max_message_mib") => {
+                        config.server.max_message_bytes = mebibytes(&name, value)?
+                            .ok_or_else(|| invalid(&name, "must be at least 1"))?;
                     }
                     ("server", "live_heartbeat_secs") => {
                         config.server.live_heartbeat = seconds(&name, value)?
@@ -221,6 +231,7 @@ mod tests {
             shutdown_grace_secs = 2
             idle_session_timeout_secs = 30
             live_heartbeat_secs = 3
+            max_message_mib = 2
             [limits]
             memory_mib = 100
             statement_memory_mib = 0
@@ -237,6 +248,7 @@ mod tests {
             Some(Duration::from_secs(30))
         );
         assert_eq!(config.server.live_heartbeat, Duration::from_secs(3));
+        assert_eq!(config.server.max_message_bytes, 2 << 20);
         assert_eq!(config.memory_limit, Some(100 << 20));
         assert_eq!(config.statement_limits.memory, None);
         assert_eq!(config.statement_limits.per_user, Some(2));

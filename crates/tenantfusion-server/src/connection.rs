@@ -1,7 +1,7 @@
 //! One client connection: its login, then its statements, as one user.
 //!
-//! pgwire asks for the handlers once per connection, so a [`Connection`]
-//! is made for each accepted socket and is every handler of it. Its
+//! A [`Connection`] is made for each accepted socket and is every pgwire
+//! handler of it (startup, simple and extended queries, cancel, errors). Its
 //! [`TenantSession`] is set once, when the SCRAM exchange succeeds, and
 //! never again: no later message can name another user. Statements before
 //! that cannot arrive (pgwire sends them to the startup handler until the
@@ -32,7 +32,7 @@ use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, DEFAULT_NAME, ErrorHandler, METADATA_DATABASE, METADATA_USER,
-    PgWireConnectionState, PgWireServerHandlers, Type,
+    PgWireConnectionState, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
@@ -867,29 +867,3 @@ impl CancelHandler for Connection {
 }
 
 impl ErrorHandler for Connection {}
-
-/// The handlers pgwire asks for: one [`Connection`] behind all of them.
-#[derive(Debug)]
-pub(crate) struct Handlers(pub(crate) Arc<Connection>);
-
-impl PgWireServerHandlers for Handlers {
-    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
-        Arc::clone(&self.0)
-    }
-
-    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        Arc::clone(&self.0)
-    }
-
-    fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::clone(&self.0)
-    }
-
-    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
-        Arc::clone(&self.0)
-    }
-
-    fn error_handler(&self) -> Arc<impl ErrorHandler> {
-        Arc::clone(&self.0)
-    }
-}

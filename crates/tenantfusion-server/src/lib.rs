@@ -45,6 +45,7 @@
 mod bootstrap;
 mod config;
 mod connection;
+mod framing;
 mod live;
 mod results;
 mod scram;

@@ -6,18 +6,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures::{SinkExt, StreamExt};
+use pgwire::api::{ClientInfo, DefaultClient, ErrorHandler, NoopHandler, PgWireConnectionState};
 use pgwire::error::ErrorInfo;
-use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::response::{GssEncResponse, SslResponse};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage, SslNegotiationMetaMessage};
+use pgwire::tokio::server::{PgWireMessageServerCodec, process_error, process_message};
 use tenantfusion::Engine;
 use tenantfusion_core::TenantError;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::codec::Framed;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
-use crate::connection::{Connection, Handlers, Shared};
+use crate::connection::{Connection, Shared};
+use crate::framing::Bounded;
+use crate::sqlstate::wire_error;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -111,9 +118,10 @@ impl Server {
                     let _ = socket.set_nodelay(true);
                     let connection = Arc::new(Connection::new(Arc::clone(&self.shared)));
                     let idle = self.config.idle_session_timeout;
+                    let max_message = self.config.max_message_bytes;
                     connections.spawn(async move {
                         debug!(%addr, "connected");
-                        let serve = pgwire::tokio::process_socket(socket, None, Handlers(Arc::clone(&connection)));
+                        let serve = serve(socket, addr, Arc::clone(&connection), max_message);
                         let ended = match idle {
                             None => serve.await,
                             Some(limit) => tokio::select! {
@@ -151,6 +159,94 @@ impl Server {
         while connections.join_next().await.is_some() {}
         info!("stopped");
         Ok(())
+    }
+}
+
+/// How long a client may take from connecting to logging in.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Serves one connection: pgwire's message loop (as its `process_socket`
+/// runs it) over a socket whose messages are [`Bounded`] to
+/// `max_message` bytes. No TLS is offered: `SSLRequest` and `GSSENCRequest`
+/// are answered `N`.
+async fn serve(
+    socket: TcpStream,
+    addr: SocketAddr,
+    connection: Arc<Connection>,
+    max_message: usize,
+) -> Result<(), std::io::Error> {
+    let codec = PgWireMessageServerCodec::new(DefaultClient::new(addr, false));
+    let mut socket = Framed::new(Bounded::new(socket, max_message), codec);
+    let startup = tokio::time::sleep(STARTUP_TIMEOUT);
+    tokio::pin!(startup);
+    let copy = Arc::new(NoopHandler);
+    loop {
+        let starting = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingSslRequest
+                | PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
+        );
+        let message = if starting {
+            tokio::select! {
+                () = &mut startup => {
+                    debug!(%addr, "closed: no login within {STARTUP_TIMEOUT:?}");
+                    return Ok(());
+                }
+                message = socket.next() => message,
+            }
+        } else {
+            socket.next().await
+        };
+        let message = match message {
+            Some(Ok(message)) => message,
+            Some(Err(err)) => {
+                // Unreadable, or over the size limit: say so and close.
+                debug!(%addr, "closed: {err}");
+                let refusal = wire_error("FATAL", "08P01", format!("invalid message: {err}"));
+                let _ = process_error(&mut socket, refusal, false).await;
+                return Ok(());
+            }
+            None => return Ok(()),
+        };
+        match message {
+            PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::PostgresSsl(_)) => {
+                socket
+                    .send(PgWireBackendMessage::SslResponse(SslResponse::Refuse))
+                    .await?;
+            }
+            PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::PostgresGss(_)) => {
+                socket
+                    .send(PgWireBackendMessage::GssEncResponse(GssEncResponse::Refuse))
+                    .await?;
+            }
+            // The startup packet or a cancel request follows, unread.
+            PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::None) => {
+                socket.set_state(PgWireConnectionState::AwaitingStartup);
+            }
+            // The client is leaving: close at once (some wait for it).
+            PgWireFrontendMessage::Terminate(_) => return Ok(()),
+            message => {
+                let extended = match socket.state() {
+                    PgWireConnectionState::CopyInProgress(extended) => extended,
+                    _ => message.is_extended_query(),
+                };
+                let handled = process_message(
+                    message,
+                    &mut socket,
+                    Arc::clone(&connection),
+                    Arc::clone(&connection),
+                    Arc::clone(&connection),
+                    Arc::clone(&copy),
+                    Arc::clone(&connection),
+                )
+                .await;
+                if let Err(mut err) = handled {
+                    connection.on_error(&socket, &mut err);
+                    process_error(&mut socket, err, extended).await?;
+                }
+            }
+        }
     }
 }
 

@@ -143,6 +143,17 @@ async fn broken_and_hostile_clients_leave_the_server_up_and_bounded() {
     let ended = tokio::time::timeout(Duration::from_secs(30), connection).await;
     assert!(ended.is_ok(), "the connection survived a 2 GiB length");
     still_serves(&server).await;
+    // A length pgwire alone would wait for (200 MiB < its 1 GiB) but over
+    // the server's 64 MiB: the connection ends at once, before any body.
+    let (client, connection, _, mut raw) = stallable_alice(&server).await;
+    assert_eq!(client.query("SELECT 1", &[]).await.unwrap().len(), 1);
+    let mut announce = vec![b'Q'];
+    announce.extend_from_slice(&(200i32 << 20).to_be_bytes());
+    announce.extend_from_slice(b"SELECT ");
+    std::io::Write::write_all(&mut raw, &announce).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), connection).await;
+    assert!(ended.is_ok(), "the server waited for a 200 MiB query");
+    still_serves(&server).await;
 
     // A 10 MB query is read and answered.
     let alice = server.connect("alice", "alice-pw").await;
