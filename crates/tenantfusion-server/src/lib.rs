@@ -51,6 +51,7 @@ mod results;
 mod scram;
 mod server;
 mod settings;
+pub mod shell;
 mod sqlstate;
 mod statements;
 

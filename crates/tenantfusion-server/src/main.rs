@@ -3,15 +3,18 @@
 //! ```text
 //! tenantfusion serve [--data-dir DIR | --memory] [--config tenantfusion.toml]
 //!                    [--listen 127.0.0.1:5433] [--max-connections 100]
+//! tenantfusion shell --data-dir DIR --user NAME
+//! tenantfusion shell --connect postgres://user@127.0.0.1:5433/tenantfusion
 //! ```
 
-use std::io::IsTerminal;
+use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tenantfusion::{Engine, EngineConfig, Storage};
+use tenantfusion::{Engine, EngineConfig, Storage, UserContext};
+use tenantfusion_server::shell::{Shell, Step, Target};
 use tenantfusion_server::{ADMIN, FileConfig, Server, bootstrap_admin};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
@@ -31,6 +34,22 @@ struct Cli {
 enum Command {
     /// Serve the PostgreSQL wire protocol.
     Serve(Serve),
+    /// An interactive SQL shell, on a data directory or on a server.
+    Shell(ShellArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ShellArgs {
+    /// Open this data directory in this process (no server may have it open).
+    #[arg(long, conflicts_with = "connect", requires = "user")]
+    data_dir: Option<PathBuf>,
+    /// The user to run as on the data directory.
+    #[arg(long)]
+    user: Option<String>,
+    /// A server's URL, postgres://user[:password]@host:port/tenantfusion
+    /// (the password may come from PGPASSWORD instead).
+    #[arg(long, required_unless_present = "data_dir")]
+    connect: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,8 +91,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Command::Serve(serve) = cli.command;
-    match runtime.block_on(run(serve)) {
+    let result = match cli.command {
+        Command::Serve(serve) => runtime.block_on(run(serve)),
+        Command::Shell(args) => shell(&runtime, args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err}");
@@ -112,6 +134,77 @@ async fn run(serve: Serve) -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::bind(engine, settings.server).await?;
     server.run(shutdown_signal()).await?;
     Ok(())
+}
+
+/// The shell's loop: lines from a terminal (edited, with history) or a pipe.
+fn shell(
+    runtime: &tokio::runtime::Runtime,
+    args: ShellArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let target = runtime.block_on(shell_target(&args))?;
+    let mut shell = Shell::new(target);
+    if std::io::stdin().is_terminal() {
+        let mut editor = rustyline::DefaultEditor::new()?;
+        loop {
+            match editor.readline(shell.prompt()) {
+                Ok(line) => {
+                    let _ = editor.add_history_entry(line.as_str());
+                    match runtime.block_on(shell.line(&line)) {
+                        Step::Quit => return Ok(()),
+                        Step::Print { text, .. } => print!("{text}"),
+                    }
+                }
+                Err(rustyline::error::ReadlineError::Interrupted) => continue,
+                Err(rustyline::error::ReadlineError::Eof) => break,
+                Err(err) => return Err(err.into()),
+            }
+        }
+    } else {
+        for line in std::io::stdin().lock().lines() {
+            match runtime.block_on(shell.line(&line?)) {
+                Step::Quit => return Ok(()),
+                Step::Print { text, .. } => print!("{text}"),
+            }
+        }
+    }
+    print!("{}", runtime.block_on(shell.finish()));
+    Ok(())
+}
+
+async fn shell_target(args: &ShellArgs) -> Result<Target, Box<dyn std::error::Error>> {
+    if let Some(url) = &args.connect {
+        let mut config: tokio_postgres::Config = url.parse()?;
+        if config.get_password().is_none()
+            && let Ok(password) = std::env::var("PGPASSWORD")
+        {
+            config.password(password);
+        }
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                error!("connection lost: {err}");
+            }
+        });
+        return Ok(Target::Remote(client));
+    }
+    let (Some(dir), Some(user)) = (&args.data_dir, &args.user) else {
+        return Err("give --connect URL, or --data-dir DIR with --user NAME".into());
+    };
+    let engine = Engine::new(
+        EngineConfig::default().with_storage(Storage::from_url(&dir.to_string_lossy())?),
+    )?;
+    let password = std::env::var("TENANTFUSION_ADMIN_PASSWORD").ok();
+    if let Some(created) = bootstrap_admin(&engine, password.as_deref()).await?
+        && password.is_none()
+    {
+        println!("created user '{ADMIN}' (role dba) with password: {created}");
+    }
+    let Some(record) = engine.users().get(user) else {
+        return Err(format!("no user '{user}' in {}", dir.display()).into());
+    };
+    Ok(Target::Embedded(
+        engine.session(UserContext::new(user.as_str(), record.role)),
+    ))
 }
 
 /// SIGINT or SIGTERM.

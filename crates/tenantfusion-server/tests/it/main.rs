@@ -8,6 +8,7 @@ mod live;
 mod logins;
 mod psql;
 mod python;
+mod shell;
 mod shutdown;
 mod statements;
 mod types;
