@@ -8,6 +8,7 @@
 //! idle_session_timeout_secs = 0     # 0: idle connections stay
 //! live_heartbeat_secs = 10
 //! max_message_mib = 64              # the longest query text or Bind
+//! slow_statement_ms = 1000          # log statements this slow; 0: none
 //!
 //! [limits]
 //! memory_mib = 2048                 # the one memory pool of every query
@@ -57,6 +58,9 @@ pub struct ServerConfig {
     /// values); a longer one ends the connection (`08P01`) before it is
     /// read. pgwire alone would buffer up to 1 GiB per connection.
     pub max_message_bytes: usize,
+    /// Statements that take at least this long are logged (at `info`: user,
+    /// kind and time, never the text); `None`: none are.
+    pub slow_statement: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
             idle_session_timeout: None,
             live_heartbeat: crate::live::HEARTBEAT,
             max_message_bytes: 64 << 20,
+            slow_statement: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -141,6 +146,10 @@ impl FileConfig {
                     ("server", "max_message_mib") => {
                         config.server.max_message_bytes = mebibytes(&name, value)?
                             .ok_or_else(|| invalid(&name, "must be at least 1"))?;
+                    }
+                    ("server", "slow_statement_ms") => {
+                        let ms = count(&name, value)? as u64;
+                        config.server.slow_statement = (ms > 0).then(|| Duration::from_millis(ms));
                     }
                     ("server", "live_heartbeat_secs") => {
                         config.server.live_heartbeat = seconds(&name, value)?
@@ -232,6 +241,7 @@ mod tests {
             idle_session_timeout_secs = 30
             live_heartbeat_secs = 3
             max_message_mib = 2
+            slow_statement_ms = 0
             [limits]
             memory_mib = 100
             statement_memory_mib = 0
@@ -249,6 +259,7 @@ mod tests {
         );
         assert_eq!(config.server.live_heartbeat, Duration::from_secs(3));
         assert_eq!(config.server.max_message_bytes, 2 << 20);
+        assert_eq!(config.server.slow_statement, None);
         assert_eq!(config.memory_limit, Some(100 << 20));
         assert_eq!(config.statement_limits.memory, None);
         assert_eq!(config.statement_limits.per_user, Some(2));

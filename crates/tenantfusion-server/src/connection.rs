@@ -379,6 +379,23 @@ impl Connection {
         response
     }
 
+    /// Logs a statement that took longer than the configured threshold: its
+    /// kind, user and time, never its text (which can hold a password).
+    fn log_if_slow(&self, kind: &Kind, started: Instant) {
+        let took = started.elapsed();
+        if let (Some(limit), Ok(session)) =
+            (self.shared.config.slow_statement, self.parser.session())
+            && took >= limit
+        {
+            info!(
+                user = %session.user().user_id(),
+                statement = ?kind,
+                ms = took.as_millis() as u64,
+                "slow statement"
+            );
+        }
+    }
+
     /// Runs a live query until it is cancelled or ends (see `live`).
     /// `described`: the extended protocol's `Describe` sent the columns,
     /// to be sent in this format.
@@ -611,6 +628,7 @@ impl SimpleQueryHandler for Connection {
                 .await?;
         }
         for Piece { sql, kind } in pieces {
+            let started = Instant::now();
             let sent = if let Some(request) = live::request(sql) {
                 self.subscribe(client, request, None).await
             } else {
@@ -625,6 +643,7 @@ impl SimpleQueryHandler for Connection {
                     Err(err) => Err(err),
                 }
             };
+            self.log_if_slow(&kind, started);
             if let Err(err) = sent {
                 let info = ErrorInfo::from(err);
                 if info.is_fatal() {
@@ -770,6 +789,7 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let _busy = self.busy();
+        let started = Instant::now();
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name)
             && let Parsed::Live { sql, .. } = &portal.statement.statement
@@ -786,7 +806,18 @@ impl ExtendedQueryHandler for Connection {
             let format = portal.result_column_format.clone();
             return self.subscribe(client, request, Some(format)).await;
         }
-        self._on_execute(client, message).await
+        let kind = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal)) => match &portal.statement.statement {
+                Parsed::Prepared { kind, .. } | Parsed::Text { kind, .. } => Some(kind.clone()),
+                Parsed::Live { .. } => None,
+            },
+            _ => None,
+        };
+        let executed = self._on_execute(client, message).await;
+        if let Some(kind) = kind {
+            self.log_if_slow(&kind, started);
+        }
+        executed
     }
 
     async fn do_query<C>(

@@ -150,21 +150,47 @@ impl Process {
     }
 
     pub fn start_on(data: &Path, port: u16) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_tenantfusion"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .env("TENANTFUSION_ADMIN_PASSWORD", "admin-pw")
+        let child = Self::command(data, port)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
             .spawn()
             .unwrap();
         Self {
             child: Some(child),
             port,
         }
+    }
+
+    /// With the settings file `config` and its `info` log written to `log`.
+    pub fn start_logged(data: &Path, config: &Path, log: &Path) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Self::command(data, port)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Self {
+            child: Some(child),
+            port,
+        }
+    }
+
+    fn command(data: &Path, port: u16) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tenantfusion"));
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("TENANTFUSION_ADMIN_PASSWORD", "admin-pw")
+            .stdout(Stdio::null());
+        command
     }
 
     pub fn pid(&self) -> u32 {

@@ -6,6 +6,7 @@ mod hostile;
 mod limits;
 mod live;
 mod logins;
+mod logs;
 mod psql;
 mod python;
 mod shell;
