@@ -45,6 +45,7 @@ use tokio::sync::Notify;
 
 use crate::results::fields;
 use crate::sqlstate::{user_error, wire_error};
+use crate::statements::{starts_with_keyword, strip_keyword};
 
 /// How long a quiet live query waits before it checks the client is there.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -80,19 +81,6 @@ pub(crate) fn request(sql: &str) -> Option<Request<'_>> {
         subscribe: inner,
         copy: true,
     })
-}
-
-fn starts_with_keyword(text: &str, keyword: &str) -> bool {
-    text.get(..keyword.len())
-        .is_some_and(|head| head.eq_ignore_ascii_case(keyword))
-        && text[keyword.len()..]
-            .chars()
-            .next()
-            .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_')
-}
-
-fn strip_keyword<'a>(text: &'a str, keyword: &str) -> Option<&'a str> {
-    starts_with_keyword(text, keyword).then(|| text[keyword.len()..].trim_start())
 }
 
 /// The columns of a live query's rows: `event`, then the table's (all

@@ -11,6 +11,8 @@
 //! None of these touch identity: `SET ROLE` and `SET SESSION
 //! AUTHORIZATION` are not here, and the engine refuses them.
 
+use crate::statements::strip_keyword;
+
 /// Settings whose value does not change anything the server sends.
 const ACCEPTED: &[&str] = &[
     "application_name",
@@ -74,14 +76,6 @@ pub(crate) fn client_setting(sql: &str) -> Option<Result<(), String>> {
             allowed[0].to_ascii_uppercase()
         )))
     }
-}
-
-/// `text` after a leading `keyword` (any case) and the whitespace after it.
-fn strip_keyword<'a>(text: &'a str, keyword: &str) -> Option<&'a str> {
-    let head = text.get(..keyword.len())?;
-    let rest = &text[keyword.len()..];
-    (head.eq_ignore_ascii_case(keyword) && rest.starts_with(char::is_whitespace))
-        .then(|| rest.trim_start())
 }
 
 #[cfg(test)]

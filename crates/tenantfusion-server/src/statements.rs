@@ -143,6 +143,22 @@ pub(crate) fn kind_of_text(sql: &str) -> Kind {
         .map_or(Kind::Other(String::new()), |piece| piece.kind)
 }
 
+/// Whether `text` starts with `keyword` (any case) as a whole word.
+pub(crate) fn starts_with_keyword(text: &str, keyword: &str) -> bool {
+    text.get(..keyword.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(keyword))
+        && text[keyword.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_')
+}
+
+/// `text` after a leading `keyword` (a whole word, any case) and the
+/// whitespace after it.
+pub(crate) fn strip_keyword<'a>(text: &'a str, keyword: &str) -> Option<&'a str> {
+    starts_with_keyword(text, keyword).then(|| text[keyword.len()..].trim_start())
+}
+
 /// Byte offsets of the tokenizer's (line, column) locations; columns count
 /// characters, not bytes.
 struct Offsets<'a> {
@@ -204,6 +220,17 @@ mod tests {
     #[test]
     fn unreadable_text_is_one_statement() {
         assert_eq!(texts("SELECT 'open; SELECT 2"), ["SELECT 'open; SELECT 2"]);
+    }
+
+    #[test]
+    fn keywords_are_whole_words() {
+        assert_eq!(strip_keyword("set  x = 1", "SET"), Some("x = 1"));
+        assert_eq!(strip_keyword("SET", "SET"), Some(""));
+        assert_eq!(strip_keyword("SETTINGS", "SET"), None);
+        assert_eq!(strip_keyword("set_x", "SET"), None);
+        assert!(starts_with_keyword("COPY(", "COPY"));
+        assert!(!starts_with_keyword("CO", "COPY"));
+        assert!(!starts_with_keyword("é", "COPY"));
     }
 
     #[test]
