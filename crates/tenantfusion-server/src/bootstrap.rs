@@ -27,7 +27,7 @@ pub async fn bootstrap_admin(
     engine: &Engine,
     password: Option<&str>,
 ) -> Result<Option<String>, TenantError> {
-    if engine.users().get(ADMIN).is_some() {
+    if engine.users().exists(ADMIN) {
         return Ok(None);
     }
     let password = match password {

@@ -52,7 +52,7 @@ use crate::results::{check_format, fields, respond};
 use crate::scram::{self, Credential, ScramError, ServerFirst};
 use crate::settings::client_setting;
 use crate::sqlstate::{user_error, wire_error};
-use crate::statements::{Kind, Piece, kind_of_text, split};
+use crate::statements::{Kind, Piece, split};
 
 /// The only database name a client may connect to.
 pub const DATABASE: &str = "tenantfusion";
@@ -276,7 +276,7 @@ impl Connection {
     fn session(&self) -> PgWireResult<&TenantSession> {
         let session = self.parser.session()?;
         let user = session.user().user_id();
-        if self.shared.engine.users().get(user.as_str()).is_none() {
+        if !self.shared.engine.users().exists(user.as_str()) {
             return Err(wire_error(
                 "FATAL",
                 "28000",
@@ -717,7 +717,7 @@ impl QueryParser for Parser {
                 schema,
             }));
         }
-        let pieces = split(sql);
+        let mut pieces = split(sql);
         if pieces.len() > 1 {
             return Err(wire_error(
                 "ERROR",
@@ -725,7 +725,10 @@ impl QueryParser for Parser {
                 "cannot insert multiple commands into a prepared statement",
             ));
         }
-        let kind = kind_of_text(sql);
+        // pgwire sends no empty query here; the default is for safety only.
+        let kind = pieces
+            .pop()
+            .map_or(Kind::Other(String::new()), |piece| piece.kind);
         if !kind.is_preparable() {
             return Ok(Some(Parsed::Text {
                 sql: sql.to_string(),

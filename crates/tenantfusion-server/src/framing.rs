@@ -143,10 +143,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Bounded<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let new = buf.filled()[before..].to_vec();
-                Poll::Ready(self.follow(&new))
-            }
+            Poll::Ready(Ok(())) => Poll::Ready(self.follow(&buf.filled()[before..])),
             other => other,
         }
     }

@@ -59,7 +59,6 @@ pub enum ServerError {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
-    config: ServerConfig,
 }
 
 impl Server {
@@ -74,15 +73,16 @@ impl Server {
                 })?;
         Ok(Self {
             listener,
-            shared: Arc::new(Shared::new(engine, config.clone())?),
-            config,
+            shared: Arc::new(Shared::new(engine, config)?),
         })
     }
 
     /// The address the server listens on (with the port the system chose
     /// for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.config.listen)
+        self.listener
+            .local_addr()
+            .unwrap_or(self.shared.config.listen)
     }
 
     /// Serves connections until `shutdown` completes, then stops accepting,
@@ -91,7 +91,7 @@ impl Server {
     /// acknowledged before is durable already (the engine logs it before
     /// answering), so nothing is flushed here.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let slots = Arc::new(Semaphore::new(self.config.max_connections));
+        let slots = Arc::new(Semaphore::new(self.shared.config.max_connections));
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         info!(addr = %self.local_addr(), "accepting connections");
@@ -111,14 +111,14 @@ impl Server {
                         }
                     };
                     let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                        warn!(%addr, max = self.config.max_connections, "connection refused: too many connections");
+                        warn!(%addr, max = self.shared.config.max_connections, "connection refused: too many connections");
                         connections.spawn(refuse(socket));
                         continue;
                     };
                     let _ = socket.set_nodelay(true);
                     let connection = Arc::new(Connection::new(Arc::clone(&self.shared)));
-                    let idle = self.config.idle_session_timeout;
-                    let max_message = self.config.max_message_bytes;
+                    let idle = self.shared.config.idle_session_timeout;
+                    let max_message = self.shared.config.max_message_bytes;
                     connections.spawn(async move {
                         debug!(%addr, "connected");
                         let serve = serve(socket, addr, Arc::clone(&connection), max_message);
@@ -147,7 +147,7 @@ impl Server {
         drop(self.listener);
         // Idle connections are closed at once; running statements get the
         // grace period.
-        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + self.shared.config.shutdown_grace;
         while self.shared.is_busy() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

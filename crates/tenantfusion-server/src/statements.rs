@@ -134,15 +134,6 @@ fn piece<'a>(sql: &'a str, words: &[String]) -> Piece<'a> {
     }
 }
 
-/// The kind of one statement's text (for the extended protocol, whose
-/// `Parse` carries exactly one).
-pub(crate) fn kind_of_text(sql: &str) -> Kind {
-    split(sql)
-        .into_iter()
-        .next()
-        .map_or(Kind::Other(String::new()), |piece| piece.kind)
-}
-
 /// Whether `text` starts with `keyword` (any case) as a whole word.
 pub(crate) fn starts_with_keyword(text: &str, keyword: &str) -> bool {
     text.get(..keyword.len())
@@ -260,9 +251,10 @@ mod tests {
                 Kind::Rows("SELECT"),
             ]
         );
-        assert_eq!(kind_of_text("  SELECT $1"), Kind::Rows("SELECT"));
+        let kind = |sql| split(sql).pop().unwrap().kind;
+        assert_eq!(kind("  SELECT $1"), Kind::Rows("SELECT"));
         assert_eq!(
-            kind_of_text("-- c\nINSERT INTO t VALUES ($1)"),
+            kind("-- c\nINSERT INTO t VALUES ($1)"),
             Kind::Change("INSERT")
         );
     }

@@ -178,7 +178,7 @@ impl CatalogChanges<'_> {
             }
             CatalogEvent::CreateUser { name, .. } => self.users.check_create(name)?,
             CatalogEvent::SetPassword { name, .. } | CatalogEvent::DropUser { name } => {
-                if self.users.get(name).is_none() {
+                if !self.users.exists(name) {
                     return Err(TenantError::UserNotFound(name.clone()));
                 }
             }
@@ -310,7 +310,7 @@ impl CatalogChanges<'_> {
                 shared.level()
             )));
         }
-        if self.users.get(user).is_none() {
+        if !self.users.exists(user) {
             return Err(TenantError::UserNotFound(user.to_string()));
         }
         Ok(provider)

@@ -114,6 +114,11 @@ impl UserRegistry {
         self.forgetting.lock().iter().cloned().collect()
     }
 
+    /// Whether `user_id` is registered (without copying their record).
+    pub fn exists(&self, user_id: &str) -> bool {
+        self.users.contains_key(user_id)
+    }
+
     /// A registered user.
     pub fn get(&self, user_id: &str) -> Option<UserRecord> {
         self.users.get(user_id).map(|r| r.value().clone())

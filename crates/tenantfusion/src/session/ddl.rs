@@ -447,7 +447,7 @@ impl TenantSession {
     pub(crate) async fn drop_user(&self, name: &str, if_exists: bool) -> Result<Query> {
         self.require_admin("DROP USER")?;
         let users = &self.engine.users;
-        let registered = users.get(name).is_some();
+        let registered = users.exists(name);
         if !registered && !users.is_forgetting(name) {
             if if_exists {
                 return self.done();
