@@ -102,20 +102,59 @@ async fn nothing_sent_after_login_changes_the_user() {
         assert!(result.is_err(), "{sql} was accepted");
         assert_eq!(ids(&alice).await, Vec::<String>::new(), "after {sql}");
     }
-    // Wrapped forms, by both protocols.
+    // Wrapped forms, by both protocols: each shows alice's own row and
+    // never bob's.
+    alice
+        .simple_query("INSERT INTO app.notes VALUES (1, 'alice note')")
+        .await
+        .unwrap();
+    server
+        .admin()
+        .await
+        .batch_execute("CREATE VIEW app.every_note AS SELECT body FROM app.notes")
+        .await
+        .unwrap();
+    alice
+        .simple_query("PREPARE mine AS SELECT body FROM app.notes")
+        .await
+        .unwrap();
     for sql in [
-        "EXPLAIN ANALYZE EXECUTE AS USER 'bob' SELECT body FROM app.notes",
         "WITH x AS (SELECT body FROM app.notes) SELECT * FROM x",
         "SELECT (SELECT max(body) FROM app.notes)",
+        "SELECT body FROM app.every_note",
+        "EXECUTE mine",
     ] {
-        if let Ok(messages) = alice.simple_query(sql).await {
-            let text = format!("{messages:?}");
-            assert!(!text.contains("bob secret"), "{sql}: {text}");
-        }
-        if let Ok(rows) = alice.query(sql, &[]).await {
-            let text = format!("{rows:?}");
-            assert!(!text.contains("bob secret"), "{sql}: {text}");
-        }
+        let messages = alice.simple_query(sql).await.unwrap();
+        let seen: Vec<String> = messages
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seen, ["alice note"], "{sql}");
+    }
+    for sql in [
+        "WITH x AS (SELECT body FROM app.notes) SELECT * FROM x",
+        "SELECT body FROM app.every_note",
+        "SELECT body FROM app.notes WHERE id IN (SELECT id FROM app.notes)",
+    ] {
+        let rows = alice.query(sql, &[]).await.unwrap();
+        let seen: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(seen, ["alice note"], "{sql} (extended)");
+    }
+    // EXPLAIN ANALYZE of EXECUTE AS is refused to a user however it comes.
+    for sql in [
+        "EXPLAIN ANALYZE EXECUTE AS USER 'bob' SELECT body FROM app.notes",
+        "EXPLAIN EXECUTE AS USER 'bob' SELECT body FROM app.notes",
+    ] {
+        let err = alice.simple_query(sql).await.unwrap_err();
+        assert!(!format!("{err:?}").contains("bob secret"), "{sql}");
+        let err = alice.query(sql, &[]).await.unwrap_err();
+        assert!(
+            !format!("{err:?}").contains("bob secret"),
+            "{sql} (extended)"
+        );
     }
     server.stop().await;
 }
