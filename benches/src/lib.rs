@@ -10,6 +10,7 @@ mod postgres;
 mod scan_scaling;
 mod storage;
 mod streams;
+mod wire;
 mod write_mix;
 
 pub use charts::{Curve, draw_charts};
@@ -22,6 +23,7 @@ pub use storage::{
     durable_insert, many_durable_tables, parquet_scan_200k, point_lookup, storage_scan_scaling,
 };
 pub use streams::{idle_subscriptions, live_query_latency, stream_ingest};
+pub use wire::pgwire;
 pub use write_mix::write_mix;
 
 use std::hint::black_box;
@@ -183,6 +185,10 @@ pub struct Size {
     pub segment_rows: usize,
     /// Durable tables of the big side of `many_durable_tables`.
     pub log_tables: usize,
+    /// How long each side of `pgwire`'s concurrent runs lasts.
+    pub wire_run: Duration,
+    /// Idle connections opened to measure `pgwire`'s memory per connection.
+    pub wire_idle: usize,
 }
 
 impl Size {
@@ -204,6 +210,8 @@ impl Size {
         storage_users: 100_000,
         segment_rows: 10_000,
         log_tables: 10_000,
+        wire_run: Duration::from_secs(5),
+        wire_idle: 200,
     };
     /// Reduced sizes for `--quick`.
     pub const QUICK: Size = Size {
@@ -223,6 +231,8 @@ impl Size {
         storage_users: 10_000,
         segment_rows: 10_000,
         log_tables: 2_000,
+        wire_run: Duration::from_secs(2),
+        wire_idle: 100,
     };
     /// Tiny sizes for the smoke test.
     pub const SMOKE: Size = Size {
@@ -242,6 +252,8 @@ impl Size {
         storage_users: 30,
         segment_rows: 100,
         log_tables: 40,
+        wire_run: Duration::from_millis(200),
+        wire_idle: 8,
     };
 }
 

@@ -13,9 +13,10 @@ use tenantfusion::{Role, UserContext};
 use tenantfusion_bench::{
     Measurement, Size, concurrent_users, draw_charts, durable_insert, engine_with_tables,
     idle_subscriptions, json, live_failover, live_fanout, live_memory, live_query_latency,
-    many_durable_tables, markdown, noisy_neighbour, parquet_scan_200k, plan_cache, point_lookup,
-    postgres_installed, postgres_rls, provider_lookup, results_section, session_per_request,
-    storage_scan_scaling, stream_ingest, update_doc, user_scan_scaling, write_mix,
+    many_durable_tables, markdown, noisy_neighbour, parquet_scan_200k, pgwire, plan_cache,
+    point_lookup, postgres_installed, postgres_rls, provider_lookup, results_section,
+    session_per_request, storage_scan_scaling, stream_ingest, update_doc, user_scan_scaling,
+    write_mix,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
@@ -77,6 +78,7 @@ const SCENARIOS: &[&str] = &[
     "parquet_scan_200k",
     "point_lookup",
     "write_mix",
+    "pgwire",
 ];
 
 const USAGE: &str = "usage: tenantfusion-bench [--quick|--smoke] [--with-postgres] \
@@ -130,7 +132,7 @@ async fn main() -> ExitCode {
     let planned: Vec<&str> = SCENARIOS
         .iter()
         .copied()
-        .filter(|s| wants(s) && (*s != "postgres_rls" || run_postgres))
+        .filter(|s| wants(s) && (!matches!(*s, "postgres_rls" | "pgwire") || run_postgres))
         .collect();
     // Drawn on stderr, and only when it is a terminal.
     let progress = ProgressBar::new(planned.len() as u64);
@@ -232,6 +234,16 @@ async fn main() -> ExitCode {
             Ok(found) => rows.extend(found),
             Err(err) => {
                 eprintln!("write_mix: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if planned.contains(&"pgwire") {
+        step("pgwire");
+        match pgwire(size, live_bytes).await {
+            Ok(found) => rows.extend(found),
+            Err(err) => {
+                eprintln!("pgwire: {err}");
                 return ExitCode::FAILURE;
             }
         }
