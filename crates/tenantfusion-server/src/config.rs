@@ -9,6 +9,8 @@
 //! live_heartbeat_secs = 10
 //! max_message_mib = 64              # the longest query text or Bind
 //! slow_statement_ms = 1000          # log statements this slow; 0: none
+//! tls_cert = "server.crt"           # TLS for clients that ask (both or neither)
+//! tls_key = "server.key"
 //!
 //! [limits]
 //! memory_mib = 2048                 # the one memory pool of every query
@@ -27,6 +29,8 @@ use std::time::Duration;
 use tenantfusion::{EngineConfig, StatementLimits};
 use tenantfusion_core::TenantError;
 use toml::{Table, Value};
+
+use crate::tls::TlsFiles;
 
 /// How a [`Server`](crate::Server) listens and what it allows.
 ///
@@ -61,6 +65,10 @@ pub struct ServerConfig {
     /// Statements that take at least this long are logged (at `info`: user,
     /// kind and time, never the text); `None`: none are.
     pub slow_statement: Option<Duration>,
+    /// The certificate and key to offer TLS with; `None`: clients asking
+    /// for TLS are told no, and connect in the clear or not at all, as
+    /// their `sslmode` says.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +81,7 @@ impl Default for ServerConfig {
             live_heartbeat: crate::live::HEARTBEAT,
             max_message_bytes: 64 << 20,
             slow_statement: Some(Duration::from_secs(1)),
+            tls: None,
         }
     }
 }
@@ -121,6 +130,7 @@ impl FileConfig {
             .parse()
             .map_err(|e: toml::de::Error| invalid("(file)", e.to_string().trim()))?;
         let mut config = Self::default();
+        let (mut tls_cert, mut tls_key) = (None, None);
         for (section, value) in &root {
             let table = value
                 .as_table()
@@ -155,6 +165,8 @@ impl FileConfig {
                         config.server.live_heartbeat = seconds(&name, value)?
                             .ok_or_else(|| invalid(&name, "must be at least 1"))?;
                     }
+                    ("server", "tls_cert") => tls_cert = Some(string(&name, value)?),
+                    ("server", "tls_key") => tls_key = Some(string(&name, value)?),
                     ("limits", "memory_mib") => config.memory_limit = mebibytes(&name, value)?,
                     ("limits", "statement_memory_mib") => {
                         config.statement_limits.memory = mebibytes(&name, value)?;
@@ -170,15 +182,28 @@ impl FileConfig {
                 }
             }
         }
+        config.server.tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles::new(cert, key)),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("server.tls_key", "tls_cert needs it")),
+            (None, Some(_)) => return Err(invalid("server.tls_cert", "tls_key needs it")),
+        };
         Ok(config)
     }
 
-    /// Reads the file at `path` over the defaults.
+    /// Reads the file at `path` over the defaults; relative TLS file names
+    /// are relative to the file's directory.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, TenantError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| invalid(&path.display().to_string(), &e.to_string()))?;
-        Self::from_toml(&text)
+        let mut config = Self::from_toml(&text)?;
+        // Relative to the file, as a file's own references are read.
+        if let (Some(tls), Some(dir)) = (&mut config.server.tls, path.parent()) {
+            tls.cert = dir.join(&tls.cert);
+            tls.key = dir.join(&tls.key);
+        }
+        Ok(config)
     }
 
     /// `engine` with these limits.

@@ -77,6 +77,12 @@ impl<S> Bounded<S> {
         }
     }
 
+    /// The socket, for a protocol that continues over it (TLS); what was
+    /// read through it is the caller's to check.
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
+    }
+
     /// Follows the message boundaries through `bytes`, the next bytes read.
     fn follow(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {

@@ -54,6 +54,7 @@ mod settings;
 pub mod shell;
 mod sqlstate;
 mod statements;
+mod tls;
 
 pub use bootstrap::{ADMIN, bootstrap_admin};
 pub use config::{FileConfig, ServerConfig};
@@ -61,3 +62,4 @@ pub use connection::DATABASE;
 pub use live::HEARTBEAT;
 pub use server::{Server, ServerError};
 pub use sqlstate::sqlstate;
+pub use tls::{TlsError, TlsFiles};

@@ -3,6 +3,7 @@
 //! ```text
 //! tenantfusion serve [--data-dir DIR | --memory] [--config tenantfusion.toml]
 //!                    [--listen 127.0.0.1:5433] [--max-connections 100]
+//!                    [--tls-cert server.crt --tls-key server.key]
 //! tenantfusion shell --data-dir DIR --user NAME
 //! tenantfusion shell --connect postgres://user@127.0.0.1:5433/tenantfusion
 //! ```
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tenantfusion::{Engine, EngineConfig, Storage, UserContext};
 use tenantfusion_server::shell::{Shell, Step, Target};
-use tenantfusion_server::{ADMIN, FileConfig, Server, bootstrap_admin};
+use tenantfusion_server::{ADMIN, FileConfig, Server, TlsFiles, bootstrap_admin};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -70,6 +71,12 @@ struct Serve {
     /// Connections served at once [default: 100, or the config's].
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Offer TLS with this certificate chain (PEM) [default: the config's].
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -114,6 +121,9 @@ async fn run(serve: Serve) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(max) = serve.max_connections {
         settings.server.max_connections = max.max(1);
+    }
+    if let (Some(cert), Some(key)) = (serve.tls_cert, serve.tls_key) {
+        settings.server.tls = Some(TlsFiles::new(cert, key));
     }
     let mut config = settings.apply(EngineConfig::default());
     if let Some(dir) = &serve.data_dir {

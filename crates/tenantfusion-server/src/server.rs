@@ -12,19 +12,24 @@ use pgwire::error::ErrorInfo;
 use pgwire::messages::response::{GssEncResponse, SslResponse};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage, SslNegotiationMetaMessage};
 use pgwire::tokio::server::{PgWireMessageServerCodec, process_error, process_message};
+use std::pin::Pin;
 use tenantfusion::Engine;
 use tenantfusion_core::TenantError;
-use tokio::io::AsyncWriteExt;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Framed;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
-use crate::connection::{Connection, Shared};
+use crate::connection::{Connection, Parsed, Shared};
 use crate::framing::Bounded;
 use crate::sqlstate::wire_error;
+use crate::tls::{TlsError, TlsFiles};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,9 @@ pub enum ServerError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The server's own setup failed.
     #[error("cannot set up the server: {0}")]
     Setup(#[from] TenantError),
@@ -55,15 +63,28 @@ pub enum ServerError {
 /// server.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
+    /// The handshake of connections that ask for TLS, if the server has a
+    /// certificate.
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.local_addr())
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
     /// Listens on `config.listen`; nothing is accepted until [`run`](Self::run).
+    /// The TLS files, if any, are read here: a bad one is an error now.
     pub async fn bind(engine: Engine, config: ServerConfig) -> Result<Self, ServerError> {
+        let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -74,6 +95,7 @@ impl Server {
         Ok(Self {
             listener,
             shared: Arc::new(Shared::new(engine, config)?),
+            tls,
         })
     }
 
@@ -119,9 +141,10 @@ impl Server {
                     let connection = Arc::new(Connection::new(Arc::clone(&self.shared)));
                     let idle = self.shared.config.idle_session_timeout;
                     let max_message = self.shared.config.max_message_bytes;
+                    let tls = self.tls.clone();
                     connections.spawn(async move {
                         debug!(%addr, "connected");
-                        let serve = serve(socket, addr, Arc::clone(&connection), max_message);
+                        let serve = serve(socket, addr, Arc::clone(&connection), max_message, tls);
                         let ended = match idle {
                             None => serve.await,
                             Some(limit) => tokio::select! {
@@ -167,18 +190,77 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serves one connection: pgwire's message loop (as its `process_socket`
 /// runs it) over a socket whose messages are [`Bounded`] to
-/// `max_message` bytes. No TLS is offered: `SSLRequest` and `GSSENCRequest`
-/// are answered `N`.
+/// `max_message` bytes, inside TLS when the client asks and `tls` is set
+/// (see [`crate::tls`]). `GSSENCRequest` is answered `N`.
 async fn serve(
     socket: TcpStream,
     addr: SocketAddr,
     connection: Arc<Connection>,
     max_message: usize,
+    tls: Option<TlsAcceptor>,
 ) -> Result<(), std::io::Error> {
-    let codec = PgWireMessageServerCodec::new(DefaultClient::new(addr, false));
-    let mut socket = Framed::new(Bounded::new(socket, max_message), codec);
     let startup = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup);
+    let codec = PgWireMessageServerCodec::new(DefaultClient::new(addr, false));
+    let mut plain = Framed::new(Bounded::new(socket, max_message), codec);
+    let ended = messages(
+        &mut plain,
+        addr,
+        &connection,
+        tls.is_some(),
+        startup.as_mut(),
+    )
+    .await?;
+    let (Ended::StartTls, Some(acceptor)) = (ended, tls) else {
+        return Ok(());
+    };
+    let parts = plain.into_parts();
+    if !parts.read_buf.is_empty() {
+        debug!(%addr, "closed: bytes sent in the clear after SSLRequest");
+        return Ok(());
+    }
+    let handshake = tokio::select! {
+        () = &mut startup => {
+            debug!(%addr, "closed: no TLS handshake within {STARTUP_TIMEOUT:?}");
+            return Ok(());
+        }
+        handshake = acceptor.accept(parts.io.into_inner()) => handshake,
+    };
+    let stream = match handshake {
+        Ok(stream) => stream,
+        Err(err) => {
+            debug!(%addr, "closed: TLS handshake failed: {err}");
+            return Ok(());
+        }
+    };
+    let codec = PgWireMessageServerCodec::new(DefaultClient::new(addr, true));
+    let mut secure = Framed::new(Bounded::new(stream, max_message), codec);
+    secure.set_state(PgWireConnectionState::AwaitingStartup);
+    messages(&mut secure, addr, &connection, false, startup).await?;
+    Ok(())
+}
+
+/// How [`messages`] ended.
+enum Ended {
+    /// The connection is over.
+    Closed,
+    /// The client asked for TLS and was told yes: the handshake is next.
+    StartTls,
+}
+
+/// The message loop of one connection over `socket`: until the client
+/// leaves, the connection fails, nobody logs in before `startup` fires,
+/// or (with `offer_tls`) the client's `SSLRequest` is accepted.
+async fn messages<S>(
+    socket: &mut Framed<Bounded<S>, PgWireMessageServerCodec<Parsed>>,
+    addr: SocketAddr,
+    connection: &Arc<Connection>,
+    offer_tls: bool,
+    mut startup: Pin<&mut Sleep>,
+) -> Result<Ended, std::io::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
     let copy = Arc::new(NoopHandler);
     loop {
         let starting = matches!(
@@ -191,7 +273,7 @@ async fn serve(
             tokio::select! {
                 () = &mut startup => {
                     debug!(%addr, "closed: no login within {STARTUP_TIMEOUT:?}");
-                    return Ok(());
+                    return Ok(Ended::Closed);
                 }
                 message = socket.next() => message,
             }
@@ -204,13 +286,20 @@ async fn serve(
                 // Unreadable, or over the size limit: say so and close.
                 debug!(%addr, "closed: {err}");
                 let refusal = wire_error("FATAL", "08P01", format!("invalid message: {err}"));
-                let _ = process_error(&mut socket, refusal, false).await;
-                return Ok(());
+                let _ = process_error(socket, refusal, false).await;
+                return Ok(Ended::Closed);
             }
-            None => return Ok(()),
+            None => return Ok(Ended::Closed),
         };
         match message {
             PgWireFrontendMessage::SslNegotiation(SslNegotiationMetaMessage::PostgresSsl(_)) => {
+                if offer_tls && matches!(socket.state(), PgWireConnectionState::AwaitingSslRequest)
+                {
+                    socket
+                        .send(PgWireBackendMessage::SslResponse(SslResponse::Accept))
+                        .await?;
+                    return Ok(Ended::StartTls);
+                }
                 socket
                     .send(PgWireBackendMessage::SslResponse(SslResponse::Refuse))
                     .await?;
@@ -225,7 +314,7 @@ async fn serve(
                 socket.set_state(PgWireConnectionState::AwaitingStartup);
             }
             // The client is leaving: close at once (some wait for it).
-            PgWireFrontendMessage::Terminate(_) => return Ok(()),
+            PgWireFrontendMessage::Terminate(_) => return Ok(Ended::Closed),
             message => {
                 let extended = match socket.state() {
                     PgWireConnectionState::CopyInProgress(extended) => extended,
@@ -233,17 +322,17 @@ async fn serve(
                 };
                 let handled = process_message(
                     message,
-                    &mut socket,
-                    Arc::clone(&connection),
-                    Arc::clone(&connection),
-                    Arc::clone(&connection),
+                    socket,
+                    Arc::clone(connection),
+                    Arc::clone(connection),
+                    Arc::clone(connection),
                     Arc::clone(&copy),
-                    Arc::clone(&connection),
+                    Arc::clone(connection),
                 )
                 .await;
                 if let Err(mut err) = handled {
-                    connection.on_error(&socket, &mut err);
-                    process_error(&mut socket, err, extended).await?;
+                    connection.on_error(socket, &mut err);
+                    process_error(socket, err, extended).await?;
                 }
             }
         }

@@ -141,16 +141,21 @@ pub struct Process {
 impl Process {
     /// On a free port.
     pub fn start(data: &Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(data, port)
+        Self::start_on_with(data, free_port(), &[])
+    }
+
+    /// On a free port, with more arguments to `serve`.
+    pub fn start_with_args(data: &Path, args: &[&std::ffi::OsStr]) -> Self {
+        Self::start_on_with(data, free_port(), args)
     }
 
     pub fn start_on(data: &Path, port: u16) -> Self {
+        Self::start_on_with(data, port, &[])
+    }
+
+    fn start_on_with(data: &Path, port: u16, args: &[&std::ffi::OsStr]) -> Self {
         let child = Self::command(data, port)
+            .args(args)
             .env("RUST_LOG", "warn")
             .spawn()
             .unwrap();
@@ -160,13 +165,13 @@ impl Process {
         }
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// With the settings file `config` and its `info` log written to `log`.
     pub fn start_logged(data: &Path, config: &Path, log: &Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Self::command(data, port)
             .arg("--config")
             .arg(config)
@@ -256,6 +261,15 @@ impl Process {
         .await
         .unwrap()
     }
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for Process {

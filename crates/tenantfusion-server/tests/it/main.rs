@@ -12,4 +12,5 @@ mod python;
 mod shell;
 mod shutdown;
 mod statements;
+mod tls;
 mod types;

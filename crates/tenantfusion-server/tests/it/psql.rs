@@ -22,6 +22,17 @@ async fn psql(
     database: &str,
     sql: &[&str],
 ) -> Output {
+    let conninfo = format!(
+        "host={} port={} user={user} dbname={database}",
+        server.addr.ip(),
+        server.addr.port()
+    );
+    psql_on(&conninfo, password, sql).await
+}
+
+/// Runs psql on the connection string `conninfo` with `password`, the
+/// statements in `sql` (each `-c`), unaligned, tuples only.
+pub async fn psql_on(conninfo: &str, password: &str, sql: &[&str]) -> Output {
     let mut command = Command::new(psql_path());
     command
         .env("PGPASSWORD", password)
@@ -32,11 +43,7 @@ async fn psql(
         .arg("-t")
         .arg("-v")
         .arg("ON_ERROR_STOP=1")
-        .arg(format!(
-            "host={} port={} user={user} dbname={database}",
-            server.addr.ip(),
-            server.addr.port()
-        ));
+        .arg(conninfo);
     for statement in sql {
         command.arg("-c").arg(statement);
     }
@@ -45,7 +52,7 @@ async fn psql(
         .unwrap()
 }
 
-fn stdout(out: &Output) -> String {
+pub fn stdout(out: &Output) -> String {
     assert!(
         out.status.success(),
         "psql failed: {}",
