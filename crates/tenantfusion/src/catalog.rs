@@ -9,12 +9,24 @@ use datafusion::error::Result;
 use tenantfusion_core::{NamespaceId, SchemaCache, TenantError};
 
 use crate::information_schema::{INFORMATION_SCHEMA_NAMESPACE, InformationSchema};
-use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
+use crate::pg_catalog::{PG_CATALOG_NAMESPACE, PG_CATALOG_TABLES};
+use crate::system_tables::{ReservedSchema, SYSTEM_NAMESPACE, SYSTEM_TABLES};
 
 /// Whether `name` is a namespace of the engine's own (`system`,
-/// `information_schema`): read-only, never created or dropped by SQL.
+/// `information_schema`, `pg_catalog`): read-only, never created or
+/// dropped by SQL.
 pub(crate) fn is_reserved_namespace(name: &str) -> bool {
-    name == SYSTEM_NAMESPACE || name == INFORMATION_SCHEMA_NAMESPACE
+    name == SYSTEM_NAMESPACE || name == INFORMATION_SCHEMA_NAMESPACE || name == PG_CATALOG_NAMESPACE
+}
+
+/// Whether the reserved namespace `namespace` has the table `table`.
+pub(crate) fn reserved_table_exists(namespace: &str, table: &str) -> bool {
+    match namespace {
+        SYSTEM_NAMESPACE => SYSTEM_TABLES.contains(&table),
+        INFORMATION_SCHEMA_NAMESPACE => InformationSchema::has_table(table),
+        PG_CATALOG_NAMESPACE => PG_CATALOG_TABLES.contains(&table),
+        _ => false,
+    }
 }
 
 /// Refuses to make anything in a reserved namespace (see
@@ -78,20 +90,23 @@ pub(crate) fn resolve_table_name<'a>(
 #[derive(Debug)]
 pub struct TenantCatalog {
     cache: Arc<SchemaCache>,
-    system: Arc<SystemSchema>,
+    system: Arc<ReservedSchema>,
     information: Arc<InformationSchema>,
+    pg_catalog: Arc<ReservedSchema>,
 }
 
 impl TenantCatalog {
     pub(crate) fn new(
         cache: Arc<SchemaCache>,
-        system: Arc<SystemSchema>,
+        system: Arc<ReservedSchema>,
         information: Arc<InformationSchema>,
+        pg_catalog: Arc<ReservedSchema>,
     ) -> Self {
         Self {
             cache,
             system,
             information,
+            pg_catalog,
         }
     }
 }
@@ -106,6 +121,7 @@ impl CatalogProvider for TenantCatalog {
             .collect();
         names.push(SYSTEM_NAMESPACE.to_string());
         names.push(INFORMATION_SCHEMA_NAMESPACE.to_string());
+        names.push(PG_CATALOG_NAMESPACE.to_string());
         names
     }
 
@@ -115,6 +131,9 @@ impl CatalogProvider for TenantCatalog {
         }
         if name == INFORMATION_SCHEMA_NAMESPACE {
             return Some(Arc::clone(&self.information) as Arc<dyn SchemaProvider>);
+        }
+        if name == PG_CATALOG_NAMESPACE {
+            return Some(Arc::clone(&self.pg_catalog) as Arc<dyn SchemaProvider>);
         }
         self.cache.namespace_exists(name).then(|| {
             Arc::new(NamespaceSchema {

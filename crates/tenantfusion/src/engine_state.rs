@@ -30,7 +30,7 @@ use crate::live_query::LiveQueries;
 use crate::live_sources::LiveSources;
 use crate::plan_cache::PlanCache;
 use crate::server_files::ServerFiles;
-use crate::system_tables::SystemSchema;
+use crate::system_tables::ReservedSchema;
 use crate::users::UserRegistry;
 
 #[derive(Debug)]
@@ -78,7 +78,7 @@ impl EngineState {
             config.stream_linger,
         )?);
         let live_queries = Arc::new(LiveQueries::default());
-        let system = Arc::new(SystemSchema::new(
+        let system = Arc::new(ReservedSchema::system(
             Arc::clone(&cache),
             Arc::clone(&users),
             Arc::clone(&live_sources),
@@ -89,7 +89,13 @@ impl EngineState {
             Arc::clone(&cache),
             Arc::clone(&system),
         )?);
-        let catalog = Arc::new(TenantCatalog::new(Arc::clone(&cache), system, information));
+        let pg_catalog = Arc::new(crate::pg_catalog::schema(Arc::clone(&cache))?);
+        let catalog = Arc::new(TenantCatalog::new(
+            Arc::clone(&cache),
+            system,
+            information,
+            pg_catalog,
+        ));
 
         let mut session_config = SessionConfig::new()
             .with_default_catalog_and_schema(&config.catalog_name, &config.default_namespace)
@@ -120,6 +126,9 @@ impl EngineState {
             .with_catalog_list(catalogs as Arc<dyn CatalogProviderList>)
             .with_default_features()
             .build();
+        for function in crate::pg_catalog::functions() {
+            state.register_udf(Arc::new(function))?;
+        }
         for function in &config.scalar_functions {
             state.register_udf(Arc::clone(function))?;
         }

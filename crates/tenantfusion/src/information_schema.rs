@@ -33,7 +33,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use tenantfusion_core::{BaseTableProvider, SchemaCache, UserContext};
 
-use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema, visible};
+use crate::system_tables::{ReservedSchema, SYSTEM_NAMESPACE, visible};
 
 /// The reserved namespace of the information schema.
 pub const INFORMATION_SCHEMA_NAMESPACE: &str = INFORMATION_SCHEMA;
@@ -50,7 +50,7 @@ impl InformationSchema {
     pub(crate) fn new(
         catalog: Arc<str>,
         cache: Arc<SchemaCache>,
-        system: Arc<SystemSchema>,
+        system: Arc<ReservedSchema>,
     ) -> Result<Self> {
         // DataFusion's tables over no catalog at all: only their schemas.
         let shapes = InformationSchemaProvider::new(Arc::new(MemoryCatalogProviderList::new()));
@@ -108,7 +108,7 @@ struct CallerRows {
     table: &'static str,
     schema: SchemaRef,
     cache: Arc<SchemaCache>,
-    system: Arc<SystemSchema>,
+    system: Arc<ReservedSchema>,
 }
 
 impl fmt::Debug for CallerRows {
@@ -178,7 +178,7 @@ impl CatalogProviderList for CallerCatalogList {
 struct CallerCatalog {
     name: Arc<str>,
     schemas: BTreeMap<String, Arc<CallerSchema>>,
-    system: Arc<SystemSchema>,
+    system: Arc<ReservedSchema>,
 }
 
 impl CallerCatalog {
@@ -186,7 +186,7 @@ impl CallerCatalog {
         name: Arc<str>,
         user: &UserContext,
         cache: &SchemaCache,
-        system: &Arc<SystemSchema>,
+        system: &Arc<ReservedSchema>,
     ) -> Self {
         let mut tables: BTreeMap<String, Vec<Arc<dyn BaseTableProvider>>> = BTreeMap::new();
         if user.role().is_trusted() {

@@ -41,10 +41,10 @@ pub(crate) fn visible(user: &UserContext, table: &Arc<dyn BaseTableProvider>) ->
 pub const SYSTEM_NAMESPACE: &str = "system";
 
 /// Builds a system table's rows for one caller.
-type RowSource = Arc<dyn Fn(&UserContext) -> Result<RecordBatch> + Send + Sync>;
+pub(crate) type RowSource = Arc<dyn Fn(&UserContext) -> Result<RecordBatch> + Send + Sync>;
 
 /// The names of the system tables.
-const TABLES: [&str; 5] = [
+pub(crate) const SYSTEM_TABLES: [&str; 5] = [
     "tables",
     "users",
     "live_sources",
@@ -52,51 +52,59 @@ const TABLES: [&str; 5] = [
     "live_subscriptions",
 ];
 
-/// The `system` schema.
+/// The fixed tables of one of the engine's reserved namespaces (`system`,
+/// `pg_catalog`), whose rows are made for each caller at execution.
 #[derive(Debug)]
-pub struct SystemSchema {
-    /// In the order of [`TABLES`].
-    tables: [Arc<StreamingTable>; 5],
+pub struct ReservedSchema {
+    names: &'static [&'static str],
+    /// In the order of `names`.
+    tables: Vec<Arc<StreamingTable>>,
 }
 
-impl SystemSchema {
-    pub(crate) fn new(
+impl ReservedSchema {
+    /// The tables `tables`, named `names` in that order.
+    pub(crate) fn new(names: &'static [&'static str], tables: Vec<StreamingTable>) -> Self {
+        debug_assert_eq!(names.len(), tables.len());
+        Self {
+            names,
+            tables: tables.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// The `system` schema.
+    pub(crate) fn system(
         cache: Arc<SchemaCache>,
         users: Arc<UserRegistry>,
         live_sources: Arc<LiveSources>,
         live_queries: Arc<LiveQueries>,
     ) -> Result<Self> {
-        Ok(Self {
-            tables: [
-                Arc::new(tables_table(cache)?),
-                Arc::new(users_table(users)?),
-                Arc::new(live_sources_table(Arc::clone(&live_sources))?),
-                Arc::new(live_connections_table(live_sources)?),
-                Arc::new(live_subscriptions_table(live_queries)?),
-            ],
-        })
-    }
-
-    pub(crate) fn has_table(name: &str) -> bool {
-        TABLES.contains(&name)
+        let tables = vec![
+            tables_table(cache)?,
+            users_table(users)?,
+            live_sources_table(Arc::clone(&live_sources))?,
+            live_connections_table(live_sources)?,
+            live_subscriptions_table(live_queries)?,
+        ];
+        Ok(Self::new(&SYSTEM_TABLES, tables))
     }
 }
 
 #[async_trait]
-impl SchemaProvider for SystemSchema {
+impl SchemaProvider for ReservedSchema {
     fn table_names(&self) -> Vec<String> {
-        TABLES.iter().map(|t| t.to_string()).collect()
+        self.names.iter().map(|t| t.to_string()).collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        Ok(TABLES
+        Ok(self
+            .names
             .iter()
             .position(|t| *t == name)
             .map(|i| Arc::clone(&self.tables[i]) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        Self::has_table(name)
+        self.names.contains(&name)
     }
 }
 
@@ -403,7 +411,7 @@ impl PartitionStream for SystemRows {
 }
 
 /// A system table over `rows`.
-fn system_table(schema: SchemaRef, rows: RowSource) -> Result<StreamingTable> {
+pub(crate) fn system_table(schema: SchemaRef, rows: RowSource) -> Result<StreamingTable> {
     let partition = Arc::new(SystemRows {
         schema: Arc::clone(&schema),
         rows,

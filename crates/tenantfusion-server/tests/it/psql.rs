@@ -120,3 +120,42 @@ async fn psql_is_refused_a_wrong_password_and_another_database() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("not reached"));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_backslash_d_lists_what_each_caller_may_see() {
+    let server = TestServer::start().await;
+    let admin = server.admin_session();
+    for sql in [
+        "CREATE SHARED TABLE app.ledger (id BIGINT) WITH (ACCESS_LEVEL = PRIVATE)",
+        "CREATE NAMESPACE vault",
+        "CREATE SHARED TABLE vault.keys (id BIGINT) WITH (ACCESS_LEVEL = PRIVATE)",
+    ] {
+        admin.sql(sql).await.unwrap().collect().await.unwrap();
+    }
+    let list = |user: &'static str, password: &'static str, command: &'static str| {
+        let server = &server;
+        async move { stdout(&psql(server, user, password, "tenantfusion", &[command]).await) }
+    };
+    for command in ["\\d", "\\dt"] {
+        let alice = list("alice", "alice-pw", command).await;
+        assert!(alice.contains("app|notes|table|tenantfusion\n"), "{alice}");
+        assert!(
+            !alice.contains("ledger") && !alice.contains("vault"),
+            "{alice}"
+        );
+        let everything = list("admin", "admin-pw", command).await;
+        for table in ["app|ledger|table", "app|notes|table", "vault|keys|table"] {
+            assert!(everything.contains(table), "{everything}");
+        }
+    }
+    assert_eq!(
+        list("bob", "bob-pw", "\\dn").await,
+        "app|tenantfusion\nsystem|tenantfusion\n"
+    );
+    assert!(
+        list("admin", "admin-pw", "\\dn")
+            .await
+            .contains("vault|tenantfusion\n")
+    );
+    server.stop().await;
+}

@@ -37,16 +37,14 @@ use tenantfusion_core::{
 };
 use tenantfusion_tables::PlannedFor;
 
-use crate::catalog::{is_reserved_namespace, resolve_table_name};
+use crate::catalog::{is_reserved_namespace, reserved_table_exists, resolve_table_name};
 use crate::engine_state::EngineState;
 use crate::external_table::ExternalTable;
 use crate::generic_plan;
-use crate::information_schema::InformationSchema;
 use crate::limits::StatementMemoryPool;
 use crate::plan_cache::{CacheSlot, PlanKey, Tables, Verbatim, is_deterministic, is_reusable};
 use crate::query::Query;
 use crate::statement::{CreateTable, TenantStatement, parse_in};
-use crate::system_tables::{SYSTEM_NAMESPACE, SystemSchema};
 use crate::view::View;
 use mutation::as_mutation;
 use prepared::Prepared;
@@ -589,11 +587,7 @@ impl TenantSession {
             }
             let (namespace, table) = self.resolve_name(&reference)?;
             if is_reserved_namespace(namespace) {
-                let exists = match namespace {
-                    SYSTEM_NAMESPACE => SystemSchema::has_table(table),
-                    _ => InformationSchema::has_table(table),
-                };
-                if !exists {
+                if !reserved_table_exists(namespace, table) {
                     return Err(self.not_found(namespace, table));
                 }
                 if is_target {

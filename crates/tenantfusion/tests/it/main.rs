@@ -16,6 +16,7 @@ mod limits;
 mod live_queries;
 mod logins;
 mod model;
+mod pg_catalog;
 mod plan_cache;
 mod primary_key;
 mod rls_cves;
