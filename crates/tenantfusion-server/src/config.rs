@@ -8,6 +8,7 @@
 //! idle_session_timeout_secs = 0     # 0: idle connections stay
 //! live_heartbeat_secs = 10
 //! max_message_mib = 64              # the longest query text or Bind
+//! startup_timeout_secs = 60         # from connecting to logged in
 //! slow_statement_ms = 1000          # log statements this slow; 0: none
 //! tls_cert = "server.crt"           # TLS for clients that ask (both or neither)
 //! tls_key = "server.key"
@@ -65,6 +66,10 @@ pub struct ServerConfig {
     /// Statements that take at least this long are logged (at `info`: user,
     /// kind and time, never the text); `None`: none are.
     pub slow_statement: Option<Duration>,
+    /// How long a client may take from connecting to being logged in (TLS
+    /// handshake and SCRAM included); then it is closed. PostgreSQL's
+    /// `authentication_timeout` is 60 s.
+    pub startup_timeout: Duration,
     /// The certificate and key to offer TLS with; `None`: clients asking
     /// for TLS are told no, and connect in the clear or not at all, as
     /// their `sslmode` says.
@@ -81,6 +86,7 @@ impl Default for ServerConfig {
             live_heartbeat: crate::live::HEARTBEAT,
             max_message_bytes: 64 << 20,
             slow_statement: Some(Duration::from_secs(1)),
+            startup_timeout: Duration::from_secs(60),
             tls: None,
         }
     }
@@ -163,6 +169,10 @@ impl FileConfig {
                     }
                     ("server", "live_heartbeat_secs") => {
                         config.server.live_heartbeat = seconds(&name, value)?
+                            .ok_or_else(|| invalid(&name, "must be at least 1"))?;
+                    }
+                    ("server", "startup_timeout_secs") => {
+                        config.server.startup_timeout = seconds(&name, value)?
                             .ok_or_else(|| invalid(&name, "must be at least 1"))?;
                     }
                     ("server", "tls_cert") => tls_cert = Some(string(&name, value)?),

@@ -142,9 +142,10 @@ impl Server {
                     let idle = self.shared.config.idle_session_timeout;
                     let max_message = self.shared.config.max_message_bytes;
                     let tls = self.tls.clone();
+                    let startup = self.shared.config.startup_timeout;
                     connections.spawn(async move {
                         debug!(%addr, "connected");
-                        let serve = serve(socket, addr, Arc::clone(&connection), max_message, tls);
+                        let serve = serve(socket, addr, Arc::clone(&connection), max_message, tls, startup);
                         let ended = match idle {
                             None => serve.await,
                             Some(limit) => tokio::select! {
@@ -185,21 +186,20 @@ impl Server {
     }
 }
 
-/// How long a client may take from connecting to logging in.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Serves one connection: pgwire's message loop (as its `process_socket`
 /// runs it) over a socket whose messages are [`Bounded`] to
 /// `max_message` bytes, inside TLS when the client asks and `tls` is set
-/// (see [`crate::tls`]). `GSSENCRequest` is answered `N`.
+/// (see [`crate::tls`]). `GSSENCRequest` is answered `N`. A client not
+/// logged in `startup_timeout` after connecting is closed.
 async fn serve(
     socket: TcpStream,
     addr: SocketAddr,
     connection: Arc<Connection>,
     max_message: usize,
     tls: Option<TlsAcceptor>,
+    startup_timeout: Duration,
 ) -> Result<(), std::io::Error> {
-    let startup = tokio::time::sleep(STARTUP_TIMEOUT);
+    let startup = tokio::time::sleep(startup_timeout);
     tokio::pin!(startup);
     let codec = PgWireMessageServerCodec::new(DefaultClient::new(addr, false));
     let mut plain = Framed::new(Bounded::new(socket, max_message), codec);
@@ -221,7 +221,7 @@ async fn serve(
     }
     let handshake = tokio::select! {
         () = &mut startup => {
-            debug!(%addr, "closed: no TLS handshake within {STARTUP_TIMEOUT:?}");
+            debug!(%addr, "closed: no TLS handshake within {startup_timeout:?}");
             return Ok(());
         }
         handshake = acceptor.accept(parts.io.into_inner()) => handshake,
@@ -272,7 +272,7 @@ where
         let message = if starting {
             tokio::select! {
                 () = &mut startup => {
-                    debug!(%addr, "closed: no login within {STARTUP_TIMEOUT:?}");
+                    debug!(%addr, "closed: not logged in by the startup deadline");
                     return Ok(Ended::Closed);
                 }
                 message = socket.next() => message,

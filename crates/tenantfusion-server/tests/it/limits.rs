@@ -108,3 +108,47 @@ async fn an_idle_session_is_closed_and_a_busy_one_is_not() {
     assert_eq!(active.query("SELECT 1", &[]).await.unwrap().len(), 1);
     server.stop().await;
 }
+
+/// Reads until the server closes `socket`; how long that took, or `None`
+/// if it is still open after 10 s.
+async fn closed_within(socket: &mut tokio::net::TcpStream) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut sink))
+        .await
+        .ok()
+        .map(|_| started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_log_in_are_closed_at_the_startup_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let config = ServerConfig {
+        startup_timeout: Duration::from_millis(500),
+        ..local()
+    };
+    let server = TestServer::start_with(config).await;
+    // Silent from the start.
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // A startup packet, then nothing: the server waits for SCRAM's first
+    // message, which never comes.
+    let mut halfway = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut startup = 196608i32.to_be_bytes().to_vec();
+    startup.extend_from_slice(b"user\0alice\0database\0tenantfusion\0\0");
+    let mut packet = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&startup);
+    halfway.write_all(&packet).await.unwrap();
+    // Half a length field.
+    let mut partial = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    partial.write_all(&[0, 0]).await.unwrap();
+    for socket in [&mut silent, &mut halfway, &mut partial] {
+        let took = closed_within(socket).await.expect("closed");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+    // A client that logs in within the deadline stays, past it.
+    let alice = server.alice().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(alice.query("SELECT 1", &[]).await.unwrap().len(), 1);
+    server.stop().await;
+}

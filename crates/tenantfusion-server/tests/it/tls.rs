@@ -241,3 +241,20 @@ async fn the_binary_serves_tls_with_its_flags() {
     .await;
     assert!(stdout(&out).contains("SSL connection (protocol: TLSv1.3"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_asks_for_tls_and_goes_quiet_is_closed_at_the_startup_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        tls: Some(certificate(dir.path())),
+        startup_timeout: Duration::from_millis(500),
+        ..local()
+    };
+    let server = TestServer::start_with(config).await;
+    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+    socket.write_all(&ssl_request()).await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(until_closed(&mut socket).await.expect("closed"), b"S");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    server.stop().await;
+}
