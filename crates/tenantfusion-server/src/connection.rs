@@ -225,8 +225,14 @@ pub(crate) enum Parsed {
         statement: PreparedStatement,
         kind: Kind,
     },
-    /// Anything else (DDL, `SET`, `SHOW`, ...): run as text, without values.
-    Text { sql: String, kind: Kind },
+    /// Anything else (DDL, `SET`, `SHOW`, `EXPLAIN`, ...): run as text,
+    /// without values; `schema` is the rows' for `Describe`, for the
+    /// statements that return rows.
+    Text {
+        sql: String,
+        kind: Kind,
+        schema: Option<SchemaRef>,
+    },
     /// `SUBSCRIBE TO ...`: its rows stream from `Execute` until cancelled;
     /// `schema` is the table's, for `Describe`.
     Live { sql: String, schema: SchemaRef },
@@ -730,9 +736,25 @@ impl QueryParser for Parser {
             .pop()
             .map_or(Kind::Other(String::new()), |piece| piece.kind);
         if !kind.is_preparable() {
+            // `SHOW` and `EXPLAIN` return rows, which a driver must have
+            // described before `Execute` sends them: planned here for
+            // their columns (planning them changes nothing), then
+            // planned again when run.
+            let schema = match kind {
+                Kind::Rows(_) => {
+                    let query = self
+                        .session()?
+                        .sql(sql)
+                        .await
+                        .map_err(|err| user_error(&err))?;
+                    Some(Arc::clone(query.schema()))
+                }
+                _ => None,
+            };
             return Ok(Some(Parsed::Text {
                 sql: sql.to_string(),
                 kind,
+                schema,
             }));
         }
         let statement = self
@@ -768,6 +790,10 @@ impl QueryParser for Parser {
                 let format = format.unwrap_or(&Format::UnifiedText);
                 fields(&live::event_schema(schema), format)
             }
+            Parsed::Text {
+                schema: Some(schema),
+                ..
+            } => fields(schema, format.unwrap_or(&Format::UnifiedText)),
             // A change without RETURNING, and text statements: no rows
             // described (`NoData`).
             _ => Ok(Vec::new()),
@@ -868,7 +894,7 @@ impl ExtendedQueryHandler for Connection {
             Parsed::Live { .. } => {
                 Err(wire_error("ERROR", "0A000", "a live query runs by Execute"))
             }
-            Parsed::Text { sql, kind } => {
+            Parsed::Text { sql, kind, .. } => {
                 if !portal.parameters.is_empty() {
                     return Err(wire_error(
                         "ERROR",

@@ -206,3 +206,51 @@ async fn thirty_two_users_at_once_each_see_only_their_rows() {
         task.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_and_explain_are_described_for_the_extended_protocol() {
+    let server = TestServer::start().await;
+    let alice = server.alice().await;
+    alice
+        .execute("INSERT INTO app.notes VALUES (1, 'a')", &[])
+        .await
+        .unwrap();
+    // tokio-postgres's query() prepares (Parse, Describe), then binds
+    // with binary results: the rows must have been described.
+    let rows = alice
+        .query("SHOW datafusion.execution.batch_size", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let name: &str = rows[0].get(0);
+    let value: &str = rows[0].get(1);
+    assert_eq!((name, value), ("datafusion.execution.batch_size", "8192"));
+    let plan = alice
+        .query("EXPLAIN SELECT id FROM app.notes WHERE id > 0", &[])
+        .await
+        .unwrap();
+    let text: Vec<String> = plan.iter().map(|row| row.get::<_, String>(1)).collect();
+    assert!(text.join("\n").contains("notes"), "{text:?}");
+    let analyzed = alice
+        .query("EXPLAIN ANALYZE SELECT count(*) FROM app.notes", &[])
+        .await
+        .unwrap();
+    assert!(!analyzed.is_empty());
+    // Described as the statement's own columns.
+    let statement = alice.prepare("SHOW TABLES").await.unwrap();
+    let columns: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
+    assert!(columns.contains(&"table_name"), "{columns:?}");
+    // A statement that fails to plan fails at Parse, with its code.
+    let err = alice
+        .prepare("EXPLAIN SELECT * FROM app.nowhere")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01", "{err}");
+    // Statements without rows are still described as none.
+    let set = alice
+        .prepare("SET datafusion.execution.batch_size = 1024")
+        .await
+        .unwrap();
+    assert!(set.columns().is_empty());
+    server.stop().await;
+}
