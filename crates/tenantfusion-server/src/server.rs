@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +13,8 @@ use pgwire::error::ErrorInfo;
 use pgwire::messages::response::{GssEncResponse, SslResponse};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage, SslNegotiationMetaMessage};
 use pgwire::tokio::server::{PgWireMessageServerCodec, process_error, process_message};
-use std::pin::Pin;
 use tenantfusion::Engine;
 use tenantfusion_core::TenantError;
-
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -145,7 +144,14 @@ impl Server {
                     let startup = self.shared.config.startup_timeout;
                     connections.spawn(async move {
                         debug!(%addr, "connected");
-                        let serve = serve(socket, addr, Arc::clone(&connection), max_message, tls, startup);
+                        let serve = serve(
+                            socket,
+                            addr,
+                            Arc::clone(&connection),
+                            max_message,
+                            tls,
+                            startup,
+                        );
                         let ended = match idle {
                             None => serve.await,
                             Some(limit) => tokio::select! {
