@@ -36,7 +36,7 @@ use crate::{Measurement, Size, run_prepared};
 const PASSWORD: &str = "bench-password";
 
 /// The single-client statements, in the order they are reported.
-const STATEMENTS: [(&str, &str); 4] = [
+const STATEMENTS: [(&str, &str); 5] = [
     (
         "point lookup by key",
         "SELECT id, payload FROM t WHERE id = $1",
@@ -50,7 +50,13 @@ const STATEMENTS: [(&str, &str); 4] = [
         "single-row INSERT",
         "INSERT INTO notes (id, body) VALUES ($1, $2)",
     ),
+    // What a round trip costs with next to nothing to run: the floor
+    // under every figure above, for each server.
+    ("SELECT 1 (a round trip's floor)", "SELECT 1"),
 ];
+
+/// The position of the INSERT in [`STATEMENTS`].
+const INSERT: usize = 3;
 
 /// The reads the concurrent runs mix, one after another on each connection.
 const READS: usize = 3;
@@ -211,11 +217,11 @@ async fn run_wire(client: &Client, statements: &[Statement], which: usize, n: i6
     let body = format!("note {n}");
     let params: Vec<&(dyn ToSql + Sync)> = match which {
         0 => vec![&key],
-        3 => vec![&n, &body],
+        INSERT => vec![&n, &body],
         _ => vec![],
     };
     let statement = &statements[which];
-    if which == 3 {
+    if which == INSERT {
         client.execute(statement, &params).await.expect("insert") as usize
     } else {
         client.query(statement, &params).await.expect("query").len()
@@ -226,7 +232,7 @@ async fn run_wire(client: &Client, statements: &[Statement], which: usize, n: i6
 fn scalars(which: usize, n: i64) -> Vec<ScalarValue> {
     match which {
         0 => vec![ScalarValue::Int64(Some(n % 100))],
-        3 => vec![
+        INSERT => vec![
             ScalarValue::Int64(Some(n)),
             ScalarValue::Utf8(Some(format!("note {n}"))),
         ],

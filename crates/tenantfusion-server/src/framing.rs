@@ -8,12 +8,23 @@
 //! (the untyped startup packets first, then `type, length, body`); a
 //! length over the limit fails the read, which ends the connection before
 //! any of that body is buffered.
+//!
+//! It also holds the answers to the extended protocol's messages until
+//! the client's `Sync` (or `Flush`), as PostgreSQL does: pgwire flushes
+//! after `BindComplete`, after `CommandComplete` and after `ReadyForQuery`,
+//! and each flush is a write and a packet the client wakes up for, three
+//! per prepared statement run instead of one. While [`Bounded::cork`] is
+//! on, flushes keep what was written (up to [`CORK_BYTES`], then it goes
+//! out) until a flush with the cork off.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What a corked socket holds at most; past it, bytes are written through.
+pub(crate) const CORK_BYTES: usize = 64 << 10;
 
 /// The codes of the startup-phase packets after which another startup-phase
 /// packet follows (`SSLRequest`, `GSSENCRequest`); any other startup packet
@@ -60,12 +71,17 @@ impl Position {
     }
 }
 
-/// A socket whose every incoming message is at most `limit` bytes.
+/// A socket whose every incoming message is at most `limit` bytes, and
+/// whose outgoing bytes wait for an uncorked flush while corked.
 #[derive(Debug)]
 pub(crate) struct Bounded<S> {
     inner: S,
     limit: usize,
     position: Position,
+    corked: bool,
+    /// Written while corked, not yet sent; `sent` of them went out.
+    held: Vec<u8>,
+    sent: usize,
 }
 
 impl<S> Bounded<S> {
@@ -74,7 +90,15 @@ impl<S> Bounded<S> {
             inner,
             limit,
             position: Position::head(false),
+            corked: false,
+            held: Vec::new(),
+            sent: 0,
         }
+    }
+
+    /// Holds flushes (`true`) until a flush after `cork(false)`.
+    pub(crate) fn cork(&mut self, corked: bool) {
+        self.corked = corked;
     }
 
     /// The socket, for a protocol that continues over it (TLS); what was
@@ -155,20 +179,54 @@ impl<S: AsyncRead + Unpin> AsyncRead for Bounded<S> {
     }
 }
 
+impl<S: AsyncWrite + Unpin> Bounded<S> {
+    /// Writes out what is held.
+    fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.held.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.held[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.held.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Bounded<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        // Behind held bytes, even uncorked: they go out together at the
+        // flush, one write.
+        if (this.corked || !this.held.is_empty()) && this.held.len() + buf.len() <= CORK_BYTES {
+            this.held.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        // Full, or not corked: what is held goes first, in order.
+        ready!(this.poll_send_held(cx))?;
+        if this.corked && buf.len() <= CORK_BYTES {
+            this.held.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.corked {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self.poll_send_held(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_held(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -223,5 +281,37 @@ mod tests {
         bounded.follow(&startup(196608, b"u\0a\0\0")).unwrap();
         bounded.follow(&typed(b'Q', &[0; 1020])).unwrap();
         assert!(bounded.follow(&typed(b'Q', &[0; 1021])).is_err());
+    }
+
+    #[tokio::test]
+    async fn corked_writes_wait_for_an_uncorked_flush_and_keep_their_order() {
+        use tokio::io::AsyncWriteExt;
+        let mut socket = Bounded::new(Vec::new(), 1 << 20);
+        socket.cork(true);
+        socket.write_all(b"bind-complete;").await.unwrap();
+        socket.flush().await.unwrap();
+        socket.write_all(b"rows;done;").await.unwrap();
+        socket.flush().await.unwrap();
+        assert!(socket.inner.is_empty(), "nothing went out while corked");
+        socket.cork(false);
+        socket.write_all(b"ready").await.unwrap();
+        assert!(
+            socket.inner.is_empty(),
+            "behind what is held, until the flush"
+        );
+        socket.flush().await.unwrap();
+        assert_eq!(socket.inner, b"bind-complete;rows;done;ready");
+
+        // Past the bound, what is held goes out first, then the rest.
+        let mut socket = Bounded::new(Vec::new(), 1 << 20);
+        socket.cork(true);
+        socket.write_all(&[1; 10]).await.unwrap();
+        socket.write_all(&vec![2; CORK_BYTES]).await.unwrap();
+        assert_eq!(socket.inner, [1; 10]);
+        assert_eq!(socket.held.len(), CORK_BYTES);
+        socket.write_all(&vec![3; CORK_BYTES + 1]).await.unwrap();
+        assert_eq!(socket.inner.len(), 10 + CORK_BYTES + CORK_BYTES + 1);
+        assert!(socket.held.is_empty());
+        socket.shutdown().await.unwrap();
     }
 }

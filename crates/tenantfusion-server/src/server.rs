@@ -8,8 +8,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
-use pgwire::api::{ClientInfo, DefaultClient, ErrorHandler, NoopHandler, PgWireConnectionState};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, DEFAULT_NAME, DefaultClient, ErrorHandler, NoopHandler,
+    PgWireConnectionState,
+};
 use pgwire::error::ErrorInfo;
+use pgwire::messages::extendedquery::Execute;
 use pgwire::messages::response::{GssEncResponse, SslResponse};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage, SslNegotiationMetaMessage};
 use pgwire::tokio::server::{PgWireMessageServerCodec, process_error, process_message};
@@ -322,6 +327,18 @@ where
             // The client is leaving: close at once (some wait for it).
             PgWireFrontendMessage::Terminate(_) => return Ok(Ended::Closed),
             message => {
+                // The answers to Parse, Bind, Describe, Execute and Close
+                // wait for Sync or Flush (see `framing`), except a live
+                // query's rows, which go out as they come.
+                let cork = match &message {
+                    PgWireFrontendMessage::Parse(_)
+                    | PgWireFrontendMessage::Bind(_)
+                    | PgWireFrontendMessage::Describe(_)
+                    | PgWireFrontendMessage::Close(_) => true,
+                    PgWireFrontendMessage::Execute(execute) => !runs_live(socket, execute),
+                    _ => false,
+                };
+                socket.get_mut().cork(cork);
                 let extended = match socket.state() {
                     PgWireConnectionState::CopyInProgress(extended) => extended,
                     _ => message.is_extended_query(),
@@ -343,6 +360,18 @@ where
             }
         }
     }
+}
+
+/// Whether `execute` runs a portal of a live query.
+fn runs_live<S>(
+    socket: &Framed<Bounded<S>, PgWireMessageServerCodec<Parsed>>,
+    execute: &Execute,
+) -> bool {
+    let name = execute.name.as_deref().unwrap_or(DEFAULT_NAME);
+    matches!(
+        socket.portal_store().get_portal(name),
+        Some(Entry::Value(portal)) if matches!(portal.statement.statement, Parsed::Live { .. })
+    )
 }
 
 /// Tells a client there is no room and closes: `53300`, as PostgreSQL's
