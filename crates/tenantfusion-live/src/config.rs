@@ -486,6 +486,9 @@ fn pool_config(table: &Table) -> Result<PoolConfig> {
     config.failover_after = settings
         .integer("failover_after", 1)?
         .map_or(d.failover_after, |n| n.min(u64::from(u32::MAX)) as u32);
+    config.sequence_window = settings
+        .integer("sequence_window", 1)?
+        .unwrap_or(d.sequence_window);
     if let Some((value, origin)) = settings.get("rebalance_threshold") {
         config.rebalance_threshold = value
             .as_float()

@@ -106,6 +106,8 @@ pub struct SourceStats {
     pub lost: u64,
     /// Messages that could not be decoded (skipped).
     pub malformed: u64,
+    /// Rows its connections sent for topics they do not carry (dropped).
+    pub foreign_rows: u64,
     /// Why the last connect failed or the last connection was lost.
     pub last_error: Option<String>,
     /// Health checks run, and how many failed.
@@ -161,6 +163,9 @@ pub struct TopicStats {
     pub interruptions: u64,
     /// Rows seen twice (while moving between connections) and dropped.
     pub duplicates: u64,
+    /// Rows whose sequence number was beyond the pool's window from the
+    /// highest seen: delivered without moving it.
+    pub jumps: u64,
 }
 
 /// One subscriber in a [`PoolSnapshot`].

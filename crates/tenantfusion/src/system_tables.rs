@@ -212,6 +212,7 @@ fn live_sources_table(live_sources: Arc<LiveSources>) -> Result<StreamingTable> 
         Field::new("connect_failures", DataType::UInt64, false),
         Field::new("lost", DataType::UInt64, false),
         Field::new("malformed", DataType::UInt64, false),
+        Field::new("foreign_rows", DataType::UInt64, false),
         Field::new("rows_rejected", DataType::UInt64, false),
         Field::new("deliveries_dropped", DataType::UInt64, false),
         Field::new("health_checks", DataType::UInt64, false),
@@ -232,7 +233,7 @@ fn live_sources_table(live_sources: Arc<LiveSources>) -> Result<StreamingTable> 
             StringBuilder::new(),
             StringBuilder::new(),
         );
-        let mut counts: [UInt64Builder; 9] = Default::default();
+        let mut counts: [UInt64Builder; 10] = Default::default();
         let (mut error_rate, mut p50, mut p99) = (
             Float64Builder::new(),
             Float64Builder::new(),
@@ -255,6 +256,7 @@ fn live_sources_table(live_sources: Arc<LiveSources>) -> Result<StreamingTable> 
                 source.connect_failures,
                 source.lost,
                 source.malformed,
+                source.foreign_rows,
                 rejected,
                 dropped,
                 source.health_checks,

@@ -1,6 +1,6 @@
 //! A WebSocket upstream written for the tests (tokio-tungstenite): JSON
 //! ticks for subscribed topics every 5 ms, a per-connection topic cap, and
-//! commands to drop, stall or garble connections.
+//! commands to drop, stall or garble connections or inject a row.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -33,6 +33,14 @@ pub enum Command {
     Stall,
     /// Send two undecodable messages, then carry on.
     Garble,
+    /// Send one row for `topic` numbered `seq`, whether or not this
+    /// connection carries it, then carry on.
+    Inject {
+        /// The row's topic.
+        topic: &'static str,
+        /// Its sequence number.
+        seq: u64,
+    },
 }
 
 /// The upstream's connections and counters, shared with its tasks.
@@ -160,6 +168,12 @@ async fn serve(
                         r#"{"op":"error","message":"upstream hiccup"}"#,
                     ))
                     .await;
+            }
+            Some(Command::Inject { topic, seq }) => {
+                let row = json!([{"topic": topic, "seq": seq, "price": 66.6, "volume": 6, "ts": now_us()}]);
+                if tx.send(Message::text(row.to_string())).await.is_err() {
+                    break;
+                }
             }
             None => {}
         }

@@ -38,6 +38,11 @@ pub struct PoolConfig {
     pub validation: Validation,
     /// The source used when a request names neither source nor kind.
     pub default_source: Option<String>,
+    /// How far a topic's sequence number may move from the highest seen
+    /// (ahead, or back for a duplicate) and still count as the same
+    /// numbering; a row beyond is delivered without moving the mark (see
+    /// `route`).
+    pub sequence_window: u64,
 }
 
 impl Default for PoolConfig {
@@ -55,6 +60,7 @@ impl Default for PoolConfig {
             strategy: Strategy::RoundRobin,
             validation: Validation::Strict,
             default_source: None,
+            sequence_window: 1_000_000,
         }
     }
 }
@@ -95,6 +101,9 @@ impl PoolConfig {
         }
         if self.failover_after == 0 {
             return bad("failover_after", "must be at least 1");
+        }
+        if self.sequence_window == 0 {
+            return bad("sequence_window", "must be at least 1");
         }
         Ok(())
     }

@@ -149,7 +149,9 @@ impl ConnectionTask {
                     biased;
                     _ = self.wake.notified() => break,
                     event = connection.next_event() => match event? {
-                        Upstream::Rows(batch) => self.pool.deliver(&self.source, &self.traffic, &batch),
+                        Upstream::Rows(batch) => {
+                            self.pool.deliver(&self.source, &carried, &self.traffic, &batch);
+                        }
                         Upstream::Malformed(_) => {
                             self.traffic.malformed.add(1);
                             self.source.malformed.add(1);

@@ -181,6 +181,7 @@ impl LivePool {
                 connect_failures: Counter::default(),
                 lost: Counter::default(),
                 malformed: Counter::default(),
+                foreign_rows: Counter::default(),
                 last_error: Mutex::default(),
                 health: Mutex::default(),
                 latency: Mutex::default(),

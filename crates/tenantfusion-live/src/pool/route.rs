@@ -1,6 +1,17 @@
 //! One wanted topic's route: its subscribers' queues, sequence numbers
 //! (duplicates dropped, gaps counted) and the fan-out of upstream batches.
+//!
+//! A connection delivers only the topics it carries: a row for another
+//! topic, even one somebody subscribed to, is a foreign row, counted on
+//! its source and dropped, so one source cannot feed (or, with a huge
+//! sequence number, silence) a topic another source carries. And a
+//! sequence number may move the topic's high-water mark only within the
+//! pool's `sequence_window` of it: a row beyond is delivered and counted
+//! as a jump without moving the mark, so one bad number cannot make every
+//! later row a "duplicate"; two consecutive rows beyond it (a feed that
+//! restarted its numbering) set the mark anew.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, BooleanArray};
@@ -23,12 +34,67 @@ use super::subscription::Queue;
 pub(super) struct Route {
     pub(super) topic: Topic,
     pub(super) subscribers: RwLock<Vec<(SubscriberId, Arc<Queue>)>>,
-    /// The highest sequence number delivered.
-    pub(super) last_sequence: Mutex<Option<u64>>,
+    pub(super) sequence: Mutex<Numbering>,
     pub(super) traffic: Traffic,
     pub(super) gaps: Counter,
     pub(super) interruptions: Counter,
     pub(super) duplicates: Counter,
+    /// Rows whose sequence number was beyond the window.
+    pub(super) jumps: Counter,
+}
+
+/// Where a topic's numbering is.
+#[derive(Debug, Default)]
+pub(super) struct Numbering {
+    /// The high-water mark: the highest number delivered within the window.
+    last: Option<u64>,
+    /// The last number beyond the window, delivered without moving the
+    /// mark; its successor next sets the mark there.
+    jumped: Option<u64>,
+}
+
+impl Numbering {
+    /// What to do with a row numbered `n`, given `window`.
+    fn take(&mut self, n: u64, window: u64) -> Step {
+        let Some(last) = self.last else {
+            self.last = Some(n);
+            return Step::Fresh { skipped: 0 };
+        };
+        let near = if n > last {
+            n - last <= window
+        } else {
+            last - n <= window
+        };
+        if near {
+            self.jumped = None;
+            if n > last {
+                self.last = Some(n);
+                return Step::Fresh {
+                    skipped: n - last - 1,
+                };
+            }
+            return Step::Duplicate;
+        }
+        if self.jumped.is_some_and(|j| j.checked_add(1) == Some(n)) {
+            // Two in a row agree: the numbering restarted there.
+            self.last = Some(n);
+            self.jumped = None;
+            return Step::Fresh { skipped: 0 };
+        }
+        self.jumped = Some(n);
+        Step::Jump
+    }
+}
+
+/// [`Numbering::take`]'s verdict on one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Delivered; `skipped` numbers were never seen.
+    Fresh { skipped: u64 },
+    /// Seen already: dropped.
+    Duplicate,
+    /// Beyond the window: delivered, the mark unmoved.
+    Jump,
 }
 
 impl Route {
@@ -36,11 +102,12 @@ impl Route {
         Self {
             topic,
             subscribers: RwLock::default(),
-            last_sequence: Mutex::default(),
+            sequence: Mutex::default(),
             traffic: Traffic::default(),
             gaps: Counter::default(),
             interruptions: Counter::default(),
             duplicates: Counter::default(),
+            jumps: Counter::default(),
         }
     }
 
@@ -49,7 +116,14 @@ impl Route {
     /// A row without a usable number (null, or negative in an `Int64`
     /// column) is malformed: it is dropped and moves nothing, since taking
     /// `-1` for `u64::MAX` would make every later row look delivered.
-    pub(super) fn sequence(&self, part: RecordBatch, column: Option<usize>) -> Sequenced {
+    /// Numbers more than `window` from the mark are jumps (see the module
+    /// docs).
+    pub(super) fn sequence(
+        &self,
+        part: RecordBatch,
+        column: Option<usize>,
+        window: u64,
+    ) -> Sequenced {
         let Some(column) = column else {
             return Sequenced::whole(part);
         };
@@ -63,7 +137,7 @@ impl Route {
         } else {
             return Sequenced::whole(part);
         };
-        let mut last = self.last_sequence.lock();
+        let mut numbering = self.sequence.lock();
         let mut keep = Vec::with_capacity(numbers.len());
         let mut malformed = 0;
         let mut duplicates = 0;
@@ -73,18 +147,22 @@ impl Route {
                 keep.push(false);
                 continue;
             };
-            let fresh = last.is_none_or(|l| n > l);
-            if fresh {
-                if let Some(l) = *last {
-                    self.gaps.add(n - l - 1);
+            match numbering.take(n, window) {
+                Step::Fresh { skipped } => {
+                    self.gaps.add(skipped);
+                    keep.push(true);
                 }
-                *last = Some(n);
-            } else {
-                duplicates += 1;
+                Step::Duplicate => {
+                    duplicates += 1;
+                    keep.push(false);
+                }
+                Step::Jump => {
+                    self.jumps.add(1);
+                    keep.push(true);
+                }
             }
-            keep.push(fresh);
         }
-        drop(last);
+        drop(numbering);
         self.duplicates.add(duplicates);
         let all = part.num_rows() as u64;
         let rows = if malformed + duplicates == 0 {
@@ -125,8 +203,16 @@ impl Sequenced {
 }
 
 impl PoolInner {
-    /// Fans `batch` out per topic to the subscribers' queues.
-    pub(super) fn deliver(&self, source: &SourceEntry, traffic: &Traffic, batch: &RecordBatch) {
+    /// Fans `batch`, read by a connection that carries `carried`, out per
+    /// topic to the subscribers' queues; rows of other topics are foreign
+    /// (see the module docs).
+    pub(super) fn deliver(
+        &self,
+        source: &SourceEntry,
+        carried: &HashSet<Topic>,
+        traffic: &Traffic,
+        batch: &RecordBatch,
+    ) {
         traffic.messages.add(1);
         traffic.rows.add(batch.num_rows() as u64);
         traffic.bytes.add(batch.get_array_memory_size() as u64);
@@ -143,10 +229,15 @@ impl PoolInner {
         let mut to_wake = Vec::new();
         let routes = self.routes.read();
         for (topic, part) in parts {
+            if !carried.contains(topic) {
+                source.foreign_rows.add(part.num_rows() as u64);
+                continue;
+            }
             let Some(route) = routes.get(topic) else {
                 continue;
             };
-            let sequenced = route.sequence(part, source.sequence_column);
+            let window = self.config.sequence_window;
+            let sequenced = route.sequence(part, source.sequence_column, window);
             if sequenced.malformed > 0 {
                 traffic.malformed.add(1);
                 source.malformed.add(1);
@@ -205,6 +296,8 @@ mod tests {
         .unwrap()
     }
 
+    const WINDOW: u64 = 1_000;
+
     fn kept(sequenced: &Sequenced) -> Vec<i64> {
         sequenced.rows.as_ref().map_or_else(Vec::new, |rows| {
             rows.column(1).as_primitive::<Int64Type>().values().to_vec()
@@ -214,19 +307,23 @@ mod tests {
     #[test]
     fn a_negative_or_null_sequence_number_is_malformed_and_moves_nothing() {
         let route = Route::new(Arc::from("T"));
-        let first = route.sequence(batch(vec![Some(5), Some(-1), None, Some(6)]), Some(1));
+        let first = route.sequence(
+            batch(vec![Some(5), Some(-1), None, Some(6)]),
+            Some(1),
+            WINDOW,
+        );
         assert_eq!(kept(&first), [5, 6]);
         assert_eq!(first.malformed, 2);
         // Read as u64, -1 was u64::MAX: every later row was a "duplicate".
-        let next = route.sequence(batch(vec![Some(7), Some(9)]), Some(1));
+        let next = route.sequence(batch(vec![Some(7), Some(9)]), Some(1), WINDOW);
         assert_eq!(kept(&next), [7, 9]);
         assert_eq!(next.malformed, 0);
         assert_eq!(route.gaps.get(), 1, "8 skipped");
         assert_eq!(route.duplicates.get(), 0);
-        let only_bad = route.sequence(batch(vec![Some(-5)]), Some(1));
+        let only_bad = route.sequence(batch(vec![Some(-5)]), Some(1), WINDOW);
         assert!(only_bad.rows.is_none());
         assert_eq!(only_bad.malformed, 1);
-        let replayed = route.sequence(batch(vec![Some(9), Some(10)]), Some(1));
+        let replayed = route.sequence(batch(vec![Some(9), Some(10)]), Some(1), WINDOW);
         assert_eq!(kept(&replayed), [10]);
         assert_eq!(route.duplicates.get(), 1);
     }
@@ -246,8 +343,40 @@ mod tests {
             ],
         )
         .unwrap();
-        let sequenced = route.sequence(part, Some(1));
+        let sequenced = route.sequence(part, Some(1), WINDOW);
         assert_eq!(sequenced.malformed, 1);
         assert_eq!(sequenced.rows.unwrap().num_rows(), 2);
+    }
+
+    #[test]
+    fn one_number_beyond_the_window_moves_no_mark_and_two_in_a_row_restart_it() {
+        let route = Route::new(Arc::from("T"));
+        let seq = |values: Vec<i64>| {
+            let part = batch(values.into_iter().map(Some).collect());
+            kept(&route.sequence(part, Some(1), WINDOW))
+        };
+        assert_eq!(seq(vec![10, 11]), [10, 11]);
+        // A corrupt number from the carrier: delivered, counted, and the
+        // rows after it are not taken for duplicates.
+        assert_eq!(seq(vec![i64::MAX, 12, 13]), [i64::MAX, 12, 13]);
+        assert_eq!(route.jumps.get(), 1);
+        assert_eq!(route.duplicates.get(), 0);
+        assert_eq!(route.gaps.get(), 0);
+        // Within the window, behind the mark: duplicates, as before.
+        assert_eq!(seq(vec![12, 14]), [14]);
+        assert_eq!(route.duplicates.get(), 1);
+        // The feed restarted from 1: the first row is a jump, the second
+        // agrees with it and sets the mark there.
+        assert_eq!(
+            seq(vec![-1 + 1_000_000, 1_000_000, 1_000_001]),
+            [999_999, 1_000_000, 1_000_001]
+        );
+        assert_eq!(route.jumps.get(), 2);
+        assert_eq!(seq(vec![1_000_001, 1_000_003]), [1_000_003]);
+        assert_eq!(route.gaps.get(), 1, "1,000,002 never came");
+        // A restart below the mark, far back: the same.
+        assert_eq!(seq(vec![1, 2, 3]), [1, 2, 3]);
+        assert_eq!(seq(vec![2, 4]), [4]);
+        assert_eq!(route.jumps.get(), 3);
     }
 }

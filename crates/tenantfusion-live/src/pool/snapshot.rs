@@ -32,6 +32,7 @@ impl PoolInner {
                         connect_failures: e.connect_failures.get(),
                         lost: e.lost.get(),
                         malformed: e.malformed.get(),
+                        foreign_rows: e.foreign_rows.get(),
                         last_error: e.last_error.lock().clone(),
                         health_checks: health.checks,
                         error_rate: if health.recent.is_empty() {
@@ -72,6 +73,7 @@ impl PoolInner {
                         gaps: r.gaps.get(),
                         interruptions: r.interruptions.get(),
                         duplicates: r.duplicates.get(),
+                        jumps: r.jumps.get(),
                     }
                 })
                 .collect(),

@@ -26,6 +26,8 @@ pub(super) struct SourceEntry {
     pub(super) connect_failures: Counter,
     pub(super) lost: Counter,
     pub(super) malformed: Counter,
+    /// Rows its connections sent for topics they do not carry.
+    pub(super) foreign_rows: Counter,
     pub(super) last_error: Mutex<Option<String>>,
     pub(super) health: Mutex<Health>,
     pub(super) latency: Mutex<Latency>,

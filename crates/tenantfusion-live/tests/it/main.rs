@@ -3,6 +3,7 @@
 //! tests, and a real RabbitMQ for STOMP.
 
 mod config;
+mod hostile;
 mod pool;
 mod rest;
 mod stomp;

@@ -423,4 +423,11 @@ async fn rows_that_do_not_fit_the_table_are_counted_not_stored() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(count(&admin, "SELECT count(*) FROM m.tiny").await, 0);
+    // The generator speaks only for the topics it carries.
+    let foreign = run(
+        &admin,
+        "SELECT foreign_rows FROM system.live_sources WHERE name = 'gen'",
+    )
+    .await;
+    assert_eq!(column_values(&foreign, "foreign_rows"), ["0"]);
 }
