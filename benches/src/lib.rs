@@ -189,6 +189,8 @@ pub struct Size {
     pub wire_run: Duration,
     /// Idle connections opened to measure `pgwire`'s memory per connection.
     pub wire_idle: usize,
+    /// Topics of the one subscription `live_memory` times.
+    pub subscribe_topics: usize,
 }
 
 impl Size {
@@ -212,6 +214,7 @@ impl Size {
         log_tables: 10_000,
         wire_run: Duration::from_secs(5),
         wire_idle: 200,
+        subscribe_topics: 1_000_000,
     };
     /// Reduced sizes for `--quick`.
     pub const QUICK: Size = Size {
@@ -233,6 +236,7 @@ impl Size {
         log_tables: 2_000,
         wire_run: Duration::from_secs(2),
         wire_idle: 100,
+        subscribe_topics: 100_000,
     };
     /// Tiny sizes for the smoke test.
     pub const SMOKE: Size = Size {
@@ -254,6 +258,7 @@ impl Size {
         log_tables: 40,
         wire_run: Duration::from_millis(200),
         wire_idle: 8,
+        subscribe_topics: 1_000,
     };
 }
 
@@ -608,7 +613,7 @@ mod tests {
         assert_eq!(failover[2].ours, 0.0, "nothing lost outside the gaps");
         // Without a counting allocator the memory figures are zero, but the
         // scenario runs through.
-        assert_eq!(live_memory(Size::SMOKE, || 0).await.len(), 2);
+        assert_eq!(live_memory(Size::SMOKE, || 0).await.len(), 4);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! The live pool: fan-out to many subscribers, failover under caps, memory.
 //! The upstream is the in-process generator, so the figures are the pool's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -459,10 +459,51 @@ pub async fn live_memory(size: Size, live_bytes: fn() -> i64) -> Vec<Measurement
         .collect();
     let broadcast = (live_bytes() - before) as f64 / topics as f64;
     drop(broadcasts);
+
+    // One call with very many topics: how long it takes, beside putting
+    // their names in a set (the least a pool does with them), and the
+    // memory per topic at that size.
+    let many = size.subscribe_topics;
+    let names: Vec<String> = (0..many).map(|t| format!("S{t:07}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let before = live_bytes();
+    let started = Instant::now();
+    let all = pool
+        .subscribe(
+            &Request {
+                topics: &refs,
+                ..Request::default()
+            },
+            options,
+        )
+        .expect("subscribe");
+    let subscribing = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let per_topic_many = (live_bytes() - before) as f64 / many as f64;
+    drop(all);
+    let started = Instant::now();
+    let set: HashSet<Arc<str>> = refs.iter().map(|t| Arc::from(*t)).collect();
+    let collecting = started.elapsed();
+    drop(set);
+
     let row = |metric: String, ours: f64, baseline: f64| {
         Measurement::figure("live_memory", metric, ours, baseline, "bytes")
     };
     vec![
+        Measurement::figure(
+            "live_memory",
+            format!("subscribe {many} topics in one call (baseline: their names into a HashSet)"),
+            subscribing.as_secs_f64() * 1e3,
+            collecting.as_secs_f64() * 1e3,
+            "ms",
+        ),
+        row(
+            format!(
+                "heap per topic carried, {many} topics in one subscription (baseline: {topics})"
+            ),
+            per_topic_many,
+            per_topic,
+        ),
         row(
             format!(
                 "heap per subscriber of a carried topic, {n} subscribers (baseline: tokio mpsc channel of {} per subscriber)",

@@ -52,6 +52,10 @@ pub struct Assignment {
     cap: Option<usize>,
     max_connections: Option<usize>,
     connections: BTreeMap<ConnectionId, BTreeSet<Topic>>,
+    /// Every connection by `(load, id)`: the least and most loaded are
+    /// found without a walk over all connections, which made placing a
+    /// million topics on 5,000 connections quadratic.
+    by_load: BTreeSet<(usize, ConnectionId)>,
     placed: HashMap<Topic, ConnectionId>,
     next: u64,
 }
@@ -63,6 +67,7 @@ impl Assignment {
             cap: max_topics_per_connection.map(|c| c.max(1)),
             max_connections,
             connections: BTreeMap::new(),
+            by_load: BTreeSet::new(),
             placed: HashMap::new(),
             next: 0,
         }
@@ -75,12 +80,12 @@ impl Assignment {
             return Ok(Placement::Carried(*id));
         }
         let cap = self.cap.unwrap_or(usize::MAX);
+        // The least loaded has room if any has.
         let roomiest = self
-            .connections
-            .iter()
-            .filter(|(_, topics)| topics.len() < cap)
-            .min_by_key(|(id, topics)| (topics.len(), **id))
-            .map(|(id, _)| *id);
+            .by_load
+            .first()
+            .filter(|(load, _)| *load < cap)
+            .map(|(_, id)| *id);
         let placement = match roomiest {
             Some(id) => Placement::Existing(id),
             None => Placement::Open(self.open_connection().map_err(|_| {
@@ -92,27 +97,50 @@ impl Assignment {
         };
         let id = placement.connection();
         let topic = Topic::from(topic);
-        if let Some(topics) = self.connections.get_mut(&id) {
-            topics.insert(topic.clone());
-        }
+        self.add_topic(id, topic.clone());
         self.placed.insert(topic, id);
         Ok(placement)
+    }
+
+    /// Puts `topic` on connection `id`, keeping `by_load` in step.
+    fn add_topic(&mut self, id: ConnectionId, topic: Topic) {
+        if let Some(topics) = self.connections.get_mut(&id) {
+            let before = topics.len();
+            if topics.insert(topic) {
+                self.by_load.remove(&(before, id));
+                self.by_load.insert((before + 1, id));
+            }
+        }
+    }
+
+    /// Takes `topic` off connection `id`, keeping `by_load` in step;
+    /// whether `id` is left empty (`None`: no such connection).
+    fn remove_topic(&mut self, id: ConnectionId, topic: &str) -> Option<bool> {
+        let topics = self.connections.get_mut(&id)?;
+        let before = topics.len();
+        if topics.remove(topic) {
+            self.by_load.remove(&(before, id));
+            self.by_load.insert((before - 1, id));
+        }
+        Some(topics.is_empty())
     }
 
     /// Stops carrying `topic`: the connection that carried it and whether it
     /// is now idle (the pool may close it after its idle timeout).
     pub fn release(&mut self, topic: &str) -> Option<(ConnectionId, bool)> {
         let id = self.placed.remove(topic)?;
-        let topics = self.connections.get_mut(&id)?;
-        topics.remove(topic);
-        Some((id, topics.is_empty()))
+        let empty = self.remove_topic(id, topic)?;
+        Some((id, empty))
     }
 
     /// Forgets an idle or closed connection without placing its topics again
     /// (see [`remove_connection`](Self::remove_connection) for a lost one).
     pub fn close_idle(&mut self, id: ConnectionId) -> bool {
         match self.connections.get(&id) {
-            Some(topics) if topics.is_empty() => self.connections.remove(&id).is_some(),
+            Some(topics) if topics.is_empty() => {
+                self.by_load.remove(&(0, id));
+                self.connections.remove(&id).is_some()
+            }
             _ => false,
         }
     }
@@ -133,6 +161,7 @@ impl Assignment {
     /// (they are to go to another source).
     pub fn take_connection(&mut self, id: ConnectionId) -> Vec<Topic> {
         let orphans = self.connections.remove(&id).unwrap_or_default();
+        self.by_load.remove(&(orphans.len(), id));
         for topic in &orphans {
             self.placed.remove(topic);
         }
@@ -153,6 +182,7 @@ impl Assignment {
         self.next += 1;
         let id = ConnectionId(self.next);
         self.connections.insert(id, BTreeSet::new());
+        self.by_load.insert((0, id));
         Ok(id)
     }
 
@@ -173,29 +203,23 @@ impl Assignment {
         };
         let limit = threshold * cap as f64;
         loop {
-            let fullest = self
-                .connections
-                .iter()
-                .max_by_key(|(id, t)| (t.len(), std::cmp::Reverse(**id)));
-            let emptiest = self
-                .connections
-                .iter()
-                .min_by_key(|(id, t)| (t.len(), **id));
-            let (Some((&from, full)), Some((&to, empty))) = (fullest, emptiest) else {
+            // The most loaded, the lowest id among equals; the least loaded.
+            let (Some(&(most, _)), Some(&(least, to))) =
+                (self.by_load.last(), self.by_load.first())
+            else {
                 return moves;
             };
-            if full.len() as f64 <= limit || full.len() < empty.len() + 2 {
+            if most as f64 <= limit || most < least + 2 {
                 return moves;
             }
-            let Some(topic) = full.last().cloned() else {
+            let Some(&(_, from)) = self.by_load.range((most, ConnectionId(0))..).next() else {
                 return moves;
             };
-            if let Some(topics) = self.connections.get_mut(&from) {
-                topics.remove(&topic);
-            }
-            if let Some(topics) = self.connections.get_mut(&to) {
-                topics.insert(topic.clone());
-            }
+            let Some(topic) = self.connections.get(&from).and_then(|t| t.last().cloned()) else {
+                return moves;
+            };
+            self.remove_topic(from, &topic);
+            self.add_topic(to, topic.clone());
             self.placed.insert(topic.clone(), to);
             moves.push(Move { topic, from, to });
         }
@@ -364,6 +388,10 @@ mod tests {
                     }
                 }
                 prop_assert!(a.loads().iter().all(|(_, n)| *n <= cap));
+                let index: Vec<_> = a.by_load.iter().map(|(n, id)| (*id, *n)).collect();
+                let mut loads = a.loads();
+                loads.sort_by_key(|(id, n)| (*n, *id));
+                prop_assert_eq!(index, loads, "the load index matches the connections");
                 prop_assert_eq!(a.topic_count(), wanted.len());
                 for t in &wanted {
                     let id = a.connection_of(&format!("T{t}"));

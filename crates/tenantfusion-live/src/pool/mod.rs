@@ -252,12 +252,15 @@ impl PoolInner {
                 "the live pool has been shut down".into(),
             ));
         }
+        // Duplicates dropped by a set: a search per topic made a million
+        // topics in one call quadratic.
+        let mut seen: HashSet<&str> = HashSet::with_capacity(request.topics.len());
         let mut topics: Vec<Topic> = Vec::with_capacity(request.topics.len());
         for topic in request.topics {
             if topic.is_empty() {
                 return Err(LiveError::InvalidArgument("a topic cannot be empty".into()));
             }
-            if !topics.iter().any(|t| &**t == *topic) {
+            if seen.insert(topic) {
                 topics.push(Topic::from(*topic));
             }
         }
