@@ -390,10 +390,19 @@ pub async fn live_failover(size: Size) -> Vec<Measurement> {
     ]
 }
 
+/// A subscription of `topics` from `pool` (panics on refusal).
+fn subscribe_to(pool: &LivePool, topics: &[&str], options: SubscribeOptions) -> Subscription {
+    let request = Request {
+        topics,
+        ..Request::default()
+    };
+    pool.subscribe(&request, options).expect("subscribe")
+}
+
 /// Heap bytes per subscriber (of a topic already carried) and per topic,
 /// read from the process's allocation counter `live_bytes`, beside a tokio
 /// mpsc channel of the same capacity per subscriber and a broadcast channel
-/// per topic.
+/// per topic; and the time of one subscribe call of very many topics.
 pub async fn live_memory(size: Size, live_bytes: fn() -> i64) -> Vec<Measurement> {
     let n = size.live_subscribers.max(10);
     // An interval of an hour: nothing flows while memory is read.
@@ -401,28 +410,11 @@ pub async fn live_memory(size: Size, live_bytes: fn() -> i64) -> Vec<Measurement
     pool.add_source(generator("gen", Some(200), Duration::from_secs(3600)))
         .expect("source");
     let options = SubscribeOptions::default();
-    let first = pool
-        .subscribe(
-            &Request {
-                topics: &["M"],
-                ..Request::default()
-            },
-            options,
-        )
-        .expect("subscribe");
+    let first = subscribe_to(&pool, &["M"], options);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let before = live_bytes();
     let subs: Vec<_> = (0..n)
-        .map(|_| {
-            pool.subscribe(
-                &Request {
-                    topics: &["M"],
-                    ..Request::default()
-                },
-                options,
-            )
-            .expect("subscribe")
-        })
+        .map(|_| subscribe_to(&pool, &["M"], options))
         .collect();
     let per_subscriber = (live_bytes() - before) as f64 / n as f64;
     drop(subs);
@@ -439,15 +431,7 @@ pub async fn live_memory(size: Size, live_bytes: fn() -> i64) -> Vec<Measurement
     let names: Vec<String> = (0..topics).map(|t| format!("P{t:05}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let before = live_bytes();
-    let all = pool
-        .subscribe(
-            &Request {
-                topics: &refs,
-                ..Request::default()
-            },
-            options,
-        )
-        .expect("subscribe");
+    let all = subscribe_to(&pool, &refs, options);
     // The connection tasks subscribe upstream in the background.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let per_topic = (live_bytes() - before) as f64 / topics as f64;
@@ -468,15 +452,7 @@ pub async fn live_memory(size: Size, live_bytes: fn() -> i64) -> Vec<Measurement
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let before = live_bytes();
     let started = Instant::now();
-    let all = pool
-        .subscribe(
-            &Request {
-                topics: &refs,
-                ..Request::default()
-            },
-            options,
-        )
-        .expect("subscribe");
+    let all = subscribe_to(&pool, &refs, options);
     let subscribing = started.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let per_topic_many = (live_bytes() - before) as f64 / many as f64;
