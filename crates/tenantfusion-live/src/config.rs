@@ -483,6 +483,8 @@ fn pool_config(table: &Table) -> Result<PoolConfig> {
     settings.set_millis("idle_timeout_ms", &mut config.idle_timeout)?;
     settings.set_millis("health_interval_ms", &mut config.health_interval)?;
     settings.set_millis("maintenance_interval_ms", &mut config.maintenance_interval)?;
+    settings.set_millis("connect_timeout_ms", &mut config.connect_timeout)?;
+    settings.set_millis("request_timeout_ms", &mut config.request_timeout)?;
     config.failover_after = settings
         .integer("failover_after", 1)?
         .map_or(d.failover_after, |n| n.min(u64::from(u32::MAX)) as u32);

@@ -231,8 +231,14 @@ impl Connection for WebSocketConnection {
                     if self.last_seen.elapsed() > self.config.ping_interval * 2 {
                         return Err(self.lost("no frame for two ping intervals"));
                     }
-                    let sent = self.stream.send(Message::Ping(Default::default())).await;
-                    sent.map_err(|e| self.lost(format!("ping: {e}")))?;
+                    // An upstream that stopped reading must not hold the
+                    // task in the send: a ping not out within an interval
+                    // is a lost connection.
+                    let ping = self.stream.send(Message::Ping(Default::default()));
+                    match tokio::time::timeout(self.config.ping_interval, ping).await {
+                        Ok(sent) => sent.map_err(|e| self.lost(format!("ping: {e}")))?,
+                        Err(_) => return Err(self.lost("a ping not sent within a ping interval")),
+                    }
                 }
             }
         }

@@ -29,6 +29,13 @@ pub struct PoolConfig {
     pub backoff: Backoff,
     /// When a source's breaker opens and how it recovers.
     pub breaker: BreakerConfig,
+    /// How long one connect (TCP, TLS, handshake, login) may take; past it
+    /// the attempt fails like a refused one.
+    pub connect_timeout: Duration,
+    /// How long a subscribe or unsubscribe (its send, and the upstream's
+    /// receipt where the protocol has one) and the close of a connection
+    /// may take; past it the connection is lost and rebuilt.
+    pub request_timeout: Duration,
     /// Failed connect attempts after which a connection's topics move to
     /// another healthy source of the same kind (if there is one).
     pub failover_after: u32,
@@ -56,6 +63,8 @@ impl Default for PoolConfig {
             rebalance_threshold: 0.8,
             backoff: Backoff::default(),
             breaker: BreakerConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
             failover_after: 3,
             strategy: Strategy::RoundRobin,
             validation: Validation::Strict,
@@ -89,6 +98,8 @@ impl PoolConfig {
             ("idle_timeout", self.idle_timeout),
             ("health_interval", self.health_interval),
             ("maintenance_interval", self.maintenance_interval),
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
             ("backoff.max", self.backoff.max),
             ("breaker.cool_down", self.breaker.cool_down),
         ] {

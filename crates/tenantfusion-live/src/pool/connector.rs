@@ -54,8 +54,8 @@ impl ConnectionTask {
         self.connected.store(true, Ordering::SeqCst);
         let outcome = self.serve(&mut connection).await;
         self.connected.store(false, Ordering::SeqCst);
-        // Best effort: the connection may be gone already.
-        let _ = connection.close().await;
+        // Best effort: the connection may be gone already, or not answer.
+        let _ = tokio::time::timeout(self.pool.config.request_timeout, connection.close()).await;
         if let Err(e) = outcome
             && !self.stopped()
         {
@@ -107,7 +107,15 @@ impl ConnectionTask {
         if !self.source.breaker.lock().allow(Instant::now()) {
             return Attempt::Failed;
         }
-        match self.source.source.connect().await {
+        let limit = self.pool.config.connect_timeout;
+        let connected = match tokio::time::timeout(limit, self.source.source.connect()).await {
+            Ok(connected) => connected,
+            Err(_) => Err(LiveError::UpstreamUnavailable(format!(
+                "source '{}': no connection within {limit:?}",
+                self.source.name()
+            ))),
+        };
+        match connected {
             Ok(connection) => {
                 self.source.breaker.lock().record_success(Instant::now());
                 self.source.connects.add(1);
@@ -120,6 +128,20 @@ impl ConnectionTask {
                 Attempt::Failed
             }
         }
+    }
+
+    /// Awaits `request` within the pool's `request_timeout`; past it the
+    /// connection counts as lost.
+    async fn within(&self, what: &str, request: impl Future<Output = Result<()>>) -> Result<()> {
+        let limit = self.pool.config.request_timeout;
+        tokio::time::timeout(limit, request)
+            .await
+            .unwrap_or_else(|_| {
+                Err(LiveError::UpstreamUnavailable(format!(
+                    "source '{}': {what} not done within {limit:?}",
+                    self.source.name()
+                )))
+            })
     }
 
     /// Carries and reads until stopped (`Ok`) or the connection fails (`Err`).
@@ -135,11 +157,12 @@ impl ConnectionTask {
             let add: Vec<Topic> = desired.difference(&carried).cloned().collect();
             let remove: Vec<Topic> = carried.difference(&desired).cloned().collect();
             if !add.is_empty() {
-                connection.subscribe(&add).await?;
+                self.within("subscribe", connection.subscribe(&add)).await?;
                 carried.extend(add);
             }
             if !remove.is_empty() {
-                connection.unsubscribe(&remove).await?;
+                self.within("unsubscribe", connection.unsubscribe(&remove))
+                    .await?;
                 for topic in &remove {
                     carried.remove(topic);
                 }

@@ -102,3 +102,95 @@ async fn a_source_cannot_feed_or_silence_a_topic_another_source_carries() {
     .await;
     assert_eq!(pool.snapshot().source("b-good").unwrap().foreign_rows, 0);
 }
+
+/// A pool that gives up on an upstream quickly: connects and requests
+/// within `limit`, failover after two failed connects.
+fn impatient(limit: Duration) -> LivePool {
+    LivePool::new(PoolConfig {
+        maintenance_interval: Duration::from_millis(50),
+        connect_timeout: limit,
+        request_timeout: limit,
+        failover_after: 2,
+        backoff: Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+            multiplier: 2.0,
+        },
+        ..PoolConfig::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_never_answers_the_handshake_fails_over_at_the_deadline() {
+    // Accepts TCP and says nothing, ever.
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/feed", mute.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = mute.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let good = WsUpstream::start(200).await;
+    let pool = impatient(Duration::from_millis(200));
+    let mut config = WebSocketConfig::new("a-mute", url, tick_schema());
+    config.source.sequence_column = Some("seq".into());
+    pool.add_source(Arc::new(WebSocketSource::new(config).unwrap()))
+        .unwrap();
+    pool.add_source(source("b-good", &good)).unwrap();
+    let mut sub = subscribe(&pool, "a-mute", &["T1"]);
+    let mut received = Received::default();
+    receive_until(&mut sub, &mut received, |r| r.seqs.contains_key("T1")).await;
+    let snapshot = pool.snapshot();
+    let mute = snapshot.source("a-mute").unwrap();
+    assert!(mute.connect_failures >= 2, "{mute:?}");
+    assert!(
+        mute.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no connection within")),
+        "{mute:?}"
+    );
+    assert_eq!(snapshot.topic("T1").unwrap().source, "b-good");
+    held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_stops_reading_cannot_hold_a_subscribe_forever() {
+    // Completes the handshake, then never reads: a subscribe bigger than
+    // the sockets' buffers cannot be sent.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let deaf = socket.listen(16).unwrap();
+    let url = format!("ws://{}/feed", deaf.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut streams = Vec::new();
+        while let Ok((socket, _)) = deaf.accept().await {
+            if let Ok(ws) = tokio_tungstenite::accept_async(socket).await {
+                streams.push(ws);
+            }
+        }
+    });
+    let pool = impatient(Duration::from_millis(300));
+    let config = WebSocketConfig::new("a-deaf", url, tick_schema());
+    pool.add_source(Arc::new(WebSocketSource::new(config).unwrap()))
+        .unwrap();
+    // About 8 MB of topic names in one subscribe request.
+    let names: Vec<String> = (0..120_000).map(|i| format!("{i:064}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let _sub = subscribe(&pool, "a-deaf", &refs);
+    eventually("the stuck subscribe ends the connection", || {
+        pool.snapshot().source("a-deaf").unwrap().lost >= 1
+    })
+    .await;
+    let stats = pool.snapshot().source("a-deaf").cloned().unwrap();
+    assert!(
+        stats
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("subscribe not done within")),
+        "{stats:?}"
+    );
+    held.abort();
+}
