@@ -485,6 +485,7 @@ fn pool_config(table: &Table) -> Result<PoolConfig> {
     settings.set_millis("maintenance_interval_ms", &mut config.maintenance_interval)?;
     settings.set_millis("connect_timeout_ms", &mut config.connect_timeout)?;
     settings.set_millis("request_timeout_ms", &mut config.request_timeout)?;
+    settings.set_millis("min_stable_ms", &mut config.min_stable)?;
     config.failover_after = settings
         .integer("failover_after", 1)?
         .map_or(d.failover_after, |n| n.min(u64::from(u32::MAX)) as u32);

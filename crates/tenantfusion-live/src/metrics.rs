@@ -100,7 +100,8 @@ pub struct SourceStats {
     pub topics: usize,
     /// Successful connects.
     pub connects: u64,
-    /// Failed connect attempts.
+    /// Failed connect attempts, and connections lost within the pool's
+    /// `min_stable` of connecting (which count as failed connects).
     pub connect_failures: u64,
     /// Connections lost after they were up.
     pub lost: u64,

@@ -36,6 +36,12 @@ pub struct PoolConfig {
     /// receipt where the protocol has one) and the close of a connection
     /// may take; past it the connection is lost and rebuilt.
     pub request_timeout: Duration,
+    /// A connection lost sooner than this after it connected counts as a
+    /// failed connect: the next attempt backs off further, the breaker
+    /// hears of it, and after `failover_after` such losses in a row the
+    /// topics move to another source. An upstream that accepts and drops
+    /// every connection would otherwise be reconnected many times a second.
+    pub min_stable: Duration,
     /// Failed connect attempts after which a connection's topics move to
     /// another healthy source of the same kind (if there is one).
     pub failover_after: u32,
@@ -65,6 +71,7 @@ impl Default for PoolConfig {
             breaker: BreakerConfig::default(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
+            min_stable: Duration::from_secs(10),
             failover_after: 3,
             strategy: Strategy::RoundRobin,
             validation: Validation::Strict,

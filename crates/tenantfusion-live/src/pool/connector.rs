@@ -52,7 +52,8 @@ impl ConnectionTask {
             return;
         };
         self.connected.store(true, Ordering::SeqCst);
-        let outcome = self.serve(&mut connection).await;
+        let connected_at = Instant::now();
+        let outcome = self.serve(&mut connection, connected_at).await;
         self.connected.store(false, Ordering::SeqCst);
         // Best effort: the connection may be gone already, or not answer.
         let _ = tokio::time::timeout(self.pool.config.request_timeout, connection.close()).await;
@@ -60,6 +61,17 @@ impl ConnectionTask {
             && !self.stopped()
         {
             *self.source.last_error.lock() = Some(e.to_string());
+            if connected_at.elapsed() < self.pool.config.min_stable {
+                // Lost before it proved stable: a failed connect.
+                self.source.breaker.lock().record_failure(Instant::now());
+                self.source.connect_failures.add(1);
+                let unstable = self.source.unstable.fetch_add(1, Ordering::SeqCst) + 1;
+                if unstable >= self.pool.config.failover_after
+                    && self.pool.fail_over(&self.source, self.id)
+                {
+                    return;
+                }
+            }
             self.pool.connection_lost(&self.source, self.id);
         }
     }
@@ -68,7 +80,8 @@ impl ConnectionTask {
     /// moved the topics to another source after `failover_after` failed
     /// attempts in a row (asked again after each further failure).
     async fn connect(&self) -> Option<Box<dyn Connection>> {
-        let mut failures: u32 = 0;
+        // Connections lost unstable before this one count as its failures.
+        let mut failures: u32 = self.source.unstable.load(Ordering::SeqCst);
         loop {
             let wait = failures > 0 || self.after_loss;
             match self.attempt(failures, wait).await {
@@ -145,8 +158,16 @@ impl ConnectionTask {
     }
 
     /// Carries and reads until stopped (`Ok`) or the connection fails (`Err`).
-    async fn serve(&self, connection: &mut Box<dyn Connection>) -> Result<()> {
+    async fn serve(
+        &self,
+        connection: &mut Box<dyn Connection>,
+        connected_at: Instant,
+    ) -> Result<()> {
         let mut carried: HashSet<Topic> = HashSet::new();
+        let proven = connected_at + self.pool.config.min_stable;
+        let stable = tokio::time::sleep_until(proven.into());
+        tokio::pin!(stable);
+        let mut proved = false;
         loop {
             if self.stopped() {
                 return Ok(());
@@ -171,6 +192,11 @@ impl ConnectionTask {
                 tokio::select! {
                     biased;
                     _ = self.wake.notified() => break,
+                    () = &mut stable, if !proved => {
+                        // Up for min_stable: the streak of unstable losses ends.
+                        proved = true;
+                        self.source.unstable.store(0, Ordering::SeqCst);
+                    }
                     event = connection.next_event() => match event? {
                         Upstream::Rows(batch) => {
                             self.pool.deliver(&self.source, &carried, &self.traffic, &batch);

@@ -30,7 +30,7 @@ pub use subscription::Subscription;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
@@ -182,6 +182,7 @@ impl LivePool {
                 lost: Counter::default(),
                 malformed: Counter::default(),
                 foreign_rows: Counter::default(),
+                unstable: AtomicU32::new(0),
                 last_error: Mutex::default(),
                 health: Mutex::default(),
                 latency: Mutex::default(),

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
@@ -28,6 +29,9 @@ pub(super) struct SourceEntry {
     pub(super) malformed: Counter,
     /// Rows its connections sent for topics they do not carry.
     pub(super) foreign_rows: Counter,
+    /// Connections lost in a row before they were up for the pool's
+    /// `min_stable`: they count as failed connects (backoff, failover).
+    pub(super) unstable: AtomicU32,
     pub(super) last_error: Mutex<Option<String>>,
     pub(super) health: Mutex<Health>,
     pub(super) latency: Mutex<Latency>,

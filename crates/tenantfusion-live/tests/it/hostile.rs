@@ -194,3 +194,74 @@ async fn an_upstream_that_stops_reading_cannot_hold_a_subscribe_forever() {
     );
     held.abort();
 }
+
+/// A WebSocket upstream that completes every handshake and closes at once.
+async fn flapper() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/feed", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            if let Ok(mut ws) = tokio_tungstenite::accept_async(socket).await {
+                let _ = ws.close(None).await;
+            }
+        }
+    });
+    (url, task)
+}
+
+fn flapping_pool() -> LivePool {
+    LivePool::new(PoolConfig {
+        maintenance_interval: Duration::from_millis(50),
+        min_stable: Duration::from_secs(1),
+        failover_after: 3,
+        backoff: Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+            multiplier: 2.0,
+        },
+        ..PoolConfig::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_drops_every_connection_backs_off_and_fails_over() {
+    let (url, task) = flapper().await;
+    let good = WsUpstream::start(200).await;
+    let pool = flapping_pool();
+    let config = WebSocketConfig::new("a-flap", url, tick_schema());
+    pool.add_source(Arc::new(WebSocketSource::new(config).unwrap()))
+        .unwrap();
+    pool.add_source(source("b-good", &good)).unwrap();
+    let mut sub = subscribe(&pool, "a-flap", &["T1"]);
+    let mut received = Received::default();
+    receive_until(&mut sub, &mut received, |r| r.seqs.contains_key("T1")).await;
+    let snapshot = pool.snapshot();
+    assert_eq!(snapshot.topic("T1").unwrap().source, "b-good");
+    let flap = snapshot.source("a-flap").unwrap();
+    // Three unstable connections, then the topics moved.
+    assert_eq!(flap.connects, 3, "{flap:?}");
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nowhere_to_go_a_dropping_upstream_is_retried_ever_more_slowly() {
+    let (url, task) = flapper().await;
+    let pool = flapping_pool();
+    let config = WebSocketConfig::new("a-flap", url, tick_schema());
+    pool.add_source(Arc::new(WebSocketSource::new(config).unwrap()))
+        .unwrap();
+    let _sub = subscribe(&pool, "a-flap", &["T1"]);
+    eventually("the first losses", || {
+        pool.snapshot().source("a-flap").unwrap().lost >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Backoff from 50 ms doubling to 1 s: a handful of connects in those
+    // seconds, where each loss used to restart at the first attempt
+    // (36-40 reconnects a second).
+    let flap = pool.snapshot().source("a-flap").cloned().unwrap();
+    assert!(flap.connects <= 10, "{flap:?}");
+    assert_eq!(flap.topics, 1, "the topic stays wanted: {flap:?}");
+    task.abort();
+}
