@@ -239,6 +239,7 @@ fn own_keys(kind: SourceKind) -> &'static [&'static str] {
             "max_requests_per_second",
             "max_idle_connections",
             "request_timeout_ms",
+            "max_body_bytes",
         ],
     }
 }
@@ -639,6 +640,7 @@ fn source(name: &str, kind: SourceKind, s: &mut Settings<'_>) -> Result<Arc<dyn 
                 .map(|n| n.min(u64::from(u32::MAX)) as u32);
             s.set_usize("max_idle_connections", 0, &mut config.max_idle_connections)?;
             s.set_millis("request_timeout_ms", &mut config.request_timeout)?;
+            s.set_usize("max_body_bytes", 1, &mut config.max_body_bytes)?;
             Arc::new(RestSource::new(config).map_err(named)?)
         }
     })

@@ -10,7 +10,7 @@ use crate::error::{LiveError, Result};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -50,11 +50,15 @@ pub struct RestConfig {
     pub max_idle_connections: usize,
     /// How long one request may take.
     pub request_timeout: Duration,
+    /// The largest answer body read; a longer one is dropped where it
+    /// passes the limit and counted as malformed, instead of being
+    /// collected whole.
+    pub max_body_bytes: usize,
 }
 
 impl RestConfig {
     /// Polls `base_url + path` every second, 50 topics a request, no rate
-    /// limit, 5 s per request.
+    /// limit, 5 s per request, bodies of at most 16 MiB.
     pub fn new(
         name: impl Into<String>,
         base_url: impl Into<String>,
@@ -70,6 +74,7 @@ impl RestConfig {
             max_requests_per_second: None,
             max_idle_connections: 8,
             request_timeout: Duration::from_secs(5),
+            max_body_bytes: 16 << 20,
         }
     }
 }
@@ -136,11 +141,14 @@ impl Shared {
                 .await
                 .map_err(|e| self.unavailable(format!("GET {uri}: {e}")))?;
             let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| self.unavailable(format!("GET {uri}: {e}")))?;
+            let limit = self.config.max_body_bytes;
+            let body = match Limited::new(response.into_body(), limit).collect().await {
+                Ok(body) => body,
+                Err(e) if e.is::<LengthLimitError>() => {
+                    return Ok(Err(format!("GET {uri}: a body over {limit} bytes")));
+                }
+                Err(e) => return Err(self.unavailable(format!("GET {uri}: {e}"))),
+            };
             Ok(if status.is_success() {
                 Ok(body.to_bytes())
             } else {

@@ -265,3 +265,45 @@ async fn with_nowhere_to_go_a_dropping_upstream_is_retried_ever_more_slowly() {
     assert_eq!(flap.topics, 1, "the topic stays wanted: {flap:?}");
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_answer_that_never_ends_is_cut_at_the_body_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Announces 100 MB and sends 64 KiB every 10 ms, for ever.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                if tcp.read(&mut request).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                            Content-Length: 104857600\r\n\r\n[";
+                if tcp.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b' '; 64 << 10];
+                while tcp.write_all(&chunk).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+        }
+    });
+    let pool = LivePool::new(PoolConfig::default()).unwrap();
+    let mut config = RestConfig::new("a-flood", url, "/quotes?symbols={topics}", tick_schema());
+    config.poll_interval = Duration::from_millis(100);
+    config.max_body_bytes = 1 << 20;
+    pool.add_source(Arc::new(RestSource::new(config).unwrap()))
+        .unwrap();
+    let _sub = subscribe(&pool, "a-flood", &["T1"]);
+    eventually("two answers cut and counted", || {
+        pool.snapshot().source("a-flood").unwrap().malformed >= 2
+    })
+    .await;
+    // Cut where they passed the limit, not collected until the request's
+    // time ran out (which would have lost the connection).
+    assert_eq!(pool.snapshot().source("a-flood").unwrap().lost, 0);
+    task.abort();
+}
