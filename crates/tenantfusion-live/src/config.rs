@@ -240,6 +240,7 @@ fn own_keys(kind: SourceKind) -> &'static [&'static str] {
             "max_idle_connections",
             "request_timeout_ms",
             "max_body_bytes",
+            "concurrent_requests",
         ],
     }
 }
@@ -641,6 +642,7 @@ fn source(name: &str, kind: SourceKind, s: &mut Settings<'_>) -> Result<Arc<dyn 
             s.set_usize("max_idle_connections", 0, &mut config.max_idle_connections)?;
             s.set_millis("request_timeout_ms", &mut config.request_timeout)?;
             s.set_usize("max_body_bytes", 1, &mut config.max_body_bytes)?;
+            s.set_usize("concurrent_requests", 1, &mut config.concurrent_requests)?;
             Arc::new(RestSource::new(config).map_err(named)?)
         }
     })

@@ -10,6 +10,7 @@ use crate::error::{LiveError, Result};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::Uri;
 use hyper_util::client::legacy::Client;
@@ -28,9 +29,10 @@ use crate::source::{Connection, Source, SourceKind, SourceSettings, SourceSpec, 
 /// becomes up to `topics_per_request` topic names joined by commas (use
 /// `topics_per_request = 1` and a path like `/quote/{topics}` for one topic
 /// per request). The response body is JSON rows as for the WebSocket
-/// source. A non-2xx answer or an undecodable body is counted as malformed;
-/// a request that cannot be sent (refused, reset, timed out) fails the
-/// connection, which the pool rebuilds.
+/// source. A non-2xx answer, an undecodable or oversized body, and a
+/// request without an answer (refused, reset, timed out) are counted as
+/// malformed, each batch on its own; a round in which no request was
+/// answered fails the connection, which the pool rebuilds.
 #[derive(Debug, Clone)]
 pub struct RestConfig {
     /// Name, balancing, limits and rows.
@@ -50,6 +52,10 @@ pub struct RestConfig {
     pub max_idle_connections: usize,
     /// How long one request may take.
     pub request_timeout: Duration,
+    /// Requests of one poll round in flight at once. Each topic batch's
+    /// answer is delivered, or counted as malformed, on its own: a slow or
+    /// failing batch holds back and discards no other.
+    pub concurrent_requests: usize,
     /// The largest answer body read; a longer one is dropped where it
     /// passes the limit and counted as malformed, instead of being
     /// collected whole.
@@ -75,6 +81,7 @@ impl RestConfig {
             max_idle_connections: 8,
             request_timeout: Duration::from_secs(5),
             max_body_bytes: 16 << 20,
+            concurrent_requests: 8,
         }
     }
 }
@@ -316,15 +323,39 @@ impl Connection for RestPoller {
             tokio::time::sleep_until(self.next_poll).await;
             self.next_poll = Instant::now() + self.shared.config.poll_interval;
             let topics: Vec<&Topic> = self.topics.iter().collect();
+            let uris = topics
+                .chunks(self.shared.config.topics_per_request)
+                .map(|chunk| self.shared.uri(chunk))
+                .collect::<Result<Vec<Uri>>>()?;
+            let requests = uris.len();
+            let shared = Arc::clone(&self.shared);
+            let mut answers = futures::stream::iter(uris)
+                .map(|uri| shared.get(uri))
+                .buffer_unordered(self.shared.config.concurrent_requests.max(1));
             // Answers are kept as they come, so a round cut short (the pool
-            // dropping this call) loses only the request in flight; the
-            // next round asks again.
-            for chunk in topics.chunks(self.shared.config.topics_per_request) {
-                let event = match self.shared.get(self.shared.uri(chunk)?).await? {
-                    Ok(body) => self.rows.decode(&body),
-                    Err(why) => Upstream::Malformed(why),
+            // dropping this call) loses only the requests in flight; the
+            // next round asks again. A batch without an answer is counted
+            // on its own; only a round where none was answered (the
+            // upstream is gone) fails the connection.
+            let mut unanswered = Vec::new();
+            while let Some(answer) = answers.next().await {
+                let event = match answer {
+                    Ok(Ok(body)) => self.rows.decode(&body),
+                    Ok(Err(why)) => Upstream::Malformed(why),
+                    Err(e) => {
+                        let event = Upstream::Malformed(e.to_string());
+                        unanswered.push(e);
+                        event
+                    }
                 };
                 self.ready.push_back(event);
+            }
+            if requests > 0
+                && unanswered.len() == requests
+                && let Some(e) = unanswered.pop()
+            {
+                self.ready.clear();
+                return Err(e);
             }
         }
     }

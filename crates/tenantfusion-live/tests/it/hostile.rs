@@ -307,3 +307,67 @@ async fn a_rest_answer_that_never_ends_is_cut_at_the_body_limit() {
     assert_eq!(pool.snapshot().source("a-flood").unwrap().lost, 0);
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_rest_topic_neither_holds_back_nor_discards_the_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // FAST is answered at once; SLOW's answer drips a byte a second.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut seq = 0u64;
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            seq += 1;
+            tokio::spawn(async move {
+                loop {
+                    let mut request = [0u8; 4096];
+                    let n = tcp.read(&mut request).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    let head = String::from_utf8_lossy(&request[..n]).to_string();
+                    if head.contains("SLOW") {
+                        let start = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n[";
+                        let _ = tcp.write_all(start.as_bytes()).await;
+                        while tcp.write_all(b" ").await.is_ok() {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        return;
+                    }
+                    seq += 1_000;
+                    let body = format!(
+                        r#"[{{"topic":"FAST","seq":{seq},"price":1.0,"volume":1,"ts":0}}]"#
+                    );
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if tcp.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let pool = LivePool::new(PoolConfig::default()).unwrap();
+    let mut config = RestConfig::new("quotes", url, "/q?s={topics}", tick_schema());
+    config.source.sequence_column = Some("seq".into());
+    config.topics_per_request = 1;
+    config.poll_interval = Duration::from_millis(100);
+    config.request_timeout = Duration::from_millis(300);
+    pool.add_source(Arc::new(RestSource::new(config).unwrap()))
+        .unwrap();
+    let mut sub = subscribe(&pool, "quotes", &["FAST", "SLOW"]);
+    let mut received = Received::default();
+    receive_until(&mut sub, &mut received, |r| {
+        r.seqs.get("FAST").is_some_and(|s| s.len() >= 3)
+    })
+    .await;
+    let stats = pool.snapshot().source("quotes").cloned().unwrap();
+    assert!(
+        stats.malformed >= 1,
+        "SLOW's missing answers are counted: {stats:?}"
+    );
+    assert_eq!(stats.lost, 0, "{stats:?}");
+    task.abort();
+}
