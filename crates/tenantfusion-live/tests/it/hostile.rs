@@ -239,8 +239,9 @@ async fn an_upstream_that_drops_every_connection_backs_off_and_fails_over() {
     let snapshot = pool.snapshot();
     assert_eq!(snapshot.topic("T1").unwrap().source, "b-good");
     let flap = snapshot.source("a-flap").unwrap();
-    // Three unstable connections, then the topics moved.
-    assert_eq!(flap.connects, 3, "{flap:?}");
+    // Three unstable connections (failover_after), then the topics moved;
+    // not the dozens a second of before.
+    assert!((3..=5).contains(&flap.connects), "{flap:?}");
     task.abort();
 }
 
