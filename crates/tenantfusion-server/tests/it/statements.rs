@@ -236,6 +236,26 @@ async fn show_and_explain_are_described_for_the_extended_protocol() {
         .await
         .unwrap();
     assert!(!analyzed.is_empty());
+    // Planned at Parse for its columns, run once at Execute: EXPLAIN
+    // ANALYZE of a change writes its row once, not twice.
+    let before = alice
+        .query_one("SELECT count(*) FROM app.notes", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    alice
+        .query(
+            "EXPLAIN ANALYZE INSERT INTO app.notes VALUES (5, 'once')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let after = alice
+        .query_one("SELECT count(*) FROM app.notes", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(after, before + 1);
     // Described as the statement's own columns.
     let statement = alice.prepare("SHOW TABLES").await.unwrap();
     let columns: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
