@@ -41,7 +41,9 @@ pub struct StompConfig {
     pub reply_timeout: Duration,
     /// The largest frame (headers and body) taken from the broker; a
     /// larger one, or a `content-length` above it, fails the connection
-    /// instead of growing the read buffer without end.
+    /// instead of growing the read buffer without end. It also bounds the
+    /// messages held while a reply (CONNECTED, a RECEIPT) is awaited: more
+    /// than this many bytes of them fail the connection.
     pub max_frame_bytes: usize,
 }
 
@@ -133,6 +135,7 @@ impl Source for StompSource {
                 last_seen: Instant::now(),
             },
             pending: VecDeque::new(),
+            pending_bytes: 0,
             rows: JsonRows::new(&config.source.schema)?,
             receipts: 0,
             send_beat: None,
@@ -179,6 +182,12 @@ struct Frame {
 }
 
 impl Frame {
+    /// Its bytes in memory: command, headers and body.
+    fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.command.len() + headers + self.body.len()
+    }
+
     fn new(command: &str) -> Self {
         Self {
             command: command.into(),
@@ -480,8 +489,9 @@ async fn tick(interval: &mut Option<Interval>) {
 struct StompConnection {
     config: Arc<StompConfig>,
     wire: Wire,
-    /// Frames read while waiting for a reply.
+    /// Frames read while waiting for a reply, and their bytes.
     pending: VecDeque<Frame>,
+    pending_bytes: usize,
     rows: JsonRows,
     receipts: u64,
     send_beat: Option<Interval>,
@@ -533,7 +543,18 @@ impl StompConnection {
             }
             match frame.command.as_str() {
                 "ERROR" => return Err(self.error(&frame)),
-                "MESSAGE" => self.pending.push_back(frame),
+                "MESSAGE" => {
+                    // A broker flooding while it holds the reply back
+                    // must not grow this without end.
+                    self.pending_bytes += frame.size();
+                    if self.pending_bytes > self.config.max_frame_bytes {
+                        return Err(self.lost(format!(
+                            "over {} bytes of messages while waiting for a reply",
+                            self.config.max_frame_bytes
+                        )));
+                    }
+                    self.pending.push_back(frame);
+                }
                 _ => {}
             }
         }
@@ -605,10 +626,11 @@ impl Connection for StompConnection {
 
     async fn next_event(&mut self) -> Result<Upstream> {
         loop {
-            if let Some(frame) = self.pending.pop_front()
-                && let Some(event) = self.event(frame)
-            {
-                return event;
+            if let Some(frame) = self.pending.pop_front() {
+                self.pending_bytes = self.pending_bytes.saturating_sub(frame.size());
+                if let Some(event) = self.event(frame) {
+                    return event;
+                }
             }
             if !self.pending.is_empty() {
                 continue;
@@ -626,8 +648,13 @@ impl Connection for StompConnection {
                     {
                         return Err(self.lost("no heart-beat from the broker for two periods"));
                     }
-                    let beat = self.wire.stream.write_all(b"\n").await;
-                    beat.map_err(|e| self.lost(format!("heart-beat: {e}")))?;
+                    // A broker that stopped reading must not hold the task
+                    // in the write.
+                    let beat = self.wire.stream.write_all(b"\n");
+                    match tokio::time::timeout(self.config.reply_timeout, beat).await {
+                        Ok(written) => written.map_err(|e| self.lost(format!("heart-beat: {e}")))?,
+                        Err(_) => return Err(self.lost("a heart-beat not written within the reply timeout")),
+                    }
                 }
             }
         }

@@ -372,3 +372,60 @@ async fn a_slow_rest_topic_neither_holds_back_nor_discards_the_others() {
     assert_eq!(stats.lost, 0, "{stats:?}");
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stomp_broker_flooding_while_it_holds_a_receipt_back_is_dropped_at_the_bound() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers CONNECT, never sends a RECEIPT, and floods MESSAGE frames.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut read, mut write) = tcp.into_split();
+                let mut connect = Vec::new();
+                let mut byte = [0u8; 1];
+                while read.read_exact(&mut byte).await.is_ok() && byte[0] != 0 {
+                    connect.push(byte[0]);
+                }
+                let connected = b"CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0";
+                if write.write_all(connected).await.is_err() {
+                    return;
+                }
+                tokio::spawn(async move {
+                    let mut sink = [0u8; 4096];
+                    while read.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+                });
+                let row = r#"[{"topic":"T1","seq":1,"price":1.0,"volume":1,"ts":0}]"#;
+                let body = format!("{row}{}", " ".repeat(64 << 10));
+                let frame = format!(
+                    "MESSAGE\ndestination:/topic/T1\nsubscription:T1\nmessage-id:1\n\
+                     content-length:{}\n\n{body}\0",
+                    body.len()
+                );
+                while write.write_all(frame.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+    let pool = LivePool::new(PoolConfig::default()).unwrap();
+    let mut config = StompConfig::new("a-flood", address, tick_schema());
+    config.heartbeat = Duration::ZERO;
+    config.reply_timeout = Duration::from_secs(10);
+    config.max_frame_bytes = 1 << 20;
+    pool.add_source(Arc::new(StompSource::new(config).unwrap()))
+        .unwrap();
+    let _sub = subscribe(&pool, "a-flood", &["T1"]);
+    eventually("the connection is dropped at the bound", || {
+        pool.snapshot().source("a-flood").unwrap().lost >= 1
+    })
+    .await;
+    let stats = pool.snapshot().source("a-flood").cloned().unwrap();
+    assert!(
+        stats
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("while waiting for a reply")),
+        "dropped at the bound, not at a timeout: {stats:?}"
+    );
+    task.abort();
+}
