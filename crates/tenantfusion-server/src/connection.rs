@@ -820,7 +820,11 @@ impl ExtendedQueryHandler for Connection {
         let _busy = self.busy();
         let started = Instant::now();
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-        if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name)
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal)) => Some(portal),
+            _ => None,
+        };
+        if let Some(portal) = &portal
             && let Parsed::Live { sql, .. } = &portal.statement.statement
         {
             // Rows go out as events come, each flushed; pgwire's execute
@@ -835,13 +839,10 @@ impl ExtendedQueryHandler for Connection {
             let format = portal.result_column_format.clone();
             return self.subscribe(client, request, Some(format)).await;
         }
-        let kind = match client.portal_store().get_portal(name) {
-            Some(Entry::Value(portal)) => match &portal.statement.statement {
-                Parsed::Prepared { kind, .. } | Parsed::Text { kind, .. } => Some(kind.clone()),
-                Parsed::Live { .. } => None,
-            },
-            _ => None,
-        };
+        let kind = portal.and_then(|portal| match &portal.statement.statement {
+            Parsed::Prepared { kind, .. } | Parsed::Text { kind, .. } => Some(kind.clone()),
+            Parsed::Live { .. } => None,
+        });
         let executed = self._on_execute(client, message).await;
         if let Some(kind) = kind {
             self.log_if_slow(&kind, started);
