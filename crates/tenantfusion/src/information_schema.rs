@@ -33,7 +33,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use tenantfusion_core::{BaseTableProvider, SchemaCache, UserContext};
 
-use crate::system_tables::{ReservedSchema, SYSTEM_NAMESPACE, visible};
+use crate::system_tables::{ReservedSchema, SYSTEM_NAMESPACE, visible_by_namespace};
 
 /// The reserved namespace of the information schema.
 pub const INFORMATION_SCHEMA_NAMESPACE: &str = INFORMATION_SCHEMA;
@@ -188,19 +188,7 @@ impl CallerCatalog {
         cache: &SchemaCache,
         system: &Arc<ReservedSchema>,
     ) -> Self {
-        let mut tables: BTreeMap<String, Vec<Arc<dyn BaseTableProvider>>> = BTreeMap::new();
-        if user.role().is_trusted() {
-            for namespace in cache.namespaces() {
-                tables.entry(namespace.to_string()).or_default();
-            }
-        }
-        for table in cache.all_providers() {
-            if visible(user, &table) {
-                let namespace = table.core().namespace().to_string();
-                tables.entry(namespace).or_default().push(table);
-            }
-        }
-        let schemas = tables
+        let schemas = visible_by_namespace(user, cache)
             .into_iter()
             .map(|(namespace, tables)| (namespace, Arc::new(CallerSchema { tables })))
             .collect();

@@ -38,7 +38,7 @@ use tenantfusion_core::{SchemaCache, TableType, UserContext};
 
 use crate::information_schema::INFORMATION_SCHEMA_NAMESPACE;
 use crate::system_tables::{
-    ReservedSchema, RowSource, SYSTEM_NAMESPACE, SYSTEM_TABLES, system_table, visible,
+    ReservedSchema, RowSource, SYSTEM_NAMESPACE, SYSTEM_TABLES, system_table, visible_by_namespace,
 };
 
 /// The reserved namespace of the PostgreSQL catalog tables.
@@ -119,39 +119,25 @@ fn namespace_oid(namespace: &str) -> i32 {
 
 /// The engine's tables `user` may see, with their kinds, by namespace.
 fn caller_tables(user: &UserContext, cache: &SchemaCache) -> Vec<(String, String, &'static str)> {
-    let mut tables: Vec<(String, String, &'static str)> = cache
-        .all_providers()
-        .into_iter()
-        .filter(|table| visible(user, table))
-        .map(|table| {
+    let mut tables = Vec::new();
+    for (namespace, providers) in visible_by_namespace(user, cache) {
+        for table in providers {
             let core = table.core();
             let kind = match core.table_type {
                 TableType::View => "v",
                 TableType::User | TableType::Shared | TableType::Stream => "r",
             };
-            (
-                core.namespace().to_string(),
-                core.table_name().to_string(),
-                kind,
-            )
-        })
-        .collect();
+            tables.push((namespace.clone(), core.table_name().to_string(), kind));
+        }
+    }
     tables.sort();
     tables
 }
 
-/// The namespaces `user` may see: those holding a table they may see
-/// (every one for trusted roles), then the engine's reserved ones.
+/// The namespaces `user` may see (see [`visible_by_namespace`]), then the
+/// engine's reserved ones.
 fn caller_namespaces(user: &UserContext, cache: &SchemaCache) -> Vec<String> {
-    let mut names: Vec<String> = if user.role().is_trusted() {
-        cache.namespaces().iter().map(|n| n.to_string()).collect()
-    } else {
-        caller_tables(user, cache)
-            .into_iter()
-            .map(|(namespace, _, _)| namespace)
-            .collect()
-    };
-    names.dedup();
+    let mut names: Vec<String> = visible_by_namespace(user, cache).into_keys().collect();
     names.extend(
         [
             SYSTEM_NAMESPACE,

@@ -6,6 +6,7 @@
 //! Rows are computed when the plan executes, for the caller found in the task,
 //! so a plan over a system table is as user-independent as any other.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,29 @@ use crate::users::UserRegistry;
 /// others those they may read (their own rows of user tables included).
 pub(crate) fn visible(user: &UserContext, table: &Arc<dyn BaseTableProvider>) -> bool {
     user.role().is_trusted() || table.authorize(user, Access::Select).is_ok()
+}
+
+/// The engine's tables `user` may see, by namespace: the namespaces
+/// holding one (every namespace for trusted roles, empty ones included),
+/// each with those tables. What `information_schema` and `pg_catalog`
+/// list.
+pub(crate) fn visible_by_namespace(
+    user: &UserContext,
+    cache: &SchemaCache,
+) -> BTreeMap<String, Vec<Arc<dyn BaseTableProvider>>> {
+    let mut tables: BTreeMap<String, Vec<Arc<dyn BaseTableProvider>>> = BTreeMap::new();
+    if user.role().is_trusted() {
+        for namespace in cache.namespaces() {
+            tables.entry(namespace.to_string()).or_default();
+        }
+    }
+    for table in cache.all_providers() {
+        if visible(user, &table) {
+            let namespace = table.core().namespace().to_string();
+            tables.entry(namespace).or_default().push(table);
+        }
+    }
+    tables
 }
 
 /// The reserved namespace of the system tables.
