@@ -327,7 +327,6 @@ impl Connection for RestPoller {
                 .chunks(self.shared.config.topics_per_request)
                 .map(|chunk| self.shared.uri(chunk))
                 .collect::<Result<Vec<Uri>>>()?;
-            let requests = uris.len();
             let shared = Arc::clone(&self.shared);
             let mut answers = futures::stream::iter(uris)
                 .map(|uri| shared.get(uri))
@@ -337,23 +336,25 @@ impl Connection for RestPoller {
             // next round asks again. A batch without an answer is counted
             // on its own; only a round where none was answered (the
             // upstream is gone) fails the connection.
-            let mut unanswered = Vec::new();
+            let (mut answered, mut gone) = (false, None);
             while let Some(answer) = answers.next().await {
                 let event = match answer {
-                    Ok(Ok(body)) => self.rows.decode(&body),
-                    Ok(Err(why)) => Upstream::Malformed(why),
+                    Ok(answer) => {
+                        answered = true;
+                        match answer {
+                            Ok(body) => self.rows.decode(&body),
+                            Err(why) => Upstream::Malformed(why),
+                        }
+                    }
                     Err(e) => {
                         let event = Upstream::Malformed(e.to_string());
-                        unanswered.push(e);
+                        gone = Some(e);
                         event
                     }
                 };
                 self.ready.push_back(event);
             }
-            if requests > 0
-                && unanswered.len() == requests
-                && let Some(e) = unanswered.pop()
-            {
+            if !answered && let Some(e) = gone {
                 self.ready.clear();
                 return Err(e);
             }

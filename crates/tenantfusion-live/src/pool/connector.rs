@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -121,13 +121,9 @@ impl ConnectionTask {
             return Attempt::Failed;
         }
         let limit = self.pool.config.connect_timeout;
-        let connected = match tokio::time::timeout(limit, self.source.source.connect()).await {
-            Ok(connected) => connected,
-            Err(_) => Err(LiveError::UpstreamUnavailable(format!(
-                "source '{}': no connection within {limit:?}",
-                self.source.name()
-            ))),
-        };
+        let connected = self
+            .within(limit, "no connection", self.source.source.connect())
+            .await;
         match connected {
             Ok(connection) => {
                 self.source.breaker.lock().record_success(Instant::now());
@@ -143,18 +139,20 @@ impl ConnectionTask {
         }
     }
 
-    /// Awaits `request` within the pool's `request_timeout`; past it the
-    /// connection counts as lost.
-    async fn within(&self, what: &str, request: impl Future<Output = Result<()>>) -> Result<()> {
-        let limit = self.pool.config.request_timeout;
-        tokio::time::timeout(limit, request)
-            .await
-            .unwrap_or_else(|_| {
-                Err(LiveError::UpstreamUnavailable(format!(
-                    "source '{}': {what} not done within {limit:?}",
-                    self.source.name()
-                )))
-            })
+    /// Awaits `work` for at most `limit`; past it, `UPSTREAM_UNAVAILABLE`
+    /// saying `what` within `limit`.
+    async fn within<T>(
+        &self,
+        limit: Duration,
+        what: &str,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(LiveError::UpstreamUnavailable(format!(
+                "source '{}': {what} within {limit:?}",
+                self.source.name()
+            )))
+        })
     }
 
     /// Carries and reads until stopped (`Ok`) or the connection fails (`Err`).
@@ -177,13 +175,19 @@ impl ConnectionTask {
             };
             let add: Vec<Topic> = desired.difference(&carried).cloned().collect();
             let remove: Vec<Topic> = carried.difference(&desired).cloned().collect();
+            let limit = self.pool.config.request_timeout;
             if !add.is_empty() {
-                self.within("subscribe", connection.subscribe(&add)).await?;
+                self.within(limit, "subscribe not done", connection.subscribe(&add))
+                    .await?;
                 carried.extend(add);
             }
             if !remove.is_empty() {
-                self.within("unsubscribe", connection.unsubscribe(&remove))
-                    .await?;
+                self.within(
+                    limit,
+                    "unsubscribe not done",
+                    connection.unsubscribe(&remove),
+                )
+                .await?;
                 for topic in &remove {
                     carried.remove(topic);
                 }

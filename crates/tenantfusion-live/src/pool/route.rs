@@ -60,12 +60,7 @@ impl Numbering {
             self.last = Some(n);
             return Step::Fresh { skipped: 0 };
         };
-        let near = if n > last {
-            n - last <= window
-        } else {
-            last - n <= window
-        };
-        if near {
+        if n.abs_diff(last) <= window {
             self.jumped = None;
             if n > last {
                 self.last = Some(n);
