@@ -24,7 +24,6 @@ use datafusion::common::ScalarValue;
 use tenantfusion::{Durability, Engine, Role, UserContext};
 use tenantfusion_server::{DATABASE, Server, ServerConfig};
 use tokio::sync::oneshot;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::postgres;
@@ -55,6 +54,8 @@ const STATEMENTS: [(&str, &str); 5] = [
     ("SELECT 1 (a round trip's floor)", "SELECT 1"),
 ];
 
+/// The position of the point lookup in [`STATEMENTS`].
+const POINT: usize = 0;
 /// The position of the INSERT in [`STATEMENTS`].
 const INSERT: usize = 3;
 
@@ -213,25 +214,28 @@ async fn prepare(client: &Client) -> Result<Vec<Statement>, String> {
 /// Runs statement `which` of [`STATEMENTS`] on `client` with the `n`th
 /// call's values; the number of rows it returned or wrote.
 async fn run_wire(client: &Client, statements: &[Statement], which: usize, n: i64) -> usize {
-    let key = n % 100;
-    let body = format!("note {n}");
-    let params: Vec<&(dyn ToSql + Sync)> = match which {
-        0 => vec![&key],
-        INSERT => vec![&n, &body],
-        _ => vec![],
-    };
     let statement = &statements[which];
-    if which == INSERT {
-        client.execute(statement, &params).await.expect("insert") as usize
-    } else {
-        client.query(statement, &params).await.expect("query").len()
+    match which {
+        POINT => client
+            .query(statement, &[&(n % 100)])
+            .await
+            .expect("query")
+            .len(),
+        INSERT => {
+            let body = format!("note {n}");
+            client
+                .execute(statement, &[&n, &body])
+                .await
+                .expect("insert") as usize
+        }
+        _ => client.query(statement, &[]).await.expect("query").len(),
     }
 }
 
 /// The same values as [`run_wire`]'s, for the in-process statement.
 fn scalars(which: usize, n: i64) -> Vec<ScalarValue> {
     match which {
-        0 => vec![ScalarValue::Int64(Some(n % 100))],
+        POINT => vec![ScalarValue::Int64(Some(n % 100))],
         INSERT => vec![
             ScalarValue::Int64(Some(n)),
             ScalarValue::Utf8(Some(format!("note {n}"))),
