@@ -277,6 +277,9 @@ mod tests {
             live_heartbeat_secs = 3
             max_message_mib = 2
             slow_statement_ms = 0
+            startup_timeout_secs = 9
+            tls_cert = "c.pem"
+            tls_key = "k.pem"
             [limits]
             memory_mib = 100
             statement_memory_mib = 0
@@ -295,6 +298,8 @@ mod tests {
         assert_eq!(config.server.live_heartbeat, Duration::from_secs(3));
         assert_eq!(config.server.max_message_bytes, 2 << 20);
         assert_eq!(config.server.slow_statement, None);
+        assert_eq!(config.server.startup_timeout, Duration::from_secs(9));
+        assert_eq!(config.server.tls, Some(TlsFiles::new("c.pem", "k.pem")));
         assert_eq!(config.memory_limit, Some(100 << 20));
         assert_eq!(config.statement_limits.memory, None);
         assert_eq!(config.statement_limits.per_user, Some(2));
@@ -313,6 +318,16 @@ mod tests {
                 "[server]\nlive_heartbeat_secs = 0",
                 "server.live_heartbeat_secs",
             ),
+            (
+                "[server]\nstartup_timeout_secs = 0",
+                "server.startup_timeout_secs",
+            ),
+            (
+                "[server]\nstartup_timeout_secs = \"soon\"",
+                "server.startup_timeout_secs",
+            ),
+            ("[server]\ntls_cert = 1", "server.tls_cert"),
+            ("[server]\ntls_key = \"k.pem\"", "server.tls_cert"),
             ("server = 1", "server"),
             ("[server", "(file)"),
         ] {

@@ -546,6 +546,27 @@ async fn bad_requests_sources_and_settings_are_refused_with_codes() {
                 ..PoolConfig::default()
             },
         ),
+        (
+            "connect_timeout",
+            PoolConfig {
+                connect_timeout: Duration::ZERO,
+                ..PoolConfig::default()
+            },
+        ),
+        (
+            "request_timeout",
+            PoolConfig {
+                request_timeout: Duration::ZERO,
+                ..PoolConfig::default()
+            },
+        ),
+        (
+            "sequence_window",
+            PoolConfig {
+                sequence_window: 0,
+                ..PoolConfig::default()
+            },
+        ),
     ] {
         let err = LivePool::new(config).unwrap_err();
         assert_eq!(err.code(), "INVALID_CONFIG");

@@ -81,7 +81,24 @@ async fn each_caller_lists_only_what_they_may_see_whoever_planned_it_first() {
     assert_eq!(by_alice, only_alice);
     let as_alice = rows(&admin, &format!("EXECUTE AS USER 'alice' ({cte})")).await;
     assert_eq!(as_alice, only_alice);
+    // SQL PREPARE/EXECUTE of the same text in two sessions: each its own.
+    let prepare = format!("PREPARE listing AS {names}");
+    run(&alice, &prepare).await;
+    run(&bob, &prepare).await;
+    assert_eq!(rows(&alice, "EXECUTE listing").await, only_alice);
+    let by_bob = rows(&bob, "EXECUTE listing").await;
+    assert!(by_bob.contains(&"board".to_string()), "{by_bob:?}");
+    assert!(
+        !by_bob.iter().any(|n| n == "ledger" || n == "keys"),
+        "{by_bob:?}"
+    );
+    assert_eq!(rows(&alice, "EXECUTE listing").await, only_alice);
     // EXPLAIN shows the plan, not anybody's listing.
+    let plain = rows(&alice, &format!("EXPLAIN {names}")).await.join("\n");
+    assert!(
+        !plain.contains("ledger") && !plain.contains("vault"),
+        "{plain}"
+    );
     let explained = rows(&alice, &format!("EXPLAIN ANALYZE {names}"))
         .await
         .join("\n");
