@@ -121,6 +121,24 @@ impl ScramVerifier {
         sha256(&client_key).ct_eq(&self.stored_key).into()
     }
 
+    /// Whether `password` is the one this verifier keeps: its keys derived
+    /// again with this salt and iteration count (the work of a SCRAM login,
+    /// for clients that send the password itself, such as HTTP Basic over
+    /// TLS or loopback). Compared in constant time.
+    ///
+    /// ```
+    /// use tenantfusion_core::ScramVerifier;
+    /// let verifier = ScramVerifier::new("pencil").unwrap();
+    /// assert!(verifier.verify_password("pencil"));
+    /// assert!(!verifier.verify_password("Pencil"));
+    /// ```
+    pub fn verify_password(&self, password: &str) -> bool {
+        match Self::with_salt(password, &self.salt, self.iterations.get()) {
+            Ok(again) => again.stored_key.ct_eq(&self.stored_key).into(),
+            Err(_) => false,
+        }
+    }
+
     /// `ServerSignature`, the server's answer for the exchange whose
     /// messages make `auth_message`.
     pub fn server_signature(&self, auth_message: &[u8]) -> [u8; 32] {

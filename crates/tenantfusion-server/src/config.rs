@@ -13,6 +13,17 @@
 //! tls_cert = "server.crt"           # TLS for clients that ask (both or neither)
 //! tls_key = "server.key"
 //!
+//! [http]                            # HTTP and WebSocket; only with this section
+//! listen = "127.0.0.1:8080"
+//! max_connections = 256
+//! max_body_kib = 1024               # the largest request body
+//! max_result_mib = 64               # the largest answer of POST /v1/sql
+//! idle_timeout_secs = 60            # a connection that sends no request
+//! token_ttl_secs = 3600             # how long a bearer token lasts
+//! token_key = "64 hex digits"       # signs tokens; default: new at each start
+//! max_ws_message_kib = 256          # the largest WebSocket message a client sends
+//! subscriptions_per_socket = 1000
+//!
 //! [limits]
 //! memory_mib = 2048                 # the one memory pool of every query
 //! statement_memory_mib = 512        # one statement's share of it
@@ -74,6 +85,81 @@ pub struct ServerConfig {
     /// for TLS are told no, and connect in the clear or not at all, as
     /// their `sslmode` says.
     pub tls: Option<TlsFiles>,
+    /// Where and how to serve HTTP, WebSocket and metrics (see
+    /// [`HttpConfig`]); `None`: no HTTP listener.
+    pub http: Option<HttpConfig>,
+}
+
+/// The HTTP listener's settings: `POST /v1/sql`, `POST /v1/login`,
+/// `GET /v1/live` (WebSocket), `GET /metrics` and the console at `/`.
+///
+/// ```
+/// use tenantfusion_server::HttpConfig;
+///
+/// let config = HttpConfig::default();
+/// assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+/// assert_eq!(config.max_body_bytes, 1 << 20);
+/// ```
+#[derive(Clone)]
+pub struct HttpConfig {
+    /// Where to listen; loopback by default (`127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// HTTP connections (WebSockets included) served at once; one more is
+    /// answered `503` and closed.
+    pub max_connections: usize,
+    /// The largest request body; a larger one is refused with `413`
+    /// before it is read.
+    pub max_body_bytes: usize,
+    /// The largest answer of `POST /v1/sql` (JSON or Arrow); a query whose
+    /// rows would need more fails with `RESOURCES_EXHAUSTED` instead of
+    /// filling the server's memory (`LIMIT`, or pgwire, which streams).
+    pub max_result_bytes: usize,
+    /// A connection that starts no request for this long is closed (also
+    /// the time a client has to send a request's headers).
+    pub idle_timeout: Duration,
+    /// How long a token from `POST /v1/login` is good for.
+    pub token_ttl: Duration,
+    /// The key that signs tokens; `None`: a random one made at each start
+    /// (tokens then die with the process).
+    pub token_key: Option<Vec<u8>>,
+    /// The largest WebSocket message (and frame) a client may send; a
+    /// larger one closes the socket (`1009`).
+    pub max_ws_message_bytes: usize,
+    /// Live queries one WebSocket may run at once.
+    pub subscriptions_per_socket: usize,
+}
+
+/// Never the token key.
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("max_connections", &self.max_connections)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_result_bytes", &self.max_result_bytes)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("token_ttl", &self.token_ttl)
+            .field("token_key", &self.token_key.as_ref().map(|_| ".."))
+            .field("max_ws_message_bytes", &self.max_ws_message_bytes)
+            .field("subscriptions_per_socket", &self.subscriptions_per_socket)
+            .finish()
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            max_connections: 256,
+            max_body_bytes: 1 << 20,
+            max_result_bytes: 64 << 20,
+            idle_timeout: Duration::from_secs(60),
+            token_ttl: Duration::from_secs(3600),
+            token_key: None,
+            max_ws_message_bytes: 256 << 10,
+            subscriptions_per_socket: 1000,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -88,6 +174,7 @@ impl Default for ServerConfig {
             slow_statement: Some(Duration::from_secs(1)),
             startup_timeout: Duration::from_secs(60),
             tls: None,
+            http: None,
         }
     }
 }
@@ -141,6 +228,10 @@ impl FileConfig {
             let table = value
                 .as_table()
                 .ok_or_else(|| invalid(section, "must be a table"))?;
+            if section == "http" {
+                config.server.http = Some(http_section(table)?);
+                continue;
+            }
             for (key, value) in table {
                 let name = format!("{section}.{key}");
                 match (section.as_str(), key.as_str()) {
@@ -226,6 +317,72 @@ impl FileConfig {
     }
 }
 
+/// The `[http]` section over [`HttpConfig`]'s defaults.
+fn http_section(table: &Table) -> Result<HttpConfig, TenantError> {
+    let mut http = HttpConfig::default();
+    for (key, value) in table {
+        let name = format!("http.{key}");
+        let at_least_one = |n: usize| {
+            (n > 0)
+                .then_some(n)
+                .ok_or_else(|| invalid(&name, "must be at least 1"))
+        };
+        match key.as_str() {
+            "listen" => {
+                http.listen = string(&name, value)?
+                    .parse()
+                    .map_err(|e| invalid(&name, &format!("not an address: {e}")))?;
+            }
+            "max_connections" => http.max_connections = at_least_one(count(&name, value)?)?,
+            "max_body_kib" => {
+                http.max_body_bytes = kibibytes(&name, at_least_one(count(&name, value)?)?)?
+            }
+            "max_result_mib" => {
+                http.max_result_bytes =
+                    mebibytes(&name, value)?.ok_or_else(|| invalid(&name, "must be at least 1"))?;
+            }
+            "idle_timeout_secs" => {
+                http.idle_timeout =
+                    seconds(&name, value)?.ok_or_else(|| invalid(&name, "must be at least 1"))?;
+            }
+            "token_ttl_secs" => {
+                http.token_ttl =
+                    seconds(&name, value)?.ok_or_else(|| invalid(&name, "must be at least 1"))?;
+            }
+            "token_key" => http.token_key = Some(hex_key(&name, string(&name, value)?)?),
+            "max_ws_message_kib" => {
+                http.max_ws_message_bytes = kibibytes(&name, at_least_one(count(&name, value)?)?)?;
+            }
+            "subscriptions_per_socket" => {
+                http.subscriptions_per_socket = at_least_one(count(&name, value)?)?;
+            }
+            _ => return Err(invalid(&name, "unknown setting")),
+        }
+    }
+    Ok(http)
+}
+
+/// A signing key written as hex: at least 32 bytes, as HMAC-SHA-256 wants.
+fn hex_key(key: &str, text: &str) -> Result<Vec<u8>, TenantError> {
+    let text = text.trim();
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(key, "must be hex digits"));
+    }
+    let bytes: Vec<u8> = (0..text.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect();
+    if bytes.len() < 32 {
+        return Err(invalid(key, "must be at least 32 bytes (64 hex digits)"));
+    }
+    Ok(bytes)
+}
+
+fn kibibytes(key: &str, n: usize) -> Result<usize, TenantError> {
+    n.checked_mul(1 << 10)
+        .ok_or_else(|| invalid(key, "too large"))
+}
+
 fn invalid(key: &str, message: &str) -> TenantError {
     TenantError::InvalidConfig {
         key: key.to_string(),
@@ -285,9 +442,34 @@ mod tests {
             statement_memory_mib = 0
             statements_per_user = 2
             statement_timeout_secs = 0
+            [http]
+            listen = "127.0.0.1:8181"
+            max_connections = 3
+            max_body_kib = 4
+            max_result_mib = 5
+            idle_timeout_secs = 6
+            token_ttl_secs = 7
+            token_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+            max_ws_message_kib = 8
+            subscriptions_per_socket = 9
             "#,
         )
         .unwrap();
+        let http = config.server.http.clone().unwrap();
+        assert_eq!(http.listen.port(), 8181);
+        assert_eq!(http.max_connections, 3);
+        assert_eq!(http.max_body_bytes, 4 << 10);
+        assert_eq!(http.max_result_bytes, 5 << 20);
+        assert_eq!(http.idle_timeout, Duration::from_secs(6));
+        assert_eq!(http.token_ttl, Duration::from_secs(7));
+        assert_eq!(http.token_key, Some((0..32).collect::<Vec<u8>>()));
+        assert_eq!(http.max_ws_message_bytes, 8 << 10);
+        assert_eq!(http.subscriptions_per_socket, 9);
+        assert!(
+            !format!("{http:?}").contains("0a0b"),
+            "the key is not shown"
+        );
+        assert!(FileConfig::from_toml("").unwrap().server.http.is_none());
         assert_eq!(config.server.listen.port(), 6543);
         assert_eq!(config.server.max_connections, 7);
         assert_eq!(config.server.shutdown_grace, Duration::from_secs(2));
@@ -329,6 +511,18 @@ mod tests {
             ("[server]\ntls_cert = 1", "server.tls_cert"),
             ("[server]\ntls_key = \"k.pem\"", "server.tls_cert"),
             ("server = 1", "server"),
+            ("[http]\nlisten = \"x\"", "http.listen"),
+            ("[http]\nmax_body_kib = 0", "http.max_body_kib"),
+            ("[http]\nmax_connections = -3", "http.max_connections"),
+            ("[http]\ntoken_key = \"abc\"", "http.token_key"),
+            ("[http]\ntoken_key = \"00ff\"", "http.token_key"),
+            ("[http]\ntoken_key = \"zz\"", "http.token_key"),
+            (
+                "[http]\nsubscriptions_per_socket = 0",
+                "http.subscriptions_per_socket",
+            ),
+            ("[http]\nport = 1", "http.port"),
+            ("http = 1", "http"),
             ("[server", "(file)"),
         ] {
             match FileConfig::from_toml(text) {

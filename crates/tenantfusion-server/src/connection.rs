@@ -83,29 +83,29 @@ struct Activity {
     running: AtomicUsize,
 }
 
-/// Counts a statement as running, on the server and on its connection, for
-/// as long as it lives.
-struct Busy<'a> {
+/// Counts a statement as running, on the server and on its connection (if
+/// it has one of these: an HTTP request has not), for as long as it lives.
+pub(crate) struct Busy<'a> {
     server: &'a AtomicUsize,
-    connection: &'a Activity,
+    connection: Option<&'a Activity>,
 }
 
 impl<'a> Busy<'a> {
-    fn new(server: &'a AtomicUsize, connection: &'a Activity) -> Self {
+    fn new(server: &'a AtomicUsize, connection: Option<&'a Activity>) -> Self {
         server.fetch_add(1, Ordering::SeqCst);
-        connection.running.fetch_add(1, Ordering::SeqCst);
+        if let Some(connection) = connection {
+            connection.running.fetch_add(1, Ordering::SeqCst);
+        }
         Self { server, connection }
     }
 }
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        *self
-            .connection
-            .last
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        self.connection.running.fetch_sub(1, Ordering::SeqCst);
+        if let Some(connection) = self.connection {
+            *connection.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            connection.running.fetch_sub(1, Ordering::SeqCst);
+        }
         self.server.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -121,6 +121,17 @@ impl Shared {
             running: Mutex::new(HashMap::new()),
             busy: AtomicUsize::new(0),
         })
+    }
+
+    /// Counts a statement that runs outside a pgwire connection (an HTTP
+    /// request's) as running, for a shutdown to wait for.
+    pub(crate) fn busy(&self) -> Busy<'_> {
+        Busy::new(&self.busy, None)
+    }
+
+    /// What an unknown user's password is checked against (see `scram`).
+    pub(crate) fn decoy(&self) -> &ScramVerifier {
+        &self.decoy
     }
 
     /// Whether any statement is running.
@@ -254,7 +265,7 @@ impl Connection {
     }
 
     fn busy(&self) -> Busy<'_> {
-        Busy::new(&self.shared.busy, &self.activity)
+        Busy::new(&self.shared.busy, Some(&self.activity))
     }
 
     /// Completes once the connection has run nothing for `limit` (the

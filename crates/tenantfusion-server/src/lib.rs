@@ -46,6 +46,7 @@ mod bootstrap;
 mod config;
 mod connection;
 mod framing;
+mod http;
 mod live;
 mod results;
 mod scram;
@@ -57,7 +58,7 @@ mod statements;
 mod tls;
 
 pub use bootstrap::{ADMIN, bootstrap_admin};
-pub use config::{FileConfig, ServerConfig};
+pub use config::{FileConfig, HttpConfig, ServerConfig};
 pub use connection::DATABASE;
 pub use live::HEARTBEAT;
 pub use server::{Server, ServerError};

@@ -4,6 +4,7 @@
 //! tenantfusion serve [--data-dir DIR | --memory] [--config tenantfusion.toml]
 //!                    [--listen 127.0.0.1:5433] [--max-connections 100]
 //!                    [--tls-cert server.crt --tls-key server.key]
+//!                    [--http 127.0.0.1:8080]
 //! tenantfusion shell --data-dir DIR --user NAME
 //! tenantfusion shell --connect postgres://user@127.0.0.1:5433/tenantfusion
 //! ```
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tenantfusion::{Engine, EngineConfig, Storage, UserContext};
 use tenantfusion_server::shell::{Shell, Step, Target};
-use tenantfusion_server::{ADMIN, FileConfig, Server, TlsFiles, bootstrap_admin};
+use tenantfusion_server::{ADMIN, FileConfig, HttpConfig, Server, TlsFiles, bootstrap_admin};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -33,7 +34,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the PostgreSQL wire protocol.
+    /// Serve the PostgreSQL wire protocol (and HTTP, with --http).
     Serve(Serve),
     /// An interactive SQL shell, on a data directory or on a server.
     Shell(ShellArgs),
@@ -77,6 +78,10 @@ struct Serve {
     /// The certificate's private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Also serve HTTP (SQL, WebSocket live queries, metrics, the console)
+    /// on this address [default: the config's [http] listen, if any].
+    #[arg(long)]
+    http: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -124,6 +129,13 @@ async fn run(serve: Serve) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let (Some(cert), Some(key)) = (serve.tls_cert, serve.tls_key) {
         settings.server.tls = Some(TlsFiles::new(cert, key));
+    }
+    if let Some(listen) = serve.http {
+        settings
+            .server
+            .http
+            .get_or_insert_with(HttpConfig::default)
+            .listen = listen;
     }
     let mut config = settings.apply(EngineConfig::default());
     if let Some(dir) = &serve.data_dir {

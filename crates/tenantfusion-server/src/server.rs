@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 use crate::config::ServerConfig;
 use crate::connection::{Connection, Parsed, Shared};
 use crate::framing::Bounded;
+use crate::http::Http;
 use crate::sqlstate::wire_error;
 use crate::tls::{TlsError, TlsFiles};
 
@@ -70,6 +71,8 @@ pub enum ServerError {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
+    /// The HTTP listener and what its connections share, if configured.
+    http: Option<(TcpListener, Arc<Http>)>,
     /// The handshake of connections that ask for TLS, if the server has a
     /// certificate.
     tls: Option<TlsAcceptor>,
@@ -80,27 +83,40 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("addr", &self.local_addr())
             .field("tls", &self.tls.is_some())
+            .field("http", &self.http_addr())
             .finish_non_exhaustive()
     }
 }
 
 impl Server {
-    /// Listens on `config.listen`; nothing is accepted until [`run`](Self::run).
-    /// The TLS files, if any, are read here: a bad one is an error now.
+    /// Listens on `config.listen` (and on `config.http`'s address, if
+    /// set); nothing is accepted until [`run`](Self::run). The TLS files,
+    /// if any, are read here: a bad one is an error now.
     pub async fn bind(engine: Engine, config: ServerConfig) -> Result<Self, ServerError> {
         let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = listen(config.listen).await?;
+        let http_config = config.http.clone();
+        let shared = Arc::new(Shared::new(engine, config)?);
+        let http = match http_config {
+            Some(http) => Some((
+                listen(http.listen).await?,
+                Arc::new(Http::new(Arc::clone(&shared), http)?),
+            )),
+            None => None,
+        };
         Ok(Self {
             listener,
-            shared: Arc::new(Shared::new(engine, config)?),
+            shared,
+            http,
             tls,
         })
+    }
+
+    /// The address the HTTP listener listens on, if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// The address the server listens on (with the port the system chose
@@ -118,13 +134,41 @@ impl Server {
     /// answering), so nothing is flushed here.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let slots = Arc::new(Semaphore::new(self.shared.config.max_connections));
+        let http_slots = Arc::new(Semaphore::new(
+            self.http
+                .as_ref()
+                .map_or(0, |(_, http)| http.config.max_connections),
+        ));
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         info!(addr = %self.local_addr(), "accepting connections");
+        if let Some(addr) = self.http_addr() {
+            info!(%addr, "accepting HTTP connections");
+        }
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some((accepted, http)) = accept_http(self.http.as_ref()) => {
+                    let (socket, addr) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(err) => {
+                            warn!("HTTP accept failed: {err}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(slot) = Arc::clone(&http_slots).try_acquire_owned() else {
+                        warn!(%addr, max = http.config.max_connections, "HTTP connection refused: too many connections");
+                        connections.spawn(crate::http::refuse(socket));
+                        continue;
+                    };
+                    let _ = socket.set_nodelay(true);
+                    connections.spawn(async move {
+                        crate::http::serve(socket, addr, http).await;
+                        drop(slot);
+                    });
+                }
                 accepted = self.listener.accept() => {
                     let (socket, addr) = match accepted {
                         Ok(accepted) => accepted,
@@ -180,6 +224,7 @@ impl Server {
             "shutting down: no new connections"
         );
         drop(self.listener);
+        drop(self.http);
         // Idle connections are closed at once; running statements get the
         // grace period.
         let deadline = tokio::time::Instant::now() + self.shared.config.shutdown_grace;
@@ -194,6 +239,23 @@ impl Server {
         while connections.join_next().await.is_some() {}
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Binds a listener on `addr`.
+async fn listen(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// The next HTTP connection, with what it needs; never, without HTTP.
+async fn accept_http(
+    http: Option<&(TcpListener, Arc<Http>)>,
+) -> Option<(std::io::Result<(TcpStream, SocketAddr)>, Arc<Http>)> {
+    match http {
+        Some((listener, http)) => Some((listener.accept().await, Arc::clone(http))),
+        None => std::future::pending().await,
     }
 }
 

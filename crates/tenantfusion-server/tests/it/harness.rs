@@ -8,7 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tenantfusion::{Engine, EngineConfig, Role, UserContext};
-use tenantfusion_server::{Server, ServerConfig, bootstrap_admin};
+use tenantfusion_server::{HttpConfig, Server, ServerConfig, bootstrap_admin};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
@@ -23,8 +23,21 @@ pub fn local() -> ServerConfig {
     }
 }
 
+/// [`local`] with HTTP on a port the system picks too.
+pub fn with_http() -> ServerConfig {
+    ServerConfig {
+        http: Some(HttpConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..HttpConfig::default()
+        }),
+        ..local()
+    }
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The HTTP listener's address, when the config asked for one.
+    pub http: Option<SocketAddr>,
     pub engine: Engine,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -55,6 +68,7 @@ impl TestServer {
         }
         let server = Server::bind(engine.clone(), config).await.unwrap();
         let addr = server.local_addr();
+        let http = server.http_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -66,6 +80,7 @@ impl TestServer {
         });
         Self {
             addr,
+            http,
             engine,
             stop: Some(stop),
             task: Some(task),

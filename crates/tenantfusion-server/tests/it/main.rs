@@ -1,8 +1,9 @@
 //! The server through real clients: tokio-postgres (simple and extended
-//! protocols) and psql.
+//! protocols), psql, psycopg, hyper's HTTP client and a WebSocket client.
 
 mod harness;
 mod hostile;
+mod http;
 mod limits;
 mod live;
 mod logins;
@@ -14,3 +15,5 @@ mod shutdown;
 mod statements;
 mod tls;
 mod types;
+mod web;
+mod websocket;
