@@ -109,6 +109,13 @@ pub struct SourceStats {
     pub malformed: u64,
     /// Rows its connections sent for topics they do not carry (dropped).
     pub foreign_rows: u64,
+    /// Batches its connections read.
+    pub messages: u64,
+    /// Rows in them.
+    pub rows: u64,
+    /// Messages known to be missed on its topics (sources with a sequence
+    /// column only).
+    pub gaps: u64,
     /// Why the last connect failed or the last connection was lost.
     pub last_error: Option<String>,
     /// Health checks run, and how many failed.

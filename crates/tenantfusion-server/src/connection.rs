@@ -47,6 +47,7 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
+use crate::figures::{self, Protocol};
 use crate::live;
 use crate::results::{check_format, fields, respond};
 use crate::scram::{self, Credential, ScramError, ServerFirst};
@@ -396,10 +397,18 @@ impl Connection {
         response
     }
 
-    /// Logs a statement that took longer than the configured threshold: its
-    /// kind, user and time, never its text (which can hold a password).
-    fn log_if_slow(&self, kind: &Kind, started: Instant) {
+    /// Records a statement that ended (see `figures`), and logs it when it
+    /// took longer than the configured threshold: its kind, user and time,
+    /// never its text (which can hold a password).
+    fn finished(&self, kind: &Kind, started: Instant, ended: &PgWireResult<()>) {
         let took = started.elapsed();
+        let outcome = match ended {
+            Ok(()) => "ok",
+            // The engine's messages start with its code (see `sqlstate`).
+            Err(PgWireError::UserError(info)) => info.message.split(':').next().unwrap_or(""),
+            Err(_) => "other",
+        };
+        figures::statement(Protocol::Pgwire, kind, outcome, took);
         if let (Some(limit), Ok(session)) =
             (self.shared.config.slow_statement, self.parser.session())
             && took >= limit
@@ -660,7 +669,7 @@ impl SimpleQueryHandler for Connection {
                     Err(err) => Err(err),
                 }
             };
-            self.log_if_slow(&kind, started);
+            self.finished(&kind, started, &sent);
             if let Err(err) = sent {
                 let info = ErrorInfo::from(err);
                 if info.is_fatal() {
@@ -856,7 +865,7 @@ impl ExtendedQueryHandler for Connection {
         });
         let executed = self._on_execute(client, message).await;
         if let Some(kind) = kind {
-            self.log_if_slow(&kind, started);
+            self.finished(&kind, started, &executed);
         }
         executed
     }

@@ -45,6 +45,7 @@
 mod bootstrap;
 mod config;
 mod connection;
+mod figures;
 mod framing;
 mod http;
 mod live;
@@ -60,6 +61,7 @@ mod tls;
 pub use bootstrap::{ADMIN, bootstrap_admin};
 pub use config::{FileConfig, HttpConfig, ServerConfig};
 pub use connection::DATABASE;
+pub use figures::describe as describe_metrics;
 pub use live::HEARTBEAT;
 pub use server::{Server, ServerError};
 pub use sqlstate::sqlstate;

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tenantfusion::{Engine, EngineConfig, Storage, UserContext};
 use tenantfusion_server::shell::{Shell, Step, Target};
 use tenantfusion_server::{ADMIN, FileConfig, HttpConfig, Server, TlsFiles, bootstrap_admin};
@@ -28,8 +29,19 @@ use tracing_subscriber::EnvFilter;
     about = "A multi-tenant SQL server on Apache DataFusion"
 )]
 struct Cli {
+    /// How log lines are written (to stderr; RUST_LOG picks what is logged).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, for log stores.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,14 +97,16 @@ struct Serve {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -137,6 +151,9 @@ async fn run(serve: Serve) -> Result<(), Box<dyn std::error::Error>> {
             .get_or_insert_with(HttpConfig::default)
             .listen = listen;
     }
+    // Before the engine opens: its figures register with the recorder
+    // installed when they are first recorded.
+    let metrics = install_metrics()?;
     let mut config = settings.apply(EngineConfig::default());
     if let Some(dir) = &serve.data_dir {
         config = config.with_storage(Storage::from_url(&dir.to_string_lossy())?);
@@ -153,9 +170,26 @@ async fn run(serve: Serve) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    let server = Server::bind(engine, settings.server).await?;
+    let server = Server::bind(engine, settings.server)
+        .await?
+        .with_metrics(metrics);
     server.run(shutdown_signal()).await?;
     Ok(())
+}
+
+/// Installs the Prometheus recorder for the whole process (the `metrics`
+/// facade's one recorder) and describes every figure.
+fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 5.0, 10.0,
+        ])?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)?;
+    tenantfusion_server::describe_metrics();
+    Ok(handle)
 }
 
 /// The shell's loop: lines from a terminal (edited, with history) or a pipe.

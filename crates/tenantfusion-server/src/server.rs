@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
+use metrics_exporter_prometheus::PrometheusHandle;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, DEFAULT_NAME, DefaultClient, ErrorHandler, NoopHandler,
@@ -31,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::connection::{Connection, Parsed, Shared};
+use crate::figures::{Connected, Protocol};
 use crate::framing::Bounded;
 use crate::http::Http;
 use crate::sqlstate::wire_error;
@@ -110,6 +112,17 @@ impl Server {
             http,
             tls,
         })
+    }
+
+    /// Serves `GET /metrics` (on the HTTP listener) from `metrics`: the
+    /// handle of the Prometheus recorder the host installed, before it
+    /// opened the engine (see [`tenantfusion::figures`]). Without it,
+    /// `/metrics` answers `404`.
+    pub fn with_metrics(self, metrics: PrometheusHandle) -> Self {
+        if let Some((_, http)) = &self.http {
+            let _ = http.metrics.set(metrics);
+        }
+        self
     }
 
     /// The address the HTTP listener listens on, if there is one.
@@ -192,6 +205,7 @@ impl Server {
                     let tls = self.tls.clone();
                     let startup = self.shared.config.startup_timeout;
                     connections.spawn(async move {
+                        let _connected = Connected::new(Protocol::Pgwire);
                         debug!(%addr, "connected");
                         let serve = serve(
                             socket,

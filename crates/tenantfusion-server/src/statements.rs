@@ -62,6 +62,30 @@ impl Kind {
         }
     }
 
+    /// A word for the kind, from a fixed set (for metrics labels): `select`,
+    /// `show`, `explain`, `insert`, `update`, `delete`, `transaction`,
+    /// `ddl` (CREATE, DROP, ALTER) or `other`.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Kind::Rows("SHOW") => "show",
+            Kind::Rows("EXPLAIN") => "explain",
+            Kind::Rows(_) => "select",
+            Kind::Change("INSERT") => "insert",
+            Kind::Change("UPDATE") => "update",
+            Kind::Change("DELETE") => "delete",
+            Kind::Change(_) => "other",
+            Kind::Begin | Kind::Commit | Kind::Rollback => "transaction",
+            Kind::Other(tag)
+                if ["CREATE", "DROP", "ALTER"]
+                    .iter()
+                    .any(|word| tag.split(' ').next() == Some(*word)) =>
+            {
+                "ddl"
+            }
+            Kind::Other(_) => "other",
+        }
+    }
+
     /// Whether the statement is one the engine can prepare (plan once, run
     /// with parameters): queries and changes.
     pub(crate) fn is_preparable(&self) -> bool {

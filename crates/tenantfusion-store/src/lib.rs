@@ -19,6 +19,7 @@
 mod catalog_log;
 mod codec;
 mod committers;
+pub mod figures;
 mod files;
 mod flush_policy;
 mod ipc;

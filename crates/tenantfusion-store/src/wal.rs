@@ -14,6 +14,7 @@ use tenantfusion_core::{Result, TenantError};
 use tokio::sync::oneshot;
 
 use crate::committers::{Committers, Ready};
+use crate::figures;
 use crate::record::{MAX_PAYLOAD, encode};
 use crate::segment::{MAGIC, Segment, io_error, scan, sync_dir};
 
@@ -427,6 +428,7 @@ impl Log {
             return Err(self.fail(io_error(&self.active_path(), "cannot write to", err)));
         }
         let end = writer.len + writer.buf.len() as u64;
+        let started = std::time::Instant::now();
         let written = self
             .preallocate(writer, end)
             .and_then(|()| writer.file.write_all_at(&writer.buf, writer.len))
@@ -445,6 +447,7 @@ impl Log {
             writer.allocated = writer.len;
             return Err(self.fail(io_error(&path, "cannot write to", err)));
         }
+        figures::wal_committed(group.len(), writer.buf.len(), started.elapsed());
         let counters = &self.counters;
         counters
             .appends
@@ -508,6 +511,8 @@ impl Log {
     }
 
     fn fail(&self, err: TenantError) -> TenantError {
+        figures::wal_failed();
+        tracing::error!(dir = %self.dir.display(), "write-ahead log failed, the table takes no more writes: {err}");
         *self.failure.lock() = Some(err.clone());
         err
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::assignment::ConnectionId;
+use crate::breaker::BreakerState;
 use crate::error::{LiveError, Result};
 use crate::metrics::Traffic;
 use crate::source::{Connection, Topic, Upstream};
@@ -61,9 +62,14 @@ impl ConnectionTask {
             && !self.stopped()
         {
             *self.source.last_error.lock() = Some(e.to_string());
+            tracing::warn!(
+                source = self.source.name(),
+                connection = self.id.0,
+                "connection lost, rebuilding it: {e}"
+            );
             if connected_at.elapsed() < self.pool.config.min_stable {
                 // Lost before it proved stable: a failed connect.
-                self.source.breaker.lock().record_failure(Instant::now());
+                self.record_failure();
                 self.source.connect_failures.add(1);
                 let unstable = self.source.unstable.fetch_add(1, Ordering::SeqCst) + 1;
                 if unstable >= self.pool.config.failover_after
@@ -126,16 +132,52 @@ impl ConnectionTask {
             .await;
         match connected {
             Ok(connection) => {
-                self.source.breaker.lock().record_success(Instant::now());
+                let now = Instant::now();
+                let mut breaker = self.source.breaker.lock();
+                let before = breaker.state(now);
+                breaker.record_success(now);
+                if before != BreakerState::Closed {
+                    tracing::info!(
+                        source = self.source.name(),
+                        "circuit breaker closed: the source answers again"
+                    );
+                }
+                drop(breaker);
                 self.source.connects.add(1);
+                tracing::debug!(
+                    source = self.source.name(),
+                    connection = self.id.0,
+                    attempt = failures + 1,
+                    "connected"
+                );
                 Attempt::Connected(connection)
             }
             Err(e) => {
-                self.source.breaker.lock().record_failure(Instant::now());
+                self.record_failure();
                 self.source.connect_failures.add(1);
+                tracing::warn!(
+                    source = self.source.name(),
+                    connection = self.id.0,
+                    attempt = failures + 1,
+                    "connect failed: {e}"
+                );
                 *self.source.last_error.lock() = Some(e.to_string());
                 Attempt::Failed
             }
+        }
+    }
+
+    /// Tells the source's breaker of a failure, and the log when that opens it.
+    fn record_failure(&self) {
+        let now = Instant::now();
+        let mut breaker = self.source.breaker.lock();
+        let before = breaker.state(now);
+        breaker.record_failure(now);
+        if before != BreakerState::Open && breaker.state(now) == BreakerState::Open {
+            tracing::warn!(
+                source = self.source.name(),
+                "circuit breaker opened: connects to the source are held back"
+            );
         }
     }
 

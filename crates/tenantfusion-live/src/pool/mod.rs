@@ -182,6 +182,9 @@ impl LivePool {
                 lost: Counter::default(),
                 malformed: Counter::default(),
                 foreign_rows: Counter::default(),
+                messages: Counter::default(),
+                rows: Counter::default(),
+                gaps: Counter::default(),
                 unstable: AtomicU32::new(0),
                 last_error: Mutex::default(),
                 health: Mutex::default(),
@@ -227,6 +230,13 @@ impl LivePool {
     /// Counters and state of every source, connection, topic and subscriber.
     pub fn snapshot(&self) -> PoolSnapshot {
         self.inner.snapshot()
+    }
+
+    /// Counters and state of every source: [`snapshot`](Self::snapshot)'s
+    /// `sources`, without walking every topic and subscriber (what a
+    /// metrics scrape reads).
+    pub fn sources(&self) -> Vec<crate::SourceStats> {
+        self.inner.source_stats()
     }
 
     /// Stops every connection and ends every subscription (`recv` returns

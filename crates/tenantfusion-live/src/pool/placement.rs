@@ -254,6 +254,12 @@ impl PoolInner {
         let Some(other) = self.other_source(&mut state, source, &topics) else {
             return false;
         };
+        tracing::warn!(
+            from = name,
+            to = other.as_str(),
+            topics = topics.len(),
+            "failing over: the source keeps failing, its topics move"
+        );
         if let Some(a) = state.assignments.get_mut(name) {
             a.take_connection(id);
         }

@@ -136,6 +136,7 @@ impl Route {
         let mut keep = Vec::with_capacity(numbers.len());
         let mut malformed = 0;
         let mut duplicates = 0;
+        let mut gaps = 0;
         for n in numbers {
             let Some(n) = n else {
                 malformed += 1;
@@ -145,6 +146,7 @@ impl Route {
             match numbering.take(n, window) {
                 Step::Fresh { skipped } => {
                     self.gaps.add(skipped);
+                    gaps += skipped;
                     keep.push(true);
                 }
                 Step::Duplicate => {
@@ -168,12 +170,17 @@ impl Route {
             filter_record_batch(&part, &BooleanArray::from(keep)).map(Some)
         };
         match rows {
-            Ok(rows) => Sequenced { rows, malformed },
+            Ok(rows) => Sequenced {
+                rows,
+                malformed,
+                gaps,
+            },
             // Filtering a batch by a mask of its own length does not fail;
             // if it ever did, the rows are dropped and counted, not hidden.
             Err(_) => Sequenced {
                 rows: None,
                 malformed: all,
+                gaps,
             },
         }
     }
@@ -186,6 +193,8 @@ pub(super) struct Sequenced {
     pub(super) rows: Option<RecordBatch>,
     /// Rows dropped for having no usable sequence number.
     pub(super) malformed: u64,
+    /// Sequence numbers skipped (never seen).
+    pub(super) gaps: u64,
 }
 
 impl Sequenced {
@@ -193,6 +202,7 @@ impl Sequenced {
         Self {
             rows: Some(part),
             malformed: 0,
+            gaps: 0,
         }
     }
 }
@@ -210,6 +220,8 @@ impl PoolInner {
     ) {
         traffic.messages.add(1);
         traffic.rows.add(batch.num_rows() as u64);
+        source.messages.add(1);
+        source.rows.add(batch.num_rows() as u64);
         traffic.bytes.add(batch.get_array_memory_size() as u64);
         let parts = match split_by_topic(batch) {
             Ok(parts) => parts,
@@ -233,6 +245,7 @@ impl PoolInner {
             };
             let window = self.config.sequence_window;
             let sequenced = route.sequence(part, source.sequence_column, window);
+            source.gaps.add(sequenced.gaps);
             if sequenced.malformed > 0 {
                 traffic.malformed.add(1);
                 source.malformed.add(1);

@@ -29,6 +29,11 @@ pub(super) struct SourceEntry {
     pub(super) malformed: Counter,
     /// Rows its connections sent for topics they do not carry.
     pub(super) foreign_rows: Counter,
+    /// Batches its connections read, and their rows.
+    pub(super) messages: Counter,
+    pub(super) rows: Counter,
+    /// Sequence numbers its topics never saw.
+    pub(super) gaps: Counter,
     /// Connections lost in a row before they were up for the pool's
     /// `min_stable`: they count as failed connects (backoff, failover).
     pub(super) unstable: AtomicU32,

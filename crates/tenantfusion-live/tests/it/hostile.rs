@@ -7,7 +7,7 @@ use std::time::Duration;
 use tenantfusion_live::*;
 use tenantfusion_test_support::upstream::{Command, WsUpstream};
 
-use crate::support::{Received, eventually, flowing_again, receive_until};
+use crate::support::{self, Received, eventually, flowing_again, receive_until};
 
 fn source(name: &str, upstream: &WsUpstream) -> Arc<WebSocketSource> {
     let mut config = WebSocketConfig::new(name, upstream.url(), tick_schema());
@@ -226,6 +226,7 @@ fn flapping_pool() -> LivePool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_drops_every_connection_backs_off_and_fails_over() {
+    let logs = support::logs();
     let (url, task) = flapper().await;
     let good = WsUpstream::start(200).await;
     let pool = flapping_pool();
@@ -242,6 +243,21 @@ async fn an_upstream_that_drops_every_connection_backs_off_and_fails_over() {
     // Three unstable connections (failover_after), then the topics moved;
     // not the dozens a second of before.
     assert!((3..=5).contains(&flap.connects), "{flap:?}");
+    // Said in the log as it happened: losses, the breaker, the failover.
+    let text = logs();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("a-flap")).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("connection lost")),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("failing over") && l.contains("to=\"b-good\"")),
+        "{text}"
+    );
     task.abort();
 }
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the pool tests.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use arrow::array::AsArray;
@@ -108,4 +109,36 @@ pub fn subscribe_all(pool: &LivePool, kind: Option<SourceKind>, names: &[String]
         ..Default::default()
     };
     pool.subscribe(&request, options).unwrap()
+}
+
+/// Every log line of this test process since [`logs`] was first called
+/// (a global subscriber: the pool's tasks run on any worker thread).
+/// Tests look for lines naming their own sources.
+static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts capturing log lines (once per process); returns a reader of them.
+pub fn logs() -> fn() -> String {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(|| LogWriter)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+    || String::from_utf8_lossy(&LOG.lock().unwrap()).into_owned()
 }

@@ -64,6 +64,7 @@ use tracing::debug;
 use super::auth::{self, Credentials};
 use super::sql::{JsonRows, columns};
 use super::{Answer, ApiError, Http, Upgrade};
+use crate::figures::{Connected, Protocol};
 
 /// Messages waiting for the socket, across its live queries.
 pub(crate) const OUTGOING: usize = 64;
@@ -211,6 +212,7 @@ pub(super) async fn run(http: &Http, pending: Pending, addr: SocketAddr) {
         .max_frame_size(Some(http.config.max_ws_message_bytes));
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let _connected = Connected::new(Protocol::WebSocket);
     let user = pending.caller.user_id().to_string();
     debug!(%addr, user = %user, "WebSocket open");
     let session = http.shared.engine.session(pending.caller);

@@ -17,6 +17,7 @@
 //! | `POST /v1/login` | a token for the Basic-authenticated user |
 //! | `POST /v1/sql` | one statement, `{"sql": "...", "params": [...]}` |
 //! | `GET /v1/live` | a WebSocket of live queries (see [`live`]) |
+//! | `GET /metrics` | Prometheus text (see [`crate::figures`]) |
 //!
 //! Every answer that fails is JSON, `{"code": "...", "message": "..."}`,
 //! with the engine's stable code and an HTTP status that fits it
@@ -35,7 +36,7 @@ pub(crate) mod tokens;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -44,6 +45,7 @@ use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tenantfusion_core::TenantError;
 use tokio::io::AsyncWriteExt;
@@ -52,6 +54,7 @@ use tracing::{debug, warn};
 
 use crate::config::HttpConfig;
 use crate::connection::Shared;
+use crate::figures::{Connected, Protocol};
 use tokens::Tokens;
 
 /// What every HTTP connection of one server shares.
@@ -59,6 +62,8 @@ pub(crate) struct Http {
     pub(crate) shared: Arc<Shared>,
     pub(crate) config: HttpConfig,
     pub(crate) tokens: Tokens,
+    /// Renders `GET /metrics`, when the host installed a Prometheus recorder.
+    pub(crate) metrics: OnceLock<PrometheusHandle>,
 }
 
 impl std::fmt::Debug for Http {
@@ -80,6 +85,7 @@ impl Http {
             shared,
             config,
             tokens,
+            metrics: OnceLock::new(),
         })
     }
 }
@@ -252,6 +258,7 @@ type Upgrade = Arc<Mutex<Option<live::Pending>>>;
 /// same task (so the server's shutdown reaches it, and it keeps the
 /// connection's slot).
 pub(crate) async fn serve(socket: TcpStream, addr: SocketAddr, http: Arc<Http>) {
+    let connected = Connected::new(Protocol::Http);
     let upgrade: Upgrade = Arc::new(Mutex::new(None));
     let service = {
         let http = Arc::clone(&http);
@@ -271,6 +278,7 @@ pub(crate) async fn serve(socket: TcpStream, addr: SocketAddr, http: Arc<Http>) 
     if let Err(err) = served {
         debug!(%addr, "HTTP connection ended: {err}");
     }
+    drop(connected);
     let pending = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(pending) = pending {
         live::run(&http, pending, addr).await;
@@ -284,7 +292,8 @@ async fn route(http: &Arc<Http>, request: Request<Incoming>, upgrade: &Upgrade) 
         (&Method::POST, "/v1/sql") => sql::post(http, request).await,
         (&Method::POST, "/v1/login") => login(http, request).await,
         (&Method::GET, "/v1/live") => live::upgrade(http, request, upgrade).await,
-        (_, "/v1/sql" | "/v1/login" | "/v1/live") => Err(ApiError::new(
+        (&Method::GET, "/metrics") => prometheus(http),
+        (_, "/v1/sql" | "/v1/login" | "/v1/live" | "/metrics") => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "METHOD_NOT_ALLOWED",
             format!("{} is not served on {path}", request.method()),
@@ -296,6 +305,26 @@ async fn route(http: &Arc<Http>, request: Request<Incoming>, upgrade: &Upgrade) 
         )),
     };
     answered.unwrap_or_else(ApiError::into_answer)
+}
+
+/// `GET /metrics`: every figure in Prometheus's text format. Not behind
+/// a login (scrapers rarely have one): the figures are counts and times,
+/// no rows, statements or user names.
+fn prometheus(http: &Http) -> Result<Answer, ApiError> {
+    let Some(handle) = http.metrics.get() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "this server records no metrics (its host installed no recorder)",
+        ));
+    };
+    http.shared.engine.publish_metrics();
+    let mut answer = Response::new(Full::new(Bytes::from(handle.render())));
+    answer.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(answer)
 }
 
 /// `POST /v1/login` with HTTP Basic: `{"token": "...", "expires_at": <unix

@@ -46,9 +46,10 @@ use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use tenantfusion::Query;
-use tenantfusion_core::TenantError;
+use tenantfusion_core::{TenantError, UserContext};
 
 use super::{Answer, ApiError, Http, auth, body, json};
+use crate::figures::{self, Protocol};
 use crate::statements::{Kind, split};
 
 /// The media type of an Arrow IPC stream.
@@ -87,9 +88,27 @@ pub(super) async fn post(http: &Http, request: Request<Incoming>) -> Result<Answ
             format!("the body is not {{\"sql\": \"...\", \"params\": [...]}}: {err}"),
         )
     })?;
-    let _busy = http.shared.busy();
-    let session = http.shared.engine.session(caller);
     let kind = kind_of(&statement.sql)?;
+    let _busy = http.shared.busy();
+    let answered = run(http, caller, statement, &kind, arrow, started).await;
+    let outcome = match &answered {
+        Ok(_) => "ok",
+        Err(err) => err.code.as_str(),
+    };
+    figures::statement(Protocol::Http, &kind, outcome, started.elapsed());
+    answered
+}
+
+/// Runs `statement` as `caller` and makes its answer.
+async fn run(
+    http: &Http,
+    caller: UserContext,
+    statement: Statement,
+    kind: &Kind,
+    arrow: bool,
+    started: Instant,
+) -> Result<Answer, ApiError> {
+    let session = http.shared.engine.session(caller);
     let query = if statement.params.is_empty() {
         session.sql(&statement.sql).await?
     } else {
@@ -112,7 +131,7 @@ pub(super) async fn post(http: &Http, request: Request<Incoming>) -> Result<Answ
             .insert(CONTENT_TYPE, HeaderValue::from_static(ARROW_STREAM));
         return Ok(answer);
     }
-    let body = json_answer(query, &kind, limit, started).await?;
+    let body = json_answer(query, kind, limit, started).await?;
     Ok(json(StatusCode::OK, body))
 }
 

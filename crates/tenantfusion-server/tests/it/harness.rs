@@ -186,10 +186,21 @@ impl Process {
 
     /// With the settings file `config` and its `info` log written to `log`.
     pub fn start_logged(data: &Path, config: &Path, log: &Path) -> Self {
+        Self::start_logged_with(data, config, log, &[])
+    }
+
+    /// [`start_logged`](Self::start_logged), with more arguments.
+    pub fn start_logged_with(
+        data: &Path,
+        config: &Path,
+        log: &Path,
+        args: &[&std::ffi::OsStr],
+    ) -> Self {
         let port = free_port();
         let child = Self::command(data, port)
             .arg("--config")
             .arg(config)
+            .args(args)
             .env("RUST_LOG", "info")
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -279,7 +290,7 @@ impl Process {
 }
 
 /// A port nothing listens on now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

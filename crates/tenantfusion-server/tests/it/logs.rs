@@ -51,3 +51,49 @@ async fn logins_failures_and_slow_statements_are_logged_and_passwords_are_not() 
         "a statement's text reached the log:\n{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tenantfusion.toml");
+    let log = dir.path().join("server.log");
+    std::fs::write(&config, "").unwrap();
+    let server = Process::start_logged_with(
+        &dir.path().join("data"),
+        &config,
+        &log,
+        &[
+            std::ffi::OsStr::new("--log-format"),
+            std::ffi::OsStr::new("json"),
+        ],
+    );
+    let admin = server.connect("admin", "admin-pw").await;
+    admin.batch_execute("SELECT 1").await.unwrap();
+    let refused = server
+        .config("admin", "wrong")
+        .connect(tokio_postgres::NoTls)
+        .await;
+    assert!(refused.is_err(), "a wrong password was accepted");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let said = |words: &str| {
+        lines
+            .iter()
+            .find(|l| {
+                l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(words))
+            })
+            .cloned()
+    };
+    let login = said("logged in").unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(login["level"], "INFO");
+    assert_eq!(login["fields"]["user"], "admin");
+    assert!(login["timestamp"].is_string());
+    let failed = said("login failed").unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(failed["level"], "WARN");
+}

@@ -8,6 +8,7 @@ mod limits;
 mod live;
 mod logins;
 mod logs;
+mod metrics;
 mod psql;
 mod python;
 mod shell;

@@ -16,6 +16,7 @@ use tenantfusion_tables::PartitionKey;
 use super::partition_state::{Partition, TakenOut};
 use super::scan::Selection;
 use super::{Inner, Loaded};
+use crate::figures;
 use crate::manifest::Manifest;
 use crate::parquet_segment;
 use crate::wal::Lsn;
@@ -84,6 +85,7 @@ impl Inner {
             async move {
                 let segment = parquet_segment::write(&self.files, dir, file, &rows, seq).await?;
                 self.segments_written.fetch_add(1, Ordering::Relaxed);
+                figures::segment_written(segment.bytes);
                 Ok::<_, TenantError>(Arc::new(segment))
             }
         };
@@ -140,6 +142,8 @@ impl Inner {
             state.unreferenced()
         };
         self.delete_segments(key, &free).await?;
+        figures::flushed(merge);
+        tracing::debug!(partition = %dir, rows = written, merge, "partition flushed");
         Ok(written)
     }
 
@@ -181,7 +185,13 @@ impl Inner {
         }
         let flushed = self.flush_partition(key, partition, false).await;
         partition.flush_queued.store(false, Ordering::Release);
-        if flushed.is_err() || self.cut_log(loaded).await.is_err() {
+        let done = match flushed {
+            Ok(_) => self.cut_log(loaded).await.map(|_| ()),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = done {
+            tracing::warn!("background flush failed (the rows stay in the log): {err}");
+            figures::flush_failed();
             self.background_flush_failures
                 .fetch_add(1, Ordering::Relaxed);
         }
@@ -201,7 +211,9 @@ impl Inner {
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
-                if let Err(_e) = inner.flush_old(interval).await {
+                if let Err(err) = inner.flush_old(interval).await {
+                    tracing::warn!("background flush failed (the rows stay in the log): {err}");
+                    figures::flush_failed();
                     inner
                         .background_flush_failures
                         .fetch_add(1, Ordering::Relaxed);
