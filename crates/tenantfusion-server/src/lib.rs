@@ -45,6 +45,7 @@
 mod bootstrap;
 mod config;
 mod connection;
+mod demo;
 mod figures;
 mod framing;
 mod http;
@@ -61,6 +62,7 @@ mod tls;
 pub use bootstrap::{ADMIN, bootstrap_admin};
 pub use config::{FileConfig, HttpConfig, ServerConfig};
 pub use connection::DATABASE;
+pub use demo::{DEMO_USER, create_demo};
 pub use figures::describe as describe_metrics;
 pub use live::HEARTBEAT;
 pub use server::{Server, ServerError};

@@ -4,7 +4,7 @@
 //! tenantfusion serve [--data-dir DIR | --memory] [--config tenantfusion.toml]
 //!                    [--listen 127.0.0.1:5433] [--max-connections 100]
 //!                    [--tls-cert server.crt --tls-key server.key]
-//!                    [--http 127.0.0.1:8080]
+//!                    [--http 127.0.0.1:8080] [--demo] [--log-format json]
 //! tenantfusion shell --data-dir DIR --user NAME
 //! tenantfusion shell --connect postgres://user@127.0.0.1:5433/tenantfusion
 //! ```
@@ -18,7 +18,9 @@ use clap::{Parser, Subcommand};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tenantfusion::{Engine, EngineConfig, Storage, UserContext};
 use tenantfusion_server::shell::{Shell, Step, Target};
-use tenantfusion_server::{ADMIN, FileConfig, HttpConfig, Server, TlsFiles, bootstrap_admin};
+use tenantfusion_server::{
+    ADMIN, DEMO_USER, FileConfig, HttpConfig, Server, TlsFiles, bootstrap_admin, create_demo,
+};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -94,6 +96,11 @@ struct Serve {
     /// on this address [default: the config's [http] listen, if any].
     #[arg(long)]
     http: Option<SocketAddr>,
+    /// Create the demo (namespace demo: a ticking stream table, a user
+    /// table, user demo with password demo) unless it is there, and serve
+    /// HTTP on 127.0.0.1:8080 unless --http says otherwise.
+    #[arg(long)]
+    demo: bool,
 }
 
 fn main() -> ExitCode {
@@ -170,9 +177,17 @@ async fn run(serve: Serve) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
+    if serve.demo && create_demo(&engine).await? {
+        info!(
+            "created the demo: namespace demo; log in as user '{DEMO_USER}', password '{DEMO_USER}'"
+        );
+    }
     let server = Server::bind(engine, settings.server)
         .await?
         .with_metrics(metrics);
+    if let Some(addr) = server.http_addr() {
+        info!("console at http://{addr}/");
+    }
     server.run(shutdown_signal()).await?;
     Ok(())
 }

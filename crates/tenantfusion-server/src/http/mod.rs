@@ -18,6 +18,7 @@
 //! | `POST /v1/sql` | one statement, `{"sql": "...", "params": [...]}` |
 //! | `GET /v1/live` | a WebSocket of live queries (see [`live`]) |
 //! | `GET /metrics` | Prometheus text (see [`crate::figures`]) |
+//! | `GET /` | the console (see [`console`]) |
 //!
 //! Every answer that fails is JSON, `{"code": "...", "message": "..."}`,
 //! with the engine's stable code and an HTTP status that fits it
@@ -30,6 +31,7 @@
 //! that starts no request by `idle_timeout`.
 
 pub(crate) mod auth;
+mod console;
 mod live;
 mod sql;
 pub(crate) mod tokens;
@@ -130,9 +132,12 @@ impl ApiError {
         .unwrap_or_default();
         let mut answer = json(self.status, body);
         if self.status == StatusCode::UNAUTHORIZED {
+            // Basic is taken when sent, but not asked for: a Basic
+            // challenge makes browsers open their own login dialog over
+            // the console (and headless ones drop the request).
             answer.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"tenantfusion\", charset=\"UTF-8\""),
+                HeaderValue::from_static("Bearer realm=\"tenantfusion\""),
             );
         }
         answer
@@ -293,6 +298,7 @@ async fn route(http: &Arc<Http>, request: Request<Incoming>, upgrade: &Upgrade) 
         (&Method::POST, "/v1/login") => login(http, request).await,
         (&Method::GET, "/v1/live") => live::upgrade(http, request, upgrade).await,
         (&Method::GET, "/metrics") => prometheus(http),
+        (&Method::GET, _) if let Some(file) = console::file(&path) => Ok(file),
         (_, "/v1/sql" | "/v1/login" | "/v1/live" | "/metrics") => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "METHOD_NOT_ALLOWED",

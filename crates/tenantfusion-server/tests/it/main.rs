@@ -1,6 +1,7 @@
 //! The server through real clients: tokio-postgres (simple and extended
 //! protocols), psql, psycopg, hyper's HTTP client and a WebSocket client.
 
+mod browser;
 mod harness;
 mod hostile;
 mod http;
