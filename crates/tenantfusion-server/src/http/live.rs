@@ -26,10 +26,13 @@
 //! # Slow sockets
 //! Each live query has the engine's bounded queue and its `SLOW_CONSUMER`
 //! policy (drop and say `lagged`, or end the query). Between the queries
-//! and the socket is one queue of [`OUTGOING`] messages: when the client
-//! stops reading, the socket's writes stop, that queue fills, the live
-//! queries stop being read, and their own queues apply the policy. Nothing
-//! grows without bound and other sockets do not wait.
+//! and the socket is one queue of at most [`OUTGOING_BYTES`] of encoded
+//! messages: when the client stops reading, the socket's writes stop, that
+//! queue fills, the live queries stop being read, and their own queues
+//! apply the policy. Nothing grows without bound and other sockets do not
+//! wait. A write that cannot finish within `ws_write_timeout_secs` (30)
+//! closes the socket: a client that keeps its connection open and never reads does
+//! not hold the server's resources for ever.
 //!
 //! # Reconnecting
 //! Events carry no sequence numbers, so a subscription cannot be resumed
@@ -53,7 +56,7 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use tenantfusion::{ChangeEvent, LiveQuery, TenantSession};
 use tenantfusion_core::{TenantError, UserContext};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -64,18 +67,23 @@ use tracing::debug;
 use super::auth::{self, Credentials};
 use super::sql::{JsonRows, columns};
 use super::{Answer, ApiError, Http, Upgrade};
+use crate::config::HttpConfig;
 use crate::figures::{Connected, Protocol};
 
-/// Messages waiting for the socket, across its live queries.
-pub(crate) const OUTGOING: usize = 64;
+/// Bytes of encoded messages waiting for the socket, across its live
+/// queries.
+pub(crate) const OUTGOING_BYTES: usize = 4 << 20;
 
 /// How often a quiet socket is pinged, so that a client gone without a
 /// word is noticed.
 const PING_EVERY: Duration = Duration::from_secs(20);
 
-/// The largest event message: a snapshot or batch over it is sent as
-/// several messages of the same event.
-const EVENT_BYTES: usize = 1 << 20;
+/// The largest event message, about: a snapshot or batch over it is sent
+/// as several messages of the same event.
+const EVENT_BYTES: usize = 256 << 10;
+
+/// A message for the socket, holding its share of [`OUTGOING_BYTES`].
+type Outgoing = (Message, OwnedSemaphorePermit);
 
 /// An upgrade accepted, waiting for the HTTP exchange to end.
 pub(crate) struct Pending {
@@ -207,7 +215,11 @@ pub(super) async fn run(http: &Http, pending: Pending, addr: SocketAddr) {
             return;
         }
     };
+    // tungstenite's default read buffer is 128 KiB per socket, allocated at
+    // once; a socket mostly waits, and clients send little.
     let config = WebSocketConfig::default()
+        .read_buffer_size(8 << 10)
+        .write_buffer_size(32 << 10)
         .max_message_size(Some(http.config.max_ws_message_bytes))
         .max_frame_size(Some(http.config.max_ws_message_bytes));
     let socket =
@@ -216,9 +228,7 @@ pub(super) async fn run(http: &Http, pending: Pending, addr: SocketAddr) {
     let user = pending.caller.user_id().to_string();
     debug!(%addr, user = %user, "WebSocket open");
     let session = http.shared.engine.session(pending.caller);
-    Socket::new(session, http.config.subscriptions_per_socket)
-        .serve(socket)
-        .await;
+    Socket::new(session, &http.config).serve(socket).await;
     debug!(%addr, user = %user, "WebSocket closed");
 }
 
@@ -226,23 +236,30 @@ pub(super) async fn run(http: &Http, pending: Pending, addr: SocketAddr) {
 struct Socket {
     session: TenantSession,
     limit: usize,
+    /// How long one write may take (see the module docs).
+    deadline: Duration,
     /// Running live queries by the client's id.
     running: HashMap<String, AbortHandle>,
     tasks: JoinSet<String>,
-    outgoing: mpsc::Sender<Message>,
-    queued: mpsc::Receiver<Message>,
+    /// Unbounded as a channel, bounded by `budget`: each message holds
+    /// permits for its bytes until it is written.
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    queued: mpsc::UnboundedReceiver<Outgoing>,
+    budget: Arc<Semaphore>,
 }
 
 impl Socket {
-    fn new(session: TenantSession, limit: usize) -> Self {
-        let (outgoing, queued) = mpsc::channel(OUTGOING);
+    fn new(session: TenantSession, config: &HttpConfig) -> Self {
+        let (outgoing, queued) = mpsc::unbounded_channel();
         Self {
             session,
-            limit,
+            limit: config.subscriptions_per_socket,
+            deadline: config.ws_write_timeout,
             running: HashMap::new(),
             tasks: JoinSet::new(),
             outgoing,
             queued,
+            budget: Arc::new(Semaphore::new(OUTGOING_BYTES)),
         }
     }
 
@@ -251,6 +268,7 @@ impl Socket {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let (mut sink, mut incoming) = socket.split();
+        let deadline = self.deadline;
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         loop {
@@ -260,7 +278,7 @@ impl Socket {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Binary(_))) => {
                             let event = Event::error(None, "INVALID_REQUEST", "send JSON as text messages");
-                            if sink.send(event.message()).await.is_err() {
+                            if !within(deadline, sink.send(event.message())).await {
                                 break;
                             }
                             continue;
@@ -275,21 +293,26 @@ impl Socket {
                         }
                     };
                     if let Some(reply) = self.on_message(&text).await
-                        && sink.send(reply).await.is_err()
+                        && !within(deadline, sink.send(reply)).await
                     {
                         break;
                     }
                 }
-                Some(message) = self.queued.recv() => {
-                    // Feed what is queued, then flush once.
-                    let mut sent = sink.feed(message).await;
-                    while sent.is_ok() {
+                Some((message, permit)) = self.queued.recv() => {
+                    // Feed what is queued, then flush once; each message's
+                    // bytes are free again once it is written.
+                    let mut sent = within(deadline, sink.feed(message)).await;
+                    drop(permit);
+                    while sent {
                         match self.queued.try_recv() {
-                            Ok(more) => sent = sink.feed(more).await,
+                            Ok((more, permit)) => {
+                                sent = within(deadline, sink.feed(more)).await;
+                                drop(permit);
+                            }
                             Err(_) => break,
                         }
                     }
-                    if sent.is_err() || sink.flush().await.is_err() {
+                    if !sent || !within(deadline, sink.flush()).await {
                         break;
                     }
                 }
@@ -299,7 +322,7 @@ impl Socket {
                     }
                 }
                 _ = ping.tick() => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    if !within(deadline, sink.send(Message::Ping(Default::default()))).await {
                         break;
                     }
                 }
@@ -352,7 +375,10 @@ impl Socket {
                 match self.session.subscribe(&sql).await {
                     Ok(query) => {
                         let outgoing = self.outgoing.clone();
-                        let task = self.tasks.spawn(forward(id.clone(), query, outgoing));
+                        let budget = Arc::clone(&self.budget);
+                        let task = self
+                            .tasks
+                            .spawn(forward(id.clone(), query, outgoing, budget));
                         self.running.insert(id, task);
                         None
                     }
@@ -365,9 +391,22 @@ impl Socket {
     }
 }
 
+/// Whether a write to the socket finished within `deadline`.
+async fn within<E>(
+    deadline: Duration,
+    write: impl std::future::Future<Output = Result<(), E>>,
+) -> bool {
+    matches!(tokio::time::timeout(deadline, write).await, Ok(Ok(())))
+}
+
 /// Sends `query`'s events as messages of `id` until it ends or the socket
-/// goes; gives back `id`.
-async fn forward(id: String, mut query: LiveQuery, outgoing: mpsc::Sender<Message>) -> String {
+/// goes, each once `budget` has room for it; gives back `id`.
+async fn forward(
+    id: String,
+    mut query: LiveQuery,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    budget: Arc<Semaphore>,
+) -> String {
     let schema = Arc::clone(query.schema());
     loop {
         let messages = match query.recv().await {
@@ -399,7 +438,12 @@ async fn forward(id: String, mut query: LiveQuery, outgoing: mpsc::Sender<Messag
             }
         };
         for message in messages {
-            if outgoing.send(message).await.is_err() {
+            // A message larger than the whole budget waits for all of it.
+            let weight = message.len().clamp(1, OUTGOING_BYTES) as u32;
+            let Ok(permit) = Arc::clone(&budget).acquire_many_owned(weight).await else {
+                return id;
+            };
+            if outgoing.send((message, permit)).is_err() {
                 return id;
             }
         }
@@ -443,8 +487,8 @@ fn rows_messages(
     for batch in batches {
         let mut offset = 0;
         while offset < batch.num_rows() {
-            // A slice of rows at a time, so a big batch splits.
-            let length = (batch.num_rows() - offset).min(1024);
+            // A few rows at a time, so a big batch splits near the size.
+            let length = (batch.num_rows() - offset).min(64);
             rows.push(&batch.slice(offset, length))
                 .map_err(|e| TenantError::Internal(e.message))?;
             offset += length;

@@ -1,6 +1,7 @@
 //! Live queries over `GET /v1/live` (tokio-tungstenite as the client),
 //! fed by changes made over pgwire.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::SinkExt;
@@ -8,7 +9,7 @@ use hyper::StatusCode;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{TestServer, with_http};
+use crate::harness::{Process, TestServer, free_port, with_http};
 use crate::web::{ALICE, Auth, BOB, event, login, next_event, request, send, websocket};
 
 /// Long enough for an event that would come to have come.
@@ -208,4 +209,185 @@ async fn the_upgrade_is_authenticated() {
         .unwrap();
     assert_eq!(plain.status, StatusCode::UPGRADE_REQUIRED);
     server.stop().await;
+}
+
+/// A server process with HTTP, user alice and `app.notes`; its HTTP address.
+async fn process_with_http(dir: &std::path::Path, http_settings: &str) -> (Process, SocketAddr) {
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.join("tenantfusion.toml");
+    std::fs::write(
+        &config,
+        format!("[http]\nlisten = \"{http}\"\n{http_settings}"),
+    )
+    .unwrap();
+    let server = Process::start_logged(&dir.join("data"), &config, &dir.join("server.log"));
+    let admin = server.connect("admin", "admin-pw").await;
+    admin
+        .batch_execute(
+            "CREATE USER 'alice' WITH PASSWORD 'alice-pw'; CREATE USER 'bob' WITH PASSWORD 'bob-pw'; \
+             CREATE NAMESPACE app; \
+             CREATE USER TABLE app.notes (id BIGINT NOT NULL, body TEXT, PRIMARY KEY (id))",
+        )
+        .await
+        .unwrap();
+    (server, http)
+}
+
+/// Writes 40 MB of alice's rows (40 statements of 500 rows of 2 KB); the
+/// server's growth in resident memory across them, and, when bob follows
+/// his own rows, how long his next row takes to reach him.
+async fn flood(stuck_alice: bool) -> (i64, Option<Duration>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, http) = process_with_http(dir.path(), "ws_write_timeout_secs = 2\n").await;
+    let alice = server.connect("alice", "alice-pw").await;
+    let mut sockets = Vec::new();
+    let mut bob_socket = None;
+    if stuck_alice {
+        // Subscribes, then never reads again.
+        let mut socket = websocket(http, &ALICE).await.unwrap();
+        send(
+            &mut socket,
+            json!({"op": "subscribe", "id": "all", "sql": "SUBSCRIBE TO app.notes"}),
+        )
+        .await;
+        assert_eq!(event(&mut socket).await["event"], "snapshot");
+        sockets.push(socket);
+        let mut bob = websocket(http, &BOB).await.unwrap();
+        send(
+            &mut bob,
+            json!({"op": "subscribe", "id": "mine", "sql": "SUBSCRIBE TO app.notes"}),
+        )
+        .await;
+        assert_eq!(event(&mut bob).await["event"], "snapshot");
+        bob_socket = Some(bob);
+    }
+    let before = server.rss() as i64;
+    for k in 0..40 {
+        alice
+            .batch_execute(&format!(
+                "INSERT INTO app.notes SELECT value, repeat('x', 2000) FROM generate_series({}, {})",
+                k * 500,
+                k * 500 + 499
+            ))
+            .await
+            .unwrap();
+    }
+    // What the server can push is pushed by now.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let grown = server.rss() as i64 - before;
+    let latency = match &mut bob_socket {
+        Some(bob) => {
+            let started = std::time::Instant::now();
+            server
+                .connect("bob", "bob-pw")
+                .await
+                .batch_execute("INSERT INTO app.notes VALUES (1, 'bob')")
+                .await
+                .unwrap();
+            let got = next_event(bob, Duration::from_secs(10))
+                .await
+                .expect("bob's row never came");
+            assert_eq!(got["rows"], json!([[1, "bob"]]));
+            Some(started.elapsed())
+        }
+        None => None,
+    };
+    if stuck_alice {
+        // Alice's socket has not been read for longer than the write
+        // timeout: the server closed it, and bob's stays.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while websockets_open(http).await != 1.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the stuck socket stayed open"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let bob = bob_socket.as_mut().unwrap();
+        send(bob, json!({"op": "ping"})).await;
+        assert_eq!(event(bob).await, json!({"event": "pong"}));
+    }
+    drop(sockets);
+    (grown, latency)
+}
+
+/// The server's open WebSockets, by its `/metrics`.
+async fn websockets_open(http: SocketAddr) -> f64 {
+    let answer = request(http, "GET", "/metrics", &Auth::None, &[], Vec::new())
+        .await
+        .unwrap();
+    let text = String::from_utf8(answer.body.to_vec()).unwrap();
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_string()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "tenantfusion_connections")
+        .filter(|s| s.labels.get("protocol") == Some("websocket"))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_stops_reading_holds_bounded_memory_and_others_keep_up() {
+    let (alone, _) = flood(false).await;
+    let (stuck, bob) = flood(true).await;
+    let extra = stuck - alone;
+    eprintln!(
+        "40 MB written: server grew {} MiB with nobody following, {} MiB with a socket \
+         that stopped reading; bob's row reached him in {:?}",
+        alone >> 20,
+        stuck >> 20,
+        bob.unwrap()
+    );
+    // The socket's queue holds 4 MiB of messages; the engine's live query
+    // queue holds the table's own batches (shared, not copied).
+    assert!(
+        extra < 24 << 20,
+        "the stuck socket cost {} MiB",
+        extra >> 20
+    );
+    assert!(bob.unwrap() < Duration::from_secs(5), "{bob:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sockets_at_once_each_follow_their_live_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, http) = process_with_http(dir.path(), "max_connections = 1100\n").await;
+    let token = login(http, &ALICE).await;
+    let url = format!("ws://{http}/v1/live?token={token}");
+    let before = server.rss() as i64;
+    let opened = futures::future::join_all((0..1000).map(|i| {
+        let url = url.clone();
+        async move {
+            let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            send(
+                &mut socket,
+                json!({"op": "subscribe", "id": format!("q{i}"), "sql": "SUBSCRIBE TO app.notes"}),
+            )
+            .await;
+            assert_eq!(event(&mut socket).await["event"], "snapshot");
+            socket
+        }
+    }))
+    .await;
+    let per_socket = (server.rss() as i64 - before) / 1000;
+    eprintln!(
+        "1,000 WebSockets with one live query each: {per_socket} bytes of server memory each"
+    );
+    server
+        .connect("alice", "alice-pw")
+        .await
+        .batch_execute("INSERT INTO app.notes VALUES (1, 'to all')")
+        .await
+        .unwrap();
+    let reached = futures::future::join_all(opened.into_iter().map(|mut socket| async move {
+        event(&mut socket).await["rows"] == json!([[1, "to all"]])
+    }))
+    .await;
+    assert!(reached.iter().all(|ok| *ok));
+    assert!(per_socket < 64 << 10, "{per_socket} bytes per socket");
 }
