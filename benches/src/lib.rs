@@ -10,6 +10,7 @@ mod postgres;
 mod scan_scaling;
 mod storage;
 mod streams;
+mod web;
 mod wire;
 mod write_mix;
 
@@ -23,6 +24,7 @@ pub use storage::{
     durable_insert, many_durable_tables, parquet_scan_200k, point_lookup, storage_scan_scaling,
 };
 pub use streams::{idle_subscriptions, live_query_latency, stream_ingest};
+pub use web::{http_sql, ws_live};
 pub use wire::pgwire;
 pub use write_mix::write_mix;
 
@@ -191,6 +193,10 @@ pub struct Size {
     pub wire_idle: usize,
     /// Topics of the one subscription `live_memory` times.
     pub subscribe_topics: usize,
+    /// Other users' sockets open in `ws_live`.
+    pub ws_sockets: usize,
+    /// Live queries on each of them.
+    pub ws_subscriptions_per_socket: usize,
 }
 
 impl Size {
@@ -215,6 +221,8 @@ impl Size {
         wire_run: Duration::from_secs(5),
         wire_idle: 200,
         subscribe_topics: 1_000_000,
+        ws_sockets: 100,
+        ws_subscriptions_per_socket: 100,
     };
     /// Reduced sizes for `--quick`.
     pub const QUICK: Size = Size {
@@ -237,6 +245,8 @@ impl Size {
         wire_run: Duration::from_secs(2),
         wire_idle: 100,
         subscribe_topics: 100_000,
+        ws_sockets: 50,
+        ws_subscriptions_per_socket: 50,
     };
     /// Tiny sizes for the smoke test.
     pub const SMOKE: Size = Size {
@@ -259,6 +269,8 @@ impl Size {
         wire_run: Duration::from_millis(200),
         wire_idle: 8,
         subscribe_topics: 1_000,
+        ws_sockets: 3,
+        ws_subscriptions_per_socket: 4,
     };
 }
 

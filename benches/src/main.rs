@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use indicatif::{ProgressBar, ProgressStyle};
 use tenantfusion::{Role, UserContext};
 use tenantfusion_bench::{
-    Measurement, Size, concurrent_users, draw_charts, durable_insert, engine_with_tables,
+    Measurement, Size, concurrent_users, draw_charts, durable_insert, engine_with_tables, http_sql,
     idle_subscriptions, json, live_failover, live_fanout, live_memory, live_query_latency,
     many_durable_tables, markdown, noisy_neighbour, parquet_scan_200k, pgwire, plan_cache,
     point_lookup, postgres_installed, postgres_rls, provider_lookup, results_section,
     session_per_request, storage_scan_scaling, stream_ingest, update_doc, user_scan_scaling,
-    write_mix,
+    write_mix, ws_live,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
@@ -79,6 +79,8 @@ const SCENARIOS: &[&str] = &[
     "point_lookup",
     "write_mix",
     "pgwire",
+    "http_sql",
+    "ws_live",
 ];
 
 const USAGE: &str = "usage: tenantfusion-bench [--quick|--smoke] [--with-postgres] \
@@ -244,6 +246,26 @@ async fn main() -> ExitCode {
             Ok(found) => rows.extend(found),
             Err(err) => {
                 eprintln!("pgwire: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if wants("http_sql") {
+        step("http_sql");
+        match http_sql(size).await {
+            Ok(found) => rows.extend(found),
+            Err(err) => {
+                eprintln!("http_sql: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if wants("ws_live") {
+        step("ws_live");
+        match ws_live(size, live_bytes).await {
+            Ok(found) => rows.extend(found),
+            Err(err) => {
+                eprintln!("ws_live: {err}");
                 return ExitCode::FAILURE;
             }
         }

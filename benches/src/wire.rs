@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::common::ScalarValue;
 use tenantfusion::{Durability, Engine, Role, UserContext};
-use tenantfusion_server::{DATABASE, Server, ServerConfig};
+use tenantfusion_server::{DATABASE, HttpConfig, Server, ServerConfig};
 use tokio::sync::oneshot;
 use tokio_postgres::{Client, NoTls, Statement};
 
@@ -32,7 +32,7 @@ use crate::storage::{bench_dir, on_disk};
 use crate::{Measurement, Size, run_prepared};
 
 /// The password of every login the scenario makes on our server.
-const PASSWORD: &str = "bench-password";
+pub(crate) const PASSWORD: &str = "bench-password";
 
 /// The single-client statements, in the order they are reported.
 const STATEMENTS: [(&str, &str); 5] = [
@@ -63,12 +63,15 @@ const INSERT: usize = 3;
 const READS: usize = 3;
 
 /// Connection counts of the concurrent runs.
-const CONNECTIONS: [usize; 2] = [16, 64];
+pub(crate) const CONNECTIONS: [usize; 2] = [16, 64];
 
-/// Our server on a runtime of its own thread; stopped when dropped.
-struct Ours {
-    addr: SocketAddr,
-    engine: Engine,
+/// Our server on a runtime of its own thread, pgwire and HTTP; stopped
+/// when dropped.
+pub(crate) struct Ours {
+    pub(crate) addr: SocketAddr,
+    /// The HTTP listener's address.
+    pub(crate) http: SocketAddr,
+    pub(crate) engine: Engine,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -77,7 +80,7 @@ struct Ours {
 impl Ours {
     /// Loads `users` x 100 rows into `t`, makes the `logins` users (`u0`,
     /// ...) with [`PASSWORD`] and serves them on 127.0.0.1.
-    async fn start(users: usize, logins: usize) -> Result<Self, String> {
+    pub(crate) async fn start(users: usize, logins: usize) -> Result<Self, String> {
         let dir = bench_dir();
         let engine_config = on_disk(&dir, Durability::Fsync);
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -103,7 +106,11 @@ impl Ours {
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok((server.0.local_addr(), server.1)));
+                let Some(http) = server.0.http_addr() else {
+                    let _ = ready_tx.send(Err("no HTTP listener".to_string()));
+                    return;
+                };
+                let _ = ready_tx.send(Ok((server.0.local_addr(), http, server.1)));
                 let shutdown = async {
                     let _ = stopped.await;
                 };
@@ -112,11 +119,12 @@ impl Ours {
                 }
             });
         });
-        let (addr, engine) = ready_rx
+        let (addr, http, engine) = ready_rx
             .await
             .map_err(|_| "our server's thread ended before it listened".to_string())??;
         Ok(Self {
             addr,
+            http,
             engine,
             stop: Some(stop),
             thread: Some(thread),
@@ -125,7 +133,7 @@ impl Ours {
     }
 
     /// A client logged in as `user`, its connection driven by a task.
-    async fn client(&self, user: &str) -> Result<Client, String> {
+    pub(crate) async fn client(&self, user: &str) -> Result<Client, String> {
         let (client, connection) = tokio_postgres::connect(
             &format!(
                 "host=127.0.0.1 port={} user={user} password={PASSWORD} dbname={DATABASE}",
@@ -184,6 +192,11 @@ async fn serve(
     let config = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         max_connections: 4 * logins.max(CONNECTIONS[1]),
+        http: Some(HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_connections: 4 * logins.max(CONNECTIONS[1]),
+            ..HttpConfig::default()
+        }),
         ..ServerConfig::default()
     };
     let server = Server::bind(engine.clone(), config)
@@ -193,7 +206,7 @@ async fn serve(
 }
 
 /// The `i`th login of the scenario: users spread over all of `users`.
-fn login(i: usize, users: usize) -> String {
+pub(crate) fn login(i: usize, users: usize) -> String {
     format!("u{}", i * users.max(1) / CONNECTIONS[1] % users.max(1))
 }
 

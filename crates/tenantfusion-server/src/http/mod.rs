@@ -33,6 +33,7 @@
 pub(crate) mod auth;
 mod console;
 mod live;
+mod prepared;
 mod sql;
 pub(crate) mod tokens;
 
@@ -66,6 +67,8 @@ pub(crate) struct Http {
     pub(crate) tokens: Tokens,
     /// Renders `GET /metrics`, when the host installed a Prometheus recorder.
     pub(crate) metrics: OnceLock<PrometheusHandle>,
+    /// Statements with `params`, prepared once per user and text.
+    pub(crate) prepared: prepared::Prepared,
 }
 
 impl std::fmt::Debug for Http {
@@ -88,6 +91,7 @@ impl Http {
             config,
             tokens,
             metrics: OnceLock::new(),
+            prepared: prepared::Prepared::default(),
         })
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! One statement per request (`;`-separated text is refused: a request is
 //! its own transaction, as each statement is). With `params`, the
-//! statement is prepared and `$1, $2, ...` take the values, each cast to
+//! statement is prepared (once per user and text, see `prepared`) and
+//! `$1, $2, ...` take the values, each cast to
 //! the type the statement gives its parameter (JSON strings are parsed as
 //! that type, so `"2026-01-01"` fits a timestamp). `INSERT`, `UPDATE` and
 //! `DELETE` answer with no columns and the changed rows' count in
@@ -118,7 +119,7 @@ async fn run(
                 "params are for queries, INSERT, UPDATE and DELETE",
             ));
         }
-        let prepared = session.prepare(&statement.sql).await?;
+        let prepared = http.prepared.get(&session, &statement.sql).await?;
         let values = parameters(statement.params, prepared.parameter_types())?;
         prepared.execute(values).await?
     };
