@@ -22,7 +22,7 @@
 //! token_ttl_secs = 3600             # how long a bearer token lasts
 //! token_key = "64 hex digits"       # signs tokens; default: new at each start
 //! max_ws_message_kib = 256          # the largest WebSocket message a client sends
-//! ws_write_timeout_secs = 30        # a socket whose client reads nothing this long is closed
+//! write_timeout_secs = 30           # a client that reads nothing this long is disconnected
 //! subscriptions_per_socket = 1000
 //!
 //! [limits]
@@ -128,10 +128,10 @@ pub struct HttpConfig {
     pub max_ws_message_bytes: usize,
     /// Live queries one WebSocket may run at once.
     pub subscriptions_per_socket: usize,
-    /// How long one write to a WebSocket may wait for its client to read;
-    /// then the socket is closed (a client that never reads holds nothing
-    /// for ever).
-    pub ws_write_timeout: Duration,
+    /// How long a write to a client (an answer, a WebSocket event) may wait
+    /// for it to read; then the connection is closed (a client that never
+    /// reads holds nothing for ever).
+    pub write_timeout: Duration,
 }
 
 /// Never the token key.
@@ -147,7 +147,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("token_key", &self.token_key.as_ref().map(|_| ".."))
             .field("max_ws_message_bytes", &self.max_ws_message_bytes)
             .field("subscriptions_per_socket", &self.subscriptions_per_socket)
-            .field("ws_write_timeout", &self.ws_write_timeout)
+            .field("write_timeout", &self.write_timeout)
             .finish()
     }
 }
@@ -164,7 +164,7 @@ impl Default for HttpConfig {
             token_key: None,
             max_ws_message_bytes: 256 << 10,
             subscriptions_per_socket: 1000,
-            ws_write_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -363,8 +363,8 @@ fn http_section(table: &Table) -> Result<HttpConfig, TenantError> {
             "subscriptions_per_socket" => {
                 http.subscriptions_per_socket = at_least_one(count(&name, value)?)?;
             }
-            "ws_write_timeout_secs" => {
-                http.ws_write_timeout =
+            "write_timeout_secs" => {
+                http.write_timeout =
                     seconds(&name, value)?.ok_or_else(|| invalid(&name, "must be at least 1"))?;
             }
             _ => return Err(invalid(&name, "unknown setting")),
@@ -463,7 +463,7 @@ mod tests {
             token_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
             max_ws_message_kib = 8
             subscriptions_per_socket = 9
-            ws_write_timeout_secs = 10
+            write_timeout_secs = 10
             "#,
         )
         .unwrap();
@@ -477,7 +477,7 @@ mod tests {
         assert_eq!(http.token_key, Some((0..32).collect::<Vec<u8>>()));
         assert_eq!(http.max_ws_message_bytes, 8 << 10);
         assert_eq!(http.subscriptions_per_socket, 9);
-        assert_eq!(http.ws_write_timeout, Duration::from_secs(10));
+        assert_eq!(http.write_timeout, Duration::from_secs(10));
         assert!(
             !format!("{http:?}").contains("0a0b"),
             "the key is not shown"
@@ -535,10 +535,7 @@ mod tests {
                 "http.subscriptions_per_socket",
             ),
             ("[http]\nport = 1", "http.port"),
-            (
-                "[http]\nws_write_timeout_secs = 0",
-                "http.ws_write_timeout_secs",
-            ),
+            ("[http]\nwrite_timeout_secs = 0", "http.write_timeout_secs"),
             ("http = 1", "http"),
             ("[server", "(file)"),
         ] {

@@ -18,8 +18,8 @@
 //! <- {"event": "pong"}
 //! ```
 //!
-//! Many live queries share one socket; ids are the client's, unique among
-//! the socket's running queries. A message the server cannot use gets an
+//! Many live queries share one socket; ids are the client's (at most 128
+//! bytes), unique among the socket's running queries. A message the server cannot use gets an
 //! `error` event (with the id when it had one) and the socket stays open;
 //! a message over `max_ws_message_bytes` closes it (`1009`).
 //!
@@ -30,9 +30,9 @@
 //! messages: when the client stops reading, the socket's writes stop, that
 //! queue fills, the live queries stop being read, and their own queues
 //! apply the policy. Nothing grows without bound and other sockets do not
-//! wait. A write that cannot finish within `ws_write_timeout_secs` (30)
-//! closes the socket: a client that keeps its connection open and never reads does
-//! not hold the server's resources for ever.
+//! wait. A write that cannot finish within `write_timeout_secs` (30)
+//! closes the socket (see `deadline`): a client that keeps its connection
+//! open and never reads does not hold the server's resources for ever.
 //!
 //! # Reconnecting
 //! Events carry no sequence numbers, so a subscription cannot be resumed
@@ -84,6 +84,10 @@ const EVENT_BYTES: usize = 256 << 10;
 
 /// A message for the socket, holding its share of [`OUTGOING_BYTES`].
 type Outgoing = (Message, OwnedSemaphorePermit);
+
+/// The longest id a client may give a live query (ids are kept while it
+/// runs and repeated in each of its events).
+const LONGEST_ID: usize = 128;
 
 /// An upgrade accepted, waiting for the HTTP exchange to end.
 pub(crate) struct Pending {
@@ -236,8 +240,6 @@ pub(super) async fn run(http: &Http, pending: Pending, addr: SocketAddr) {
 struct Socket {
     session: TenantSession,
     limit: usize,
-    /// How long one write may take (see the module docs).
-    deadline: Duration,
     /// Running live queries by the client's id.
     running: HashMap<String, AbortHandle>,
     tasks: JoinSet<String>,
@@ -254,7 +256,6 @@ impl Socket {
         Self {
             session,
             limit: config.subscriptions_per_socket,
-            deadline: config.ws_write_timeout,
             running: HashMap::new(),
             tasks: JoinSet::new(),
             outgoing,
@@ -268,7 +269,6 @@ impl Socket {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
         let (mut sink, mut incoming) = socket.split();
-        let deadline = self.deadline;
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
         loop {
@@ -278,7 +278,7 @@ impl Socket {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Binary(_))) => {
                             let event = Event::error(None, "INVALID_REQUEST", "send JSON as text messages");
-                            if !within(deadline, sink.send(event.message())).await {
+                            if sink.send(event.message()).await.is_err() {
                                 break;
                             }
                             continue;
@@ -293,7 +293,7 @@ impl Socket {
                         }
                     };
                     if let Some(reply) = self.on_message(&text).await
-                        && !within(deadline, sink.send(reply)).await
+                        && sink.send(reply).await.is_err()
                     {
                         break;
                     }
@@ -301,18 +301,18 @@ impl Socket {
                 Some((message, permit)) = self.queued.recv() => {
                     // Feed what is queued, then flush once; each message's
                     // bytes are free again once it is written.
-                    let mut sent = within(deadline, sink.feed(message)).await;
+                    let mut sent = sink.feed(message).await.is_ok();
                     drop(permit);
                     while sent {
                         match self.queued.try_recv() {
                             Ok((more, permit)) => {
-                                sent = within(deadline, sink.feed(more)).await;
+                                sent = sink.feed(more).await.is_ok();
                                 drop(permit);
                             }
                             Err(_) => break,
                         }
                     }
-                    if !sent || !within(deadline, sink.flush()).await {
+                    if !sent || sink.flush().await.is_err() {
                         break;
                     }
                 }
@@ -322,7 +322,7 @@ impl Socket {
                     }
                 }
                 _ = ping.tick() => {
-                    if !within(deadline, sink.send(Message::Ping(Default::default()))).await {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
                         break;
                     }
                 }
@@ -355,6 +355,10 @@ impl Socket {
                 ),
             },
             Op::Subscribe { id, sql } => {
+                if id.len() > LONGEST_ID {
+                    let message = format!("an id has at most {LONGEST_ID} bytes");
+                    return Some(Event::error(None, "INVALID_REQUEST", &message).message());
+                }
                 if self.running.contains_key(&id) {
                     let message = "a live query with this id is running";
                     return Some(Event::error(Some(&id), "INVALID_REQUEST", message).message());
@@ -389,14 +393,6 @@ impl Socket {
             }
         }
     }
-}
-
-/// Whether a write to the socket finished within `deadline`.
-async fn within<E>(
-    deadline: Duration,
-    write: impl std::future::Future<Output = Result<(), E>>,
-) -> bool {
-    matches!(tokio::time::timeout(deadline, write).await, Ok(Ok(())))
 }
 
 /// Sends `query`'s events as messages of `id` until it ends or the socket

@@ -27,11 +27,14 @@
 //!
 //! Every buffer is bounded: request bodies by `max_body_bytes` (refused
 //! with `413` before they are read when their length is announced), answers
-//! by `max_result_bytes`, connections by `max_connections`, a connection
-//! that starts no request by `idle_timeout`.
+//! by `max_result_bytes`, connections by `max_connections`; every wait has
+//! a deadline: a connection that starts no request, or does not finish
+//! sending one, by `idle_timeout`, and every write to a client (answers and
+//! WebSocket events) by `write_timeout` (see [`deadline`]).
 
 pub(crate) mod auth;
 mod console;
+mod deadline;
 mod live;
 mod prepared;
 mod sql;
@@ -51,13 +54,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tenantfusion_core::TenantError;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::config::HttpConfig;
 use crate::connection::Shared;
 use crate::figures::{Connected, Protocol};
+use deadline::WriteDeadline;
 use tokens::Tokens;
 
 /// What every HTTP connection of one server shares.
@@ -217,8 +221,14 @@ pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Answer {
 }
 
 /// The body of `request`, at most `limit` bytes: `413` for more, before
-/// reading when `Content-Length` says so, else as soon as it is over.
-pub(crate) async fn body(request: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+/// reading when `Content-Length` says so, else as soon as it is over;
+/// `408` when it has not all come within `deadline` (a client trickling a
+/// body would otherwise hold its connection for ever).
+pub(crate) async fn body(
+    request: Request<Incoming>,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -234,7 +244,15 @@ pub(crate) async fn body(request: Request<Incoming>, limit: usize) -> Result<Byt
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(request.into_body(), limit).collect().await {
+    let read = tokio::time::timeout(deadline, Limited::new(request.into_body(), limit).collect());
+    let Ok(read) = read.await else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            format!("the request body did not come within {deadline:?} (idle_timeout_secs)"),
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(err) => Err(ApiError::bad_request(
@@ -245,8 +263,11 @@ pub(crate) async fn body(request: Request<Incoming>, limit: usize) -> Result<Byt
 }
 
 /// Tells a client there is no room and closes: `503`, written by hand
-/// (no request of theirs is read).
+/// after the start of its request (at most 8 KiB, for at most a second:
+/// clients take an answer that comes before their request as broken).
 pub(crate) async fn refuse(mut socket: TcpStream) {
+    let mut start = [0u8; 8 << 10];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), socket.read(&mut start)).await;
     let body = r#"{"code":"TOO_MANY_CONNECTIONS","message":"the server serves as many HTTP connections as it may (max_connections)"}"#;
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
@@ -281,7 +302,10 @@ pub(crate) async fn serve(socket: TcpStream, addr: SocketAddr, http: Arc<Http>) 
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(http.config.idle_timeout)
-        .serve_connection(TokioIo::new(socket), service)
+        .serve_connection(
+            TokioIo::new(WriteDeadline::new(socket, http.config.write_timeout)),
+            service,
+        )
         .with_upgrades()
         .await;
     if let Err(err) = served {

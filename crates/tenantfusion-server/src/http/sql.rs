@@ -82,7 +82,12 @@ pub(super) async fn post(http: &Http, request: Request<Incoming>) -> Result<Answ
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(ARROW_STREAM));
-    let body = body(request, http.config.max_body_bytes).await?;
+    let body = body(
+        request,
+        http.config.max_body_bytes,
+        http.config.idle_timeout,
+    )
+    .await?;
     let statement: Statement = serde_json::from_slice(&body).map_err(|err| {
         ApiError::bad_request(
             "INVALID_REQUEST",

@@ -394,3 +394,82 @@ async fn answers_over_the_result_bound_fail_instead_of_filling_memory() {
     assert_eq!(small.len(), 100);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_trickled_body_is_cut_at_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = with_http();
+    if let Some(http) = &mut config.http {
+        http.idle_timeout = Duration::from_secs(1);
+    }
+    let server = TestServer::start_with(config).await;
+    let addr = server.http.unwrap();
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let basic = "YWxpY2U6YWxpY2UtcHc="; // alice:alice-pw
+    socket
+        .write_all(
+            format!(
+                "POST /v1/sql HTTP/1.1\r\nhost: x\r\nauthorization: Basic {basic}\r\n\
+                 content-length: 100\r\n\r\n{{\"sql\": \"SEL"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // The rest never comes; the answer does, within the timeout and a bit.
+    let mut answer = vec![0; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut answer))
+        .await
+        .expect("no answer to a trickled body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answer_is_cut_at_the_write_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = with_http();
+    if let Some(http) = &mut config.http {
+        http.max_connections = 1;
+        http.write_timeout = Duration::from_secs(1);
+    }
+    let server = TestServer::start_with(config).await;
+    let addr = server.http.unwrap();
+    // 20 MB of answer, asked for and never read: the connection's one slot
+    // is taken while the server waits to write.
+    let mut stuck = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"sql": "SELECT repeat('x', 1000) FROM generate_series(1, 20000)"}"#;
+    stuck
+        .write_all(
+            format!(
+                "POST /v1/sql HTTP/1.1\r\nhost: x\r\nauthorization: Basic YWxpY2U6YWxpY2UtcHc=\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = sql(addr, &ALICE, "SELECT 1", json!([])).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Past the write timeout the stuck connection is closed and its slot
+    // serves again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = sql(addr, &ALICE, "SELECT 1", json!([])).await;
+        if answer.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stuck client kept its slot"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(stuck);
+    server.stop().await;
+}

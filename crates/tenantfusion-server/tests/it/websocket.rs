@@ -138,6 +138,10 @@ async fn bad_messages_get_errors_and_the_socket_stays() {
             "INVALID_REQUEST",
         ),
         (json!({"op": "subscribe", "id": "x"}), "INVALID_REQUEST"),
+        (
+            json!({"op": "subscribe", "id": "i".repeat(129), "sql": "SUBSCRIBE TO app.notes"}),
+            "INVALID_REQUEST",
+        ),
         (json!([1, 2]), "INVALID_REQUEST"),
     ] {
         send(&mut socket, message.clone()).await;
@@ -238,7 +242,7 @@ async fn process_with_http(dir: &std::path::Path, http_settings: &str) -> (Proce
 /// his own rows, how long his next row takes to reach him.
 async fn flood(stuck_alice: bool) -> (i64, Option<Duration>) {
     let dir = tempfile::tempdir().unwrap();
-    let (server, http) = process_with_http(dir.path(), "ws_write_timeout_secs = 2\n").await;
+    let (server, http) = process_with_http(dir.path(), "write_timeout_secs = 2\n").await;
     let alice = server.connect("alice", "alice-pw").await;
     let mut sockets = Vec::new();
     let mut bob_socket = None;
