@@ -302,6 +302,8 @@ pub async fn live_failover(size: Size) -> Vec<Measurement> {
             },
             SubscribeOptions {
                 queue_capacity: 10_000_000,
+                // A baseline that never drops: unbounded in bytes too.
+                queue_bytes: usize::MAX,
                 ..SubscribeOptions::default()
             },
         )

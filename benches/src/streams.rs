@@ -108,6 +108,8 @@ pub async fn stream_ingest(size: Size) -> Vec<Measurement> {
             },
             SubscribeOptions {
                 queue_capacity: 1 << 20,
+                // A baseline that never drops: unbounded in bytes too.
+                queue_bytes: usize::MAX,
                 ..SubscribeOptions::default()
             },
         )

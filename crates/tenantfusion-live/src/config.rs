@@ -219,6 +219,7 @@ fn own_keys(kind: SourceKind) -> &'static [&'static str] {
             "subscribe_message",
             "unsubscribe_message",
             "ping_interval_ms",
+            "max_message_bytes",
         ],
         SourceKind::Stomp => &[
             "address",
@@ -488,6 +489,10 @@ fn pool_config(table: &Table) -> Result<PoolConfig> {
     settings.set_millis("connect_timeout_ms", &mut config.connect_timeout)?;
     settings.set_millis("request_timeout_ms", &mut config.request_timeout)?;
     settings.set_millis("min_stable_ms", &mut config.min_stable)?;
+    // 0 turns fail-back off.
+    if let Some(after) = settings.integer("fail_back_after_ms", 0)? {
+        config.fail_back_after = (after > 0).then(|| Duration::from_millis(after));
+    }
     config.failover_after = settings
         .integer("failover_after", 1)?
         .map_or(d.failover_after, |n| n.min(u64::from(u32::MAX)) as u32);
@@ -610,6 +615,7 @@ fn source(name: &str, kind: SourceKind, s: &mut Settings<'_>) -> Result<Arc<dyn 
             s.set_string("subscribe_message", &mut config.subscribe_message)?;
             s.set_string("unsubscribe_message", &mut config.unsubscribe_message)?;
             s.set_millis("ping_interval_ms", &mut config.ping_interval)?;
+            s.set_usize("max_message_bytes", 1_024, &mut config.max_message_bytes)?;
             Arc::new(WebSocketSource::new(config).map_err(named)?)
         }
         SourceKind::Stomp => {

@@ -1,6 +1,16 @@
 //! Getting rows to subscribers: one bounded queue per subscriber, a policy
 //! for slow ones, and per-topic slices of upstream batches that every
 //! subscriber of the topic shares.
+//!
+//! A queue is bounded twice: by deliveries (`queue_capacity`) and by the
+//! bytes they keep alive (`queue_bytes`). A delivery's bytes are what it
+//! keeps alive, not what it shows: a zero-copy slice of an upstream batch
+//! keeps the whole batch's buffers. Slices stay zero-copy while a queue
+//! keeps up; a queue counts each upstream batch its slices pin once (all
+//! the topics of one batch pin the same buffers), and once it pins
+//! [`PINNED_BATCHES`] batches, a further slice's rows are copied out as it
+//! is queued, so a slow reader of one topic among thousands holds its own
+//! rows, not the batches around them. Only lagging queues copy.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +23,141 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::source::Topic;
+
+/// Upstream batches one queue may keep alive through zero-copy slices
+/// before it copies the rows of further slices out (see the module docs).
+pub const PINNED_BATCHES: usize = 8;
+
+/// The memory a queued item takes.
+///
+/// ```
+/// use tenantfusion_live::Weight;
+/// assert_eq!(7u64.own_bytes(), 8);
+/// ```
+pub trait Weight {
+    /// Bytes of its own rows: what a copy of it would take.
+    fn own_bytes(&self) -> usize;
+
+    /// Bytes it keeps alive: its own, or more where it shares the buffers
+    /// of a larger batch it is a slice of.
+    fn held_bytes(&self) -> usize {
+        self.own_bytes()
+    }
+
+    /// Copies its rows out of the larger batch it is a slice of, so that
+    /// batch can be freed. Nothing to do by default.
+    fn compact(&mut self) {}
+}
+
+impl Weight for RecordBatch {
+    fn own_bytes(&self) -> usize {
+        self.columns()
+            .iter()
+            .map(|c| {
+                c.to_data()
+                    .get_slice_memory_size()
+                    .unwrap_or_else(|_| c.get_array_memory_size())
+            })
+            .sum()
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.get_array_memory_size()
+    }
+
+    fn compact(&mut self) {
+        let rows: UInt32Array = (0..self.num_rows() as u32).collect();
+        // `take` of every row in order: new buffers of just these rows.
+        if let Ok(copy) = take_record_batch(self, &rows) {
+            *self = copy;
+        }
+    }
+}
+
+impl<A> Weight for (A, RecordBatch) {
+    fn own_bytes(&self) -> usize {
+        self.1.own_bytes()
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.1.held_bytes()
+    }
+
+    fn compact(&mut self) {
+        self.1.compact();
+    }
+}
+
+macro_rules! weighs_its_size {
+    ($($t:ty),*) => {$(
+        impl Weight for $t {
+            fn own_bytes(&self) -> usize {
+                std::mem::size_of::<$t>()
+            }
+        }
+    )*};
+}
+weighs_its_size!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
+
+/// What a pusher knows of an item's memory, worked out once for every
+/// queue it goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Weighed {
+    /// Its own bytes.
+    own: usize,
+    /// The upstream batch it is a zero-copy slice of (a number unique to
+    /// that batch) and the bytes that batch holds; `None` when it holds
+    /// little beyond its own.
+    pin: Option<(u64, usize)>,
+}
+
+impl Weighed {
+    /// The weight of `item`, which came from the upstream batch numbered
+    /// `origin` (the route estimates instead: [`of_part`](Self::of_part)).
+    #[cfg(test)]
+    fn of(item: &impl Weight, origin: u64) -> Self {
+        Self::from_sizes(item.own_bytes(), item.held_bytes(), origin)
+    }
+
+    /// [`of`](Self::of) for `part`, a piece of an upstream batch of
+    /// `batch_rows` rows and `batch_bytes` bytes numbered `origin`, without
+    /// walking its buffers: its own bytes are taken as its share of the
+    /// batch's rows. Work done for every topic of every upstream batch.
+    pub(crate) fn of_part(
+        part: &RecordBatch,
+        origin: u64,
+        batch_rows: usize,
+        batch_bytes: usize,
+    ) -> Self {
+        let own = batch_bytes.saturating_mul(part.num_rows()) / batch_rows.max(1);
+        Self::from_sizes(own, part.get_array_memory_size(), origin)
+    }
+
+    /// A slice when it holds well over its own bytes (buffers are rounded
+    /// up to 64 bytes, so a little over is not a slice of something
+    /// larger); otherwise it holds what it is.
+    fn from_sizes(own: usize, held: usize, origin: u64) -> Self {
+        if held > own.saturating_mul(2).saturating_add(1024) {
+            Self {
+                own,
+                pin: Some((origin, held)),
+            }
+        } else {
+            Self {
+                own: held,
+                pin: None,
+            }
+        }
+    }
+
+    /// An item that holds what it is (nothing of a larger batch).
+    fn alone(item: &impl Weight) -> Self {
+        Self {
+            own: item.held_bytes(),
+            pin: None,
+        }
+    }
+}
 
 /// What happens when a subscriber's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,6 +175,9 @@ pub enum SlowConsumer {
 pub struct SubscribeOptions {
     /// Deliveries (per-topic batches) queued at most.
     pub queue_capacity: usize,
+    /// Bytes the queued deliveries may keep alive at most (see
+    /// [`Weight`]); one delivery is always taken, however large.
+    pub queue_bytes: usize,
     /// What to do when the queue is full.
     pub slow_consumer: SlowConsumer,
 }
@@ -38,6 +186,7 @@ impl Default for SubscribeOptions {
     fn default() -> Self {
         Self {
             queue_capacity: 1024,
+            queue_bytes: 64 << 20,
             slow_consumer: SlowConsumer::DropOldest,
         }
     }
@@ -68,8 +217,8 @@ pub enum LiveEvent {
 ///
 /// ```
 /// use tenantfusion_live::{DeliveryQueue, Delivery, SlowConsumer, SubscribeOptions};
-/// let queue = DeliveryQueue::new(SubscribeOptions { queue_capacity: 2, slow_consumer: SlowConsumer::DropOldest });
-/// for n in 0..5 {
+/// let queue = DeliveryQueue::new(SubscribeOptions { queue_capacity: 2, ..SubscribeOptions::default() });
+/// for n in 0..5u64 {
 ///     queue.push(n);
 /// }
 /// assert!(matches!(queue.try_recv().unwrap(), Some(Delivery::Lagged(3))));
@@ -94,9 +243,30 @@ pub enum Delivery<T> {
     Lagged(u64),
 }
 
+/// A queued item; `bytes` is what it adds to the queue's bytes (0 for a
+/// slice of a batch its run counts).
+#[derive(Debug)]
+struct Queued<T> {
+    item: T,
+    bytes: usize,
+    pinned: bool,
+}
+
+/// Consecutive queued slices of one upstream batch, which counts once.
+#[derive(Debug)]
+struct Run {
+    origin: u64,
+    held: usize,
+    items: usize,
+}
+
 #[derive(Debug)]
 struct QueueState<T> {
-    items: VecDeque<T>,
+    items: VecDeque<Queued<T>>,
+    /// Upstream batches the pinned items keep alive, in queue order.
+    runs: VecDeque<Run>,
+    /// What the items and runs keep alive.
+    bytes: usize,
     /// Dropped and not reported yet.
     lagged: u64,
     delivered: u64,
@@ -110,6 +280,8 @@ struct QueueState<T> {
 pub struct QueueStats {
     /// Deliveries waiting.
     pub queued: usize,
+    /// Bytes they keep alive.
+    pub queued_bytes: usize,
     /// Deliveries pushed so far.
     pub delivered: u64,
     /// Deliveries dropped because the queue was full.
@@ -118,12 +290,14 @@ pub struct QueueStats {
     pub disconnected: bool,
 }
 
-impl<T> DeliveryQueue<T> {
+impl<T: Weight> DeliveryQueue<T> {
     /// An empty queue (a capacity of 0 is taken as 1).
     pub fn new(options: SubscribeOptions) -> Self {
         Self {
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
+                runs: VecDeque::new(),
+                bytes: 0,
                 lagged: 0,
                 delivered: 0,
                 dropped: 0,
@@ -142,35 +316,79 @@ impl<T> DeliveryQueue<T> {
     /// Queues one item and wakes the consumer; `false` when the consumer
     /// is (now) disconnected as a slow consumer and should be forgotten.
     pub fn push(&self, item: T) -> bool {
-        let queued = self.push_quietly(item);
+        let weighed = Weighed::alone(&item);
+        let queued = self.push_quietly(item, weighed);
         self.wake();
         queued
     }
 
-    /// Queues one item without waiting and without waking the consumer;
-    /// `false` when the consumer is (now) disconnected. The caller wakes
-    /// it with [`wake`](Self::wake) when [`needs_wake`](Self::needs_wake)
-    /// said so.
-    pub(crate) fn push_quietly(&self, item: T) -> bool {
+    /// Queues one item of `weighed` memory (worked out once by a caller
+    /// that pushes it to many queues) without waiting and without waking
+    /// the consumer; `false` when the consumer is (now) disconnected. The
+    /// caller wakes it with [`wake`](Self::wake) when
+    /// [`needs_wake`](Self::needs_wake) said so.
+    pub(crate) fn push_quietly(&self, mut item: T, weighed: Weighed) -> bool {
         let mut state = self.state.lock();
         if state.disconnected || state.closed {
             return !state.disconnected;
         }
-        if state.items.len() >= self.options.queue_capacity {
+        // A slice of a batch not pinned yet, with enough pinned: copy its
+        // rows out rather than keep one more batch alive.
+        let mut pin = weighed.pin;
+        if let Some((origin, _)) = pin
+            && state.runs.back().is_none_or(|r| r.origin != origin)
+            && state.runs.len() >= PINNED_BATCHES
+        {
+            item.compact();
+            pin = None;
+        }
+        let own = match (pin, weighed.pin) {
+            (Some(_), _) => 0,
+            (None, Some(_)) => item.own_bytes(),
+            (None, None) => weighed.own,
+        };
+        // A slice counts its batch's bytes once, with the batch's first.
+        let cost = |state: &QueueState<T>| match pin {
+            Some((origin, held)) if state.runs.back().is_none_or(|r| r.origin != origin) => held,
+            _ => own,
+        };
+        // Room by count and by bytes; an empty queue takes any one item.
+        while !state.items.is_empty()
+            && (state.items.len() >= self.options.queue_capacity
+                || state.bytes.saturating_add(cost(&state)) > self.options.queue_bytes)
+        {
             state.dropped += 1;
             match self.options.slow_consumer {
                 SlowConsumer::DropOldest => {
-                    state.items.pop_front();
+                    state.pop_front();
                     state.lagged += 1;
                 }
                 SlowConsumer::Disconnect => {
                     state.disconnected = true;
                     state.items.clear();
+                    state.runs.clear();
+                    state.bytes = 0;
                     return false;
                 }
             }
         }
-        state.items.push_back(item);
+        let added = cost(&state);
+        if let Some((origin, held)) = pin {
+            match state.runs.back_mut() {
+                Some(run) if run.origin == origin => run.items += 1,
+                _ => state.runs.push_back(Run {
+                    origin,
+                    held,
+                    items: 1,
+                }),
+            }
+        }
+        state.items.push_back(Queued {
+            item,
+            bytes: if pin.is_some() { 0 } else { own },
+            pinned: pin.is_some(),
+        });
+        state.bytes += added;
         state.delivered += 1;
         true
     }
@@ -198,6 +416,7 @@ impl<T> DeliveryQueue<T> {
         let state = self.state.lock();
         QueueStats {
             queued: state.items.len(),
+            queued_bytes: state.bytes,
             delivered: state.delivered,
             dropped: state.dropped,
             disconnected: state.disconnected,
@@ -233,16 +452,35 @@ impl<T> DeliveryQueue<T> {
             let missed = std::mem::take(&mut state.lagged);
             return Ok(Some(Some(Delivery::Lagged(missed))));
         }
-        if let Some(item) = state.items.pop_front() {
+        if let Some(item) = state.pop_front() {
             return Ok(Some(Some(Delivery::Item(item))));
         }
         Ok(state.closed.then_some(None))
     }
 }
 
+impl<T> QueueState<T> {
+    /// Takes the oldest item off, and its bytes (its run's with its run's
+    /// last item).
+    fn pop_front(&mut self) -> Option<T> {
+        let queued = self.items.pop_front()?;
+        self.bytes -= queued.bytes;
+        if queued.pinned
+            && let Some(run) = self.runs.front_mut()
+        {
+            run.items -= 1;
+            if run.items == 0 {
+                self.bytes -= run.held;
+                self.runs.pop_front();
+            }
+        }
+        Some(queued.item)
+    }
+}
+
 /// Cuts `batch` into one batch per topic (topic in column 0, `Utf8`).
-/// Where a topic's rows are contiguous the piece is a zero-copy slice; rows
-/// with a null topic are left out. Errors when column 0 is not `Utf8`.
+/// Where a topic's rows are contiguous the piece is a zero-copy slice;
+/// rows with a null topic are left out. Errors when column 0 is not `Utf8`.
 pub(crate) fn split_by_topic(batch: &RecordBatch) -> Result<Vec<(&str, RecordBatch)>> {
     if batch.num_columns() == 0 || batch.num_rows() == 0 {
         return Ok(Vec::new());
@@ -361,17 +599,19 @@ mod tests {
     fn a_full_queue_drops_the_oldest_and_reports_the_lag() {
         let queue = DeliveryQueue::<(Topic, RecordBatch)>::new(SubscribeOptions {
             queue_capacity: 2,
-            slow_consumer: SlowConsumer::DropOldest,
+            ..SubscribeOptions::default()
         });
         let topic: Topic = "A".into();
         let one = batch(&[Some("A")]);
+        let weighed = Weighed { own: 10, pin: None };
         for _ in 0..5 {
-            assert!(queue.push_quietly((Arc::clone(&topic), one.clone())));
+            assert!(queue.push_quietly((Arc::clone(&topic), one.clone()), weighed));
         }
         assert_eq!(
             queue.stats(),
             QueueStats {
                 queued: 2,
+                queued_bytes: 20,
                 delivered: 5,
                 dropped: 3,
                 disconnected: false
@@ -399,13 +639,149 @@ mod tests {
         let queue = DeliveryQueue::<(Topic, RecordBatch)>::new(SubscribeOptions {
             queue_capacity: 1,
             slow_consumer: SlowConsumer::Disconnect,
+            ..SubscribeOptions::default()
         });
         let topic: Topic = "A".into();
         let b = batch(&[Some("A")]);
-        assert!(queue.push_quietly((Arc::clone(&topic), b.clone())));
-        assert!(!queue.push_quietly((topic, b)));
+        let weighed = Weighed { own: 1, pin: None };
+        assert!(queue.push_quietly((Arc::clone(&topic), b.clone()), weighed));
+        assert!(!queue.push_quietly((topic, b), weighed));
         let err = queue.take().unwrap_err();
         assert_eq!(err.code(), "SLOW_CONSUMER");
         assert!(queue.stats().disconnected);
+    }
+
+    #[test]
+    fn a_queue_is_bounded_in_bytes_too() {
+        let queue = DeliveryQueue::<u64>::new(SubscribeOptions {
+            queue_bytes: 100,
+            ..SubscribeOptions::default()
+        });
+        let weighing = |own| Weighed { own, pin: None };
+        for n in 0..3 {
+            assert!(queue.push_quietly(n, weighing(40)));
+        }
+        // 3 x 40 > 100: the oldest went.
+        assert_eq!(queue.stats().queued, 2);
+        assert_eq!(queue.stats().queued_bytes, 80);
+        // One item over the whole bound empties the queue and is taken.
+        assert!(queue.push_quietly(9, weighing(1_000)));
+        assert_eq!(queue.stats().queued, 1);
+        assert!(matches!(
+            queue.take().unwrap(),
+            Some(Some(Delivery::Lagged(3)))
+        ));
+        assert!(matches!(
+            queue.take().unwrap(),
+            Some(Some(Delivery::Item(9)))
+        ));
+        assert_eq!(queue.stats().queued_bytes, 0);
+    }
+
+    /// A stand-in for a slice: `compact` marks it copied.
+    #[derive(Debug, PartialEq)]
+    struct Slice {
+        copied: bool,
+    }
+
+    impl Weight for Slice {
+        fn own_bytes(&self) -> usize {
+            10
+        }
+
+        fn held_bytes(&self) -> usize {
+            if self.copied { 10 } else { 10_000 }
+        }
+
+        fn compact(&mut self) {
+            self.copied = true;
+        }
+    }
+
+    #[test]
+    fn slices_count_their_batch_once_and_past_the_pinned_bound_are_copied() {
+        let queue = DeliveryQueue::<Slice>::new(SubscribeOptions::default());
+        let push = |origin| {
+            let slice = Slice { copied: false };
+            let weighed = Weighed::of(&slice, origin);
+            assert_eq!(weighed.pin, Some((origin, 10_000)));
+            assert!(queue.push_quietly(slice, weighed));
+        };
+        // Three topics of one upstream batch: the batch counts once.
+        for _ in 0..3 {
+            push(1);
+        }
+        assert_eq!(queue.stats().queued_bytes, 10_000);
+        // One topic of each of 20 more batches: 8 batches pinned in all,
+        // the rest copied out as they came.
+        for origin in 2..22 {
+            push(origin);
+        }
+        let stats = queue.stats();
+        assert_eq!(stats.queued, 23);
+        assert_eq!(stats.queued_bytes, PINNED_BATCHES * 10_000 + 13 * 10);
+        let mut copied = Vec::new();
+        while let Some(Delivery::Item(slice)) = queue.try_recv().unwrap() {
+            copied.push(slice.copied);
+        }
+        assert_eq!(copied.iter().filter(|c| !**c).count(), 3 + 7);
+        assert!(copied[10..].iter().all(|c| *c));
+        // Each batch's bytes went with its last slice.
+        assert_eq!(queue.stats().queued_bytes, 0);
+    }
+
+    #[test]
+    fn a_dropped_run_frees_its_batch() {
+        let one_slice_each_of_5_batches = |options| {
+            let queue = DeliveryQueue::<Slice>::new(options);
+            for origin in 0..5 {
+                let slice = Slice { copied: false };
+                let weighed = Weighed::of(&slice, origin);
+                assert!(queue.push_quietly(slice, weighed));
+            }
+            queue.stats()
+        };
+        let stats = one_slice_each_of_5_batches(SubscribeOptions {
+            queue_capacity: 2,
+            ..SubscribeOptions::default()
+        });
+        assert_eq!(stats.queued_bytes, 2 * 10_000);
+        // One batch's worth fits: each new batch drops the oldest.
+        let stats = one_slice_each_of_5_batches(SubscribeOptions {
+            queue_bytes: 15_000,
+            ..SubscribeOptions::default()
+        });
+        assert_eq!(
+            (stats.queued, stats.queued_bytes, stats.dropped),
+            (1, 10_000, 4)
+        );
+    }
+
+    #[test]
+    fn a_slice_weighs_its_rows_and_holds_its_batch_until_compacted() {
+        let mut topics = vec![Some("A"); 20_000];
+        topics.push(Some("B"));
+        let big = batch(&topics);
+        let parts = split_by_topic(&big).unwrap();
+        let mut b = parts[1].1.clone();
+        assert_eq!(b.held_bytes(), big.get_array_memory_size());
+        assert!(b.own_bytes() < 64, "{}", b.own_bytes());
+        b.compact();
+        assert_eq!(numbers(&b), vec![20_000]);
+        assert!(b.held_bytes() < 1024, "{}", b.held_bytes());
+        // A batch that is not a slice is not pinned; the estimate from the
+        // batch's rows agrees.
+        let (rows, bytes) = (big.num_rows(), big.get_array_memory_size());
+        assert_eq!(Weighed::of(&big, 1).pin, None);
+        assert_eq!(Weighed::of_part(&big, 1, rows, bytes).pin, None);
+        assert_eq!(Weighed::of_part(&b, 1, rows, bytes).pin, None);
+        let slice = &parts[1].1;
+        assert_eq!(Weighed::of(slice, 1).pin, Some((1, bytes)));
+        assert_eq!(
+            Weighed::of_part(slice, 1, rows, bytes).pin,
+            Some((1, bytes))
+        );
+        // A (the 20,000 rows) is nearly all of the batch: not pinned.
+        assert_eq!(Weighed::of_part(&parts[0].1, 1, rows, bytes).pin, None);
     }
 }

@@ -52,7 +52,8 @@ pub use backoff::Backoff;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use config::LiveConfig;
 pub use delivery::{
-    Delivery, DeliveryQueue, LiveEvent, QueueStats, SlowConsumer, SubscribeOptions,
+    Delivery, DeliveryQueue, LiveEvent, PINNED_BATCHES, QueueStats, SlowConsumer, SubscribeOptions,
+    Weight,
 };
 pub use error::{LiveError, Result};
 pub use generator::{GeneratorConfig, GeneratorSource, tick_schema};
@@ -67,4 +68,4 @@ pub use source::{
     Capabilities, Connection, Source, SourceKind, SourceSettings, SourceSpec, Topic, Upstream,
 };
 pub use stomp::{StompConfig, StompSource};
-pub use websocket::{WebSocketConfig, WebSocketSource};
+pub use websocket::{DEFAULT_MAX_MESSAGE_BYTES, WebSocketConfig, WebSocketSource};

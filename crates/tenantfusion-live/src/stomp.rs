@@ -140,6 +140,7 @@ impl Source for StompSource {
             receipts: 0,
             send_beat: None,
             expect_beat: None,
+            broken: None,
         };
         let connect = Frame::new("CONNECT")
             .header("accept-version", "1.2")
@@ -443,6 +444,24 @@ fn unescape_header(text: &str) -> std::result::Result<String, String> {
     Ok(out)
 }
 
+/// Why the wire gave no frame.
+#[derive(Debug)]
+enum WireError {
+    /// The bytes break the protocol or the frame limit (counted as a
+    /// malformed message; the connection cannot be read on).
+    Bad(String),
+    /// The socket failed or the broker closed it.
+    Gone(String),
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Bad(why) | WireError::Gone(why) => f.write_str(why),
+        }
+    }
+}
+
 /// The socket and what was read from it but not parsed yet.
 struct Wire {
     stream: TcpStream,
@@ -453,12 +472,12 @@ struct Wire {
 impl Wire {
     /// The next frame. Cancel-safe: bytes are kept in `buffer` as soon as
     /// they are read.
-    async fn read_frame(&mut self) -> std::result::Result<Frame, String> {
+    async fn read_frame(&mut self) -> std::result::Result<Frame, WireError> {
         loop {
             if let Some(frame) = self
                 .frames
                 .next_frame()
-                .map_err(|why| format!("bad frame: {why}"))?
+                .map_err(|why| WireError::Bad(format!("bad frame: {why}")))?
             {
                 return Ok(frame);
             }
@@ -467,9 +486,9 @@ impl Wire {
                 .stream
                 .read(&mut chunk)
                 .await
-                .map_err(|e| format!("read: {e}"))?;
+                .map_err(|e| WireError::Gone(format!("read: {e}")))?;
             if n == 0 {
-                return Err("the broker closed the connection".into());
+                return Err(WireError::Gone("the broker closed the connection".into()));
             }
             self.last_seen = Instant::now();
             self.frames.extend(&chunk[..n]);
@@ -496,6 +515,9 @@ struct StompConnection {
     receipts: u64,
     send_beat: Option<Interval>,
     expect_beat: Option<Duration>,
+    /// Why the wire cannot be read on, once a bad frame was counted as
+    /// malformed: the next read reports the connection lost.
+    broken: Option<String>,
 }
 
 impl std::fmt::Debug for StompConnection {
@@ -625,6 +647,9 @@ impl Connection for StompConnection {
     }
 
     async fn next_event(&mut self) -> Result<Upstream> {
+        if let Some(why) = self.broken.take() {
+            return Err(self.lost(why));
+        }
         loop {
             if let Some(frame) = self.pending.pop_front() {
                 self.pending_bytes = self.pending_bytes.saturating_sub(frame.size());
@@ -637,7 +662,14 @@ impl Connection for StompConnection {
             }
             tokio::select! {
                 frame = self.wire.read_frame() => {
-                    let frame = frame.map_err(|why| self.lost(why))?;
+                    let frame = match frame {
+                        Ok(frame) => frame,
+                        Err(WireError::Bad(why)) => {
+                            self.broken = Some(why.clone());
+                            return Ok(Upstream::Malformed(why));
+                        }
+                        Err(gone) => return Err(self.lost(gone)),
+                    };
                     if let Some(event) = self.event(frame) {
                         return event;
                     }

@@ -12,7 +12,9 @@ use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig as Limits;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::json_rows::JsonRows;
@@ -26,7 +28,10 @@ use crate::source::{Connection, Source, SourceKind, SourceSettings, SourceSpec, 
 /// are the schema's column names (the topic column first); an object with an
 /// `"op"` key is a control message and is not a row (`"op": "error"` is
 /// counted as a malformed message). Anything else that does not decode is
-/// counted and skipped; the connection stays up.
+/// counted and skipped; the connection stays up. A message (or frame) over
+/// `max_message_bytes` is refused from its header, before its body is
+/// buffered: it is counted as malformed and the connection is replaced
+/// (the rest of the message cannot be skipped).
 #[derive(Debug, Clone)]
 pub struct WebSocketConfig {
     /// Name, balancing, limits and rows.
@@ -40,12 +45,17 @@ pub struct WebSocketConfig {
     /// Time between our pings; a connection silent for two of these is
     /// considered lost.
     pub ping_interval: Duration,
+    /// The longest message taken from the upstream (8 MiB by default).
+    pub max_message_bytes: usize,
 }
+
+/// Messages up to 8 MiB: far above a row message, far below a memory risk.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 8 << 20;
 
 impl WebSocketConfig {
     /// A configuration with the default protocol messages
     /// (`{"op":"subscribe","topics":[...]}` and `{"op":"unsubscribe",...}`),
-    /// a 15 s ping and no caps.
+    /// a 15 s ping, messages up to [`DEFAULT_MAX_MESSAGE_BYTES`] and no caps.
     pub fn new(name: impl Into<String>, url: impl Into<String>, schema: SchemaRef) -> Self {
         Self {
             source: SourceSettings::new(name, schema),
@@ -53,6 +63,7 @@ impl WebSocketConfig {
             subscribe_message: r#"{"op":"subscribe","topics":{topics}}"#.into(),
             unsubscribe_message: r#"{"op":"unsubscribe","topics":{topics}}"#.into(),
             ping_interval: Duration::from_secs(15),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -97,6 +108,9 @@ impl WebSocketSource {
                 return invalid(format!("{key} must contain {{topics}}"));
             }
         }
+        if config.max_message_bytes == 0 {
+            return invalid("max_message_bytes must be more than zero".into());
+        }
         if config.ping_interval.is_zero() {
             return invalid("ping_interval must be longer than zero".into());
         }
@@ -115,7 +129,11 @@ impl Source for WebSocketSource {
     }
 
     async fn connect(&self) -> Result<Box<dyn Connection>> {
-        let (stream, _) = tokio_tungstenite::connect_async(self.config.url.as_str())
+        let limits = Limits::default()
+            .max_message_size(Some(self.config.max_message_bytes))
+            .max_frame_size(Some(self.config.max_message_bytes));
+        let url = self.config.url.as_str();
+        let (stream, _) = tokio_tungstenite::connect_async_with_config(url, Some(limits), false)
             .await
             .map_err(|e| {
                 LiveError::UpstreamUnavailable(format!(
@@ -134,6 +152,7 @@ impl Source for WebSocketSource {
             stream,
             ping,
             last_seen: Instant::now(),
+            broken: None,
         }))
     }
 }
@@ -144,6 +163,9 @@ struct WebSocketConnection {
     rows: JsonRows,
     ping: Interval,
     last_seen: Instant,
+    /// Why the stream cannot be read on, once a message over the limit was
+    /// counted as malformed: the next read reports the connection lost.
+    broken: Option<String>,
 }
 
 impl std::fmt::Debug for WebSocketConnection {
@@ -204,11 +226,19 @@ impl Connection for WebSocketConnection {
     async fn next_event(&mut self) -> Result<Upstream> {
         // Cancel-safe: `next()` on the stream and `tick()` lose nothing when
         // dropped; a ping interrupted half-sent stays buffered in the socket.
+        if let Some(why) = self.broken.take() {
+            return Err(self.lost(why));
+        }
         loop {
             tokio::select! {
                 message = self.stream.next() => {
                     let message = match message {
                         None => return Ok(Upstream::Closed),
+                        Some(Err(WsError::Capacity(e))) => {
+                            let why = format!("a message over max_message_bytes: {e}");
+                            self.broken = Some(why.clone());
+                            return Ok(Upstream::Malformed(why));
+                        }
                         Some(Err(e)) => return Err(self.lost(e)),
                         Some(Ok(message)) => message,
                     };

@@ -63,7 +63,7 @@ pub use engine::Engine;
 pub use figures::describe_metrics;
 pub use information_schema::INFORMATION_SCHEMA_NAMESPACE;
 pub use limits::{CancelHandle, StatementLimits};
-pub use live_query::{ChangeEvent, LiveQuery};
+pub use live_query::{ChangeEvent, LiveQuery, MAX_QUEUE_BYTES};
 pub use pg_catalog::PG_CATALOG_NAMESPACE;
 pub use plan_cache::{PlanCacheConfig, PlanCacheStats};
 pub use query::Query;

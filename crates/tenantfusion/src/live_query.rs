@@ -19,7 +19,9 @@ use tenantfusion_core::{
     Access, BaseTableProvider, ChangeListener, Result, TableId, TenantError, UserContext, UserId,
     WatchGuard,
 };
-use tenantfusion_live::{Delivery, DeliveryQueue, QueueStats, SlowConsumer, SubscribeOptions};
+use tenantfusion_live::{
+    Delivery, DeliveryQueue, QueueStats, SlowConsumer, SubscribeOptions, Weight,
+};
 
 use crate::live_sources::{TopicLease, from_live};
 
@@ -51,6 +53,23 @@ enum Change {
     /// The query ends with this error (read access taken away, a WHERE
     /// that fails on some row).
     Ended(TenantError),
+}
+
+/// A queued change weighs the buffers its batches keep alive (shared with
+/// the table's own rows, so the bound is on what a slow reader could keep
+/// from being freed).
+impl Weight for Change {
+    fn own_bytes(&self) -> usize {
+        self.held_bytes()
+    }
+
+    fn held_bytes(&self) -> usize {
+        match self {
+            Change::Snapshot(batches) => batches.iter().map(Weight::held_bytes).sum(),
+            Change::Insert(batch) | Change::Delete(batch) => batch.held_bytes(),
+            Change::Ended(_) => 0,
+        }
+    }
 }
 
 /// A running live query. Dropping it unsubscribes (and lets the topics it
@@ -139,6 +158,11 @@ impl LiveQuery {
     }
 }
 
+/// The most a live query may ask to keep queued (`QUEUE_BYTES`): a tenant
+/// may lower the 64 MiB default, but not make one slow reader hold
+/// gigabytes.
+pub const MAX_QUEUE_BYTES: usize = 256 << 20;
+
 /// How a live query is set up, from `SUBSCRIBE ... OPTIONS (...)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LiveOptions {
@@ -147,7 +171,8 @@ pub(crate) struct LiveOptions {
 }
 
 impl LiveOptions {
-    /// `LAST_ROWS = n`, `QUEUE_CAPACITY = n`, `SLOW_CONSUMER = 'drop_oldest' | 'disconnect'`.
+    /// `LAST_ROWS = n`, `QUEUE_CAPACITY = n`, `QUEUE_BYTES = n` (at most
+    /// [`MAX_QUEUE_BYTES`]), `SLOW_CONSUMER = 'drop_oldest' | 'disconnect'`.
     pub(crate) fn parse(options: &[(String, String)]) -> Result<Self> {
         let mut parsed = Self {
             last_rows: None,
@@ -163,6 +188,15 @@ impl LiveOptions {
             match key.as_str() {
                 "LAST_ROWS" => parsed.last_rows = Some(count(0)?),
                 "QUEUE_CAPACITY" => parsed.queue.queue_capacity = count(1)?,
+                "QUEUE_BYTES" => {
+                    let bytes = count(1)?;
+                    if bytes > MAX_QUEUE_BYTES {
+                        return Err(TenantError::InvalidArgument(format!(
+                            "SUBSCRIBE option QUEUE_BYTES may be at most {MAX_QUEUE_BYTES}, not {bytes}"
+                        )));
+                    }
+                    parsed.queue.queue_bytes = bytes;
+                }
                 "SLOW_CONSUMER" => {
                     parsed.queue.slow_consumer = match value.to_ascii_lowercase().as_str() {
                         "drop_oldest" => SlowConsumer::DropOldest,
@@ -176,7 +210,7 @@ impl LiveOptions {
                 }
                 other => {
                     return Err(TenantError::InvalidArgument(format!(
-                        "unknown SUBSCRIBE option '{other}' (supported: LAST_ROWS, QUEUE_CAPACITY, SLOW_CONSUMER)"
+                        "unknown SUBSCRIBE option '{other}' (supported: LAST_ROWS, QUEUE_CAPACITY, QUEUE_BYTES, SLOW_CONSUMER)"
                     )));
                 }
             }

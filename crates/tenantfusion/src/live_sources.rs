@@ -47,7 +47,8 @@ pub(crate) fn from_live(err: LiveError) -> TenantError {
     }
 }
 
-/// Deliveries a topic's feeder may fall behind before the oldest are dropped.
+/// Deliveries a topic's feeder may fall behind before the oldest are
+/// dropped (and at most the pool's default bytes of them).
 const FEED_QUEUE: usize = 4096;
 
 /// The pool, started on first use, and the feeds of source-bound tables.
@@ -352,6 +353,7 @@ impl SourceTopics {
         let options = SubscribeOptions {
             queue_capacity: FEED_QUEUE,
             slow_consumer: SlowConsumer::DropOldest,
+            ..SubscribeOptions::default()
         };
         let mut subscription = pool.subscribe(&request, options).map_err(from_live)?;
         let table = Arc::clone(&self.table);

@@ -41,6 +41,12 @@ pub enum Command {
         /// Its sequence number.
         seq: u64,
     },
+    /// Send one text message of about `bytes` bytes (a row padded with
+    /// spaces), then carry on.
+    Huge {
+        /// The message's length.
+        bytes: usize,
+    },
 }
 
 /// The upstream's connections and counters, shared with its tasks.
@@ -172,6 +178,13 @@ async fn serve(
             Some(Command::Inject { topic, seq }) => {
                 let row = json!([{"topic": topic, "seq": seq, "price": 66.6, "volume": 6, "ts": now_us()}]);
                 if tx.send(Message::text(row.to_string())).await.is_err() {
+                    break;
+                }
+            }
+            Some(Command::Huge { bytes }) => {
+                let row = json!([{"topic": "T0000", "seq": 1, "price": 1.0, "volume": 1, "ts": now_us()}]);
+                let text = format!("{row}{}", " ".repeat(bytes));
+                if tx.send(Message::text(text)).await.is_err() {
                     break;
                 }
             }

@@ -45,6 +45,12 @@ pub struct PoolConfig {
     /// Failed connect attempts after which a connection's topics move to
     /// another healthy source of the same kind (if there is one).
     pub failover_after: u32,
+    /// Topics that failed over go back to the source they left once it has
+    /// passed every health check and refused no connect for this long
+    /// (`None`: they stay where they went). Long enough that a source which
+    /// answers probes but drops connections does not pull its topics back
+    /// and forth often.
+    pub fail_back_after: Option<Duration>,
     /// How sources are picked among those of a kind.
     pub strategy: Strategy,
     /// How strictly requests' capabilities are matched.
@@ -73,6 +79,7 @@ impl Default for PoolConfig {
             request_timeout: Duration::from_secs(10),
             min_stable: Duration::from_secs(10),
             failover_after: 3,
+            fail_back_after: Some(Duration::from_secs(300)),
             strategy: Strategy::RoundRobin,
             validation: Validation::Strict,
             default_source: None,
@@ -109,6 +116,10 @@ impl PoolConfig {
             ("request_timeout", self.request_timeout),
             ("backoff.max", self.backoff.max),
             ("breaker.cool_down", self.breaker.cool_down),
+            (
+                "fail_back_after",
+                self.fail_back_after.unwrap_or(Duration::MAX),
+            ),
         ] {
             if d.is_zero() {
                 return bad(key, "must be longer than zero");

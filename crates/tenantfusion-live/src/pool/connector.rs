@@ -169,6 +169,8 @@ impl ConnectionTask {
 
     /// Tells the source's breaker of a failure, and the log when that opens it.
     fn record_failure(&self) {
+        // A source that fails is not one to fail back to yet.
+        self.source.health.lock().healthy_since = None;
         let now = Instant::now();
         let mut breaker = self.source.breaker.lock();
         let before = breaker.state(now);

@@ -30,7 +30,7 @@ pub use subscription::Subscription;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
@@ -90,6 +90,8 @@ pub(crate) struct PoolInner {
     sources: RwLock<BTreeMap<String, Arc<SourceEntry>>>,
     state: Mutex<State>,
     routes: RwLock<HashMap<Topic, Arc<Route>>>,
+    /// Upstream batches delivered so far (each numbered for the queues).
+    batches: AtomicU64,
     stopped: AtomicBool,
 }
 
@@ -99,6 +101,9 @@ struct State {
     subscribers: HashMap<SubscriberId, (Arc<Queue>, Vec<Topic>)>,
     /// The source carrying each wanted topic.
     carriers: HashMap<Topic, String>,
+    /// For each topic that failed over, the source it left (where it goes
+    /// back to when that source is healthy again).
+    homes: HashMap<Topic, String>,
     assignments: HashMap<String, Assignment>,
     connections: BTreeMap<(String, ConnectionId), ConnectionHandle>,
     selector: Selector,
@@ -143,11 +148,13 @@ impl LivePool {
                 registry: SubscriptionRegistry::default(),
                 subscribers: HashMap::new(),
                 carriers: HashMap::new(),
+                homes: HashMap::new(),
                 assignments: HashMap::new(),
                 connections: BTreeMap::new(),
                 selector,
             }),
             routes: RwLock::default(),
+            batches: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&inner);
@@ -343,20 +350,9 @@ impl PoolInner {
                 continue;
             }
             self.routes.write().remove(&topic);
-            let Some(source) = state.carriers.remove(&topic) else {
-                continue;
-            };
-            let released = state
-                .assignments
-                .get_mut(&source)
-                .and_then(|a| a.release(&topic));
-            if let Some((connection, idle)) = released
-                && let Some(handle) = state.connections.get_mut(&(source, connection))
-            {
-                if idle {
-                    handle.idle_since = Some(Instant::now());
-                }
-                handle.wake.notify_one();
+            state.homes.remove(&topic);
+            if let Some(source) = state.carriers.get(&topic).cloned() {
+                self.release(&mut state, &source, &topic);
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::sync::Notify;
@@ -79,12 +79,7 @@ impl PoolInner {
     pub(super) fn remove_source(self: &Arc<Self>, name: &str) -> Result<()> {
         let mut state = self.state.lock();
         let entry = self.entry(name)?;
-        let carried: Vec<Topic> = state
-            .carriers
-            .iter()
-            .filter(|(_, source)| source.as_str() == name)
-            .map(|(topic, _)| Arc::clone(topic))
-            .collect();
+        let carried = topics_with(&state.carriers, name);
         let target = if carried.is_empty() {
             None
         } else {
@@ -102,6 +97,7 @@ impl PoolInner {
         };
         self.sources.write().remove(name);
         state.assignments.remove(name);
+        state.homes.retain(|_, home| home.as_str() != name);
         let closing: Vec<(String, ConnectionId)> = state
             .connections
             .keys()
@@ -238,6 +234,85 @@ impl PoolInner {
         }
     }
 
+    /// Moves the topics that failed over back to the source they left, once
+    /// that source has been healthy for the pool's `fail_back_after`
+    /// (every health check passed, no connect failed). Like a failover, the
+    /// move counts as an interruption of each topic; rows the topic misses
+    /// while the source connects show as gaps where it numbers them.
+    pub(super) fn fail_back(
+        self: &Arc<Self>,
+        state: &mut State,
+        sources: &[Arc<SourceEntry>],
+        now: Instant,
+    ) {
+        let Some(after) = self.config.fail_back_after else {
+            return;
+        };
+        if state.homes.is_empty() {
+            return;
+        }
+        for home in sources {
+            let healthy = home
+                .health
+                .lock()
+                .healthy_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= after);
+            if !healthy || home.breaker.lock().state(now) != BreakerState::Closed {
+                continue;
+            }
+            let name = home.name();
+            let returning = topics_with(&state.homes, name);
+            if returning.is_empty() {
+                continue;
+            }
+            tracing::info!(
+                to = name,
+                topics = returning.len(),
+                "failing back: the source has been healthy for {after:?}"
+            );
+            // It proved itself: its connections start without the streak
+            // of losses that moved the topics away.
+            home.unstable.store(0, Ordering::SeqCst);
+            let routes = self.routes.read();
+            for topic in returning {
+                state.homes.remove(&topic);
+                let Some(current) = state.carriers.get(&topic).cloned() else {
+                    continue;
+                };
+                if current == name {
+                    continue;
+                }
+                self.release(state, &current, &topic);
+                if let Some(route) = routes.get(&topic) {
+                    route.interruptions.add(1);
+                }
+                // The home may be at its connection limit: then the topic
+                // stays where it is.
+                if self.place(state, name, &topic).is_err() {
+                    let _ = self.place(state, &current, &topic);
+                }
+            }
+        }
+    }
+
+    /// Takes `topic` off `source`'s assignment (it stays wanted) and tells
+    /// the connection that carried it.
+    pub(super) fn release(&self, state: &mut State, source: &str, topic: &Topic) {
+        state.carriers.remove(topic);
+        let released = state
+            .assignments
+            .get_mut(source)
+            .and_then(|a| a.release(topic));
+        if let Some((connection, idle)) = released
+            && let Some(handle) = state.connections.get_mut(&(source.to_string(), connection))
+        {
+            if idle {
+                handle.idle_since = Some(Instant::now());
+            }
+            handle.wake.notify_one();
+        }
+    }
+
     /// A connection of `source` that cannot connect hands its topics to
     /// another healthy source of the same kind. `false` (keep trying) when
     /// there is none or the connection carries nothing.
@@ -270,8 +345,23 @@ impl PoolInner {
             // topic stays with this one, on a fresh connection.
             if self.place(&mut state, &other, &topic).is_err() {
                 let _ = self.place(&mut state, name, &topic);
+                continue;
+            }
+            // Where it belongs is where it first failed over from.
+            if state.homes.get(&topic).is_some_and(|home| *home == other) {
+                state.homes.remove(&topic);
+            } else {
+                state.homes.entry(topic).or_insert_with(|| name.to_string());
             }
         }
         true
     }
+}
+
+/// The topics `map` gives `source` for.
+fn topics_with(map: &HashMap<Topic, String>, source: &str) -> Vec<Topic> {
+    map.iter()
+        .filter(|(_, s)| s.as_str() == source)
+        .map(|(topic, _)| Arc::clone(topic))
+        .collect()
 }

@@ -13,6 +13,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use arrow::array::{AsArray, BooleanArray};
 use arrow::compute::filter_record_batch;
@@ -20,7 +21,7 @@ use arrow::datatypes::{Int64Type, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use parking_lot::{Mutex, RwLock};
 
-use crate::delivery::split_by_topic;
+use crate::delivery::{Weighed, split_by_topic};
 use crate::metrics::{Counter, Traffic};
 use crate::registry::SubscriberId;
 use crate::source::{Topic, now_us};
@@ -222,7 +223,8 @@ impl PoolInner {
         traffic.rows.add(batch.num_rows() as u64);
         source.messages.add(1);
         source.rows.add(batch.num_rows() as u64);
-        traffic.bytes.add(batch.get_array_memory_size() as u64);
+        let batch_bytes = batch.get_array_memory_size();
+        traffic.bytes.add(batch_bytes as u64);
         let parts = match split_by_topic(batch) {
             Ok(parts) => parts,
             Err(_) => {
@@ -231,6 +233,10 @@ impl PoolInner {
                 return;
             }
         };
+        // Numbers this batch for the queues, which count the buffers its
+        // slices share once.
+        let origin = self.batches.fetch_add(1, Ordering::Relaxed);
+        let batch_rows = batch.num_rows();
         let mut latencies = Vec::with_capacity(parts.len());
         let mut disconnected = Vec::new();
         let mut to_wake = Vec::new();
@@ -258,8 +264,10 @@ impl PoolInner {
             }
             route.traffic.messages.add(1);
             route.traffic.rows.add(part.num_rows() as u64);
+            // Weighed once: every subscriber of the topic shares the batch.
+            let weighed = Weighed::of_part(&part, origin, batch_rows, batch_bytes);
             for (id, queue) in route.subscribers.read().iter() {
-                if !queue.push_quietly((Arc::clone(&route.topic), part.clone())) {
+                if !queue.push_quietly((Arc::clone(&route.topic), part.clone()), weighed) {
                     disconnected.push(*id);
                 }
                 if queue.needs_wake() {

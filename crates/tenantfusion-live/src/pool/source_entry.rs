@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{
@@ -83,6 +83,10 @@ impl SourceEntry {
 #[derive(Debug, Default)]
 pub(super) struct Health {
     pub(super) checks: u64,
+    /// Since when every health check passed and no connect failed (`None`
+    /// after a failure, until the next passing check): when topics that
+    /// failed over may come back.
+    pub(super) healthy_since: Option<Instant>,
     pub(super) recent: VecDeque<bool>,
     pub(super) last_latency: Option<Duration>,
 }

@@ -11,19 +11,20 @@ use super::source_entry::{HEALTH_WINDOW, SourceEntry};
 
 impl PoolInner {
     /// Upkeep: close connections idle past the timeout (above the minimum),
-    /// open up to the minimum, rebalance connections above the threshold.
+    /// open up to the minimum, rebalance connections above the threshold,
+    /// and move topics that failed over back to a source healthy again.
     pub(super) fn maintain(self: &Arc<Self>) {
         let now = Instant::now();
         let sources: Vec<Arc<SourceEntry>> = self.sources.read().values().cloned().collect();
         let mut state = self.state.lock();
-        for source in sources {
+        for source in &sources {
             let name = source.name().to_string();
             let State {
                 assignments,
                 connections,
                 ..
             } = &mut *state;
-            let assignment = self.assignment(assignments, &source);
+            let assignment = self.assignment(assignments, source);
             for (id, load) in assignment.loads() {
                 let key = (name.clone(), id);
                 let Some(handle) = connections.get_mut(&key) else {
@@ -51,7 +52,7 @@ impl PoolInner {
             }
             let moves = assignment.rebalance(self.config.rebalance_threshold);
             for id in opened {
-                self.spawn_connection(&mut state, &source, id, false);
+                self.spawn_connection(&mut state, source, id, false);
             }
             for m in moves {
                 for id in [m.to, m.from] {
@@ -61,6 +62,7 @@ impl PoolInner {
                 }
             }
         }
+        self.fail_back(&mut state, &sources, now);
     }
 }
 
@@ -111,6 +113,11 @@ pub(super) async fn health_checks(pool: Weak<PoolInner>) {
                 }
             }
             let mut health = source.health.lock();
+            health.healthy_since = if ok {
+                health.healthy_since.or(Some(done))
+            } else {
+                None
+            };
             health.checks += 1;
             health.last_latency = Some(done - started);
             health.recent.push_back(ok);

@@ -75,6 +75,15 @@ fn per_instance_beats_per_type_beats_defaults() {
 }
 
 #[test]
+fn fail_back_is_on_by_default_and_0_turns_it_off() {
+    let on = LiveConfig::from_toml("[pool]\nfail_back_after_ms = 60000").unwrap();
+    assert_eq!(on.pool.fail_back_after, Some(Duration::from_secs(60)));
+    let off = LiveConfig::from_toml("[pool]\nfail_back_after_ms = 0").unwrap();
+    assert_eq!(off.pool.fail_back_after, None);
+    assert!(PoolConfig::default().fail_back_after.is_some());
+}
+
+#[test]
 fn every_mistake_names_its_key() {
     let source = |extra: &str| {
         format!(
@@ -99,6 +108,8 @@ fn every_mistake_names_its_key() {
         ("[pool]\nsequence_window = 0".to_string(), "pool.sequence_window"),
         ("[pool]\nconnect_timeout_ms = \"long\"".to_string(), "pool.connect_timeout_ms"),
         ("[pool]\nmin_stable_ms = -1".to_string(), "pool.min_stable_ms"),
+        ("[pool]\nfail_back_after_ms = -1".to_string(), "pool.fail_back_after_ms"),
+        (source("max_message_bytes = 10"), "sources.a.max_message_bytes"),
         ("[sources.a]\ntype = \"rest\"\nbase_url = \"http://h:1\"\npath = \"/{topics}\"\nschema = \"ticks\"\nmax_body_bytes = 0".to_string(), "sources.a.max_body_bytes"),
         ("[sources.a]\ntype = \"rest\"\nbase_url = \"http://h:1\"\npath = \"/{topics}\"\nschema = \"ticks\"\nconcurrent_requests = 0".to_string(), "sources.a.concurrent_requests"),
         ("[defaults]\nnope = 1".to_string(), "defaults.nope"),
@@ -123,6 +134,7 @@ async fn the_example_file_loads_and_its_generator_delivers() {
     assert_eq!(config.sources.len(), 4);
     assert_eq!(config.pool.strategy, Strategy::Priority);
     assert_eq!(config.pool.breaker.cool_down, Duration::from_secs(10));
+    assert_eq!(config.pool.fail_back_after, Some(Duration::from_secs(120)));
     let pool = config.build().unwrap();
     // No source named, no kind: the configured default, the generator.
     let mut sub = pool

@@ -2,6 +2,7 @@
 //! silence, the topics another source carries.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tenantfusion_live::*;
@@ -145,12 +146,7 @@ async fn an_upstream_that_never_answers_the_handshake_fails_over_at_the_deadline
     let snapshot = pool.snapshot();
     let mute = snapshot.source("a-mute").unwrap();
     assert!(mute.connect_failures >= 2, "{mute:?}");
-    assert!(
-        mute.last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("no connection within")),
-        "{mute:?}"
-    );
+    support::assert_last_error(&pool, "a-mute", "no connection within");
     assert_eq!(snapshot.topic("T1").unwrap().source, "b-good");
     held.abort();
 }
@@ -184,14 +180,7 @@ async fn an_upstream_that_stops_reading_cannot_hold_a_subscribe_forever() {
         pool.snapshot().source("a-deaf").unwrap().lost >= 1
     })
     .await;
-    let stats = pool.snapshot().source("a-deaf").cloned().unwrap();
-    assert!(
-        stats
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("subscribe not done within")),
-        "{stats:?}"
-    );
+    support::assert_last_error(&pool, "a-deaf", "subscribe not done within");
     held.abort();
 }
 
@@ -435,13 +424,103 @@ async fn a_stomp_broker_flooding_while_it_holds_a_receipt_back_is_dropped_at_the
         pool.snapshot().source("a-flood").unwrap().lost >= 1
     })
     .await;
-    let stats = pool.snapshot().source("a-flood").cloned().unwrap();
-    assert!(
-        stats
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("while waiting for a reply")),
-        "dropped at the bound, not at a timeout: {stats:?}"
-    );
+    // Dropped at the bound, not at a timeout.
+    support::assert_last_error(&pool, "a-flood", "while waiting for a reply");
     task.abort();
+}
+
+/// A STOMP broker that answers CONNECT and each SUBSCRIBE's receipt, then
+/// sends `head` and streams spaces after it for as long as it is read.
+/// Counts the bytes it got out.
+async fn endless_frame(
+    head: &'static str,
+) -> (String, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let written = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&written);
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let written = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let (mut read, mut write) = tcp.into_split();
+                loop {
+                    let mut frame = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while read.read_exact(&mut byte).await.is_ok() && byte[0] != 0 {
+                        frame.push(byte[0]);
+                    }
+                    let frame = String::from_utf8_lossy(&frame).trim_start().to_string();
+                    let reply = if frame.starts_with("CONNECT") {
+                        "CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0".to_string()
+                    } else if let Some(id) = frame.lines().find_map(|l| l.strip_prefix("receipt:"))
+                    {
+                        format!("RECEIPT\nreceipt-id:{id}\n\n\0")
+                    } else {
+                        return;
+                    };
+                    if write.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if frame.starts_with("SUBSCRIBE") {
+                        break;
+                    }
+                }
+                tokio::spawn(async move {
+                    let mut sink = [0u8; 4096];
+                    while read.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+                });
+                if write.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let spaces = vec![b' '; 64 << 10];
+                while write.write_all(&spaces).await.is_ok() {
+                    written.fetch_add(spaces.len() as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (address, written, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stomp_frame_without_end_is_refused_at_the_bound_and_counted() {
+    for (name, head) in [
+        (
+            "a-huge-length",
+            "MESSAGE\ndestination:/topic/T1\nsubscription:T1\nmessage-id:1\n\
+             content-length:9223372036854775808\n\n",
+        ),
+        (
+            "a-no-nul",
+            "MESSAGE\ndestination:/topic/T1\nsubscription:T1\nmessage-id:1\n\n",
+        ),
+    ] {
+        let (address, written, task) = endless_frame(head).await;
+        let pool = LivePool::new(PoolConfig::default()).unwrap();
+        let mut config = StompConfig::new(name, address, tick_schema());
+        config.heartbeat = Duration::ZERO;
+        config.max_frame_bytes = 1 << 20;
+        pool.add_source(Arc::new(StompSource::new(config).unwrap()))
+            .unwrap();
+        let _sub = subscribe(&pool, name, &["T1"]);
+        eventually("the frame is counted and its connection dropped", || {
+            let source = pool.snapshot().source(name).cloned().unwrap();
+            source.malformed >= 1 && source.lost >= 1
+        })
+        .await;
+        support::assert_last_error(&pool, name, "bad frame");
+        let source = pool.snapshot().source(name).cloned().unwrap();
+        // What the broker got out before we hung up: the bound and the
+        // sockets' buffers, not the endless frame (before, every byte was
+        // kept).
+        let per_connect = written.load(Ordering::Relaxed) / source.connects.max(1);
+        assert!(
+            per_connect < 16 << 20,
+            "{name}: {per_connect} bytes a connection"
+        );
+        drop(pool);
+        task.abort();
+    }
 }

@@ -241,12 +241,49 @@ async fn unsubscribing_releases_topics_and_idle_connections_close_above_the_mini
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_to_one_topic_of_a_wide_batch_keeps_only_its_rows_alive() {
+    let pool = LivePool::new(quick_config()).unwrap();
+    pool.add_source(generator("gen", None, 50)).unwrap();
+    // 1,000 topics on one connection: every tick is one upstream batch of
+    // 1,000 rows (about 40 KB), each topic's row a slice of it.
+    let all = topics(1_000);
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut everything = pool
+        .subscribe(&request(&refs), SubscribeOptions::default())
+        .unwrap();
+    let stalled = pool
+        .subscribe(
+            &request(&["T0007"]),
+            SubscribeOptions {
+                queue_capacity: 64,
+                ..SubscribeOptions::default()
+            },
+        )
+        .unwrap();
+    let Some(LiveEvent::Rows { batch, .. }) = everything.recv().await.unwrap() else {
+        panic!("rows first")
+    };
+    let whole = batch.get_array_memory_size();
+    assert!(whole > 20_000, "{whole}");
+    eventually("the stalled queue fills", || stalled.stats().queued == 64).await;
+    // Zero-copy slices of 64 batches would keep 64 x `whole` alive for 64
+    // rows; the queue keeps PINNED_BATCHES of them and copied the rest out.
+    let stats = stalled.stats();
+    assert!(
+        stats.queued_bytes <= PINNED_BATCHES * whole + 64 * 1024,
+        "{stats:?}, batches of {whole}"
+    );
+    assert!(stats.queued_bytes * 4 < 64 * whole, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_loses_its_oldest_messages_and_holds_no_one_back() {
     let pool = LivePool::new(quick_config()).unwrap();
     pool.add_source(generator("gen", None, 2)).unwrap();
     let options = SubscribeOptions {
         queue_capacity: 8,
         slow_consumer: SlowConsumer::DropOldest,
+        ..SubscribeOptions::default()
     };
     let mut stalled = pool.subscribe(&request(&["X"]), options).unwrap();
     let mut disconnecting = pool
@@ -255,6 +292,7 @@ async fn a_stalled_subscriber_loses_its_oldest_messages_and_holds_no_one_back() 
             SubscribeOptions {
                 queue_capacity: 8,
                 slow_consumer: SlowConsumer::Disconnect,
+                ..SubscribeOptions::default()
             },
         )
         .unwrap();
@@ -306,10 +344,17 @@ async fn a_stalled_subscriber_loses_its_oldest_messages_and_holds_no_one_back() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_source_that_refuses_hands_its_topics_to_another_of_its_kind() {
+async fn a_source_that_refuses_hands_its_topics_to_another_of_its_kind_and_gets_them_back() {
+    let fail_back_after = Duration::from_millis(500);
     let pool = LivePool::new(PoolConfig {
         strategy: Strategy::Priority,
         failover_after: 2,
+        health_interval: Duration::from_millis(50),
+        breaker: BreakerConfig {
+            cool_down: Duration::from_millis(100),
+            ..BreakerConfig::default()
+        },
+        fail_back_after: Some(fail_back_after),
         ..quick_config()
     })
     .unwrap();
@@ -359,6 +404,29 @@ async fn a_source_that_refuses_hands_its_topics_to_another_of_its_kind() {
     assert!(snapshot.source("primary").unwrap().connect_failures >= 2);
     assert_eq!(snapshot.source("primary").unwrap().topics, 0);
     assert_eq!(snapshot.source("backup").unwrap().topics, 2);
+
+    // While the primary refuses (its health checks fail), they stay away.
+    tokio::time::sleep(fail_back_after * 2).await;
+    assert_eq!(pool.snapshot().source("backup").unwrap().topics, 2);
+    // Healthy again: back once it has passed its checks for fail_back_after.
+    let healed = std::time::Instant::now();
+    primary.refuse_connections(false);
+    eventually("the topics came back to the primary", || {
+        let s = pool.snapshot();
+        s.topic("A").unwrap().source == "primary" && s.topic("B").unwrap().source == "primary"
+    })
+    .await;
+    assert!(
+        healed.elapsed() >= fail_back_after,
+        "not before fail_back_after"
+    );
+    flowing_again(&mut sub, &mut received, 5).await;
+    let snapshot = pool.snapshot();
+    assert_eq!(snapshot.source("backup").unwrap().topics, 0);
+    assert!(snapshot.topic("A").unwrap().interruptions >= 2);
+    for seqs in received.seqs.values() {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "no row twice");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,18 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// Asserts that the last error of the source named `source` says `text`.
+pub fn assert_last_error(pool: &LivePool, source: &str, text: &str) {
+    let stats = pool.snapshot().source(source).cloned().unwrap();
+    assert!(
+        stats
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains(text)),
+        "expected the last error of {source} to say '{text}': {stats:?}"
+    );
+}
+
 /// Sequence numbers (column `seq_column`) received per topic, and lag events.
 #[derive(Debug, Default)]
 pub struct Received {

@@ -15,7 +15,7 @@ use crate::statement::{Subscribe, TenantStatement};
 
 impl TenantSession {
     /// Starts a live query: `SUBSCRIBE TO ns.t [WHERE predicate]
-    /// [OPTIONS (LAST_ROWS = n, QUEUE_CAPACITY = n, SLOW_CONSUMER = 'drop_oldest' | 'disconnect')]`.
+    /// [OPTIONS (LAST_ROWS = n, QUEUE_CAPACITY = n, QUEUE_BYTES = n, SLOW_CONSUMER = 'drop_oldest' | 'disconnect')]`.
     ///
     /// The first event is a snapshot of the matching rows the caller may
     /// read (their own rows of a user table; a shared or stream table's

@@ -308,6 +308,41 @@ async fn a_slow_reader_is_told_what_it_missed_or_disconnected() {
 }
 
 #[tokio::test]
+async fn a_slow_readers_queue_is_bounded_in_bytes_too() {
+    let engine = engine().await;
+    run(&admin(&engine), "CREATE USER TABLE app.t (v TEXT)").await;
+    let alice = user(&engine, "alice");
+    // Room for 1,024 deliveries by count, but only ~2 of these by bytes.
+    let mut live = alice
+        .subscribe("SUBSCRIBE TO app.t OPTIONS (QUEUE_BYTES = 250000)")
+        .await
+        .unwrap();
+    assert!(snapshot(&mut live, "v").await.is_empty());
+    let row = format!("('{}')", "x".repeat(1000));
+    let values = vec![row; 100].join(", ");
+    for _ in 0..10 {
+        run(&alice, &format!("INSERT INTO app.t VALUES {values}")).await;
+        let stats = live.stats();
+        assert!(
+            stats.queued_bytes <= 250_000 || stats.queued == 1,
+            "{stats:?}"
+        );
+    }
+    let stats = live.stats();
+    assert!(stats.queued <= 2, "{stats:?}");
+    assert_eq!(stats.dropped, 10 - stats.queued as u64, "{stats:?}");
+    match next(&mut live).await {
+        ChangeEvent::Lagged { missed } => assert_eq!(missed, stats.dropped),
+        other => panic!("expected Lagged, got {other:?}"),
+    }
+    for _ in 0..stats.queued {
+        assert_eq!(inserted(&mut live, "v").await.len(), 100);
+    }
+    quiet(&mut live).await;
+    assert_eq!(live.stats().queued_bytes, 0);
+}
+
+#[tokio::test]
 async fn rows_written_while_subscribing_arrive_exactly_once() {
     let engine = engine().await;
     run(&admin(&engine), "CREATE USER TABLE app.t (v BIGINT)").await;
@@ -352,6 +387,14 @@ async fn bad_subscriptions_get_clear_errors() {
         ),
         (
             "SUBSCRIBE TO app.t OPTIONS (QUEUE_CAPACITY = 0)",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "SUBSCRIBE TO app.t OPTIONS (QUEUE_BYTES = 0)",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "SUBSCRIBE TO app.t OPTIONS (QUEUE_BYTES = 268435457)",
             "INVALID_ARGUMENT",
         ),
         (
