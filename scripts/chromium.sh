@@ -6,13 +6,6 @@ set -euo pipefail
 
 if ! command -v chromium >/dev/null 2>&1; then
     echo "chromium.sh: installing chromium" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    # One apt at a time (tests that install their tools run in parallel);
-    # the lock goes with the subshell.
-    (
-        flock 9
-        apt-get update -qq >&2
-        apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >&2
-    ) 9>/tmp/tenantfusion-apt.lock
+    "$(dirname "$0")/apt-install.sh" --no-install-recommends chromium fonts-dejavu-core
 fi
 command -v chromium

@@ -6,13 +6,6 @@ set -euo pipefail
 
 if ! command -v psql >/dev/null 2>&1; then
     echo "psql.sh: installing postgresql-client" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    # One apt at a time (tests that install their tools run in parallel);
-    # the lock goes with the subshell.
-    (
-        flock 9
-        apt-get update -qq >&2
-        apt-get install -y -qq postgresql-client >&2
-    ) 9>/tmp/tenantfusion-apt.lock
+    "$(dirname "$0")/apt-install.sh" postgresql-client
 fi
 command -v psql

@@ -35,13 +35,8 @@ install() {
         exit 1
     fi
     echo "rabbitmq.sh: installing rabbitmq-server (about 30 s)" >&2
-    # One apt at a time (tests that install their tools run in parallel);
-    # the lock goes with the subshell, not to the server started below.
-    (
-        flock 9
-        apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
-    ) 9>/tmp/tenantfusion-apt.lock
+    # The lock is apt-install.sh's: the server started below does not hold it.
+    "$(dirname "$0")/apt-install.sh" rabbitmq-server
     # The package's own service start is refused without systemd; we start it below.
 }
 
