@@ -10,7 +10,11 @@
 //! the topics of one batch pin the same buffers), and once it pins
 //! [`PINNED_BATCHES`] batches, a further slice's rows are copied out as it
 //! is queued, so a slow reader of one topic among thousands holds its own
-//! rows, not the batches around them. Only lagging queues copy.
+//! rows, not the batches around them. Only lagging queues copy, and at most
+//! [`COPIES_PER_BATCH`] slices of one batch: the copies are made on the
+//! pool's delivery path, which every subscriber waits on, so a lagging
+//! reader of many topics of a batch pins the batch (counted in full)
+//! rather than have thousands of slices copied for it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +31,10 @@ use crate::source::Topic;
 /// Upstream batches one queue may keep alive through zero-copy slices
 /// before it copies the rows of further slices out (see the module docs).
 pub const PINNED_BATCHES: usize = 8;
+
+/// Slices of one upstream batch a queue copies out at most; the rest of
+/// the batch's slices pin it (see the module docs).
+pub const COPIES_PER_BATCH: usize = 16;
 
 /// The memory a queued item takes.
 ///
@@ -243,29 +251,30 @@ pub enum Delivery<T> {
     Lagged(u64),
 }
 
-/// A queued item; `bytes` is what it adds to the queue's bytes (0 for a
-/// slice of a batch its run counts).
+/// A queued item and what it adds to the queue's bytes. Consecutive
+/// slices of one upstream batch (a run) count the batch once: its bytes
+/// ride on the run's oldest item and move to the next as that one is taken,
+/// so they are released with the run's last.
 #[derive(Debug)]
 struct Queued<T> {
     item: T,
     bytes: usize,
-    pinned: bool,
+    /// The upstream batch it pins ([`NOT_PINNED`] for an item that holds
+    /// only itself).
+    origin: u64,
 }
 
-/// Consecutive queued slices of one upstream batch, which counts once.
-#[derive(Debug)]
-struct Run {
-    origin: u64,
-    held: usize,
-    items: usize,
-}
+/// The origin of an item that pins no upstream batch.
+const NOT_PINNED: u64 = u64::MAX;
 
 #[derive(Debug)]
 struct QueueState<T> {
     items: VecDeque<Queued<T>>,
-    /// Upstream batches the pinned items keep alive, in queue order.
-    runs: VecDeque<Run>,
-    /// What the items and runs keep alive.
+    /// Upstream batches the items keep alive (runs).
+    pinned: usize,
+    /// The batch whose slices were copied last, and how many of them.
+    copied: (u64, usize),
+    /// What the items keep alive.
     bytes: usize,
     /// Dropped and not reported yet.
     lagged: u64,
@@ -296,7 +305,8 @@ impl<T: Weight> DeliveryQueue<T> {
         Self {
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
-                runs: VecDeque::new(),
+                pinned: 0,
+                copied: (NOT_PINNED, 0),
                 bytes: 0,
                 lagged: 0,
                 delivered: 0,
@@ -333,24 +343,34 @@ impl<T: Weight> DeliveryQueue<T> {
             return !state.disconnected;
         }
         // A slice of a batch not pinned yet, with enough pinned: copy its
-        // rows out rather than keep one more batch alive.
-        let mut pin = weighed.pin;
-        if let Some((origin, _)) = pin
-            && state.runs.back().is_none_or(|r| r.origin != origin)
-            && state.runs.len() >= PINNED_BATCHES
-        {
-            item.compact();
-            pin = None;
-        }
-        let own = match (pin, weighed.pin) {
-            (Some(_), _) => 0,
-            (None, Some(_)) => item.own_bytes(),
-            (None, None) => weighed.own,
+        // rows out rather than keep one more batch alive, for the first
+        // few slices of the batch; past them, pinning it costs less than
+        // copying every slice on the path every subscriber waits on.
+        let (mut origin, mut own, held) = match weighed.pin {
+            Some((origin, held)) => (origin, 0, held),
+            None => (NOT_PINNED, weighed.own, 0),
         };
-        // A slice counts its batch's bytes once, with the batch's first.
-        let cost = |state: &QueueState<T>| match pin {
-            Some((origin, held)) if state.runs.back().is_none_or(|r| r.origin != origin) => held,
-            _ => own,
+        if let Some((batch, _)) = weighed.pin
+            && !state.joins(batch)
+            && state.pinned >= PINNED_BATCHES
+        {
+            let copies = if state.copied.0 == batch {
+                state.copied.1
+            } else {
+                0
+            };
+            if copies < COPIES_PER_BATCH {
+                item.compact();
+                (origin, own) = (NOT_PINNED, item.held_bytes());
+                state.copied = (batch, copies + 1);
+            }
+        }
+        // A slice joining the run at the back adds nothing; the first of a
+        // run adds its batch.
+        let cost = |state: &QueueState<T>| match origin {
+            NOT_PINNED => own,
+            _ if state.joins(origin) => 0,
+            _ => held,
         };
         // Room by count and by bytes; an empty queue takes any one item.
         while !state.items.is_empty()
@@ -366,29 +386,22 @@ impl<T: Weight> DeliveryQueue<T> {
                 SlowConsumer::Disconnect => {
                     state.disconnected = true;
                     state.items.clear();
-                    state.runs.clear();
+                    state.pinned = 0;
                     state.bytes = 0;
                     return false;
                 }
             }
         }
-        let added = cost(&state);
-        if let Some((origin, held)) = pin {
-            match state.runs.back_mut() {
-                Some(run) if run.origin == origin => run.items += 1,
-                _ => state.runs.push_back(Run {
-                    origin,
-                    held,
-                    items: 1,
-                }),
-            }
+        let bytes = cost(&state);
+        if origin != NOT_PINNED && bytes > 0 {
+            state.pinned += 1;
         }
         state.items.push_back(Queued {
             item,
-            bytes: if pin.is_some() { 0 } else { own },
-            pinned: pin.is_some(),
+            bytes,
+            origin,
         });
-        state.bytes += added;
+        state.bytes += bytes;
         state.delivered += 1;
         true
     }
@@ -460,20 +473,26 @@ impl<T: Weight> DeliveryQueue<T> {
 }
 
 impl<T> QueueState<T> {
-    /// Takes the oldest item off, and its bytes (its run's with its run's
-    /// last item).
+    /// Whether a slice of upstream batch `origin` joins the run at the back.
+    fn joins(&self, origin: u64) -> bool {
+        self.items.back().is_some_and(|q| q.origin == origin)
+    }
+
+    /// Takes the oldest item off, and its bytes; a run's bytes move on to
+    /// its next item and go with its last.
     fn pop_front(&mut self) -> Option<T> {
         let queued = self.items.pop_front()?;
-        self.bytes -= queued.bytes;
-        if queued.pinned
-            && let Some(run) = self.runs.front_mut()
+        if queued.origin != NOT_PINNED
+            && let Some(next) = self.items.front_mut()
+            && next.origin == queued.origin
         {
-            run.items -= 1;
-            if run.items == 0 {
-                self.bytes -= run.held;
-                self.runs.pop_front();
-            }
+            next.bytes += queued.bytes;
+            return Some(queued.item);
         }
+        if queued.origin != NOT_PINNED {
+            self.pinned -= 1;
+        }
+        self.bytes -= queued.bytes;
         Some(queued.item)
     }
 }
@@ -727,6 +746,140 @@ mod tests {
         assert_eq!(copied.iter().filter(|c| !**c).count(), 3 + 7);
         assert!(copied[10..].iter().all(|c| *c));
         // Each batch's bytes went with its last slice.
+        assert_eq!(queue.stats().queued_bytes, 0);
+    }
+
+    /// What a queue of `items` (origin, copied) keeps alive, worked out
+    /// from scratch: each run of uncopied slices of one batch holds the
+    /// batch (10,000 bytes, as [`Slice`] says), a copied slice its own 10.
+    fn model_bytes(items: &[(u64, bool)]) -> usize {
+        let mut bytes = 0;
+        let mut back: Option<u64> = None;
+        for (origin, copied) in items {
+            if *copied {
+                bytes += 10;
+                back = None;
+            } else {
+                if back != Some(*origin) {
+                    bytes += 10_000;
+                }
+                back = Some(*origin);
+            }
+        }
+        bytes
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            tenantfusion_test_support::fuzz_cases(256)
+        ))]
+
+        /// Pushes of slices of a few batches (as a pool's rounds push them,
+        /// or in any order) and takes in between: the queue's bytes are
+        /// always what its items keep alive, within the bound whenever it
+        /// holds more than one item, and zero once drained.
+        #[test]
+        fn queued_bytes_are_what_the_items_keep_alive(
+            ops in proptest::collection::vec(proptest::option::of(0u64..12), 1..200),
+            queue_bytes in 15_000usize..120_000,
+        ) {
+            let queue = DeliveryQueue::<Slice>::new(SubscribeOptions {
+                queue_capacity: 64,
+                queue_bytes,
+                ..SubscribeOptions::default()
+            });
+            // The model: (origin, copied) of every queued item, in order,
+            // and the slices of the last batch copied.
+            let mut model: std::collections::VecDeque<(u64, bool)> = Default::default();
+            let mut copied_last: (u64, usize) = (u64::MAX, 0);
+            let pinned = |model: &std::collections::VecDeque<(u64, bool)>| {
+                let items: Vec<(u64, bool)> = model.iter().copied().collect();
+                let mut runs = 0;
+                let mut back = None;
+                for (origin, copied) in items {
+                    if copied { back = None; continue; }
+                    if back != Some(origin) { runs += 1; }
+                    back = Some(origin);
+                }
+                runs
+            };
+            for op in ops {
+                match op {
+                    Some(origin) => {
+                        let slice = Slice { copied: false };
+                        let weighed = Weighed::of(&slice, origin);
+                        proptest::prop_assert!(queue.push_quietly(slice, weighed));
+                        let joins = model.back().is_some_and(|(o, c)| *o == origin && !c);
+                        let mut copied = false;
+                        if !joins && pinned(&model) >= PINNED_BATCHES {
+                            let copies = if copied_last.0 == origin { copied_last.1 } else { 0 };
+                            copied = copies < COPIES_PER_BATCH;
+                            if copied {
+                                copied_last = (origin, copies + 1);
+                            }
+                        }
+                        // Room by count and by bytes, oldest first.
+                        loop {
+                            let mut with: Vec<(u64, bool)> = model.iter().copied().collect();
+                            with.push((origin, copied));
+                            if model.is_empty() || (model.len() < 64 && model_bytes(&with) <= queue_bytes) {
+                                break;
+                            }
+                            model.pop_front();
+                        }
+                        model.push_back((origin, copied));
+                    }
+                    None => {
+                        let taken = loop {
+                            match queue.try_recv().unwrap() {
+                                Some(Delivery::Lagged(_)) => continue,
+                                Some(Delivery::Item(slice)) => break Some(slice),
+                                None => break None,
+                            }
+                        };
+                        let expected = model.pop_front();
+                        proptest::prop_assert_eq!(taken.map(|s| s.copied), expected.map(|(_, c)| c));
+                    }
+                }
+                let items: Vec<(u64, bool)> = model.iter().copied().collect();
+                let stats = queue.stats();
+                proptest::prop_assert_eq!(stats.queued, items.len());
+                proptest::prop_assert_eq!(stats.queued_bytes, model_bytes(&items));
+                if items.len() > 1 {
+                    proptest::prop_assert!(stats.queued_bytes <= queue_bytes);
+                }
+            }
+            while let Some(Delivery::Item(_) | Delivery::Lagged(_)) = queue.try_recv().unwrap() {}
+            proptest::prop_assert_eq!(queue.stats().queued_bytes, 0);
+        }
+    }
+
+    #[test]
+    fn a_lagging_queue_copies_a_few_slices_of_a_batch_and_pins_it_for_the_rest() {
+        let queue = DeliveryQueue::<Slice>::new(SubscribeOptions::default());
+        let push = |origin| {
+            let slice = Slice { copied: false };
+            let weighed = Weighed::of(&slice, origin);
+            assert!(queue.push_quietly(slice, weighed));
+        };
+        for origin in 0..PINNED_BATCHES as u64 {
+            push(origin);
+        }
+        // A reader of 100 topics of the next batch: the first slices are
+        // copied, the rest pin the batch, which counts once.
+        for _ in 0..100 {
+            push(99);
+        }
+        let stats = queue.stats();
+        assert_eq!(
+            stats.queued_bytes,
+            (PINNED_BATCHES + 1) * 10_000 + COPIES_PER_BATCH * 10
+        );
+        let mut copied = 0;
+        while let Some(Delivery::Item(slice)) = queue.try_recv().unwrap() {
+            copied += usize::from(slice.copied);
+        }
+        assert_eq!(copied, COPIES_PER_BATCH);
         assert_eq!(queue.stats().queued_bytes, 0);
     }
 

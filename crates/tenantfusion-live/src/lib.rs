@@ -52,8 +52,8 @@ pub use backoff::Backoff;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use config::LiveConfig;
 pub use delivery::{
-    Delivery, DeliveryQueue, LiveEvent, PINNED_BATCHES, QueueStats, SlowConsumer, SubscribeOptions,
-    Weight,
+    COPIES_PER_BATCH, Delivery, DeliveryQueue, LiveEvent, PINNED_BATCHES, QueueStats, SlowConsumer,
+    SubscribeOptions, Weight,
 };
 pub use error::{LiveError, Result};
 pub use generator::{GeneratorConfig, GeneratorSource, tick_schema};

@@ -277,6 +277,45 @@ async fn a_stalled_subscriber_to_one_topic_of_a_wide_batch_keeps_only_its_rows_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_to_every_topic_of_a_wide_batch_is_not_copied_for() {
+    let pool = LivePool::new(quick_config()).unwrap();
+    pool.add_source(generator("gen", None, 5)).unwrap();
+    let all = topics(1_000);
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut reader = pool
+        .subscribe(&request(&refs), SubscribeOptions::default())
+        .unwrap();
+    let stalled = pool
+        .subscribe(
+            &request(&refs),
+            SubscribeOptions {
+                queue_capacity: 40_000,
+                ..SubscribeOptions::default()
+            },
+        )
+        .unwrap();
+    let Some(LiveEvent::Rows { batch, .. }) = reader.recv().await.unwrap() else {
+        panic!("rows first")
+    };
+    let whole = batch.get_array_memory_size();
+    eventually("the stalled queue holds 30 batches", || {
+        stalled.stats().queued >= 30_000
+    })
+    .await;
+    // Past PINNED_BATCHES, the first COPIES_PER_BATCH slices of each batch
+    // are copied and the other 984 pin it, counted once. Copying all 1,000
+    // (each a one-row batch of its own) would be done on the delivery path
+    // every subscriber waits on, and hold far more than the batch.
+    let stats = stalled.stats();
+    let batches = stats.queued.div_ceil(1_000) + 1;
+    assert!(
+        stats.queued_bytes <= batches * (whole + COPIES_PER_BATCH * 2_048),
+        "{stats:?}, batches of {whole} bytes"
+    );
+    drop(reader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_loses_its_oldest_messages_and_holds_no_one_back() {
     let pool = LivePool::new(quick_config()).unwrap();
     pool.add_source(generator("gen", None, 2)).unwrap();
