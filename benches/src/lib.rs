@@ -16,7 +16,7 @@ mod write_mix;
 
 pub use charts::{Curve, draw_charts};
 pub use concurrency::{concurrent_users, noisy_neighbour};
-pub use live::{live_failover, live_fanout, live_memory};
+pub use live::{live_failover, live_fanout, live_memory, ws_decode};
 pub use plan_reuse::plan_cache;
 pub use postgres::{postgres_installed, postgres_rls};
 pub use scan_scaling::{Stats, latency, loaded_engine, user_scan_scaling};
@@ -197,6 +197,8 @@ pub struct Size {
     pub ws_sockets: usize,
     /// Live queries on each of them.
     pub ws_subscriptions_per_socket: usize,
+    /// Rows sent to each side of `ws_decode`.
+    pub ws_messages: usize,
 }
 
 impl Size {
@@ -223,6 +225,7 @@ impl Size {
         subscribe_topics: 1_000_000,
         ws_sockets: 100,
         ws_subscriptions_per_socket: 100,
+        ws_messages: 400_000,
     };
     /// Reduced sizes for `--quick`.
     pub const QUICK: Size = Size {
@@ -247,6 +250,7 @@ impl Size {
         subscribe_topics: 100_000,
         ws_sockets: 50,
         ws_subscriptions_per_socket: 50,
+        ws_messages: 100_000,
     };
     /// Tiny sizes for the smoke test.
     pub const SMOKE: Size = Size {
@@ -271,6 +275,7 @@ impl Size {
         subscribe_topics: 1_000,
         ws_sockets: 3,
         ws_subscriptions_per_socket: 4,
+        ws_messages: 500,
     };
 }
 
@@ -626,6 +631,12 @@ mod tests {
         // Without a counting allocator the memory figures are zero, but the
         // scenario runs through.
         assert_eq!(live_memory(Size::SMOKE, || 0).await.len(), 4);
+        // Checks inside: every row arrives both ways.
+        let decode = ws_decode(Size::SMOKE).await;
+        assert_eq!(decode.len(), 2);
+        for r in &decode {
+            assert!(r.ours > 0.0 && r.baseline > 0.0, "{r:?}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

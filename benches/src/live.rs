@@ -499,3 +499,129 @@ pub async fn live_memory(size: Size, live_bytes: fn() -> i64) -> Vec<Measurement
         ),
     ]
 }
+
+/// Messages of `rows` tick rows each: one object when `rows` is 1, else an
+/// array of objects.
+fn tick_messages(messages: usize, rows: usize) -> Vec<String> {
+    let tick = |n: usize| {
+        format!(
+            r#"{{"topic":"S{:03}","seq":{n},"price":{}.25,"volume":{},"ts":{}}}"#,
+            n % FANOUT_TOPICS,
+            100 + n % 50,
+            1 + n % 9,
+            1_796_000_000_000_000u64 + n as u64
+        )
+    };
+    (0..messages)
+        .map(|m| {
+            let first = m * rows;
+            if rows == 1 {
+                tick(first)
+            } else {
+                let all: Vec<String> = (first..first + rows).map(tick).collect();
+                format!("[{}]", all.join(","))
+            }
+        })
+        .collect()
+}
+
+/// A WebSocket upstream on 127.0.0.1 that sends `messages` to each
+/// connection it accepts, as fast as the socket takes them, then closes.
+async fn blasting_upstream(messages: Arc<Vec<String>>) -> (String, JoinHandle<()>) {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("address"));
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                continue;
+            };
+            for text in messages.iter() {
+                if ws.feed(Message::text(text.as_str())).await.is_err() {
+                    break;
+                }
+            }
+            let _ = ws.close(None).await;
+        }
+    });
+    (url, task)
+}
+
+/// Messages/s and rows/s through the WebSocket source (arrow-json's decoder
+/// reading each message's bytes) beside the same messages read from the
+/// same kind of socket and decoded as the source did before: parsed into a
+/// `serde_json::Value`, looked at for an `"op"` key, serialised into
+/// arrow-json's decoder.
+pub async fn ws_decode(size: Size) -> Vec<Measurement> {
+    use datafusion::arrow::json::ReaderBuilder;
+    use futures::StreamExt;
+    use tenantfusion_live::{WebSocketConfig, WebSocketSource, tick_schema};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut figures = Vec::new();
+    for (rows, shape) in [(1, "one-row objects"), (100, "100-row arrays")] {
+        let count = (size.ws_messages / rows).max(1);
+        let messages = Arc::new(tick_messages(count, rows));
+        let (url, server) = blasting_upstream(Arc::clone(&messages)).await;
+
+        let source = WebSocketSource::new(WebSocketConfig::new("bench", &url, tick_schema()))
+            .expect("source");
+        let started = Instant::now();
+        let mut connection = source.connect().await.expect("connect");
+        let mut ours = 0;
+        loop {
+            match connection.next_event().await.expect("next event") {
+                Upstream::Rows(batch) => ours += batch.num_rows(),
+                Upstream::Closed => break,
+                other => panic!("the bench's messages are rows: {other:?}"),
+            }
+        }
+        let ours_secs = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("connect");
+        let mut decoder = ReaderBuilder::new(tick_schema())
+            .build_decoder()
+            .expect("decoder");
+        let mut base = 0;
+        while let Some(Ok(message)) = socket.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let value: serde_json::Value = serde_json::from_slice(text.as_bytes()).expect("json");
+            if value.get("op").is_some() {
+                continue;
+            }
+            let values = match value {
+                serde_json::Value::Array(values) => values,
+                one => vec![one],
+            };
+            decoder.serialize(&values).expect("serialize");
+            base += decoder.flush().expect("flush").map_or(0, |b| b.num_rows());
+        }
+        let base_secs = started.elapsed().as_secs_f64();
+        server.abort();
+        assert_eq!(
+            (ours, base),
+            (count * rows, count * rows),
+            "every row, both ways"
+        );
+
+        let what = format!(
+            "{count} messages of {shape} over a WebSocket on 127.0.0.1 (baseline: each parsed into a serde_json::Value first)"
+        );
+        figures.push(Measurement::figure(
+            "ws_decode",
+            format!("messages per second, {what}"),
+            count as f64 / ours_secs,
+            count as f64 / base_secs,
+            "msg/s",
+        ));
+    }
+    figures
+}

@@ -16,7 +16,7 @@ use tenantfusion_bench::{
     many_durable_tables, markdown, noisy_neighbour, parquet_scan_200k, pgwire, plan_cache,
     point_lookup, postgres_installed, postgres_rls, provider_lookup, results_section,
     session_per_request, storage_scan_scaling, stream_ingest, update_doc, user_scan_scaling,
-    write_mix, ws_live,
+    write_mix, ws_decode, ws_live,
 };
 
 /// Counts allocations, for the allocations-per-call figures.
@@ -81,6 +81,7 @@ const SCENARIOS: &[&str] = &[
     "pgwire",
     "http_sql",
     "ws_live",
+    "ws_decode",
 ];
 
 const USAGE: &str = "usage: tenantfusion-bench [--quick|--smoke] [--with-postgres] \
@@ -269,6 +270,10 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if wants("ws_decode") {
+        step("ws_decode");
+        rows.extend(ws_decode(size).await);
     }
     if wants("many_durable_tables") {
         step("many_durable_tables");

@@ -20,7 +20,8 @@ use crate::source::{Connection, Source, SourceKind, SourceSettings, SourceSpec, 
 ///
 /// A topic `t` is the destination `destination_prefix + t` (RabbitMQ:
 /// `/topic/t`). Message bodies are JSON rows as for the WebSocket source
-/// (an object or an array of objects keyed by column name, topic first).
+/// (objects keyed by column name, topic first: one, several separated by
+/// whitespace, or arrays of them).
 #[derive(Debug, Clone)]
 pub struct StompConfig {
     /// Name, balancing, limits and rows.

@@ -24,8 +24,11 @@ use crate::source::{Connection, Source, SourceKind, SourceSettings, SourceSpec, 
 ///
 /// The upstream speaks JSON text frames. We send `subscribe_message` and
 /// `unsubscribe_message` with `{topics}` replaced by a JSON array of topic
-/// names. It sends rows as a JSON object or an array of objects whose keys
-/// are the schema's column names (the topic column first); an object with an
+/// names. It sends rows as JSON objects whose keys are the schema's column
+/// names (the topic column first): one object, several separated by
+/// whitespace (NDJSON), or arrays of them; a message is all or nothing (one
+/// row that does not fit the schema, and none of it is delivered), and
+/// nesting deeper than 128 levels is refused before decoding. An object with an
 /// `"op"` key is a control message and is not a row (`"op": "error"` is
 /// counted as a malformed message). Anything else that does not decode is
 /// counted and skipped; the connection stays up. A message (or frame) over
@@ -192,6 +195,12 @@ impl WebSocketConnection {
     /// Rows of one text message (none for a control message), or why it
     /// is not rows.
     fn decode(&mut self, text: &[u8]) -> Upstream {
+        // Rows go straight to the decoder; only a message that may hold an
+        // `"op"` key is parsed into values to look (control messages are
+        // few, rows are many).
+        if memchr::memmem::find(text, br#""op""#).is_none() {
+            return self.rows.decode(text);
+        }
         let value: Value = match serde_json::from_slice(text) {
             Ok(value) => value,
             Err(e) => return Upstream::Malformed(format!("not JSON: {e}")),

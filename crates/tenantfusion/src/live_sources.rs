@@ -17,7 +17,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, new_null_array};
 use datafusion::arrow::compute::kernels::boolean::{and, is_not_null};
-use datafusion::arrow::compute::{can_cast_types, cast, filter_record_batch};
+use datafusion::arrow::compute::{can_cast_types, cast, concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -363,21 +363,24 @@ impl SourceTopics {
         Ok(tokio::spawn(async move {
             // Ends when the pool stops; aborted when the topic is released.
             while let Ok(Some(event)) = subscription.recv().await {
-                match event {
-                    LiveEvent::Rows { batch, .. } => match mapping.conform(&batch) {
-                        Ok(rows) => {
-                            counts.reject(batch.num_rows() - rows.num_rows());
-                            if rows.num_rows() > 0
-                                && table.append_topic(&topic, rows).await.is_err()
-                            {
-                                counts.reject(batch.num_rows());
-                            }
+                // What queued up meanwhile goes with it: one cast and one
+                // append per wake-up, not per upstream delivery, so a
+                // feeder that falls behind catches up in bigger steps.
+                let drained = Drained::of(event, || subscription.try_recv().ok().flatten());
+                counts.dropped.fetch_add(drained.missed, Ordering::Relaxed);
+                let (received, conformed) = match drained.rows {
+                    None => continue,
+                    Some(Err(count)) => (count, None),
+                    Some(Ok(batch)) => (batch.num_rows(), mapping.conform(&batch).ok()),
+                };
+                match conformed {
+                    Some(rows) => {
+                        counts.reject(received - rows.num_rows());
+                        if rows.num_rows() > 0 && table.append_topic(&topic, rows).await.is_err() {
+                            counts.reject(received);
                         }
-                        Err(_) => counts.reject(batch.num_rows()),
-                    },
-                    LiveEvent::Lagged { missed } => {
-                        counts.dropped.fetch_add(missed, Ordering::Relaxed);
                     }
+                    None => counts.reject(received),
                 }
             }
         }))
@@ -422,6 +425,48 @@ impl SourceTopics {
             }
         }
         feeders
+    }
+}
+
+/// Deliveries a feeder takes in one step at most.
+const DRAIN: usize = 1024;
+
+/// A feeder's deliveries of one wake-up: the first, and what was queued
+/// behind it (up to [`DRAIN`]).
+#[derive(Debug)]
+struct Drained {
+    /// Their rows in one batch (`Err` with their count when they could not
+    /// be put together); `None` when only lag was reported.
+    rows: Option<std::result::Result<RecordBatch, usize>>,
+    /// Deliveries the queue dropped before them.
+    missed: u64,
+}
+
+impl Drained {
+    /// `first`, then events from `next` until it has none.
+    fn of(first: LiveEvent, mut next: impl FnMut() -> Option<LiveEvent>) -> Self {
+        let mut batches = Vec::new();
+        let mut missed = 0;
+        let mut event = Some(first);
+        while let Some(taken) = event.take() {
+            match taken {
+                LiveEvent::Rows { batch, .. } => batches.push(batch),
+                LiveEvent::Lagged { missed: m } => missed += m,
+            }
+            if batches.len() < DRAIN {
+                event = next();
+            }
+        }
+        let rows = match batches.len() {
+            0 => None,
+            1 => batches.pop().map(Ok),
+            _ => {
+                let count = batches.iter().map(RecordBatch::num_rows).sum();
+                // One source's deliveries share its schema.
+                Some(concat_batches(&batches[0].schema(), &batches).map_err(|_| count))
+            }
+        };
+        Self { rows, missed }
     }
 }
 
@@ -541,6 +586,49 @@ mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Schema};
     use tenantfusion_core::{AccessLevel, SystemClock};
     use tenantfusion_tables::{Retention, StreamOrigin};
+
+    #[test]
+    fn a_feeder_takes_what_queued_up_in_one_step() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("topic", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let rows = |from: i64, n: i64| LiveEvent::Rows {
+            topic: "A".into(),
+            batch: RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(StringArray::from(vec!["A"; n as usize])),
+                    Arc::new(Int64Array::from_iter_values(from..from + n)),
+                ],
+            )
+            .unwrap(),
+        };
+        let mut queued = vec![
+            rows(1, 2),
+            LiveEvent::Lagged { missed: 3 },
+            rows(7, 1),
+            LiveEvent::Lagged { missed: 1 },
+        ]
+        .into_iter();
+        let drained = Drained::of(rows(0, 1), || queued.next());
+        assert_eq!(drained.missed, 4);
+        let batch = drained.rows.unwrap().unwrap();
+        let n: Vec<i64> = batch
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec();
+        assert_eq!(n, [0, 1, 2, 7]);
+        // Only lag: nothing to append, the lag counted.
+        let drained = Drained::of(LiveEvent::Lagged { missed: 5 }, || None);
+        assert!(drained.rows.is_none());
+        assert_eq!(drained.missed, 5);
+        // A step ends at DRAIN deliveries; the rest wait for the next.
+        let mut endless = std::iter::repeat_with(|| rows(0, 1));
+        let drained = Drained::of(rows(0, 1), || endless.next());
+        assert_eq!(drained.rows.unwrap().unwrap().num_rows(), DRAIN);
+    }
 
     #[test]
     fn rows_are_cast_to_the_table_and_only_misfits_are_left_out() {

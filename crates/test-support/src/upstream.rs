@@ -31,7 +31,8 @@ pub enum Command {
     Drop,
     /// Stop reading and writing (no pongs) but keep the socket open.
     Stall,
-    /// Send two undecodable messages, then carry on.
+    /// Send five undecodable messages (not JSON, a row that does not fit,
+    /// an upstream error, two nested 100,000 deep), then carry on.
     Garble,
     /// Send one row for `topic` numbered `seq`, whether or not this
     /// connection carries it, then carry on.
@@ -174,6 +175,11 @@ async fn serve(
                         r#"{"op":"error","message":"upstream hiccup"}"#,
                     ))
                     .await;
+                // Nested 100,000 deep, as rows and as a control message: a
+                // parser that recurses per level overflows the stack.
+                let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+                let _ = tx.send(Message::text(deep.clone())).await;
+                let _ = tx.send(Message::text(format!(r#"{{"op":{deep}}}"#))).await;
             }
             Some(Command::Inject { topic, seq }) => {
                 let row = json!([{"topic": topic, "seq": seq, "price": 66.6, "volume": 6, "ts": now_us()}]);
