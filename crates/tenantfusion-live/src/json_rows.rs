@@ -91,6 +91,65 @@ impl JsonRows {
         self.rows(decoded)
     }
 
+    /// The rows of several messages that were waiting together: one batch
+    /// for all of them when each is objects and every row fits (one flush
+    /// instead of one per message), else each message's own result, in
+    /// order, exactly as [`decode`](Self::decode) gives it.
+    pub(crate) fn decode_each(&mut self, messages: &[&[u8]]) -> Vec<Upstream> {
+        if let Some(batch) = self.decode_together(messages) {
+            return vec![Upstream::Rows(batch)];
+        }
+        messages
+            .iter()
+            .map(|message| self.decode(message))
+            .collect()
+    }
+
+    /// [`decode_each`](Self::decode_each)'s one batch, or `None` (the
+    /// decoder clean) when any message is not objects or does not decode.
+    fn decode_together(&mut self, messages: &[&[u8]]) -> Option<RecordBatch> {
+        let objects_only = messages.iter().all(|message| {
+            message.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+                && nesting_within(message, MAX_DEPTH)
+        });
+        if !objects_only {
+            return None;
+        }
+        let mut batches = Vec::new();
+        let mut fed = || -> std::result::Result<(), ArrowError> {
+            for message in messages {
+                let mut bytes = *message;
+                loop {
+                    let read = self.objects.decode(bytes)?;
+                    bytes = &bytes[read..];
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    // A full batch: flushed at a row's end.
+                    batches.extend(self.objects.flush()?);
+                }
+                // Each message is whole on its own: one cut short must not
+                // be completed by the next.
+                if self.objects.has_partial_record() {
+                    return Err(ArrowError::JsonError("a message cut short".into()));
+                }
+            }
+            batches.extend(self.objects.flush()?);
+            Ok(())
+        };
+        match fed().and_then(|()| match batches.as_slice() {
+            [one] => Ok(one.clone()),
+            many => concat_batches(&self.schema, many),
+        }) {
+            Ok(batch) => Some(batch),
+            Err(_) => {
+                // Start afresh; the messages are decoded one by one.
+                self.objects = objects(&self.schema).ok()?;
+                None
+            }
+        }
+    }
+
     /// One object is one row; an array holds rows. Anything that does not
     /// fit the schema is `Malformed`; nothing of it is delivered.
     pub(crate) fn decode_value(&mut self, value: Value) -> Upstream {
@@ -430,6 +489,53 @@ mod tests {
                 matches!(rows.decode(ticks(1).as_bytes()), Upstream::Rows(b) if b.num_rows() == 1)
             );
         }
+    }
+
+    #[test]
+    fn messages_waiting_together_decode_as_one_batch_or_each_on_its_own() {
+        let mut rows = JsonRows::new(&tick_schema()).unwrap();
+        let tick =
+            |seq: u64| format!(r#"{{"topic":"A","seq":{seq},"price":1.5,"volume":2,"ts":10}}"#);
+        let seqs = |event: &Upstream| match event {
+            Upstream::Rows(batch) => Some(
+                batch
+                    .column(1)
+                    .as_primitive::<arrow::datatypes::UInt64Type>()
+                    .values()
+                    .to_vec(),
+            ),
+            _ => None,
+        };
+        // 300 one-row messages, past a flush of 128 rows: one batch.
+        let many: Vec<String> = (0..300).map(tick).collect();
+        let refs: Vec<&[u8]> = many.iter().map(|m| m.as_bytes()).collect();
+        let events = rows.decode_each(&refs);
+        assert_eq!(events.len(), 1);
+        assert_eq!(seqs(&events[0]), Some((0..300).collect()));
+        // A row that does not fit: each message on its own, the others'
+        // rows delivered.
+        let bad = r#"{"topic":"A","seq":"x"}"#.to_string();
+        let events = rows.decode_each(&[tick(1).as_bytes(), bad.as_bytes(), tick(2).as_bytes()]);
+        let got: Vec<Option<Vec<u64>>> = events.iter().map(seqs).collect();
+        assert_eq!(got, [Some(vec![1]), None, Some(vec![2])]);
+        // One message cut short is not completed by the next.
+        let whole = tick(3);
+        let (head, tail) = whole.split_at(20);
+        let events = rows.decode_each(&[head.as_bytes(), tail.as_bytes()]);
+        assert!(
+            events.iter().all(|e| matches!(e, Upstream::Malformed(_))),
+            "{events:?}"
+        );
+        // Arrays, NDJSON and objects mixed: each on its own, as decode does.
+        let array = format!("[{},{}]", tick(4), tick(5));
+        let ndjson = format!("{}\n{}", tick(6), tick(7));
+        let events = rows.decode_each(&[array.as_bytes(), tick(8).as_bytes()]);
+        let got: Vec<Option<Vec<u64>>> = events.iter().map(seqs).collect();
+        assert_eq!(got, [Some(vec![4, 5]), Some(vec![8])]);
+        let events = rows.decode_each(&[ndjson.as_bytes(), tick(9).as_bytes()]);
+        assert_eq!(seqs(&events[0]), Some(vec![6, 7, 9]));
+        // And the decoder is clean after all of it.
+        assert_eq!(seqs(&rows.decode(tick(10).as_bytes())), Some(vec![10]));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The WebSocket JSON source: one WebSocket per connection, topics
 //! subscribed with JSON messages, rows decoded from JSON into Arrow.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,13 +9,13 @@ use crate::error::{LiveError, Result};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig as Limits;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::json_rows::JsonRows;
@@ -28,7 +29,9 @@ use crate::source::{Connection, Source, SourceKind, SourceSettings, SourceSpec, 
 /// names (the topic column first): one object, several separated by
 /// whitespace (NDJSON), or arrays of them; a message is all or nothing (one
 /// row that does not fit the schema, and none of it is delivered), and
-/// nesting deeper than 128 levels is refused before decoding. An object with an
+/// nesting deeper than 128 levels is refused before decoding. Row messages
+/// already waiting on the socket are decoded together into one batch (up
+/// to 256 or 1 MiB; each still all or nothing on its own). An object with an
 /// `"op"` key is a control message and is not a row (`"op": "error"` is
 /// counted as a malformed message). Anything else that does not decode is
 /// counted and skipped; the connection stays up. A message (or frame) over
@@ -156,6 +159,8 @@ impl Source for WebSocketSource {
             ping,
             last_seen: Instant::now(),
             broken: None,
+            held: None,
+            ready: VecDeque::new(),
         }))
     }
 }
@@ -169,6 +174,23 @@ struct WebSocketConnection {
     /// Why the stream cannot be read on, once a message over the limit was
     /// counted as malformed: the next read reports the connection lost.
     broken: Option<String>,
+    /// What the socket gave past the end of a burst, handled next.
+    held: Option<Option<std::result::Result<Message, WsError>>>,
+    /// Events of a burst not handed out yet.
+    ready: VecDeque<Upstream>,
+}
+
+/// Text messages already waiting on the socket are decoded together, up to
+/// this many or [`BURST_BYTES`] (one flush of the decoder for all of them:
+/// a one-row message costs more to flush than to read).
+const BURST_MESSAGES: usize = 256;
+/// See [`BURST_MESSAGES`].
+const BURST_BYTES: usize = 1 << 20;
+
+/// Whether a message may be a control message (an object with an `"op"`
+/// key): only those are parsed into values to look.
+fn may_be_control(text: &[u8]) -> bool {
+    memchr::memmem::find(text, br#""op""#).is_some()
 }
 
 impl std::fmt::Debug for WebSocketConnection {
@@ -198,7 +220,7 @@ impl WebSocketConnection {
         // Rows go straight to the decoder; only a message that may hold an
         // `"op"` key is parsed into values to look (control messages are
         // few, rows are many).
-        if memchr::memmem::find(text, br#""op""#).is_none() {
+        if !may_be_control(text) {
             return self.rows.decode(text);
         }
         let value: Value = match serde_json::from_slice(text) {
@@ -235,50 +257,46 @@ impl Connection for WebSocketConnection {
     async fn next_event(&mut self) -> Result<Upstream> {
         // Cancel-safe: `next()` on the stream and `tick()` lose nothing when
         // dropped; a ping interrupted half-sent stays buffered in the socket.
-        if let Some(why) = self.broken.take() {
-            return Err(self.lost(why));
-        }
         loop {
-            tokio::select! {
-                message = self.stream.next() => {
-                    let message = match message {
-                        None => return Ok(Upstream::Closed),
-                        Some(Err(WsError::Capacity(e))) => {
-                            let why = format!("a message over max_message_bytes: {e}");
-                            self.broken = Some(why.clone());
-                            return Ok(Upstream::Malformed(why));
-                        }
-                        Some(Err(e)) => return Err(self.lost(e)),
-                        Some(Ok(message)) => message,
-                    };
-                    self.last_seen = Instant::now();
-                    match message {
-                        Message::Text(text) => {
-                            let event = self.decode(text.as_bytes());
-                            if matches!(&event, Upstream::Rows(b) if b.num_rows() == 0) {
-                                continue;
-                            }
-                            return Ok(event);
-                        }
-                        Message::Binary(_) => return Ok(Upstream::Malformed("binary frame".into())),
-                        Message::Close(_) => return Ok(Upstream::Closed),
-                        // Pongs are answered by the library; pings and pongs count as life.
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                    }
+            if let Some(event) = self.ready.pop_front() {
+                if matches!(&event, Upstream::Rows(b) if b.num_rows() == 0) {
+                    continue;
                 }
-                _ = self.ping.tick() => {
-                    if self.last_seen.elapsed() > self.config.ping_interval * 2 {
-                        return Err(self.lost("no frame for two ping intervals"));
+                return Ok(event);
+            }
+            if let Some(why) = self.broken.take() {
+                return Err(self.lost(why));
+            }
+            let message = match self.held.take() {
+                Some(message) => message,
+                None => tokio::select! {
+                    message = self.stream.next() => message,
+                    _ = self.ping.tick() => {
+                        self.ping().await?;
+                        continue;
                     }
-                    // An upstream that stopped reading must not hold the
-                    // task in the send: a ping not out within an interval
-                    // is a lost connection.
-                    let ping = self.stream.send(Message::Ping(Default::default()));
-                    match tokio::time::timeout(self.config.ping_interval, ping).await {
-                        Ok(sent) => sent.map_err(|e| self.lost(format!("ping: {e}")))?,
-                        Err(_) => return Err(self.lost("a ping not sent within a ping interval")),
-                    }
+                },
+            };
+            let message = match message {
+                None => return Ok(Upstream::Closed),
+                Some(Err(WsError::Capacity(e))) => {
+                    let why = format!("a message over max_message_bytes: {e}");
+                    self.broken = Some(why.clone());
+                    return Ok(Upstream::Malformed(why));
                 }
+                Some(Err(e)) => return Err(self.lost(e)),
+                Some(Ok(message)) => message,
+            };
+            self.last_seen = Instant::now();
+            match message {
+                Message::Text(text) => {
+                    let burst = self.burst(text);
+                    self.ready.extend(burst);
+                }
+                Message::Binary(_) => return Ok(Upstream::Malformed("binary frame".into())),
+                Message::Close(_) => return Ok(Upstream::Closed),
+                // Pongs are answered by the library; pings and pongs count as life.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }
     }
@@ -288,5 +306,51 @@ impl Connection for WebSocketConnection {
             .close(None)
             .await
             .map_err(|e| self.lost(format!("close: {e}")))
+    }
+}
+
+impl WebSocketConnection {
+    /// The events of `first` and of the row messages already waiting behind
+    /// it, decoded together; what the socket gives that ends the burst (a
+    /// control message, a ping, an error, the end) is held for the next
+    /// read. Nothing is awaited: a dropped `next_event` loses nothing.
+    fn burst(&mut self, first: Utf8Bytes) -> Vec<Upstream> {
+        if may_be_control(first.as_bytes()) {
+            return vec![self.decode(first.as_bytes())];
+        }
+        let mut texts = vec![first];
+        let mut bytes = texts[0].len();
+        while texts.len() < BURST_MESSAGES && bytes < BURST_BYTES {
+            match self.stream.next().now_or_never() {
+                None => break,
+                Some(Some(Ok(Message::Text(text)))) if !may_be_control(text.as_bytes()) => {
+                    bytes += text.len();
+                    texts.push(text);
+                }
+                Some(other) => {
+                    self.held = Some(other);
+                    break;
+                }
+            }
+        }
+        let messages: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        match messages.as_slice() {
+            [one] => vec![self.rows.decode(one)],
+            many => self.rows.decode_each(many),
+        }
+    }
+
+    /// Sends our ping, or finds the connection silent for two intervals.
+    async fn ping(&mut self) -> Result<()> {
+        if self.last_seen.elapsed() > self.config.ping_interval * 2 {
+            return Err(self.lost("no frame for two ping intervals"));
+        }
+        // An upstream that stopped reading must not hold the task in the
+        // send: a ping not out within an interval is a lost connection.
+        let ping = self.stream.send(Message::Ping(Default::default()));
+        match tokio::time::timeout(self.config.ping_interval, ping).await {
+            Ok(sent) => sent.map_err(|e| self.lost(format!("ping: {e}"))),
+            Err(_) => Err(self.lost("a ping not sent within a ping interval")),
+        }
     }
 }

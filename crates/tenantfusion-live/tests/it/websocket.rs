@@ -228,3 +228,70 @@ async fn bad_websocket_settings_name_what_is_wrong() {
         "UPSTREAM_UNAVAILABLE"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_together_are_decoded_together_and_each_keeps_its_fate() {
+    use arrow::array::AsArray;
+    use arrow::datatypes::UInt64Type;
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let tick = |seq: u64| format!(r#"{{"topic":"A","seq":{seq},"price":1.5,"volume":2,"ts":10}}"#);
+    let messages = vec![
+        tick(1),
+        tick(2),
+        tick(3),
+        r#"{"topic":"A","seq":"not a number"}"#.to_string(),
+        tick(4),
+        r#"{"op":"subscribed"}"#.to_string(),
+        tick(5),
+        tick(6),
+    ];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let (sent, all_sent) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        for text in messages {
+            ws.feed(Message::text(text)).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+        let _ = sent.send(());
+        // Closed once the client has read everything.
+        let _ = ws.close(None).await;
+    });
+    let source = WebSocketSource::new(WebSocketConfig::new("feed", url, tick_schema())).unwrap();
+    let mut connection = source.connect().await.unwrap();
+    // Everything is waiting on the socket before the first read.
+    all_sent.await.unwrap();
+    let mut events = Vec::new();
+    loop {
+        match connection.next_event().await.unwrap() {
+            Upstream::Closed => break,
+            Upstream::Rows(batch) => events.push(Some(
+                batch
+                    .column(1)
+                    .as_primitive::<UInt64Type>()
+                    .values()
+                    .to_vec(),
+            )),
+            Upstream::Malformed(_) => events.push(None),
+        }
+    }
+    server.await.unwrap();
+    // 1-4 waited together with a row that does not fit: each message on
+    // its own, the bad one malformed. The control message ended the burst
+    // and carries no rows; 5 and 6 came as one batch.
+    assert_eq!(
+        events,
+        [
+            Some(vec![1]),
+            Some(vec![2]),
+            Some(vec![3]),
+            None,
+            Some(vec![4]),
+            Some(vec![5, 6]),
+        ]
+    );
+}
