@@ -68,6 +68,9 @@ pub struct RingStore {
 #[derive(Debug, Default)]
 struct Ring {
     chunks: VecDeque<Chunk>,
+    /// How many chunks at the end are small (under [`SMALL_ROWS`]): kept
+    /// as they change rather than counted on every push.
+    small_tail: usize,
     rows: usize,
     /// Arrival of the newest row: arrivals never go backwards, even when
     /// the clock does, so every chunk's arrivals stay sorted.
@@ -152,6 +155,14 @@ impl Ring {
                 }
             }
         }
+        // Only the front changed: chunks of the small tail may be gone, and
+        // a front chunk cut below SMALL_ROWS may now start it.
+        self.small_tail = self.small_tail.min(self.chunks.len());
+        if self.small_tail + 1 == self.chunks.len()
+            && self.chunks.front().is_some_and(Chunk::is_small)
+        {
+            self.small_tail += 1;
+        }
     }
 
     fn push(&mut self, batch: RecordBatch, now: i64) -> Result<()> {
@@ -161,25 +172,29 @@ impl Ring {
             arrived: vec![self.latest; batch.num_rows()],
             batch,
         });
-        let run = self
-            .chunks
-            .iter()
-            .rev()
-            .take_while(|c| c.arrived.len() < SMALL_ROWS)
-            .count();
-        if run >= MERGE_RUN {
-            let start = self.chunks.len() - run;
+        self.small_tail = match self.chunks.back().is_some_and(Chunk::is_small) {
+            true => self.small_tail + 1,
+            false => 0,
+        };
+        if self.small_tail >= MERGE_RUN {
+            let start = self.chunks.len() - self.small_tail;
             let tail: Vec<Chunk> = self.chunks.drain(start..).collect();
             let schema = tail[0].batch.schema();
             let batch = concat_batches(&schema, tail.iter().map(|c| &c.batch))?;
             let arrived = tail.into_iter().flat_map(|c| c.arrived).collect();
-            self.chunks.push_back(Chunk { batch, arrived });
+            let merged = Chunk { batch, arrived };
+            self.small_tail = usize::from(merged.is_small());
+            self.chunks.push_back(merged);
         }
         Ok(())
     }
 }
 
 impl Chunk {
+    fn is_small(&self) -> bool {
+        self.arrived.len() < SMALL_ROWS
+    }
+
     fn drop_front(&mut self, n: usize) {
         self.batch = self.batch.slice(n, self.batch.num_rows() - n);
         self.arrived.drain(..n);
@@ -283,6 +298,57 @@ mod tests {
         assert_eq!(ring.row_count(), 0);
         assert_eq!(ring.partition_count(), 1);
         assert_eq!(ring.drop_partition(&key).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_small_tail_is_kept_as_a_count_would_find_it() {
+        let clock = Arc::new(ManualClock::new(0));
+        let ring = RingStore::new(
+            Retention {
+                ttl: Some(Duration::from_millis(900)),
+                max_rows: Some(3_000),
+            },
+            clock.clone(),
+        );
+        let key = PartitionKey::Topic("A".into());
+        // Appends of 1 to ~2,000 rows, time moving on, rows cut by count
+        // and by age: after every one, the kept count matches a scan and
+        // the rows are the newest, in order.
+        let mut model: VecDeque<(i64, i64)> = VecDeque::new();
+        let (mut next, mut seed) = (0i64, 7u64);
+        for step in 0..2_500 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            // Then only small appends, far apart: the whole ring is small
+            // and its oldest chunks expire.
+            let late = step >= 2_000;
+            let n = match seed >> 61 {
+                0 if !late => 1_000 + (seed >> 40) as i64 % 1_000,
+                _ => 1 + (seed >> 40) as i64 % 40,
+            };
+            let pause = if late { 100 } else { (seed >> 33) % 7 };
+            clock.advance(Duration::from_millis(pause));
+            let now = clock.now_us();
+            ring.append(&key, vec![batch(next..next + n)])
+                .await
+                .unwrap();
+            model.extend((next..next + n).map(|v| (v, now)));
+            next += n;
+            while model.len() > 3_000 || model.front().is_some_and(|(_, at)| *at <= now - 900_000) {
+                model.pop_front();
+            }
+            let ring_of = Arc::clone(ring.partitions.get(&key).unwrap().value());
+            let ring_of = ring_of.lock();
+            let counted = ring_of
+                .chunks
+                .iter()
+                .rev()
+                .take_while(|c| c.is_small())
+                .count();
+            assert_eq!(ring_of.small_tail, counted);
+            assert!(counted < MERGE_RUN);
+        }
+        let kept: Vec<i64> = model.iter().map(|(v, _)| *v).collect();
+        assert_eq!(values(&ring.read(&key).await.unwrap()), kept);
     }
 
     #[tokio::test]
