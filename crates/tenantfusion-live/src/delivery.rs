@@ -350,19 +350,15 @@ impl<T: Weight> DeliveryQueue<T> {
             Some((origin, held)) => (origin, 0, held),
             None => (NOT_PINNED, weighed.own, 0),
         };
-        if let Some((batch, _)) = weighed.pin
-            && !state.joins(batch)
-            && state.pinned >= PINNED_BATCHES
-        {
-            let copies = if state.copied.0 == batch {
-                state.copied.1
-            } else {
-                0
+        if origin != NOT_PINNED && !state.joins(origin) && state.pinned >= PINNED_BATCHES {
+            let copies = match state.copied {
+                (batch, copies) if batch == origin => copies,
+                _ => 0,
             };
             if copies < COPIES_PER_BATCH {
                 item.compact();
+                state.copied = (origin, copies + 1);
                 (origin, own) = (NOT_PINNED, item.held_bytes());
-                state.copied = (batch, copies + 1);
             }
         }
         // A slice joining the run at the back adds nothing; the first of a
@@ -717,14 +713,20 @@ mod tests {
         }
     }
 
+    /// Queues a fresh slice of upstream batch `origin`.
+    fn push_slice(queue: &DeliveryQueue<Slice>, origin: u64) -> bool {
+        let slice = Slice { copied: false };
+        let weighed = Weighed::of(&slice, origin);
+        queue.push_quietly(slice, weighed)
+    }
+
     #[test]
     fn slices_count_their_batch_once_and_past_the_pinned_bound_are_copied() {
         let queue = DeliveryQueue::<Slice>::new(SubscribeOptions::default());
         let push = |origin| {
-            let slice = Slice { copied: false };
-            let weighed = Weighed::of(&slice, origin);
+            let weighed = Weighed::of(&Slice { copied: false }, origin);
             assert_eq!(weighed.pin, Some((origin, 10_000)));
-            assert!(queue.push_quietly(slice, weighed));
+            assert!(push_slice(&queue, origin));
         };
         // Three topics of one upstream batch: the batch counts once.
         for _ in 0..3 {
@@ -806,9 +808,7 @@ mod tests {
             for op in ops {
                 match op {
                     Some(origin) => {
-                        let slice = Slice { copied: false };
-                        let weighed = Weighed::of(&slice, origin);
-                        proptest::prop_assert!(queue.push_quietly(slice, weighed));
+                        proptest::prop_assert!(push_slice(&queue, origin));
                         let joins = model.back().is_some_and(|(o, c)| *o == origin && !c);
                         let mut copied = false;
                         if !joins && pinned(&model) >= PINNED_BATCHES {
@@ -857,11 +857,7 @@ mod tests {
     #[test]
     fn a_lagging_queue_copies_a_few_slices_of_a_batch_and_pins_it_for_the_rest() {
         let queue = DeliveryQueue::<Slice>::new(SubscribeOptions::default());
-        let push = |origin| {
-            let slice = Slice { copied: false };
-            let weighed = Weighed::of(&slice, origin);
-            assert!(queue.push_quietly(slice, weighed));
-        };
+        let push = |origin| assert!(push_slice(&queue, origin));
         for origin in 0..PINNED_BATCHES as u64 {
             push(origin);
         }
@@ -888,9 +884,7 @@ mod tests {
         let one_slice_each_of_5_batches = |options| {
             let queue = DeliveryQueue::<Slice>::new(options);
             for origin in 0..5 {
-                let slice = Slice { copied: false };
-                let weighed = Weighed::of(&slice, origin);
-                assert!(queue.push_quietly(slice, weighed));
+                assert!(push_slice(&queue, origin));
             }
             queue.stats()
         };

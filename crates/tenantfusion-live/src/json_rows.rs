@@ -83,7 +83,7 @@ impl JsonRows {
         if !nesting_within(bytes, MAX_DEPTH) {
             return Upstream::Malformed(format!("nested deeper than {MAX_DEPTH} levels"));
         }
-        let decoded = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        let decoded = match first_byte(bytes) {
             None => return Upstream::Malformed("an empty message".into()),
             Some(b'[') => self.decode_arrays(bytes),
             Some(_) => read_all(&mut self.objects, bytes),
@@ -108,43 +108,30 @@ impl JsonRows {
     /// [`decode_each`](Self::decode_each)'s one batch, or `None` (the
     /// decoder clean) when any message is not objects or does not decode.
     fn decode_together(&mut self, messages: &[&[u8]]) -> Option<RecordBatch> {
-        let objects_only = messages.iter().all(|message| {
-            message.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
-                && nesting_within(message, MAX_DEPTH)
-        });
+        let objects_only = messages
+            .iter()
+            .all(|m| first_byte(m) == Some(b'{') && nesting_within(m, MAX_DEPTH));
         if !objects_only {
             return None;
         }
         let mut batches = Vec::new();
-        let mut fed = || -> std::result::Result<(), ArrowError> {
-            for message in messages {
-                let mut bytes = *message;
-                loop {
-                    let read = self.objects.decode(bytes)?;
-                    bytes = &bytes[read..];
-                    if bytes.is_empty() {
-                        break;
-                    }
-                    // A full batch: flushed at a row's end.
-                    batches.extend(self.objects.flush()?);
-                }
-                // Each message is whole on its own: one cut short must not
-                // be completed by the next.
-                if self.objects.has_partial_record() {
-                    return Err(ArrowError::JsonError("a message cut short".into()));
-                }
+        let fed = messages.iter().try_for_each(|message| {
+            feed(&mut self.objects, message, &mut batches)?;
+            // Each message is whole on its own: one cut short must not be
+            // completed by the next.
+            match self.objects.has_partial_record() {
+                true => Err(ArrowError::JsonError("a message cut short".into())),
+                false => Ok(()),
             }
-            batches.extend(self.objects.flush()?);
-            Ok(())
-        };
-        match fed().and_then(|()| match batches.as_slice() {
-            [one] => Ok(one.clone()),
-            many => concat_batches(&self.schema, many),
-        }) {
+        });
+        let batch = fed
+            .and_then(|()| self.objects.flush())
+            .and_then(|last| self.one_batch(batches.into_iter().chain(last).collect()));
+        match batch {
             Ok(batch) => Some(batch),
             Err(_) => {
-                // Start afresh; the messages are decoded one by one.
-                self.objects = objects(&self.schema).ok()?;
+                // The messages are decoded one by one, by a fresh decoder.
+                self.reset().ok()?;
                 None
             }
         }
@@ -196,24 +183,38 @@ impl JsonRows {
 
     /// The one batch of a decoded message, or why it is malformed.
     fn rows(&mut self, decoded: Decoded) -> Upstream {
-        let batch = decoded.and_then(|batches| match batches.as_slice() {
-            [] => Ok(RecordBatch::new_empty(Arc::clone(&self.schema))),
-            [one] => Ok(one.clone()),
-            many => concat_batches(&self.schema, many),
-        });
-        match batch {
+        match decoded.and_then(|batches| self.one_batch(batches)) {
             Ok(batch) => Upstream::Rows(batch),
             Err(e) => {
-                // A failed decode may leave rows half-buffered: start afresh.
-                self.arrays = None;
-                match objects(&self.schema) {
-                    Ok(fresh) => self.objects = fresh,
-                    Err(e) => return Upstream::Malformed(e.to_string()),
+                // A failed decode may leave rows half-buffered.
+                if let Err(e) = self.reset() {
+                    return Upstream::Malformed(e.to_string());
                 }
                 Upstream::Malformed(bounded(format!("not JSON rows of the schema: {e}")))
             }
         }
     }
+
+    /// `batches` as one batch of the schema.
+    fn one_batch(&self, batches: Vec<RecordBatch>) -> std::result::Result<RecordBatch, ArrowError> {
+        match batches.as_slice() {
+            [] => Ok(RecordBatch::new_empty(Arc::clone(&self.schema))),
+            [one] => Ok(one.clone()),
+            many => concat_batches(&self.schema, many),
+        }
+    }
+
+    /// Fresh decoders: what a failed decode left half-buffered is gone.
+    fn reset(&mut self) -> Result<()> {
+        self.arrays = None;
+        self.objects = objects(&self.schema)?;
+        Ok(())
+    }
+}
+
+/// The first byte of `bytes` that is not whitespace.
+fn first_byte(bytes: &[u8]) -> Option<u8> {
+    bytes.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
 /// Arrays and objects nested deeper than this are refused before decoding:
@@ -279,22 +280,34 @@ fn bounded(mut reason: String) -> String {
 
 /// Every value in `bytes` through `decoder`, a batch per [`BATCH_ROWS`]
 /// values (the decoder stops there and wants a flush).
-fn read_all(decoder: &mut Decoder, mut bytes: &[u8]) -> Decoded {
+fn read_all(decoder: &mut Decoder, bytes: &[u8]) -> Decoded {
     let mut batches = Vec::new();
+    feed(decoder, bytes, &mut batches)?;
+    batches.extend(decoder.flush()?);
+    Ok(batches)
+}
+
+/// Every value in `bytes` into `decoder`, each full batch flushed into
+/// `batches`; the rows after the last full batch stay in the decoder.
+fn feed(
+    decoder: &mut Decoder,
+    mut bytes: &[u8],
+    batches: &mut Vec<RecordBatch>,
+) -> std::result::Result<(), ArrowError> {
     loop {
         let read = decoder.decode(bytes)?;
         bytes = &bytes[read..];
-        let flushed = decoder.flush()?;
-        let progress = read > 0 || flushed.is_some();
-        batches.extend(flushed);
         if bytes.is_empty() {
-            return Ok(batches);
+            return Ok(());
         }
-        if !progress {
+        // The decoder stopped at a full batch, at a row's end.
+        let flushed = decoder.flush()?;
+        if read == 0 && flushed.is_none() {
             // Not reached: the decoder reads on after a flush. A loop that
             // could spin forever is cut off instead.
             return Err(ArrowError::JsonError("the decoder stopped reading".into()));
         }
+        batches.extend(flushed);
     }
 }
 

@@ -334,10 +334,7 @@ impl WebSocketConnection {
             }
         }
         let messages: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
-        match messages.as_slice() {
-            [one] => vec![self.rows.decode(one)],
-            many => self.rows.decode_each(many),
-        }
+        self.rows.decode_each(&messages)
     }
 
     /// Sends our ping, or finds the connection silent for two intervals.
